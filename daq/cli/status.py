@@ -1,0 +1,55 @@
+"""``daq status --data-dir DIR [--json]``: what the journal holds, per instrument and sink."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from daq.journal.reader import JournalReader
+from daq.model import iso
+
+NAME = "status"
+HELP = "summarise the journal: rows, last reading and qualities per instrument; backlog per sink"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def collect(data_dir: Path) -> dict[str, Any]:
+    with JournalReader(data_dir) as reader:
+        instruments = reader.instrument_summary()
+        max_id = reader.max_reading_id()
+        sinks = {
+            name: {
+                "forwarded_through_id": cur["last_id"],
+                "backlog": max(0, max_id - cur["last_id"]),
+                "updated_ns": cur["updated_ns"],
+            }
+            for name, cur in reader.sink_cursors().items()
+        }
+        return {
+            "journal": str(reader.path),
+            "readings": max_id,
+            "instruments": instruments,
+            "sinks": sinks,
+        }
+
+
+def main(args: argparse.Namespace) -> int:
+    data = collect(args.data_dir)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    print(f"journal {data['journal']}: {data['readings']} readings")
+    print(f"{'instrument':<16} {'rows':>9} {'GOOD':>9} {'UNCERT':>7} {'BAD':>7}  last reading")
+    for name, s in sorted(data["instruments"].items()):
+        q = s["quality"]
+        last = iso(s["last_acq_ns"]) if s["last_acq_ns"] else "-"
+        print(f"{name:<16} {s['rows']:>9} {q['GOOD']:>9} {q['UNCERTAIN']:>7} {q['BAD']:>7}  {last}")
+    for name, s in sorted(data["sinks"].items()):
+        print(f"sink {name}: forwarded through id {s['forwarded_through_id']}, backlog {s['backlog']}")
+    return 0

@@ -1,0 +1,211 @@
+"""Load and validate a whole configuration file.
+
+Every failure becomes a :class:`~daq.errors.ConfigError` that names the file, the key path
+(``instruments[1].serial.baudrate``) and what was expected, so ``daq check-config`` can
+print it and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import Field, ValidationError, create_model
+
+from daq.config.base import PositiveSeconds, StrictModel
+from daq.errors import ConfigError
+from drivers import REGISTRY
+
+#: Keys that would hold a secret inline; secrets come from the environment or credentials.
+SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "apikey", "private_key"})
+
+
+class DaemonSection(StrictModel):
+    """Where the journal lives and how this line is named in exported data."""
+
+    data_dir: Path = Path("/var/lib/hotcell-daq")
+    site: str = "site"
+    cell: str = "cell"
+    log_level: str = "info"
+
+
+class JournalSection(StrictModel):
+    """Group commit: a writer commits what arrived within ``commit_window_s``."""
+
+    commit_window_s: Annotated[float, Field(gt=0, le=0.1)] = 0.05
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    #: Readings waiting for a commit beyond this are dropped *and recorded* as an overflow.
+    max_pending: Annotated[int, Field(ge=1000)] = 200_000
+    retry_after_error_s: PositiveSeconds = 1.0
+
+
+def _instrument_union() -> Any:
+    models = tuple(d.config_model for d in REGISTRY.values())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+
+
+def _build_config_model() -> type[StrictModel]:
+    return create_model(
+        "DaqConfig",
+        __base__=StrictModel,
+        daemon=(DaemonSection, DaemonSection()),
+        journal=(JournalSection, JournalSection()),
+        instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
+    )
+
+
+DaqConfigModel = _build_config_model()
+
+
+class Config:
+    """A validated configuration with the file it came from and its hash."""
+
+    def __init__(self, model: Any, *, path: str, text: str):
+        self.model = model
+        self.path = path
+        self.text = text
+        self.sha256 = hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def daemon(self) -> DaemonSection:
+        return self.model.daemon  # type: ignore[no-any-return]
+
+    @property
+    def journal(self) -> JournalSection:
+        return self.model.journal  # type: ignore[no-any-return]
+
+    @property
+    def instruments(self) -> list[Any]:
+        return list(self.model.instruments)
+
+    def with_data_dir(self, data_dir: Path) -> Config:
+        model = self.model.model_copy(
+            update={"daemon": self.daemon.model_copy(update={"data_dir": data_dir})}
+        )
+        return Config(model, path=self.path, text=self.text)
+
+    def with_instruments(self, instruments: list[Any]) -> Config:
+        return Config(
+            self.model.model_copy(update={"instruments": instruments}),
+            path=self.path,
+            text=self.text,
+        )
+
+
+def _key_path(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    out = ""
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        # Discriminated unions put the tag ("veenstra-vdc404") in the location: skip it.
+        if isinstance(node, Mapping) and part not in node and part in REGISTRY:
+            continue
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return out or "(top level)"
+
+
+def _expectation(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (not expected here)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown instrument kind {err.get('input')!r}; expected one of: {', '.join(REGISTRY)}"
+    if kind == "union_tag_not_found":
+        return f"missing 'kind'; expected one of: {', '.join(REGISTRY)}"
+    return f"{err['msg']} (got {err.get('input')!r})"
+
+
+def _find_inline_secrets(node: Any, path: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if str(key).lower() in SECRET_KEYS:
+                found.append(sub)
+            found.extend(_find_inline_secrets(value, sub))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(_find_inline_secrets(value, f"{path}[{i}]"))
+    return found
+
+
+def _cross_check(model: Any, file: str) -> None:
+    names: dict[str, int] = {}
+    buses: dict[str, int] = {}
+    for i, inst in enumerate(model.instruments):
+        if inst.name in names:
+            raise ConfigError(
+                f"duplicate instrument name {inst.name!r} (already used by instruments[{names[inst.name]}])",
+                file=file,
+                key_path=f"instruments[{i}].name",
+            )
+        names[inst.name] = i
+        bus = inst.bus()
+        if bus is not None and inst.enabled:
+            if bus in buses:
+                raise ConfigError(
+                    f"port {bus!r} is already used by instruments[{buses[bus]}]; one port has one owner",
+                    file=file,
+                    key_path=f"instruments[{i}].port",
+                )
+            buses[bus] = i
+
+
+def parse_config(text: str, *, path: str = "<string>") -> Config:
+    """Validate TOML text; raises :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=path) from exc
+    secrets = _find_inline_secrets(data)
+    if secrets:
+        raise ConfigError(
+            "secrets may not be written in the config file; give the name of an environment "
+            "variable (*_env) or a systemd credential (*_credential) instead",
+            file=path,
+            key_path=secrets[0],
+        )
+    try:
+        model = DaqConfigModel.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(
+            _expectation(first) + more, file=path, key_path=_key_path(first["loc"], data)
+        ) from None
+    _cross_check(model, path)
+    return Config(model, path=path, text=text)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``path``; raises :class:`ConfigError` naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(p)) from None
+    return parse_config(text, path=str(p))
+
+
+__all__ = [
+    "Config",
+    "DaemonSection",
+    "JournalSection",
+    "PositiveSeconds",
+    "load_config",
+    "parse_config",
+]

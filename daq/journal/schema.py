@@ -1,0 +1,106 @@
+"""The journal's schema and its migrations.
+
+Versioned in ``meta.schema_version``; each migration is a list of statements applied in one
+transaction. Tables named in :data:`CHAINED_TABLES` are append-only (triggers reject UPDATE
+and DELETE) and hash-chained; ``sink_cursors`` is the only mutable table (forwarder state).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+#: Append-only, hash-chained tables, in the order they are verified.
+CHAINED_TABLES = ("readings", "events", "audit")
+
+_GUARDS = [
+    stmt
+    for table in CHAINED_TABLES
+    for stmt in (
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'journal is append-only: {table} rows cannot be changed'); END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, 'journal is append-only: {table} rows cannot be deleted'); END",
+    )
+]
+
+#: Names of the guard triggers; verification fails when one is missing.
+GUARD_TRIGGERS = tuple(f"{t}_{op}" for t in CHAINED_TABLES for op in ("no_update", "no_delete"))
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE readings (
+            id INTEGER PRIMARY KEY,
+            instrument TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            acq_ns INTEGER NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            device_ns INTEGER,
+            value REAL,
+            unit TEXT NOT NULL,
+            quality INTEGER NOT NULL,
+            reason TEXT,
+            raw BLOB,
+            attrs TEXT,
+            run_id TEXT,
+            hash BLOB NOT NULL)""",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            instrument TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            detail TEXT,
+            raw BLOB,
+            hash BLOB NOT NULL)""",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            ts_ns INTEGER NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT,
+            detail TEXT,
+            run_id TEXT,
+            hash BLOB NOT NULL)""",
+        """CREATE TABLE sink_cursors (
+            sink TEXT PRIMARY KEY,
+            last_id INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL)""",
+        *_GUARDS,
+    ],
+}
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    if row is None:
+        return 0
+    value = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(value[0]) if value else 0
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found before."""
+    found = current_version(conn)
+    if found > SCHEMA_VERSION:
+        from daq.errors import JournalError
+
+        raise JournalError(f"journal schema version {found} is newer than this daq ({SCHEMA_VERSION})")
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in MIGRATIONS[version]:
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(version),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return found

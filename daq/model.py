@@ -1,0 +1,115 @@
+"""The reading model shared by drivers, the journal and every consumer.
+
+One :class:`Reading` type carries a value and everything needed to trust it later:
+where it came from, when it was *actually* read (wall and monotonic), the instrument's own
+time if it gives one, a quality with a reason, the raw frame, and the active run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Quality(enum.IntEnum):
+    """Quality of a value, ordered from best to worst."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+class Reason:
+    """Reason codes carried by non-GOOD readings and by events (stable strings: they are data)."""
+
+    DISCONNECTED = "disconnected"
+    CONNECT_FAILED = "connect_failed"
+    TIMEOUT = "timeout"
+    PARSE_ERROR = "parse_error"
+    DEVICE_ERROR = "device_error"
+    STALE = "stale"
+    OVERFLOW = "overflow"
+    SHUTDOWN = "shutdown"
+    CLOCK_UNSYNCHRONISED = "clock_unsynchronised"
+    DAUGHTERS_NOT_IN_EQUILIBRIUM = "daughters_not_in_equilibrium"
+
+
+class EventKind:
+    """Kinds of instrument events journaled beside readings."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTING = "reconnecting"
+    PARSE_ERROR = "parse_error"
+    DEVICE_ERROR = "device_error"
+    OVERFLOW = "overflow"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+@dataclasses.dataclass(slots=True)
+class Reading:
+    """One value from one channel of one instrument.
+
+    ``acq_ns`` is UTC wall time in nanoseconds taken when the value arrived, ``mono_ns`` the
+    monotonic clock at the same instant. ``value`` is ``None`` only for BAD readings (a gap).
+    ``seq`` is assigned by the journal when the reading is accepted (per instrument, strictly
+    increasing across restarts). ``attrs`` holds protocol specifics (nuclide, the reported
+    value and unit, a calibration factor, OPC UA timestamps) as JSON-able scalars.
+    """
+
+    instrument: str
+    channel: str
+    value: float | None
+    unit: str
+    quality: Quality
+    acq_ns: int
+    mono_ns: int
+    reason: str | None = None
+    device_ns: int | None = None
+    raw: bytes | None = None
+    attrs: Mapping[str, Any] | None = None
+    run_id: str | None = None
+    seq: int = 0
+
+    @property
+    def acquired_at(self) -> datetime:
+        return datetime.fromtimestamp(self.acq_ns / 1e9, tz=UTC)
+
+
+@dataclasses.dataclass(slots=True)
+class InstrumentEvent:
+    """A state change or fault of an instrument: connected, disconnected, parse error, overflow."""
+
+    instrument: str
+    kind: str
+    ts_ns: int
+    mono_ns: int
+    detail: Mapping[str, Any] | None = None
+    raw: bytes | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class DeviceInfo:
+    """What the instrument says about itself on connect (kept with runs for traceability)."""
+
+    model: str
+    serial: str | None = None
+    firmware: str | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "serial": self.serial,
+            "firmware": self.firmware,
+            **dict(self.extra),
+        }
+
+
+def iso(ns: int) -> str:
+    """ISO 8601 with offset, microsecond precision, for people; storage keeps nanoseconds."""
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="microseconds")

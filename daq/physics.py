@@ -1,0 +1,112 @@
+"""Radioactive decay, the nuclide table and activity units.
+
+The half-lives are a versioned table with its source, because a decay-corrected figure in a
+batch record is only as good as the constant behind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+from daq.errors import DaqError
+
+#: Version of :data:`NUCLIDES`; stored with decay-corrected figures.
+NUCLIDE_TABLE_VERSION = "2026.1"
+NUCLIDE_TABLE_SOURCE = "NNDC NuDat 3 / DDEP recommended half-lives"
+
+_MIN = 60.0
+_H = 3600.0
+_D = 86400.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nuclide:
+    symbol: str
+    half_life_s: float
+    source: str = NUCLIDE_TABLE_SOURCE
+
+    @property
+    def decay_constant(self) -> float:
+        """λ in 1/s."""
+        return math.log(2) / self.half_life_s
+
+
+NUCLIDES: dict[str, Nuclide] = {
+    n.symbol: n
+    for n in (
+        Nuclide("F-18", 109.77 * _MIN),
+        Nuclide("Ga-68", 67.71 * _MIN),
+        Nuclide("Tc-99m", 6.0067 * _H),
+        Nuclide("Cu-64", 12.701 * _H),
+        Nuclide("Zr-89", 78.41 * _H),
+        Nuclide("In-111", 2.8047 * _D),
+        Nuclide("I-131", 8.0252 * _D),
+        Nuclide("Lu-177", 6.647 * _D),
+        Nuclide("Ac-225", 9.920 * _D),
+        Nuclide("Fr-221", 4.806 * _MIN),
+        Nuclide("Bi-213", 45.62 * _MIN),
+    )
+}
+
+_ALIASES = {re.sub(r"[^a-z0-9]", "", k.lower()): k for k in NUCLIDES}
+# Instruments print nuclides in many spellings: "F18", "18F", "Tc99m", "LU-177".
+for _k in list(NUCLIDES):
+    _m = re.fullmatch(r"([A-Za-z]+)-(\d+)(m?)", _k)
+    if _m:
+        _ALIASES[f"{_m.group(2)}{_m.group(3)}{_m.group(1)}".lower()] = _k
+
+
+class UnknownNuclide(DaqError):
+    """A nuclide symbol not in the table."""
+
+
+class UnknownUnit(DaqError):
+    """An activity unit not in the table."""
+
+
+def nuclide(symbol: str) -> Nuclide:
+    """Look a nuclide up, tolerant of spelling (``F18``, ``18F``, ``f-18``)."""
+    key = _ALIASES.get(re.sub(r"[^a-z0-9]", "", symbol.lower()))
+    if key is None:
+        raise UnknownNuclide(f"unknown nuclide {symbol!r}; known: {', '.join(NUCLIDES)}")
+    return NUCLIDES[key]
+
+
+#: Activity units to becquerel. 1 Ci = 3.7e10 Bq exactly, so 1 mCi = 37 MBq exactly.
+UNIT_TO_BQ: dict[str, float] = {
+    "Bq": 1.0,
+    "kBq": 1e3,
+    "MBq": 1e6,
+    "GBq": 1e9,
+    "TBq": 1e12,
+    "uCi": 3.7e4,
+    "µCi": 3.7e4,
+    "mCi": 3.7e7,
+    "Ci": 3.7e10,
+}
+_UNIT_KEYS = {k.lower(): k for k in UNIT_TO_BQ}
+
+
+def canonical_unit(unit: str) -> str:
+    """The table's spelling of ``unit`` (case-insensitive); raises :class:`UnknownUnit`."""
+    key = _UNIT_KEYS.get(unit.strip().lower())
+    if key is None:
+        raise UnknownUnit(f"unknown activity unit {unit!r}; known: {', '.join(UNIT_TO_BQ)}")
+    return key
+
+
+def to_bq(value: float, unit: str) -> float:
+    """Convert an activity to becquerel."""
+    return value * UNIT_TO_BQ[canonical_unit(unit)]
+
+
+def from_bq(value_bq: float, unit: str) -> float:
+    """Convert becquerel to ``unit``."""
+    return value_bq / UNIT_TO_BQ[canonical_unit(unit)]
+
+
+def decay(activity: float, symbol: str, elapsed_s: float) -> float:
+    """A(t) = A0 · exp(−λ t); a negative ``elapsed_s`` corrects back in time."""
+    return activity * math.exp(-nuclide(symbol).decay_constant * elapsed_s)

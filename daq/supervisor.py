@@ -1,0 +1,236 @@
+"""One supervisor per instrument: connect, poll or stream, reconnect, and record every gap.
+
+The supervisor is the only place that waits, retries or backs off. Whatever happens to one
+instrument stays inside its supervisor: errors are journaled as BAD readings and events, and
+the task keeps going until it is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+import random
+from typing import Any
+
+from daq.clock import Clock
+from daq.errors import ConnectError, DeviceError, DriverError, ProtocolError, ReadTimeout
+from daq.journal.journal import Journal
+from daq.logs import get_logger
+from daq.model import DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
+from drivers.base import Driver
+
+log = get_logger("daq.supervisor")
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    STOPPED = "stopped"
+
+
+def backoff_delay(attempt: int, initial_s: float, cap_s: float, rng: random.Random) -> float:
+    """Delay before reconnect ``attempt`` (1-based): doubling from ``initial_s``, capped, with
+    up to 20 % jitter downwards so a cell full of instruments does not reconnect in lockstep."""
+    base = min(cap_s, initial_s * (2 ** max(0, attempt - 1)))
+    return float(base * rng.uniform(0.8, 1.0))
+
+
+class Supervisor:
+    """Owns one driver. ``offset_s`` staggers polled instruments across their period."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        journal: Journal,
+        clock: Clock,
+        *,
+        offset_s: float = 0.0,
+        rng: random.Random | None = None,
+    ):
+        self.driver = driver
+        self.config = driver.config
+        self.name = driver.name
+        self.journal = journal
+        self.clock = clock
+        self.offset_s = offset_s
+        self.rng = rng or random.Random()
+        self.state = State.STARTING
+        self.device_info: DeviceInfo | None = None
+        self.reconnects = 0
+        self.connects = 0
+        self.readings = 0
+        self.parse_errors = 0
+        self.timeouts = 0
+        self.overruns = 0
+        self.last_error: str | None = None
+        self.last_values: dict[str, Reading] = {}
+        self._known_channels: dict[str, str] = dict(driver.channels())
+
+    # -- journaling helpers -----------------------------------------------------------
+
+    def _event(self, kind: str, detail: dict[str, Any] | None = None, raw: bytes | None = None) -> None:
+        self.journal.event(
+            InstrumentEvent(
+                instrument=self.name,
+                kind=kind,
+                ts_ns=self.clock.time_ns(),
+                mono_ns=self.clock.monotonic_ns(),
+                detail=detail,
+                raw=raw,
+            )
+        )
+
+    def _store(self, readings: list[Reading]) -> None:
+        for r in readings:
+            self.journal.append(r)
+            self.last_values[r.channel] = r
+            self._known_channels.setdefault(r.channel, r.unit)
+        self.readings += len(readings)
+
+    def _gap(
+        self, reason: str, message: str, channels: list[str] | None = None, raw: bytes | None = None
+    ) -> None:
+        """Write one BAD reading per channel: the gap is recorded, never interpolated."""
+        now, mono = self.clock.time_ns(), self.clock.monotonic_ns()
+        names = channels if channels is not None else list(self._known_channels)
+        self._store(
+            [
+                Reading(
+                    instrument=self.name,
+                    channel=ch,
+                    value=None,
+                    unit=self._known_channels.get(ch, ""),
+                    quality=Quality.BAD,
+                    reason=reason,
+                    acq_ns=now,
+                    mono_ns=mono,
+                    raw=raw,
+                    attrs={"error": message[:500]},
+                )
+                for ch in names
+            ]
+        )
+
+    def _set_state(self, state: State, **fields: Any) -> None:
+        if state is not self.state:
+            self.state = state
+            log.info("instrument state", instrument=self.name, state=state.value, **fields)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Supervise until cancelled; never raises for instrument trouble."""
+        attempt = 0
+        try:
+            while True:
+                self._set_state(State.CONNECTING)
+                try:
+                    async with asyncio.timeout(self.config.connect_timeout_s):
+                        self.device_info = await self.driver.connect()
+                except (DriverError, OSError, TimeoutError) as exc:
+                    message = str(exc) or f"no connection within {self.config.connect_timeout_s:g} s"
+                    await self._after_failure(Reason.CONNECT_FAILED, message, attempt == 0)
+                    attempt += 1
+                    await self._backoff(attempt)
+                    continue
+                self.connects += 1
+                if attempt:
+                    self.reconnects += 1
+                attempt = 0
+                self.last_error = None
+                self._event(EventKind.CONNECTED, {"device": self.device_info.as_dict()})
+                self._set_state(State.CONNECTED, device=self.device_info.model)
+                try:
+                    if self.driver.streaming:
+                        await self._stream()
+                    else:
+                        await self._poll()
+                except (ConnectError, ReadTimeout, OSError, TimeoutError, DriverError) as exc:
+                    reason = (
+                        Reason.TIMEOUT if isinstance(exc, ReadTimeout | TimeoutError) else Reason.DISCONNECTED
+                    )
+                    await self._after_failure(reason, str(exc) or type(exc).__name__, True)
+                    attempt = 1
+                    await self._backoff(attempt)
+        finally:
+            self._set_state(State.STOPPED)
+            await self.driver.close()
+
+    async def _after_failure(self, reason: str, message: str, first: bool) -> None:
+        await self.driver.close()
+        if first:
+            self._event(EventKind.DISCONNECTED, {"reason": reason, "error": message})
+            log.warning("instrument unavailable", instrument=self.name, reason=reason, error=message)
+        self.last_error = message
+        self._gap(reason, message)
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = backoff_delay(attempt, self.config.backoff_initial_s, self.config.backoff_cap_s, self.rng)
+        self._set_state(State.BACKOFF)
+        if attempt == 1:
+            self._event(EventKind.RECONNECTING, {"delay_s": round(delay, 3)})
+        await self.clock.sleep(delay)
+
+    def _bad_frame(self, exc: ProtocolError) -> None:
+        self.parse_errors += 1
+        self._event(EventKind.PARSE_ERROR, {"reason": exc.reason}, raw=exc.raw)
+        # The raw frame goes with the BAD reading(s), so QA can see exactly what arrived.
+        self._gap(Reason.PARSE_ERROR, exc.reason, [exc.channel] if exc.channel else None, exc.raw)
+
+    def _device_error(self, exc: DeviceError) -> None:
+        self._event(EventKind.DEVICE_ERROR, {"error": str(exc), "code": exc.code})
+        self._gap(Reason.DEVICE_ERROR, f"{exc} (code {exc.code})" if exc.code else str(exc), exc.channels)
+
+    async def _read_once(self) -> list[Reading] | None:
+        """One driver read; frame and device errors are recorded and do not drop the link."""
+        try:
+            return await self.driver.read()
+        except ProtocolError as exc:
+            self._bad_frame(exc)
+        except DeviceError as exc:
+            self._device_error(exc)
+        return None
+
+    async def _stream(self) -> None:
+        while True:
+            readings = await self._read_once()
+            if readings:
+                self._store(readings)
+
+    async def _poll(self) -> None:
+        period_ns = int(self.config.period_s * 1e9)
+        timeout_s = self.config.timeout_s
+        # Poll on a fixed monotonic grid: the period never drifts with read time, and
+        # offset_s spreads instruments so they are not all woken at the same instant.
+        start = self.clock.monotonic_ns() + int(self.offset_s * 1e9)
+        k = 0
+        consecutive_timeouts = 0
+        while True:
+            due = start + k * period_ns
+            wait = (due - self.clock.monotonic_ns()) / 1e9
+            if wait > 0:
+                await self.clock.sleep(wait)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    readings = await self._read_once()
+            except (ReadTimeout, TimeoutError) as exc:
+                self.timeouts += 1
+                consecutive_timeouts += 1
+                self._gap(Reason.TIMEOUT, str(exc) or f"no reply within {timeout_s:g} s")
+                if consecutive_timeouts >= self.config.max_consecutive_timeouts:
+                    raise ReadTimeout(f"{consecutive_timeouts} polls in a row timed out") from exc
+                readings = None
+            else:
+                consecutive_timeouts = 0
+            if readings:
+                self._store(readings)
+            now = self.clock.monotonic_ns()
+            next_k = k + 1
+            behind = math.floor((now - start) / period_ns) + 1
+            if behind > next_k:
+                self.overruns += behind - next_k
+                next_k = behind
+            k = next_k

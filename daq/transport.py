@@ -1,0 +1,116 @@
+"""The byte-level seam under every serial driver.
+
+A :class:`Link` is a duplex byte stream to one instrument: a serial device
+(``/dev/ttyUSB0``, ``/dev/serial/by-id/...``, a PTY), a serial server reached as
+``socket://host:port`` (raw TCP, as pyserial spells it) or ``rfc2217://host:port``.
+Links never retry, sleep or store: that is the supervisor's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from daq.errors import ConnectError, ProtocolError, ReadTimeout
+
+#: Upper bound of one frame; a longer run of bytes without a terminator is garbage.
+MAX_FRAME = 4096
+
+
+class Link:
+    """A duplex byte stream built on asyncio streams."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str):
+        self._reader = reader
+        self._writer = writer
+        self.url = url
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:
+            raise ConnectError(f"write to {self.url} failed: {exc}") from exc
+
+    async def read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+        """Return the next frame including ``terminator``.
+
+        Raises :class:`ReadTimeout` when no full frame arrives in time, :class:`ConnectError`
+        when the link closes, and :class:`ProtocolError` (with the bytes) when more than
+        :data:`MAX_FRAME` bytes arrive without a terminator, after discarding them.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._reader.readuntil(terminator)
+        except TimeoutError as exc:
+            raise ReadTimeout(f"no frame from {self.url} within {timeout_s:g} s") from exc
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectError(f"{self.url} closed the connection") from exc
+        except asyncio.LimitOverrunError as exc:
+            junk = await self._reader.read(exc.consumed)
+            raise ProtocolError(
+                f"more than {MAX_FRAME} bytes without a terminator", raw=junk[:MAX_FRAME]
+            ) from exc
+        except OSError as exc:
+            raise ConnectError(f"read from {self.url} failed: {exc}") from exc
+
+    def discard_input(self) -> bytes:
+        """Drop whatever is buffered (a late reply to an earlier request) and return it."""
+        buffer: Any = getattr(self._reader, "_buffer", None)
+        if not buffer:
+            return b""
+        data = bytes(buffer)
+        buffer.clear()
+        return data
+
+    async def close(self) -> None:
+        """Close the link; idempotent, never raises."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
+
+
+async def open_link(
+    url: str,
+    *,
+    baudrate: int = 9600,
+    bytesize: int = 8,
+    parity: str = "N",
+    stopbits: float = 1,
+    rtscts: bool = False,
+    xonxoff: bool = False,
+) -> Link:
+    """Open ``url`` and return a :class:`Link`; raises :class:`ConnectError` on failure.
+
+    Line settings apply to real serial ports and RFC 2217 servers; a raw ``socket://``
+    server carries bytes only, its line settings live on the server.
+    """
+    scheme = urlsplit(url).scheme
+    try:
+        if scheme in ("socket", "tcp"):
+            parts = urlsplit(url)
+            if parts.hostname is None or parts.port is None:
+                raise ConnectError(f"{url}: expected socket://host:port")
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=MAX_FRAME)
+            return Link(reader, writer, url)
+        import serial_asyncio_fast
+
+        reader, writer = await serial_asyncio_fast.open_serial_connection(
+            url=url,
+            baudrate=baudrate,
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            rtscts=rtscts,
+            xonxoff=xonxoff,
+            limit=MAX_FRAME,
+        )
+        return Link(reader, writer, url)
+    except ConnectError:
+        raise
+    except Exception as exc:  # pyserial raises SerialException, ValueError or OSError
+        raise ConnectError(f"cannot open {url}: {exc}") from exc

@@ -1,0 +1,18 @@
+"""Instrument drivers, one module per protocol; :data:`REGISTRY` maps ``kind`` to driver.
+
+To add an instrument: write ``drivers/<kind>.py`` with a :class:`~drivers.base.Driver`
+subclass and its config model, and list it in ``_DRIVERS`` below.
+"""
+
+from __future__ import annotations
+
+from drivers.base import Driver
+from drivers.veenstra_vdc404 import Vdc404Driver
+
+_DRIVERS: list[type[Driver]] = [
+    Vdc404Driver,
+]
+
+REGISTRY: dict[str, type[Driver]] = {d.kind: d for d in _DRIVERS}
+
+__all__ = ["REGISTRY", "Driver"]

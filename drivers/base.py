@@ -1,0 +1,119 @@
+"""The driver contract.
+
+A driver speaks to one instrument and turns frames into :class:`~daq.model.Reading` s.
+It never sleeps, retries, reconnects or stores: the supervisor owns all of that.
+
+- ``connect()`` opens the link and returns :class:`~daq.model.DeviceInfo`; idempotent.
+- ``read()`` for a polled driver is one poll, all or nothing; for a streaming driver it
+  waits for the next frame(s). It raises :class:`~daq.errors.ProtocolError` for a frame
+  that does not parse (the link stays usable), :class:`~daq.errors.DeviceError` for an
+  error reported by the instrument, :class:`~daq.errors.ReadTimeout` and
+  :class:`~daq.errors.ConnectError` when the link is in doubt.
+- ``close()`` is idempotent and never raises.
+- ``channels()`` lists ``(channel, unit)`` pairs known in advance, so the supervisor can
+  write a BAD record for each during a gap.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from daq.clock import Clock
+from daq.config.base import InstrumentBase, SerialInstrument, SerialSettings
+from daq.errors import ConnectError
+from daq.model import DeviceInfo, Quality, Reading
+from daq.transport import Link, open_link
+
+
+class Driver(abc.ABC):
+    """Base class of every driver; see the module docstring for the contract."""
+
+    #: The ``kind`` value in config that selects this driver.
+    kind: ClassVar[str]
+    #: The pydantic model of this driver's ``[[instruments]]`` table.
+    config_model: ClassVar[type[InstrumentBase]]
+    #: True when the instrument talks by itself; ``read()`` then waits for the next frame.
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, config: InstrumentBase, clock: Clock):
+        self.config = config
+        self.name = config.name
+        self.clock = clock
+
+    @abc.abstractmethod
+    async def connect(self) -> DeviceInfo: ...
+
+    @abc.abstractmethod
+    async def read(self) -> list[Reading]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    def channels(self) -> list[tuple[str, str]]:
+        return []
+
+    def reading(
+        self,
+        channel: str,
+        value: float | None,
+        unit: str,
+        *,
+        quality: Quality = Quality.GOOD,
+        reason: str | None = None,
+        raw: bytes | None = None,
+        device_ns: int | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        acq_ns: int | None = None,
+        mono_ns: int | None = None,
+    ) -> Reading:
+        """A reading stamped now (or at the given arrival time)."""
+        return Reading(
+            instrument=self.name,
+            channel=channel,
+            value=None if value is None else float(value),
+            unit=unit,
+            quality=quality,
+            reason=reason,
+            acq_ns=self.clock.time_ns() if acq_ns is None else acq_ns,
+            mono_ns=self.clock.monotonic_ns() if mono_ns is None else mono_ns,
+            device_ns=device_ns,
+            raw=raw,
+            attrs=attrs,
+        )
+
+
+class SerialDriver(Driver):
+    """A driver on a :class:`~daq.transport.Link`, with its model's default line settings."""
+
+    #: The instrument's factory line settings (from its manual); config may override each.
+    default_serial: ClassVar[SerialSettings] = SerialSettings(
+        baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
+    )
+    config: SerialInstrument
+
+    def __init__(self, config: SerialInstrument, clock: Clock):
+        super().__init__(config, clock)
+        self._link: Link | None = None
+
+    def line_settings(self) -> dict[str, Any]:
+        merged = self.default_serial.model_dump()
+        merged.update({k: v for k, v in self.config.serial.model_dump().items() if v is not None})
+        return merged
+
+    async def open(self) -> Link:
+        if self._link is None:
+            self._link = await open_link(self.config.port, **self.line_settings())
+        return self._link
+
+    @property
+    def link(self) -> Link:
+        if self._link is None:
+            raise ConnectError(f"{self.name}: not connected")
+        return self._link
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()

@@ -1,0 +1,40 @@
+"""Veenstra VDC-404 simulator: unsolicited ``<isotope>: <activity> <unit>`` lines.
+
+Protocol fact (DOMAIN.md, Veenstra row): with the serial option "PC" the calibrator sends
+one line per measurement, unprompted. Lines end CR LF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from simulators.base import FaultyWire, SerialSimulator, SimulatorError, float_option
+from simulators.source import CURIE_RANGES, SI_RANGES, DecayingSource, auto_range, display
+
+
+class Vdc404Simulator(SerialSimulator):
+    kind = "veenstra-vdc404"
+    description = "Veenstra VDC-404 dose calibrator (unsolicited ASCII lines, 9600 baud)"
+
+    def configure(self, options: dict[str, str]) -> None:
+        self.nuclide = options.pop("nuclide", "F-18")
+        self.activity_bq = float_option(options, "activity_mbq", 7400.0) * 1e6
+        self.interval_s = float_option(options, "interval_s", 1.0)
+        units = options.pop("units", "si")
+        if units not in ("si", "curie"):
+            raise SimulatorError("option units: expected si or curie")
+        self.ranges = SI_RANGES if units == "si" else CURIE_RANGES
+        if options:
+            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.source: DecayingSource | None = None
+
+    def line(self) -> bytes:
+        if self.source is None:
+            self.source = DecayingSource(self.nuclide, self.activity_bq, self.clock, self.rng)
+        value, unit = auto_range(self.source.reading(bool(self.faults.get("freeze"))), self.ranges)
+        return f"{self.source.symbol}: {display(value)} {unit}\r\n".encode("ascii")
+
+    async def session(self, reader: asyncio.StreamReader, wire: FaultyWire) -> None:
+        while True:
+            await wire.send(self.line())
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,64 @@
+"""Test helpers: waiting for conditions, free ports, building configs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daq.config.load import Config, parse_config
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until true; fail with a clear message after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def config_text(data_dir: Path, instruments: list[dict[str, Any]], extra: str = "") -> str:
+    """A config file text with ``instruments`` as ``[[instruments]]`` tables (flat keys)."""
+    lines = [
+        "[daemon]",
+        f"data_dir = {toml_value(str(data_dir))}",
+        "",
+        "[journal]",
+        "commit_window_s = 0.02",
+        "",
+    ]
+    for inst in instruments:
+        lines.append("[[instruments]]")
+        nested = {k: v for k, v in inst.items() if isinstance(v, dict)}
+        for k, v in inst.items():
+            if not isinstance(v, dict):
+                lines.append(f"{k} = {toml_value(v)}")
+        for k, table in nested.items():
+            lines.append(f"[instruments.{k}]")
+            lines.extend(f"{kk} = {toml_value(vv)}" for kk, vv in table.items())
+        lines.append("")
+    return "\n".join(lines) + "\n" + extra
+
+
+def make_config(data_dir: Path, instruments: list[dict[str, Any]], extra: str = "") -> Config:
+    return parse_config(config_text(data_dir, instruments, extra), path="test.toml")

@@ -1,0 +1,56 @@
+"""The command line as a person uses it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from daq.cli import COMMANDS, main
+from tests.proc import DAQ
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([*DAQ, "--help"], capture_output=True, text=True, check=True).stdout
+    for module in COMMANDS:
+        assert module.NAME in out
+
+
+def test_simulate_list(capsys: object) -> None:
+    out = subprocess.run([*DAQ, "simulate", "--list"], capture_output=True, text=True, check=True).stdout
+    assert "veenstra-vdc404" in out
+
+
+def test_simulate_rejects_unknown_fault() -> None:
+    proc = subprocess.run([*DAQ, "simulate", "veenstra-vdc404", "--fault", "lightning=1", "--duration", "1"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1
+    assert "unknown fault 'lightning'" in proc.stderr
+
+
+def test_demo_shows_live_readings_and_summary(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    proc = subprocess.run(
+        [*DAQ, "demo", "--duration", "4", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "GOOD" in out
+    assert "summary" in out
+    assert str(data_dir / "journal.sqlite3") in out
+    assert "hash chains: intact" in out
+    assert main(["verify", "--data-dir", str(data_dir)]) == 0
+    status = subprocess.run([*DAQ, "status", "--data-dir", str(data_dir), "--json"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    data = json.loads(status.stdout)
+    assert data["instruments"]
+    assert all(s["rows"] > 0 for s in data["instruments"].values())
+
+
+def test_python_dash_m_works() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "daq", "--version"], capture_output=True, text=True, check=True
+    )
+    assert "hotcell-daq" in proc.stdout

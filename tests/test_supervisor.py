@@ -1,0 +1,167 @@
+"""The supervisor over real byte streams: socket:// and a PTY, outages, reconnects, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from daq.clock import ManualClock, SystemClock
+from daq.config.base import InstrumentBase
+from daq.config.load import JournalSection
+from daq.daemon import Daemon
+from daq.journal import Journal, JournalReader
+from daq.model import DeviceInfo, Quality, Reading
+from daq.supervisor import Supervisor, backoff_delay
+from drivers.base import Driver
+from simulators.veenstra_vdc404 import Vdc404Simulator
+from tests.helpers import free_port, make_config, wait_until
+
+
+def vdc_config(data_dir: Path, port: str, **extra: object) -> object:
+    inst = {"name": "dc1", "kind": "veenstra-vdc404", "port": port, "stale_after_s": 1.0,
+            "backoff_initial_s": 0.1, "backoff_cap_s": 1.0, **extra}  # fmt: skip
+    return make_config(data_dir, [inst])
+
+
+async def test_readings_flow_over_socket(data_dir: Path) -> None:
+    sim = await Vdc404Simulator(options={"interval_s": "0.05", "nuclide": "F-18"}).serve("tcp://127.0.0.1:0")
+    daemon = Daemon(vdc_config(data_dir, sim.url))  # type: ignore[arg-type]
+    task = asyncio.create_task(daemon.run())
+    await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].readings >= 5)
+    daemon.request_stop()
+    await task
+    await sim.close()
+    with JournalReader(data_dir) as r:
+        rows = r.readings()
+        kinds = [e["kind"] for e in r.events()]
+    good = [x for x in rows if x["quality"] == Quality.GOOD]
+    assert len(good) >= 5
+    assert good[0]["unit"] == "Bq"
+    assert good[0]["attrs"]["nuclide"] == "F-18"
+    assert good[0]["attrs"]["reported_unit"] in {"GBq", "MBq"}
+    assert good[0]["raw"].endswith(b"\r\n")
+    assert "connected" in kinds
+    acq = [x["acq_ns"] for x in rows]
+    assert acq == sorted(acq)
+
+
+async def test_outage_gives_bad_gap_records_and_reconnects_within_cap(data_dir: Path) -> None:
+    port = free_port()
+    listen = f"tcp://127.0.0.1:{port}"
+    sim = Vdc404Simulator(options={"interval_s": "0.05"})
+    listener = await sim.serve(listen)
+    daemon = Daemon(vdc_config(data_dir, f"socket://127.0.0.1:{port}"))  # type: ignore[arg-type]
+    task = asyncio.create_task(daemon.run())
+    await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].readings >= 3)
+    sup = daemon.supervisors[0]
+    await listener.close()  # the instrument goes away mid-run
+    await wait_until(lambda: sup.last_error is not None)
+    await asyncio.sleep(1.5)  # a few failed reconnects
+    listener = await sim.serve(listen)
+    back = asyncio.get_running_loop().time()
+    connects = sup.connects
+    await wait_until(lambda: sup.connects > connects, timeout=5)
+    elapsed = asyncio.get_running_loop().time() - back
+    assert elapsed <= 1.0 + 0.5  # backoff_cap_s plus scheduling slack
+    await wait_until(lambda: sup.readings >= 10)
+    daemon.request_stop()
+    await task
+    await listener.close()
+    with JournalReader(data_dir) as r:
+        rows = r.readings()
+        events = r.events()
+    bad = [x for x in rows if x["quality"] == Quality.BAD]
+    assert len(bad) >= 2  # the disconnect and at least one failed reconnect
+    assert {x["reason"] for x in bad} <= {"disconnected", "connect_failed", "timeout", "parse_error"}
+    assert all(x["value"] is None for x in bad)
+    assert [e["kind"] for e in events].count("connected") >= 2
+    assert "disconnected" in [e["kind"] for e in events]
+    # The gap sits between GOOD readings, in time order.
+    first_bad = rows.index(bad[0])
+    assert any(x["quality"] == Quality.GOOD for x in rows[:first_bad])
+    assert any(x["quality"] == Quality.GOOD for x in rows[first_bad:])
+    assert sup.reconnects >= 1
+
+
+async def test_readings_over_a_pty(data_dir: Path) -> None:
+    sim = await Vdc404Simulator(options={"interval_s": "0.05", "nuclide": "Ga-68"}).serve("pty")
+    assert sim.url.startswith("/dev/")
+    daemon = Daemon(vdc_config(data_dir, sim.url))  # type: ignore[arg-type]
+    task = asyncio.create_task(daemon.run())
+    await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].readings >= 5)
+    daemon.request_stop()
+    await task
+    await sim.close()
+    with JournalReader(data_dir) as r:
+        rows = [x for x in r.readings() if x["quality"] == Quality.GOOD]
+    assert rows[0]["attrs"]["nuclide"] == "Ga-68"
+
+
+async def test_garbled_frames_recorded_bad_with_raw_bytes(data_dir: Path) -> None:
+    sim = Vdc404Simulator(seed=3, options={"interval_s": "0.02"}, faults={"garble": 0.5})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    daemon = Daemon(vdc_config(data_dir, listener.url))  # type: ignore[arg-type]
+    task = asyncio.create_task(daemon.run())
+    await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].parse_errors >= 3)
+    await wait_until(lambda: daemon.supervisors[0].readings >= 20)
+    daemon.request_stop()
+    await task
+    await listener.close()
+    with JournalReader(data_dir) as r:
+        rows = r.readings()
+        events = [e for e in r.events() if e["kind"] == "parse_error"]
+    bad = [x for x in rows if x["reason"] == "parse_error"]
+    assert bad
+    assert all(x["raw"] for x in bad)
+    assert all(e["raw"] for e in events)
+    assert any(x["quality"] == Quality.GOOD for x in rows)
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    import random
+
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 0.2, 5.0, rng) for n in range(1, 12)]
+    assert all(d <= 5.0 for d in delays)
+    assert delays[0] <= 0.2
+    assert delays[-1] >= 4.0
+    assert delays[2] > delays[0]
+
+
+class _SlowPolled(Driver):
+    """A polled driver whose reads take a varying time on a manual clock."""
+
+    kind = "test-slow"
+    config_model = InstrumentBase
+    streaming = False
+
+    def __init__(self, clock: ManualClock):
+        super().__init__(InstrumentBase(name="p1", kind="test-slow", period_s=1.0, timeout_s=0.9), clock)
+        self.manual = clock
+        self.starts: list[int] = []
+
+    async def connect(self) -> DeviceInfo:
+        return DeviceInfo(model="test")
+
+    async def read(self) -> list[Reading]:
+        self.starts.append(self.manual.monotonic_ns())
+        self.manual.advance(0.1 + 0.3 * (len(self.starts) % 3))  # reads take 0.1 to 0.7 s
+        return [self.reading("x", 1.0, "u")]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_poll_grid_does_not_drift_with_read_time(data_dir: Path) -> None:
+    clock = ManualClock()
+    journal = await Journal.open(data_dir, clock=SystemClock(), settings=JournalSection())
+    driver = _SlowPolled(clock)
+    sup = Supervisor(driver, journal, clock, offset_s=0.25)
+    task = asyncio.create_task(sup.run())
+    await wait_until(lambda: len(driver.starts) >= 20)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await journal.close()
+    t0 = driver.starts[0]
+    offsets = [(t - t0) / 1e9 for t in driver.starts[:20]]
+    assert offsets == [float(k) for k in range(20)]
