@@ -1,8 +1,14 @@
-"""The daemon: journal first, then one supervisor per instrument.
+"""The daemon: journal first, then one supervisor per instrument, then the services.
 
-Start order: open (and recover) the journal, audit the start and the config, start the
-supervisors. Stop order (SIGTERM, SIGINT, or ``duration_s``): cancel the supervisors,
-journal their stop, commit everything pending, close the journal.
+Start order: open (and recover) the journal; audit the start and the config; start the
+phase-0 services (those readings depend on, such as runs); start the supervisors; start the
+phase-1 services (forwarders, the local API) and phase-2 ones (readiness notification).
+Stop order (SIGTERM, SIGINT, or ``duration_s``): stop the services in reverse, cancel the
+supervisors, journal their stop, commit everything pending, close the journal.
+
+A *service* is anything with ``name``, ``phase``, ``async start()`` and ``async stop()``
+(and optionally ``status() -> dict``). :mod:`daq.services` lists the factories; each gets
+the daemon and returns a service, or ``None`` when its feature is not configured.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import contextlib
 import random
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from daq import __version__
 from daq.clock import Clock, SystemClock
@@ -26,6 +32,18 @@ from drivers import REGISTRY
 log = get_logger("daq.daemon")
 
 
+class Service(Protocol):
+    """A part of the daemon with a life cycle (forwarder, API, run manager, notifier...)."""
+
+    name: str
+    #: 0: started before the supervisors; 1: after them; 2: last (readiness).
+    phase: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Daemon:
     """Runs one configuration until stopped. ``on_ready`` is awaited once acquisition runs."""
 
@@ -35,6 +53,7 @@ class Daemon:
         self.rng = random.Random(seed)
         self.journal: Journal | None = None
         self.supervisors: list[Supervisor] = []
+        self.services: dict[str, Service] = {}
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,7 +102,13 @@ class Daemon:
             detail={"version": __version__, "pid": _pid(), "instruments": len(cfg.instruments)},
         )
         journal.audit("config_loaded", subject=cfg.path, detail={"sha256": cfg.sha256, "path": cfg.path})
+        from daq.services import build_services
+
+        services = sorted(build_services(self), key=lambda svc: svc.phase)
         self.supervisors = self._build_supervisors(journal)
+        for svc in services:
+            if svc.phase == 0:
+                await self._start_service(svc)
         for sup in self.supervisors:
             journal.event(
                 InstrumentEvent(
@@ -92,6 +117,9 @@ class Daemon:
                 )
             )  # fmt: skip
             self._tasks.append(asyncio.create_task(sup.run(), name=f"supervisor:{sup.name}"))
+        for svc in services:
+            if svc.phase > 0:
+                await self._start_service(svc)
         log.info(
             "daemon started",
             journal=str(journal.path),
@@ -112,7 +140,16 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
 
+    async def _start_service(self, svc: Service) -> None:
+        await svc.start()
+        self.services[svc.name] = svc
+
     async def _shutdown(self) -> None:
+        for svc in reversed(list(self.services.values())):
+            try:
+                await svc.stop()
+            except Exception as exc:  # one service failing to stop must not block the rest
+                log.error("service failed to stop", service=svc.name, error=repr(exc))
         for task in self._tasks:
             task.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -135,9 +172,15 @@ class Daemon:
         log.info("daemon stopped", journal=str(journal.path))
 
     def status(self) -> dict[str, Any]:
-        """A snapshot for status displays (instruments and the journal)."""
+        """A snapshot for status displays (instruments, the journal, and each service)."""
         j = self.journal
+        services: dict[str, Any] = {}
+        for name, svc in self.services.items():
+            fn = getattr(svc, "status", None)
+            if callable(fn):
+                services[name] = fn()
         return {
+            "services": services,
             "instruments": {
                 s.name: {
                     "kind": s.config.kind,

@@ -8,6 +8,7 @@ row or the next one. The encoding is positional with an unambiguous marker for N
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 GENESIS = bytes(32)
@@ -51,17 +52,29 @@ def audit_payload(row: tuple[Any, ...]) -> bytes:
     return _SEP.join(_s(v) for v in row).encode()
 
 
-PAYLOADS = {"readings": reading_payload, "events": event_payload, "audit": audit_payload}
+def generic_payload(row: tuple[Any, ...]) -> bytes:
+    """Encoding for chained tables without a dedicated one: each column in order; a blob
+    appears as its length in the text and its bytes after it."""
+    parts: list[str] = []
+    blobs: list[bytes] = []
+    for v in row:
+        if v is None:
+            parts.append(_NULL)
+        elif isinstance(v, bytes):
+            parts.append(f"b{len(v)}")
+            blobs.append(v)
+        elif isinstance(v, float):
+            parts.append(repr(v))
+        else:
+            parts.append(str(v))
+    return _SEP.join(parts).encode() + b"".join(blobs)
 
-#: Columns hashed per table, in payload order (``hash`` itself excluded).
-COLUMNS = {
-    "readings": (
-        "id", "instrument", "channel", "seq", "acq_ns", "mono_ns", "device_ns", "value", "unit",
-        "quality", "reason", "raw", "attrs", "run_id",
-    ),
-    "events": ("id", "instrument", "kind", "ts_ns", "mono_ns", "detail", "raw"),
-    "audit": ("id", "ts_ns", "mono_ns", "actor", "action", "subject", "detail", "run_id"),
-}  # fmt: skip
+
+_PAYLOADS = {"readings": reading_payload, "events": event_payload, "audit": audit_payload}
+
+
+def payload_for(table: str) -> Callable[[tuple[Any, ...]], bytes]:
+    return _PAYLOADS.get(table, generic_payload)
 
 
 def link(previous: bytes, payload: bytes) -> bytes:

@@ -27,7 +27,7 @@ from daq.clock import Clock
 from daq.config.load import JournalSection
 from daq.errors import JournalError
 from daq.journal import chain
-from daq.journal.schema import CHAINED_TABLES, migrate
+from daq.journal.schema import CHAINED, migrate
 from daq.logs import get_logger
 from daq.model import EventKind, InstrumentEvent, Reading
 
@@ -116,6 +116,8 @@ class Journal:
         self._readings: list[Reading] = []
         self._events: list[InstrumentEvent] = []
         self._audits: list[tuple[Any, ...]] = []
+        self._records: list[tuple[str, tuple[Any, ...]]] = []
+        self._next_id: dict[str, int] = {}
         self._overflow: dict[str, _Overflow] = {}
         self._wake = asyncio.Event()
         self._appended = 0
@@ -151,9 +153,10 @@ class Journal:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path)
         migrate(conn)
-        for table in CHAINED_TABLES:
+        for table in CHAINED:
             row = conn.execute(f"SELECT id, hash FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
             self._tail[table] = (row[0], row[1]) if row else (0, chain.GENESIS)
+            self._next_id[table] = self._tail[table][0]
         for instrument, seq in conn.execute("SELECT instrument, MAX(seq) FROM readings GROUP BY instrument"):
             self._seq[instrument] = seq
         self._conn = conn
@@ -238,6 +241,22 @@ class Journal:
         self._appended += 1
         self._wake.set()
 
+    def record(self, table: str, values: Mapping[str, Any]) -> int:
+        """Queue a row for a chained table other than readings/events/audit (traces, runs, ...)
+        and return the id it will have. ``values`` must name every column but ``id``; see
+        :mod:`daq.journal.schema` for how to declare a table."""
+        columns = CHAINED[table]
+        missing = set(columns[1:]) - set(values)
+        extra = set(values) - set(columns[1:])
+        if missing or extra:
+            raise JournalError(f"record({table}): missing {sorted(missing)}, unexpected {sorted(extra)}")
+        rid = self._next_id[table] + 1
+        self._next_id[table] = rid
+        self._records.append((table, (rid, *(values[c] for c in columns[1:]))))
+        self._appended += 1
+        self._wake.set()
+        return rid
+
     async def flush(self) -> None:
         """Return once everything appended so far is committed (raises if the journal closes)."""
         target = self._appended
@@ -254,7 +273,7 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        return len(self._readings) + len(self._events) + len(self._audits)
+        return len(self._readings) + len(self._events) + len(self._audits) + len(self._records)
 
     # -- consumers ---------------------------------------------------------------------
 
@@ -304,19 +323,23 @@ class Journal:
             readings, self._readings = self._readings, []
             events, self._events = self._events, []
             audits, self._audits = self._audits, []
+            records, self._records = self._records, []
             if self._overflow:
                 events.extend(self._overflow_events())
-            n = len(readings) + len(events) + len(audits)
+            n = len(readings) + len(events) + len(audits) + len(records)
             if n:
                 started = time.perf_counter()
                 try:
-                    await loop.run_in_executor(self._executor, self._commit, readings, events, audits)
+                    await loop.run_in_executor(
+                        self._executor, self._commit, readings, events, audits, records
+                    )
                 except sqlite3.Error as exc:
                     # Keep the batch (in order, ahead of newer data) and retry: the disk may be
                     # full or busy. Overflow accounting bounds memory meanwhile.
                     self._readings[:0] = readings
                     self._events[:0] = events
                     self._audits[:0] = audits
+                    self._records[:0] = records
                     if self.error is None:
                         log.error("journal commit failed; retrying", error=str(exc), path=str(self.path))
                     self.error = str(exc)
@@ -348,7 +371,11 @@ class Journal:
                 return
 
     def _commit(
-        self, readings: list[Reading], events: list[InstrumentEvent], audits: list[tuple[Any, ...]]
+        self,
+        readings: list[Reading],
+        events: list[InstrumentEvent],
+        audits: list[tuple[Any, ...]],
+        records: list[tuple[str, tuple[Any, ...]]],
     ) -> None:
         """Hash and insert one batch in one transaction (runs on the journal thread)."""
         conn = self._conn
@@ -388,8 +415,18 @@ class Journal:
                 h = link(h, chain.audit_payload(row))
                 rows_a.append((*row, h))
             tails["audit"] = (rid, h)
+        generic: dict[str, list[tuple[Any, ...]]] = {}
+        for table, row in records:
+            _, h = tails[table]
+            h = link(h, chain.generic_payload(row))
+            generic.setdefault(table, []).append((*row, h))
+            tails[table] = (row[0], h)
         conn.execute("BEGIN")
         try:
+            for table, rows in generic.items():
+                cols = CHAINED[table]
+                marks = ", ".join("?" * (len(cols) + 1))
+                conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}, hash) VALUES ({marks})", rows)
             if rows_r:
                 conn.executemany(_INSERT["readings"], rows_r)
             if rows_e:

@@ -12,12 +12,10 @@ from typing import Any
 
 from daq.errors import JournalError
 from daq.journal.journal import JOURNAL_FILE, connect
+from daq.journal.schema import CHAINED
 from daq.model import Quality
 
-READING_COLUMNS = (
-    "id", "instrument", "channel", "seq", "acq_ns", "mono_ns", "device_ns", "value", "unit",
-    "quality", "reason", "raw", "attrs", "run_id",
-)  # fmt: skip
+READING_COLUMNS = CHAINED["readings"]
 
 
 class JournalReader:
@@ -114,6 +112,17 @@ class JournalReader:
             d["detail"] = json.loads(d["detail"]) if d["detail"] else None
             rows.append(d)
         return rows
+
+    def table(self, table: str, *, where: str = "", args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a chained table as dicts (``hash`` excluded), in id order.
+
+        ``where`` is an SQL condition over the table's columns with ``?`` placeholders.
+        """
+        cols = CHAINED[table]
+        sql = f"SELECT {', '.join(cols)} FROM {table}"
+        if where:
+            sql += f" WHERE {where}"
+        return [dict(zip(cols, row, strict=True)) for row in self.conn.execute(sql + " ORDER BY id", args)]
 
     def audit(self, *, since_ns: int | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         cols = ("id", "ts_ns", "mono_ns", "actor", "action", "subject", "detail", "run_id")

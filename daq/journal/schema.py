@@ -1,8 +1,14 @@
 """The journal's schema and its migrations.
 
 Versioned in ``meta.schema_version``; each migration is a list of statements applied in one
-transaction. Tables named in :data:`CHAINED_TABLES` are append-only (triggers reject UPDATE
-and DELETE) and hash-chained; ``sink_cursors`` is the only mutable table (forwarder state).
+transaction. Tables named in :data:`CHAINED` are append-only (triggers reject UPDATE and
+DELETE) and hash-chained; ``sink_cursors`` is the only mutable table (forwarder state).
+
+To add a chained table: add a migration that creates it (``id INTEGER PRIMARY KEY`` first,
+``hash BLOB NOT NULL`` last) plus ``*guards(name)``, and list its columns in :data:`CHAINED`
+(``id`` first, ``hash`` excluded). Write to it with :meth:`daq.journal.Journal.record`.
+Columns declared REAL must be given Python floats (SQLite would turn an int into a float and
+the hash would no longer match); prefer INTEGER, TEXT (JSON) and BLOB columns.
 """
 
 from __future__ import annotations
@@ -11,22 +17,32 @@ import sqlite3
 
 SCHEMA_VERSION = 1
 
-#: Append-only, hash-chained tables, in the order they are verified.
-CHAINED_TABLES = ("readings", "events", "audit")
+#: Append-only, hash-chained tables and their hashed columns (``id`` first, ``hash`` excluded),
+#: in the order they are verified.
+CHAINED: dict[str, tuple[str, ...]] = {
+    "readings": (
+        "id", "instrument", "channel", "seq", "acq_ns", "mono_ns", "device_ns", "value", "unit",
+        "quality", "reason", "raw", "attrs", "run_id",
+    ),
+    "events": ("id", "instrument", "kind", "ts_ns", "mono_ns", "detail", "raw"),
+    "audit": ("id", "ts_ns", "mono_ns", "actor", "action", "subject", "detail", "run_id"),
+}  # fmt: skip
 
-_GUARDS = [
-    stmt
-    for table in CHAINED_TABLES
-    for stmt in (
+CHAINED_TABLES = tuple(CHAINED)
+
+
+def guards(table: str) -> list[str]:
+    """The triggers that make ``table`` append-only."""
+    return [
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
         f"BEGIN SELECT RAISE(ABORT, 'journal is append-only: {table} rows cannot be changed'); END",
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
         f"BEGIN SELECT RAISE(ABORT, 'journal is append-only: {table} rows cannot be deleted'); END",
-    )
-]
+    ]
+
 
 #: Names of the guard triggers; verification fails when one is missing.
-GUARD_TRIGGERS = tuple(f"{t}_{op}" for t in CHAINED_TABLES for op in ("no_update", "no_delete"))
+GUARD_TRIGGERS = tuple(f"{t}_{op}" for t in CHAINED for op in ("no_update", "no_delete"))
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -70,7 +86,9 @@ MIGRATIONS: dict[int, list[str]] = {
             sink TEXT PRIMARY KEY,
             last_id INTEGER NOT NULL,
             updated_ns INTEGER NOT NULL)""",
-        *_GUARDS,
+        *guards("readings"),
+        *guards("events"),
+        *guards("audit"),
     ],
 }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from daq.errors import JournalError
 from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, connect
-from daq.journal.schema import CHAINED_TABLES, GUARD_TRIGGERS
+from daq.journal.schema import CHAINED, GUARD_TRIGGERS
 
 
 @dataclasses.dataclass
@@ -40,9 +40,9 @@ def verify_journal(data_dir: Path) -> VerifyReport:
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             return VerifyReport(str(path), False, rows, f"SQLite integrity check: {result}")
-        for table in CHAINED_TABLES:
-            cols = ", ".join(chain.COLUMNS[table])
-            payload = chain.PAYLOADS[table]
+        for table, columns in CHAINED.items():
+            cols = ", ".join(columns)
+            payload = chain.payload_for(table)
             previous = chain.GENESIS
             expected_id = 1
             count = 0

@@ -1,0 +1,27 @@
+"""The daemon's optional parts, started around the supervisors (see :mod:`daq.daemon`).
+
+Each factory takes the daemon and returns a service, or ``None`` when the config does not
+ask for it. Factories import their modules lazily so a daemon without a feature does not
+pay for it. To add a part of the daemon, add its factory to :data:`FACTORIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daq.daemon import Daemon, Service
+
+ServiceFactory = Callable[["Daemon"], "Service | None"]
+
+FACTORIES: list[ServiceFactory] = []
+
+
+def build_services(daemon: Daemon) -> list[Service]:
+    services = []
+    for factory in FACTORIES:
+        svc = factory(daemon)
+        if svc is not None:
+            services.append(svc)
+    return services
