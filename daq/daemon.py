@@ -23,9 +23,10 @@ from typing import Any, Protocol
 from daq import __version__
 from daq.clock import Clock, SystemClock
 from daq.config.load import Config
+from daq.errors import DaqError, WriteRefused
 from daq.journal.journal import Journal
 from daq.logs import get_logger
-from daq.model import EventKind, InstrumentEvent
+from daq.model import EventKind, InstrumentEvent, Reading
 from daq.supervisor import Supervisor
 from drivers import REGISTRY
 
@@ -54,6 +55,8 @@ class Daemon:
         self.journal: Journal | None = None
         self.supervisors: list[Supervisor] = []
         self.services: dict[str, Service] = {}
+        #: Applied by every supervisor to every reading before it is journaled.
+        self.reading_filters: list[Callable[[Reading], None]] = []
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,6 +142,46 @@ class Daemon:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+
+    def supervisor(self, name: str) -> Supervisor:
+        for sup in self.supervisors:
+            if sup.name == name:
+                return sup
+        raise DaqError(f"no instrument named {name!r}")
+
+    async def instrument_write(
+        self, instrument: str, command: str, value: str | None = None, *, actor: str, reason: str
+    ) -> str:
+        """Send a state-changing command to an instrument.
+
+        Refused unless the instrument has ``allow_writes = true``. Every attempt, refused,
+        failed or done, goes to the audit trail with who, what and why.
+        """
+        sup = self.supervisor(instrument)
+        journal = self.journal
+        assert journal is not None
+        detail: dict[str, Any] = {"command": command, "value": value, "reason": reason}
+        if not sup.config.allow_writes:
+            journal.audit("instrument_write_refused", actor=actor, subject=instrument, detail=detail)
+            await journal.flush()
+            raise WriteRefused(f"{instrument}: writes are disabled (allow_writes = false)")
+        try:
+            async with sup.io_lock:
+                answer = await sup.driver.write(command, value)
+        except DaqError as exc:
+            journal.audit(
+                "instrument_write_failed",
+                actor=actor,
+                subject=instrument,
+                detail={**detail, "error": str(exc)},
+            )
+            await journal.flush()
+            raise
+        journal.audit(
+            "instrument_write", actor=actor, subject=instrument, detail={**detail, "answer": answer}
+        )
+        await journal.flush()
+        return answer
 
     async def _start_service(self, svc: Service) -> None:
         await svc.start()

@@ -11,6 +11,7 @@ import asyncio
 import enum
 import math
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from daq.clock import Clock
@@ -49,6 +50,7 @@ class Supervisor:
         *,
         offset_s: float = 0.0,
         rng: random.Random | None = None,
+        filters: Sequence[Callable[[Reading], None]] = (),
     ):
         self.driver = driver
         self.config = driver.config
@@ -57,6 +59,11 @@ class Supervisor:
         self.clock = clock
         self.offset_s = offset_s
         self.rng = rng or random.Random()
+        #: Called on every reading before it is journaled; may set quality, reason or run id
+        #: (the equilibrium gate, run triggers). Shared with the daemon, so it can grow.
+        self.filters = filters
+        #: Held around every driver call, so a write never interleaves with a poll.
+        self.io_lock = asyncio.Lock()
         self.state = State.STARTING
         self.device_info: DeviceInfo | None = None
         self.reconnects = 0
@@ -85,6 +92,8 @@ class Supervisor:
 
     def _store(self, readings: list[Reading]) -> None:
         for r in readings:
+            for f in self.filters:
+                f(r)
             self.journal.append(r)
             self.last_values[r.channel] = r
             self._known_channels.setdefault(r.channel, r.unit)
@@ -187,7 +196,8 @@ class Supervisor:
     async def _read_once(self) -> list[Reading] | None:
         """One driver read; frame and device errors are recorded and do not drop the link."""
         try:
-            return await self.driver.read()
+            async with self.io_lock:
+                return await self.driver.read()
         except ProtocolError as exc:
             self._bad_frame(exc)
         except DeviceError as exc:

@@ -12,6 +12,10 @@ It never sleeps, retries, reconnects or stores: the supervisor owns all of that.
 - ``close()`` is idempotent and never raises.
 - ``channels()`` lists ``(channel, unit)`` pairs known in advance, so the supervisor can
   write a BAD record for each during a gap.
+- ``write(command, value)`` performs one state-changing command (set nuclide, zero,
+  write a register). Drivers that support none keep the default, which refuses. The daemon
+  checks ``allow_writes`` and audits every attempt before calling it
+  (:meth:`daq.daemon.Daemon.instrument_write`); drivers check it again.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, ClassVar
 
 from daq.clock import Clock
 from daq.config.base import InstrumentBase, SerialInstrument, SerialSettings
-from daq.errors import ConnectError
+from daq.errors import ConnectError, WriteRefused
 from daq.model import DeviceInfo, Quality, Reading
 from daq.transport import Link, open_link
 
@@ -53,6 +57,25 @@ class Driver(abc.ABC):
 
     def channels(self) -> list[tuple[str, str]]:
         return []
+
+    #: Commands :meth:`write` accepts, with a one-line description each.
+    write_commands: ClassVar[dict[str, str]] = {}
+
+    async def write(self, command: str, value: str | None = None) -> str:
+        """Send one state-changing command; returns the instrument's answer as text.
+
+        Raises :class:`~daq.errors.WriteRefused` unless ``allow_writes`` is set and the
+        command is one of :attr:`write_commands`.
+        """
+        self.check_write(command)
+        raise WriteRefused(f"{self.name}: {self.kind} has no command {command!r}")
+
+    def check_write(self, command: str) -> None:
+        if not self.config.allow_writes:
+            raise WriteRefused(f"{self.name}: writes are disabled (set allow_writes = true to enable)")
+        if command not in self.write_commands:
+            known = ", ".join(self.write_commands) or "none"
+            raise WriteRefused(f"{self.name}: unknown command {command!r}; known: {known}")
 
     def reading(
         self,

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
-
 #: Append-only, hash-chained tables and their hashed columns (``id`` first, ``hash`` excluded),
 #: in the order they are verified.
 CHAINED: dict[str, tuple[str, ...]] = {
@@ -93,6 +91,10 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
+#: The newest schema this code writes.
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
 def current_version(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
     if row is None:
@@ -108,7 +110,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         from daq.errors import JournalError
 
         raise JournalError(f"journal schema version {found} is newer than this daq ({SCHEMA_VERSION})")
-    for version in range(found + 1, SCHEMA_VERSION + 1):
+    for version in sorted(v for v in MIGRATIONS if v > found):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in MIGRATIONS[version]:
