@@ -128,6 +128,8 @@ class Journal:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.error: str | None = None
+        self._failed_since_ns = 0
+        self._failed_attempts = 0
         self.commits = 0
         self.readings_committed = 0
         self.last_commit_s = 0.0
@@ -275,6 +277,11 @@ class Journal:
     def pending(self) -> int:
         return len(self._readings) + len(self._events) + len(self._audits) + len(self._records)
 
+    @property
+    def uncommitted(self) -> int:
+        """Rows appended but not yet committed: :attr:`pending` plus the batch in flight."""
+        return self._appended - self._committed
+
     # -- consumers ---------------------------------------------------------------------
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
@@ -342,6 +349,9 @@ class Journal:
                     self._records[:0] = records
                     if self.error is None:
                         log.error("journal commit failed; retrying", error=str(exc), path=str(self.path))
+                        self._failed_since_ns = self.clock.time_ns()
+                        self._failed_attempts = 0
+                    self._failed_attempts += 1
                     self.error = str(exc)
                     if self._closing:
                         raise JournalError(f"journal commit failed at close: {exc}") from exc
@@ -349,7 +359,20 @@ class Journal:
                     self._wake.set()
                     continue
                 if self.error is not None:
-                    log.info("journal commits again", path=str(self.path))
+                    log.warning(
+                        "journal commits again", path=str(self.path), failed_attempts=self._failed_attempts
+                    )
+                    # The alarm goes into the audit trail as soon as the journal can hold it.
+                    self.audit(
+                        "journal_write_failed",
+                        detail={
+                            "error": self.error,
+                            "since_ns": self._failed_since_ns,
+                            "until_ns": self.clock.time_ns(),
+                            "attempts": self._failed_attempts,
+                            "overflowed_total": self.overflowed,
+                        },
+                    )
                     self.error = None
                 self.last_commit_s = time.perf_counter() - started
                 self.last_commit_wall_ns = self.clock.time_ns()
