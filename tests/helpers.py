@@ -60,5 +60,7 @@ def config_text(data_dir: Path, instruments: list[dict[str, Any]], extra: str = 
     return "\n".join(lines) + "\n" + extra
 
 
-def make_config(data_dir: Path, instruments: list[dict[str, Any]], extra: str = "") -> Config:
-    return parse_config(config_text(data_dir, instruments, extra), path="test.toml")
+def make_config(
+    data_dir: Path, instruments: list[dict[str, Any]], extra: str = "", journal: dict[str, Any] | None = None
+) -> Config:
+    return parse_config(config_text(data_dir, instruments, extra, journal), path="test.toml")
