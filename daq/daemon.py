@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from daq import __version__
 from daq.clock import Clock, SystemClock
 from daq.config.load import Config
+from daq.equilibrium import EquilibriumGate
 from daq.errors import DaqError, WriteRefused
 from daq.journal.journal import Journal
 from daq.logs import get_logger
@@ -57,6 +58,10 @@ class Daemon:
         self.services: dict[str, Service] = {}
         #: Applied by every supervisor to every reading before it is journaled.
         self.reading_filters: list[Callable[[Reading], None]] = []
+        #: Flags Ac-225 assays taken before the daughters are back in equilibrium; the runs
+        #: feature calls ``daemon.equilibrium.set_t0(...)`` when a t0 event is recorded.
+        self.equilibrium = EquilibriumGate(config.model.physics.ac225_equilibrium_wait_s)
+        self.reading_filters.append(self.equilibrium)
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +86,7 @@ class Daemon:
                     self.clock,
                     offset_s=offset,
                     rng=random.Random(self.rng.random()),
+                    filters=self.reading_filters,
                 )
             )
         return supervisors

@@ -110,3 +110,52 @@ def from_bq(value_bq: float, unit: str) -> float:
 def decay(activity: float, symbol: str, elapsed_s: float) -> float:
     """A(t) = A0 · exp(−λ t); a negative ``elapsed_s`` corrects back in time."""
     return activity * math.exp(-nuclide(symbol).decay_constant * elapsed_s)
+
+
+def decay_between(activity: float, symbol: str, from_ns: int, to_ns: int) -> float:
+    """The activity at ``to_ns`` of a source that had ``activity`` at ``from_ns`` (wall times, ns).
+
+    ``to_ns`` earlier than ``from_ns`` corrects back to a reference time.
+    """
+    return decay(activity, symbol, (to_ns - from_ns) / 1e9)
+
+
+def bateman_chain_ratio(chain: tuple[str, ...], elapsed_s: float) -> float:
+    """Activity of the last member of ``chain`` over that of the first, ``elapsed_s`` after a
+    separation that left only the first (Bateman's solution; all branching taken as 1).
+
+    For ``("Ac-225", "Fr-221", "Bi-213")`` this is how far Bi-213 has grown back towards
+    equilibrium with its parent; it tends to λ_last / (λ_last − λ_first) ≈ 1.
+    """
+    lambdas = [nuclide(s).decay_constant for s in chain]
+    t = elapsed_s
+    n_last = 0.0
+    for i, li in enumerate(lambdas):
+        denom = 1.0
+        for j, lj in enumerate(lambdas):
+            if j != i:
+                denom *= lj - li
+        n_last += math.exp(-li * t) / denom
+    product = math.prod(lambdas[:-1])
+    activity_last = lambdas[-1] * product * n_last
+    return activity_last / (lambdas[0] * math.exp(-lambdas[0] * t))
+
+
+AC225_CHAIN = ("Ac-225", "Fr-221", "Bi-213")
+
+
+def equilibrium_time_s(chain: tuple[str, ...] = AC225_CHAIN, tolerance: float = 0.01) -> float:
+    """Seconds after separation until the last member of ``chain`` is within ``tolerance`` of
+    its equilibrium activity ratio (bisection on :func:`bateman_chain_ratio`)."""
+    lambdas = [nuclide(s).decay_constant for s in chain]
+    hi = 100 * max(1 / lam for lam in lambdas[1:])
+    # A hundred mean lives of the longest-lived daughter: transient equilibrium is reached.
+    equilibrium = bateman_chain_ratio(chain, hi)
+    lo = 0.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if bateman_chain_ratio(chain, mid) >= (1 - tolerance) * equilibrium:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -7,10 +7,18 @@ subclass and its config model, and list it in ``_DRIVERS`` below.
 from __future__ import annotations
 
 from drivers.base import Driver
+from drivers.biodex_atomlab500 import Atomlab500Driver
+from drivers.capintec_crc35r import Crc35rDriver
+from drivers.comecer_vik202 import Vik202Driver
+from drivers.line import LineDriver
 from drivers.veenstra_vdc404 import Vdc404Driver
 
 _DRIVERS: list[type[Driver]] = [
     Vdc404Driver,
+    Crc35rDriver,
+    Atomlab500Driver,
+    Vik202Driver,
+    LineDriver,
 ]
 
 REGISTRY: dict[str, type[Driver]] = {d.kind: d for d in _DRIVERS}

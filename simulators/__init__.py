@@ -7,8 +7,21 @@ equal to a driver kind simulates that instrument. Simulators never import ``driv
 from __future__ import annotations
 
 from simulators.base import Simulator
+from simulators.biodex_atomlab500 import Atomlab500Simulator
+from simulators.capintec_crc35r import Crc35rSimulator
+from simulators.comecer_vik202 import Vik202Simulator
+from simulators.line import LineSimulator
 from simulators.veenstra_vdc404 import Vdc404Simulator
 
-SIMULATORS: dict[str, type[Simulator]] = {s.kind: s for s in (Vdc404Simulator,)}
+SIMULATORS: dict[str, type[Simulator]] = {
+    s.kind: s
+    for s in (
+        Vdc404Simulator,
+        Crc35rSimulator,
+        Atomlab500Simulator,
+        Vik202Simulator,
+        LineSimulator,
+    )
+}
 
 __all__ = ["SIMULATORS", "Simulator"]

@@ -37,16 +37,14 @@ def toml_value(v: Any) -> str:
     return str(v)
 
 
-def config_text(data_dir: Path, instruments: list[dict[str, Any]], extra: str = "") -> str:
+def config_text(
+    data_dir: Path, instruments: list[dict[str, Any]], extra: str = "", journal: dict[str, Any] | None = None
+) -> str:
     """A config file text with ``instruments`` as ``[[instruments]]`` tables (flat keys)."""
-    lines = [
-        "[daemon]",
-        f"data_dir = {toml_value(str(data_dir))}",
-        "",
-        "[journal]",
-        "commit_window_s = 0.02",
-        "",
-    ]
+    journal = {"commit_window_s": 0.02, **(journal or {})}
+    lines = ["[daemon]", f"data_dir = {toml_value(str(data_dir))}", "", "[journal]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in journal.items()]
+    lines.append("")
     for inst in instruments:
         lines.append("[[instruments]]")
         nested = {k: v for k, v in inst.items() if isinstance(v, dict)}

@@ -49,6 +49,13 @@ SIMULATION: dict[str, SimSpec] = {
         # One dropped byte in fifty lines: the demo shows how a bad frame is recorded.
         {"drop": 0.02},
     ),
+    "dc-crc35r": SimSpec(
+        "capintec-crc35r",
+        {"chambers": "2", "nuclide": "Lu177,Lu177", "activity_mbq": "7400"},
+        # One reply in forty with a bad checksum: recorded BAD with the raw frame.
+        {"badsum": 0.025},
+    ),
+    "dc-vik202": SimSpec("comecer-vik202", {"nuclide": "F-18", "activity_mbq": "15000"}),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, ValidationError, create_model
 
 from daq.config.base import PositiveSeconds, StrictModel
+from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
 from drivers import REGISTRY
 
@@ -55,6 +56,7 @@ def _build_config_model() -> type[StrictModel]:
         __base__=StrictModel,
         daemon=(DaemonSection, DaemonSection()),
         journal=(JournalSection, JournalSection()),
+        physics=(PhysicsSection, PhysicsSection()),
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
     )
 

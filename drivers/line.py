@@ -1,0 +1,290 @@
+"""A configurable line/regex driver, kind ``line``, for calibrators whose manuals a site supplies.
+
+Some calibrators (Capintec CRC-25R/55tR, PTW Curiementor) have protocols that are not public
+(DOMAIN.md: "do not assume they match the CRC-35R"). Until a site confirms one, this driver
+covers them from config: an optional poll command, a terminator, an encoding, and a regular
+expression with named groups ``activity`` (required), ``unit``, ``nuclide`` and
+``device_time``. Without ``poll_command`` it listens for lines the instrument sends by itself.
+
+It also holds :func:`exchange`, the request/reply step the polled calibrator drivers share.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from daq.clock import Clock
+from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
+from daq.errors import ProtocolError, ReadTimeout
+from daq.model import DeviceInfo, Quality, Reading, Reason
+from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, nuclide, to_bq
+from daq.transport import Link
+from drivers.base import SerialDriver
+
+
+async def exchange(link: Link, request: bytes, terminator: bytes, timeout_s: float) -> bytes:
+    """Send ``request`` and return the reply frame (up to and including ``terminator``).
+
+    A late reply to an earlier request is dropped before sending. If a later complete frame
+    is already buffered behind the one read (a merged frame), the newest one is returned, so
+    a stale value is never stamped with the current time.
+    """
+    link.discard_input()
+    await link.write(request)
+    frame = await link.read_until(terminator, timeout_s)
+    extra = link.discard_input()
+    if terminator in extra:
+        complete = extra[: extra.rindex(terminator) + len(terminator)]
+        parts = complete.split(terminator)[:-1]
+        if parts:
+            frame = parts[-1] + terminator
+    return frame
+
+
+def canonical_nuclide(text: str) -> str:
+    """The table's symbol for ``text`` when it names a known nuclide, else ``text`` stripped."""
+    text = text.strip()
+    try:
+        return nuclide(text).symbol
+    except UnknownNuclide:
+        return text
+
+
+def known_nuclide(text: str) -> str | None:
+    """The table's symbol for ``text``, or ``None`` when it names no known nuclide."""
+    try:
+        return nuclide(text.strip()).symbol
+    except UnknownNuclide:
+        return None
+
+
+def _unescape(text: str) -> str:
+    # Config files spell control characters as in C: "\r\n", "\x03".
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+class CalibratorInstrument(SerialInstrument):
+    """Fields every dose-calibrator driver shares.
+
+    ``stale_repeats``: after this many identical reported values in a row the readout is
+    taken as frozen and further identical readings are UNCERTAIN with the reason ``stale``
+    (0 = off). A live chamber's noise and the decay change the last digit; a long-lived
+    nuclide on a coarse display may not, so it is off unless a site turns it on.
+    """
+
+    stale_repeats: Annotated[int, Field(ge=0)] = 0
+
+
+class StaleWatch:
+    """Marks a channel's readings UNCERTAIN/``stale`` once its reported value stops changing."""
+
+    def __init__(self, repeats: int):
+        self.repeats = repeats
+        self._last: dict[str, tuple[object, int]] = {}
+
+    def __call__(self, reading: Reading) -> Reading:
+        if not self.repeats or reading.attrs is None:
+            return reading
+        shown = (reading.attrs.get("reported_value"), reading.attrs.get("reported_unit"))
+        last, count = self._last.get(reading.channel, (None, 0))
+        count = count + 1 if shown == last else 1
+        self._last[reading.channel] = (shown, count)
+        if count > self.repeats:
+            reading.quality = Quality.UNCERTAIN
+            reading.reason = Reason.STALE
+            reading.attrs = {**reading.attrs, "unchanged_polls": count}
+        return reading
+
+
+class LineConfig(CalibratorInstrument):
+    """A line-oriented calibrator described entirely by config.
+
+    ``pattern`` is a Python regular expression matched against each line (terminator
+    stripped); it must have a group ``activity`` and may have ``unit``, ``nuclide`` and
+    ``device_time``. ``unit``/``nuclide`` give the value when the line does not carry it.
+    ``device_time_format`` is a ``strptime`` format; naive times are in ``device_tz``.
+    """
+
+    kind: Literal["line"]
+    channel: str = "activity"
+    model: str = "line calibrator"
+    pattern: Annotated[str, Field(min_length=1)]
+    poll_command: str | None = None
+    terminator: str = "\\r\\n"
+    command_terminator: str = "\\r"
+    encoding: str = "ascii"
+    unit: str | None = None
+    nuclide: str | None = None
+    device_time_format: str | None = None
+    device_tz: str = "UTC"
+    #: Silence longer than this is treated as a lost link (listening mode only).
+    stale_after_s: PositiveSeconds = 10.0
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if "activity" not in compiled.groupindex:
+            raise ValueError("the pattern needs a named group (?P<activity>...)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _check_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @field_validator("unit")
+    @classmethod
+    def _check_unit(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return canonical_unit(value)
+        except UnknownUnit as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("device_tz")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> LineConfig:
+        groups = re.compile(self.pattern).groupindex
+        if "unit" not in groups and self.unit is None:
+            raise ValueError("the pattern has no (?P<unit>...) group, so 'unit' must be set")
+        if "device_time" in groups and self.device_time_format is None:
+            raise ValueError("the pattern has a device_time group, so 'device_time_format' must be set")
+        if not _unescape(self.terminator):
+            raise ValueError("terminator must not be empty")
+        return self
+
+
+class LineParser:
+    """Turns one line into ``(activity, unit, nuclide, device_ns)``; only raises ProtocolError."""
+
+    def __init__(self, config: LineConfig):
+        self.config = config
+        self.regex = re.compile(config.pattern)
+        self.terminator = _unescape(config.terminator).encode(config.encoding)
+        self.tz = ZoneInfo(config.device_tz)
+
+    def parse(self, raw: bytes) -> tuple[float, str, str | None, int | None]:
+        cfg = self.config
+        body = raw[: -len(self.terminator)] if raw.endswith(self.terminator) else raw
+        try:
+            text = body.decode(cfg.encoding)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(f"line is not valid {cfg.encoding}", raw=raw) from exc
+        match = self.regex.search(text)
+        if match is None:
+            raise ProtocolError("line does not match the configured pattern", raw=raw)
+        groups = match.groupdict()
+        number = (groups.get("activity") or "").strip()
+        try:
+            value = float(number)
+        except ValueError:
+            raise ProtocolError(f"activity {number!r} is not a number", raw=raw) from None
+        if not math.isfinite(value):
+            raise ProtocolError(f"activity {number!r} is not finite", raw=raw)
+        unit_text = groups.get("unit") or cfg.unit or ""
+        try:
+            unit = canonical_unit(unit_text)
+        except UnknownUnit as exc:
+            raise ProtocolError(str(exc), raw=raw) from None
+        found = groups.get("nuclide")
+        nuc = canonical_nuclide(found) if found and found.strip() else cfg.nuclide
+        device_ns = None
+        stamp = groups.get("device_time")
+        if stamp is not None and cfg.device_time_format:
+            try:
+                when = datetime.strptime(stamp.strip(), cfg.device_time_format)  # noqa: DTZ007
+            except ValueError:
+                raise ProtocolError(f"device time {stamp!r} does not match the format", raw=raw) from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=self.tz)
+            device_ns = int(when.timestamp() * 1e9)
+        return value, unit, nuc, device_ns
+
+
+class LineDriver(SerialDriver):
+    """Polled when ``poll_command`` is set, listening otherwise."""
+
+    kind = "line"
+    config_model = LineConfig
+    streaming = True
+    default_serial: ClassVar[SerialSettings] = SerialSettings(
+        baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
+    )
+    config: LineConfig
+
+    def __init__(self, config: LineConfig, clock: Clock):
+        super().__init__(config, clock)
+        self.parser = LineParser(config)
+        self.stale = StaleWatch(config.stale_repeats)
+        self.streaming = config.poll_command is None  # type: ignore[misc]
+        self._request = (
+            None
+            if config.poll_command is None
+            else (_unescape(config.poll_command) + _unescape(config.command_terminator)).encode(
+                config.encoding
+            )
+        )
+
+    async def connect(self) -> DeviceInfo:
+        await self.open()
+        return DeviceInfo(model=self.config.model, extra={"kind": "line"})
+
+    def channels(self) -> list[tuple[str, str]]:
+        return [(self.config.channel, "Bq")]
+
+    async def read(self) -> list[Reading]:
+        cfg = self.config
+        if self._request is None:
+            try:
+                raw = await self.link.read_until(self.parser.terminator, cfg.stale_after_s)
+            except ReadTimeout as exc:
+                raise ReadTimeout(f"{self.name}: no line for {cfg.stale_after_s:g} s") from exc
+            if not raw.strip():
+                return []
+        else:
+            raw = await exchange(self.link, self._request, self.parser.terminator, cfg.timeout_s)
+        acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
+        try:
+            value, unit, nuc, device_ns = self.parser.parse(raw)
+        except ProtocolError as exc:
+            exc.channel = cfg.channel
+            raise
+        return [
+            self.stale(
+                self.reading(
+                    cfg.channel,
+                    to_bq(value, unit),
+                    "Bq",
+                    raw=raw,
+                    acq_ns=acq_ns,
+                    mono_ns=mono_ns,
+                    device_ns=device_ns,
+                    attrs={"nuclide": nuc, "reported_value": value, "reported_unit": unit},
+                )
+            )
+        ]
