@@ -15,7 +15,14 @@ if TYPE_CHECKING:
 
 ServiceFactory = Callable[["Daemon"], "Service | None"]
 
-FACTORIES: list[ServiceFactory] = []
+
+def _forward(daemon: Daemon) -> Service | None:
+    from daq.forward.forwarder import service
+
+    return service(daemon)
+
+
+FACTORIES: list[ServiceFactory] = [_forward]
 
 
 def build_services(daemon: Daemon) -> list[Service]:

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, create_model
 from daq.config.base import PositiveSeconds, StrictModel
 from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
+from daq.forward.config import Sinks
 from drivers import REGISTRY
 
 #: Keys that would hold a secret inline; secrets come from the environment or credentials.
@@ -58,6 +59,7 @@ def _build_config_model() -> type[StrictModel]:
         journal=(JournalSection, JournalSection()),
         physics=(PhysicsSection, PhysicsSection()),
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
+        sinks=(Sinks, []),
     )
 
 

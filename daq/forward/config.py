@@ -1,0 +1,68 @@
+"""Configuration of the sinks the journal is forwarded to (``[[sinks]]`` tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from daq.config.base import Name, PositiveSeconds, StrictModel
+
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+CredentialName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
+
+
+class InfluxSink(StrictModel):
+    """An InfluxDB v2 write API endpoint (InfluxDB 2.x, InfluxDB 3's v2-compatible endpoint,
+    VictoriaMetrics, ...).
+
+    The token comes from ``token_credential`` (a systemd credential) or ``token_env`` (an
+    environment variable); a server without authentication needs neither. Batches hold at
+    most ``batch_size`` points and leave at the latest ``max_age_s`` after their first point
+    was committed. Failed writes retry from ``backoff_initial_s`` doubling up to
+    ``backoff_cap_s``; authentication failures retry at the cap.
+    """
+
+    name: Name
+    kind: Literal["influxdb"]
+    enabled: bool = True
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+    org: Annotated[str, Field(min_length=1)]
+    bucket: Annotated[str, Field(min_length=1)]
+    token_env: EnvName | None = None
+    token_credential: CredentialName | None = None
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_age_s: PositiveSeconds = 1.0
+    timeout_s: PositiveSeconds = 10.0
+    verify_tls: bool = True
+    #: A CA bundle to verify the server with (default: the system's trust store).
+    ca_file: Path | None = None
+    gzip: bool = True
+    backoff_initial_s: PositiveSeconds = 0.5
+    backoff_cap_s: PositiveSeconds = 30.0
+    #: The longest ``Retry-After`` honoured; a larger one is cut to this.
+    retry_after_max_s: PositiveSeconds = 600.0
+    #: How often the sink's progress (backlog, oldest pending, rate, last error) is logged.
+    log_every_s: PositiveSeconds = 60.0
+
+    @model_validator(mode="after")
+    def _check(self) -> InfluxSink:
+        if self.token_env and self.token_credential:
+            raise ValueError("give token_env or token_credential, not both")
+        if self.backoff_initial_s > self.backoff_cap_s:
+            raise ValueError("backoff_initial_s must not exceed backoff_cap_s")
+        return self
+
+
+def _unique_names(sinks: list[InfluxSink]) -> list[InfluxSink]:
+    seen: set[str] = set()
+    for i, sink in enumerate(sinks):
+        if sink.name in seen:
+            raise ValueError(f"duplicate sink name {sink.name!r} (sinks[{i}]); each sink has its own cursor")
+        seen.add(sink.name)
+    return sinks
+
+
+#: The type of the top-level ``sinks`` list.
+Sinks = Annotated[list[InfluxSink], AfterValidator(_unique_names)]

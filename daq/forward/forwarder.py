@@ -1,0 +1,608 @@
+"""Store and forward: one forwarder per sink, reading the journal from its own cursor.
+
+The journal is the outbox. A forwarder reads readings in commit order (by id) after its
+cursor (``sink_cursors``), formats them as line protocol, and writes them to the InfluxDB v2
+write API through influxdb-client's async client; the cursor advances only after the server
+answered 2xx (or a point was quarantined, see below). Nothing is kept only in memory: after a
+crash, an outage or a restart the forwarder resumes from its cursor, and since every line is
+the same on every attempt (same measurement, tags, fields and nanosecond timestamp), a point
+sent twice overwrites itself instead of being duplicated.
+
+Errors:
+
+* 5xx, 408, 429, timeouts and connection errors: retry the same batch, backing off from
+  ``backoff_initial_s`` doubling (with jitter) to ``backoff_cap_s``, for as long as it
+  takes; a 429's ``Retry-After`` is honoured. The backlog waits in the journal.
+* 400, 413, 422 (the server rejects the data): the batch is bisected until the rejected
+  points are isolated; each is *quarantined*: an audit entry ``sink_quarantine`` (subject =
+  the sink) records the reading id, the line, the status and the server's message, and the
+  rest is written. Should every point of a batch of two or more be rejected, the cause is
+  taken to be the server or its settings, not the data: the batch is kept and retried.
+* 401, 403 and other 4xx (a bad token, a missing bucket): one alarm (audit entry
+  ``sink_alarm`` and one error log line), then retries at ``backoff_cap_s``, no storm; when
+  writes succeed again, ``sink_alarm_cleared`` is audited.
+* A reading that line protocol cannot carry (a newline in a tag) is quarantined the same
+  way without being sent.
+
+``status()`` gives backlog, age of the oldest pending reading, points written per second and
+the last error; the same figures are written to ``<data_dir>/sinks/<name>.json`` every few
+seconds (for ``daq status --data-dir``) and logged every ``log_every_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import json
+import os
+import random
+import sqlite3
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from daq.clock import Clock
+from daq.forward.config import InfluxSink
+from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
+from daq.journal.journal import Journal, connect
+from daq.logs import get_logger
+from daq.secrets import resolve_secret
+
+if TYPE_CHECKING:
+    from daq.daemon import Daemon
+
+log = get_logger("daq.forward")
+
+#: Rows before the cursor replayed at start so the ``dup`` tags come out as they did before.
+SEED_WINDOW = 10_000
+#: Statuses meaning "the server rejects these points" (bisect and quarantine).
+REJECTED = frozenset({400, 413, 422})
+#: Statuses meaning "try again later" (back off).
+TRANSIENT = frozenset({408, 425, 429})
+STATUS_DIR = "sinks"
+STATUS_EVERY_S = 2.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Lines ready to send, the ids they carry, and rows that could not be formatted."""
+
+    first_id: int
+    last_id: int
+    lines: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    unformattable: list[tuple[int, str]] = field(default_factory=list)
+    oldest_acq_ns: int = 0
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+        super().__init__(f"HTTP {status}: {message}")
+
+
+def _retry_after_s(value: str | None, now_s: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now_s)
+    return None
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            return str(json.loads(body)["message"])[:500]
+        return body.strip()[:500]
+    return str(getattr(exc, "reason", "") or exc)[:500]
+
+
+def _safe_url(url: str) -> str:
+    """The URL without any user:password part (never log a secret)."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}"
+
+
+class InfluxForwarder:
+    """A daemon service forwarding committed readings to one InfluxDB v2 write endpoint."""
+
+    phase = 1
+
+    def __init__(
+        self,
+        sink: InfluxSink,
+        journal: Journal,
+        *,
+        site: str,
+        cell: str,
+        kinds: dict[str, str],
+        clock: Clock,
+        token: str | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.sink = sink
+        self.name = f"sink:{sink.name}"
+        self.journal = journal
+        self.clock = clock
+        self.token = token
+        self.rng = rng or random.Random()
+        self.formatter = LineFormatter(site=site, cell=cell, kinds=kinds)
+        self.cursor = 0
+        self.points_written = 0
+        self.requests = 0
+        self.quarantined = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_error_ns: int | None = None
+        self.alarm: str | None = None
+        self.state = "stopped"
+        self.oldest_pending_ns: int | None = None
+        self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._client: Any = None
+        self._write_api: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_since: float | None = None
+        self._kind_cache: dict[str, str | None] = {}
+        self._status_path = journal.data_dir / STATUS_DIR / f"{sink.name}.json"
+        self._last_log = 0.0
+        self._in_outage = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open a read-only view of the journal, read the cursor, connect the client, run."""
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{self.sink.name}")
+        loop = asyncio.get_running_loop()
+        self.cursor = await self.journal.get_cursor(self.sink.name)
+        self._conn = await loop.run_in_executor(self._executor, self._open_sync)
+        kwargs: dict[str, Any] = {}
+        if self.sink.url.startswith("https://"):
+            ctx = ssl.create_default_context(cafile=str(self.sink.ca_file) if self.sink.ca_file else None)
+            if not self.sink.verify_tls:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            kwargs["ssl_context"] = ctx
+        self._client = InfluxDBClientAsync(
+            url=self.sink.url,
+            token=self.token or "",
+            org=self.sink.org,
+            timeout=int(self.sink.timeout_s * 1000),
+            enable_gzip=self.sink.gzip,
+            verify_ssl=self.sink.verify_tls,
+            **kwargs,
+        )
+        self._write_api = self._client.write_api()
+        self.journal.on_commit(self._on_commit)
+        self.state = "idle"
+        log.info(
+            "sink started",
+            sink=self.sink.name,
+            url=_safe_url(self.sink.url),
+            bucket=self.sink.bucket,
+            cursor=self.cursor,
+            backlog=self.pending,
+        )
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"forward:{self.sink.name}"),
+            asyncio.create_task(self._report(), name=f"forward-status:{self.sink.name}"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop sending; what was not acknowledged stays in the journal for next time."""
+        for t in self._tasks:
+            t.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                log.error("sink task failed", sink=self.sink.name, error=repr(r))
+        self._tasks = []
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        loop = asyncio.get_running_loop()
+        if self._executor is not None:
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(self._executor, self._write_status_sync, self.status())
+            if self._conn is not None:
+                await loop.run_in_executor(self._executor, self._conn.close)
+                self._conn = None
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.state = "stopped"
+        log.info("sink stopped", sink=self.sink.name, cursor=self.cursor, backlog=self.pending)
+
+    def _open_sync(self) -> sqlite3.Connection:
+        conn = connect(self.journal.path, read_only=True)
+        seed = conn.execute(
+            f"{ROW_SELECT} WHERE id > ? AND id <= ? ORDER BY id",
+            (max(0, self.cursor - SEED_WINDOW), self.cursor),
+        ).fetchall()
+        self.formatter.observe_all(seed)
+        return conn
+
+    def _on_commit(self, readings: list[Any]) -> None:
+        self._wake.set()
+
+    # -- figures ---------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Committed readings not yet acknowledged by the sink."""
+        return max(0, self.journal.last_reading_id - self.cursor)
+
+    def points_per_s(self) -> float:
+        now = time.monotonic()
+        while self._rate and now - self._rate[0][0] > 10.0:
+            self._rate.popleft()
+        if not self._rate:
+            return 0.0
+        span = max(1.0, now - self._rate[0][0])
+        return sum(n for _, n in self._rate) / span
+
+    def status(self) -> dict[str, Any]:
+        """Per-sink figures for ``daq status`` and the daemon's live status."""
+        oldest = self.oldest_pending_ns if self.pending else None
+        return {
+            "kind": self.sink.kind,
+            "url": _safe_url(self.sink.url),
+            "bucket": self.sink.bucket,
+            "state": self.state,
+            "forwarded_through_id": self.cursor,
+            "pending": self.pending,
+            "oldest_pending_age_s": None
+            if oldest is None
+            else max(0.0, (self.clock.time_ns() - oldest) / 1e9),
+            "points_written": self.points_written,
+            "points_per_s": round(self.points_per_s(), 1),
+            "requests": self.requests,
+            "retries": self.retries,
+            "quarantined": self.quarantined,
+            "last_error": self.last_error,
+            "last_error_ns": self.last_error_ns,
+            "alarm": self.alarm,
+            "updated_ns": self.clock.time_ns(),
+        }
+
+    def _write_status_sync(self, status: dict[str, Any]) -> None:
+        self._status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._status_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(status, sort_keys=True), encoding="utf-8")
+        tmp.replace(self._status_path)
+
+    def _oldest_pending_sync(self, cursor: int) -> int | None:
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT acq_ns FROM readings WHERE id > ? ORDER BY id LIMIT 1", (cursor,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    async def _report(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            assert self._executor is not None
+            try:
+                self.oldest_pending_ns = await loop.run_in_executor(
+                    self._executor, self._oldest_pending_sync, self.cursor
+                )
+                await loop.run_in_executor(self._executor, self._write_status_sync, self.status())
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("sink status not written", sink=self.sink.name, error=str(exc))
+            now = time.monotonic()
+            if now - self._last_log >= self.sink.log_every_s:
+                self._last_log = now
+                s = self.status()
+                if s["pending"] or s["points_per_s"] or s["last_error"]:
+                    log.info(
+                        "sink progress",
+                        sink=self.sink.name,
+                        pending=s["pending"],
+                        oldest_pending_age_s=s["oldest_pending_age_s"],
+                        points_per_s=s["points_per_s"],
+                        last_error=s["last_error"],
+                    )
+
+    # -- reading the journal -----------------------------------------------------------------
+
+    def _measurement_kind(self, instrument: str) -> None:
+        """Learn the kind of an instrument no longer in the config from its last start event."""
+        assert self._conn is not None
+        kind: str | None = None
+        row = self._conn.execute(
+            "SELECT detail FROM events WHERE instrument = ? AND kind = 'started' ORDER BY id DESC LIMIT 1",
+            (instrument,),
+        ).fetchone()
+        if row is not None and row[0]:
+            with contextlib.suppress(ValueError, TypeError):
+                kind = json.loads(row[0]).get("kind")
+        self._kind_cache[instrument] = kind
+        if kind:
+            self.formatter.kinds[instrument] = kind
+
+    def _fetch_sync(self, after_id: int) -> Batch | None:
+        assert self._conn is not None
+        rows: list[Row] = self._conn.execute(
+            f"{ROW_SELECT} WHERE id > ? ORDER BY id LIMIT ?", (after_id, self.sink.batch_size)
+        ).fetchall()
+        if not rows:
+            return None
+        batch = Batch(first_id=rows[0][0], last_id=rows[-1][0], oldest_acq_ns=rows[0][4])
+        kinds = self.formatter.kinds
+        fmt = self.formatter.format
+        lines, ids = batch.lines, batch.ids
+        for row in rows:
+            instrument = row[1]
+            if instrument not in kinds and instrument not in self._kind_cache:
+                self._measurement_kind(instrument)
+            try:
+                lines.append(fmt(row))
+            except LineProtocolError as exc:
+                batch.unformattable.append((row[0], str(exc)))
+                continue
+            ids.append(row[0])
+        return batch
+
+    async def _fetch(self, after_id: int) -> Batch | None:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._fetch_sync, after_id)
+
+    async def _wait_for_batch(self) -> None:
+        """Return once a full batch is committed, or the first pending one is ``max_age_s`` old."""
+        while True:
+            pending = self.pending
+            if pending >= self.sink.batch_size:
+                return
+            timeout: float | None = None
+            if pending > 0:
+                now = time.monotonic()
+                if self._pending_since is None:
+                    self._pending_since = now
+                timeout = self.sink.max_age_s - (now - self._pending_since)
+                if timeout <= 0:
+                    return
+            else:
+                self._pending_since = None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        prefetch: asyncio.Task[Batch | None] | None = None
+        try:
+            while True:
+                if prefetch is None:
+                    await self._wait_for_batch()
+                    batch = await self._fetch(self.cursor)
+                else:
+                    batch = await prefetch
+                    prefetch = None
+                self._pending_since = None
+                if batch is None:
+                    continue
+                if self.journal.last_reading_id - batch.last_id >= self.sink.batch_size:
+                    # A backlog: read and format the next batch while this one is on the wire.
+                    prefetch = asyncio.create_task(
+                        self._fetch(batch.last_id), name=f"forward-read:{self.sink.name}"
+                    )
+                self.oldest_pending_ns = batch.oldest_acq_ns
+                await self._deliver(batch)
+                await self.journal.set_cursor(self.sink.name, batch.last_id)
+                self.cursor = batch.last_id
+                self.state = "idle"
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await prefetch
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Write every line of ``batch``, quarantining only points the server rejects."""
+        while True:
+            rejected: list[tuple[int, str, int, str]] = []
+            stack = [(0, len(batch.lines))] if batch.lines else []
+            while stack:
+                lo, hi = stack.pop()
+                try:
+                    await self._send(batch.lines[lo:hi])
+                except _Rejected as exc:
+                    if hi - lo == 1:
+                        rejected.append((batch.ids[lo], batch.lines[lo], exc.status, exc.message))
+                    else:
+                        mid = (lo + hi) // 2
+                        stack.append((mid, hi))
+                        stack.append((lo, mid))
+            if len(batch.lines) > 1 and len(rejected) == len(batch.lines):
+                # Not one point accepted: the server or its settings, not the data.
+                status, message = rejected[0][2], rejected[0][3]
+                self._raise_alarm(status, f"every point of a batch of {len(batch.lines)} rejected: {message}")
+                await self.clock.sleep(self.sink.backoff_cap_s)
+                continue
+            break
+        for rid, line, status, message in rejected:
+            self._quarantine(rid, {"status": status, "error": message, "line": line})
+        for rid, message in batch.unformattable:
+            self._quarantine(rid, {"status": None, "error": message, "line": None})
+        if rejected or batch.unformattable:
+            # The audit entries must be durable before the cursor passes these readings.
+            await self.journal.flush()
+
+    def _quarantine(self, reading_id: int, detail: dict[str, Any]) -> None:
+        self.quarantined += 1
+        self.journal.audit(
+            "sink_quarantine",
+            subject=self.sink.name,
+            detail={"reading_id": reading_id, **detail},
+        )
+        log.warning("point quarantined", sink=self.sink.name, reading_id=reading_id, error=detail["error"])
+
+    def _raise_alarm(self, status: int, message: str) -> None:
+        self._note_error(f"HTTP {status}: {message}")
+        self.state = "alarm"
+        if self.alarm is None:
+            self.alarm = f"HTTP {status}: {message}"
+            self.journal.audit(
+                "sink_alarm", subject=self.sink.name, detail={"status": status, "error": message}
+            )
+            log.error(
+                "sink alarm: writes refused; retrying at the backoff cap",
+                sink=self.sink.name,
+                status=status,
+                error=message,
+                retry_every_s=self.sink.backoff_cap_s,
+            )
+
+    def _note_error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_ns = self.clock.time_ns()
+
+    async def _send(self, lines: list[str]) -> None:
+        """POST ``lines`` until the server answers 2xx; raises :class:`_Rejected` on 400/413/422."""
+        from influxdb_client.domain.write_precision import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        body = "\n".join(lines)
+        delay = self.sink.backoff_initial_s
+        while True:
+            self.state = "sending" if self.alarm is None and not self._in_outage else self.state
+            wait: float
+            try:
+                self.requests += 1
+                await self._write_api.write(
+                    bucket=self.sink.bucket, org=self.sink.org, record=body, write_precision=WritePrecision.NS
+                )
+            except ApiException as exc:
+                status = int(exc.status or 0)
+                message = _message(exc)
+                if status in REJECTED:
+                    raise _Rejected(status, message) from None
+                if 400 <= status < 500 and status not in TRANSIENT:
+                    self._raise_alarm(status, message)
+                    wait = self.sink.backoff_cap_s
+                else:
+                    wait = delay
+                    if status == 429:
+                        after = _retry_after_s(getattr(exc, "retry_after", None), self.clock.time_ns() / 1e9)
+                        if after is not None:
+                            wait = min(after, self.sink.retry_after_max_s)
+                    self._outage(f"HTTP {status}: {message}" if status else message)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                wait = delay
+                self._outage(f"{type(exc).__name__}: {exc}"[:500])
+            else:
+                self._acknowledged(len(lines))
+                return
+            self.retries += 1
+            jitter = 1.0 + 0.2 * (self.rng.random() - 0.5)
+            await self.clock.sleep(wait * jitter if wait == delay else wait)
+            delay = min(self.sink.backoff_cap_s, delay * 2)
+
+    def _outage(self, message: str) -> None:
+        self._note_error(message)
+        if self.alarm is None:
+            self.state = "retrying"
+        if not self._in_outage:
+            self._in_outage = True
+            log.warning("sink unreachable; backlog waits in the journal", sink=self.sink.name, error=message)
+
+    def _acknowledged(self, n: int) -> None:
+        self.points_written += n
+        self._rate.append((time.monotonic(), n))
+        if self._in_outage:
+            self._in_outage = False
+            log.info("sink reachable again", sink=self.sink.name, pending=self.pending)
+        if self.alarm is not None:
+            self.journal.audit("sink_alarm_cleared", subject=self.sink.name, detail={"alarm": self.alarm})
+            log.info("sink alarm cleared", sink=self.sink.name)
+            self.alarm = None
+        self.state = "sending"
+
+
+def status_file(data_dir: Path, sink: str) -> Path:
+    """Where a running forwarder leaves its figures for ``daq status --data-dir``."""
+    return Path(data_dir) / STATUS_DIR / f"{sink}.json"
+
+
+def sink_token(sink: InfluxSink, index: int) -> str | None:
+    """The sink's token from its credential or environment variable (``None`` if it has none)."""
+    if not sink.token_env and not sink.token_credential:
+        return None
+    return resolve_secret(sink.token_env, sink.token_credential, f"sinks[{index}] ({sink.name}) token")
+
+
+class ForwardService:
+    """The daemon service running one :class:`InfluxForwarder` per enabled sink."""
+
+    name = "forward"
+    phase = 1
+
+    def __init__(self, forwarders: list[InfluxForwarder]):
+        self.forwarders = forwarders
+
+    async def start(self) -> None:
+        started: list[InfluxForwarder] = []
+        try:
+            for fwd in self.forwarders:
+                await fwd.start()
+                started.append(fwd)
+        except BaseException:
+            for fwd in reversed(started):
+                await fwd.stop()
+            raise
+
+    async def stop(self) -> None:
+        for fwd in reversed(self.forwarders):
+            await fwd.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {"sinks": {fwd.sink.name: fwd.status() for fwd in self.forwarders}}
+
+
+def service(daemon: Daemon) -> ForwardService | None:
+    """The daemon's service factory: ``None`` without enabled sinks. Raises ConfigError when
+    a sink's token cannot be found (before anything starts)."""
+    cfg = daemon.config
+    sinks = [(i, s) for i, s in enumerate(getattr(cfg.model, "sinks", [])) if s.enabled]
+    if not sinks:
+        return None
+    assert daemon.journal is not None
+    kinds = {inst.name: inst.kind for inst in cfg.instruments}
+    forwarders = [
+        InfluxForwarder(
+            sink,
+            daemon.journal,
+            site=cfg.daemon.site,
+            cell=cfg.daemon.cell,
+            kinds=kinds,
+            clock=daemon.clock,
+            token=sink_token(sink, i),
+            rng=daemon.rng,
+        )
+        for i, sink in sinks
+    ]
+    return ForwardService(forwarders)

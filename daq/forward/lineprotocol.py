@@ -1,0 +1,194 @@
+"""InfluxDB line protocol, formatted directly from journal rows.
+
+Escaping follows the line-protocol reference (InfluxDB 2.x, "Line protocol" > "Special
+characters"):
+
+* measurement: comma and space are escaped with a backslash;
+* tag keys, tag values and field keys: comma, equals sign and space are escaped;
+* string field values: double quote and backslash are escaped, inside double quotes;
+* a newline cannot be written anywhere (there is no escape for it), tag values cannot be
+  empty (the tag is left out instead), and a tag value ending in a backslash would escape
+  the separator after it: such input raises :class:`LineProtocolError`, and the forwarder
+  quarantines that reading rather than sending a line the server would misread.
+
+Lines are built with f-strings (about 14 times cheaper than influxdb-client ``Point``
+objects); the escaped measurement-and-tags prefix of a series is cached.
+
+Schema (see the README section "Forwarding to InfluxDB"): measurement = the instrument's kind;
+tags ``site``, ``cell``, ``instrument``, ``channel``, ``run_id`` (while a run is active),
+``nuclide`` (when the reading carries one) and ``dup`` (only on the rare second, third...
+reading of a series with the very same acquisition time); fields ``value`` (float, absent
+for a BAD gap), ``quality`` (0 GOOD, 1 UNCERTAIN, 2 BAD, integer), ``seq`` (integer),
+``unit`` (string) and ``reason`` (string, when there is one); timestamp = acquisition time in
+nanoseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from daq.errors import DaqError
+
+#: The journal columns a formatter reads, in this order.
+ROW_COLUMNS = (
+    "id",
+    "instrument",
+    "channel",
+    "seq",
+    "acq_ns",
+    "value",
+    "unit",
+    "quality",
+    "reason",
+    "attrs",
+    "run_id",
+)
+ROW_SELECT = f"SELECT {', '.join(ROW_COLUMNS)} FROM readings"
+
+Row = tuple[Any, ...]
+
+_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
+_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_STRING = str.maketrans({'"': '\\"', "\\": "\\\\"})
+# attrs are canonical JSON (sorted keys, no spaces): a plain nuclide is found without parsing.
+_NUCLIDE = re.compile(r'"nuclide":"([^"\\]*)"')
+
+
+class LineProtocolError(DaqError):
+    """A value that cannot be written in line protocol (a newline, an empty name...)."""
+
+
+def _no_newline(s: str, what: str) -> None:
+    if "\n" in s or "\r" in s:
+        raise LineProtocolError(f"{what} {s!r} contains a newline, which line protocol cannot carry")
+
+
+def measurement(s: str) -> str:
+    """Escape a measurement name."""
+    if not s:
+        raise LineProtocolError("empty measurement name")
+    _no_newline(s, "measurement")
+    if s.startswith("#"):
+        raise LineProtocolError(f"measurement {s!r} starts with '#', which makes the line a comment")
+    if s.endswith("\\"):
+        raise LineProtocolError(f"measurement {s!r} ends with a backslash")
+    return s.translate(_MEASUREMENT)
+
+
+def key(s: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    if not s:
+        raise LineProtocolError("empty tag key, tag value or field key")
+    _no_newline(s, "tag or field")
+    if s.endswith("\\"):
+        raise LineProtocolError(f"tag or field {s!r} ends with a backslash, which would escape the separator")
+    return s.translate(_KEY)
+
+
+def string_field(s: str) -> str:
+    """A string field value, quoted and escaped."""
+    _no_newline(s, "string field")
+    return '"' + s.translate(_STRING) + '"'
+
+
+def float_field(x: float) -> str | None:
+    """A float field value (shortest exact repr), or ``None`` for NaN and infinities, which
+    InfluxDB cannot store."""
+    if not math.isfinite(x):
+        return None
+    return repr(float(x))
+
+
+def tag_set(tags: Mapping[str, str | None]) -> str:
+    """``,k=v,...`` with keys sorted (as InfluxDB recommends) and empty values left out."""
+    return "".join(f",{key(k)}={key(v)}" for k, v in sorted(tags.items()) if v)
+
+
+def nuclide_of(attrs: str | None) -> str | None:
+    """The ``nuclide`` attribute of a journal ``attrs`` column, if any."""
+    if not attrs or '"nuclide"' not in attrs:
+        return None
+    m = _NUCLIDE.search(attrs)
+    if m is not None:
+        return m.group(1) or None
+    value = json.loads(attrs).get("nuclide")
+    return str(value) if value not in (None, "") else None
+
+
+class LineFormatter:
+    """Turns journal rows (``ROW_COLUMNS``) into lines, deterministically.
+
+    ``kinds`` maps instrument names to their kind (the measurement); an unknown instrument
+    gets ``default_kind``. Two readings of one series with the same acquisition time would
+    overwrite each other in InfluxDB; the formatter tags the second one ``dup=1``, the third
+    ``dup=2``, and so on. It compares each reading with the previous reading of its series in
+    journal order, so it must see every row in order: call :meth:`observe` on rows already
+    forwarded (the forwarder replays a window before its cursor) before formatting new ones.
+    """
+
+    def __init__(self, *, site: str, cell: str, kinds: Mapping[str, str], default_kind: str = "daq"):
+        self.site = site
+        self.cell = cell
+        self.kinds = dict(kinds)
+        self.default_kind = default_kind
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        self._prefix: dict[tuple[Any, ...], str] = {}
+        self._units: dict[str, str] = {}
+
+    def observe(self, row: Row) -> int:
+        """Account for ``row`` in the collision state; returns its ``dup`` rank (0 normally)."""
+        series = (row[1], row[2])
+        acq_ns = row[4]
+        last = self._last.get(series)
+        dup = last[1] + 1 if last is not None and last[0] == acq_ns else 0
+        self._last[series] = (acq_ns, dup)
+        return dup
+
+    def observe_all(self, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self.observe(row)
+
+    def _series_prefix(
+        self, instrument: str, channel: str, run_id: str | None, nuclide: str | None, dup: int
+    ) -> str:
+        ck = (instrument, channel, run_id, nuclide, dup)
+        prefix = self._prefix.get(ck)
+        if prefix is None:
+            if len(self._prefix) > 100_000:
+                self._prefix.clear()
+            tags = {
+                "site": self.site,
+                "cell": self.cell,
+                "instrument": instrument,
+                "channel": channel,
+                "run_id": run_id,
+                "nuclide": nuclide,
+                "dup": str(dup) if dup else None,
+            }
+            kind = self.kinds.get(instrument, self.default_kind)
+            prefix = f"{measurement(kind)}{tag_set(tags)} "
+            self._prefix[ck] = prefix
+        return prefix
+
+    def format(self, row: Row) -> str:
+        """One line for one journal row; raises :class:`LineProtocolError` for input line
+        protocol cannot carry (the collision state still advances, so the rows after it are
+        formatted as they would be had it been sent)."""
+        _id, instrument, channel, seq, acq_ns, value, unit, quality, reason, attrs, run_id = row
+        dup = self.observe(row)
+        prefix = self._series_prefix(instrument, channel, run_id, nuclide_of(attrs), dup)
+        u = self._units.get(unit)
+        if u is None:
+            u = self._units[unit] = string_field(unit)
+        fields = f"quality={quality}i,seq={seq}i,unit={u}"
+        if value is not None:
+            v = float_field(value)
+            if v is not None:
+                fields = f"value={v},{fields}"
+        if reason:
+            fields = f"{fields},reason={string_field(reason)}"
+        return f"{prefix}{fields} {acq_ns}"
