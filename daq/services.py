@@ -22,7 +22,13 @@ def _forward(daemon: Daemon) -> Service | None:
     return service(daemon)
 
 
-FACTORIES: list[ServiceFactory] = [_forward]
+def _api(daemon: Daemon) -> Service | None:
+    from daq.api.server import build_service
+
+    return build_service(daemon)
+
+
+FACTORIES: list[ServiceFactory] = [_forward, _api]
 
 
 def build_services(daemon: Daemon) -> list[Service]:

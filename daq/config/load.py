@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, ValidationError, create_model
 
+from daq.api.config import ApiSection
 from daq.config.base import PositiveSeconds, StrictModel
 from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
@@ -57,6 +58,7 @@ def _build_config_model() -> type[StrictModel]:
         __base__=StrictModel,
         daemon=(DaemonSection, DaemonSection()),
         journal=(JournalSection, JournalSection()),
+        api=(ApiSection, ApiSection()),
         physics=(PhysicsSection, PhysicsSection()),
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
         sinks=(Sinks, []),

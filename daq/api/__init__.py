@@ -1,0 +1,13 @@
+"""The daemon's local interface: a live stream, status, metrics, run control and a live page.
+
+- :mod:`daq.api.config`: the ``[api]`` config section (loopback only unless told otherwise).
+- :mod:`daq.api.server`: the aiohttp application and the daemon service ``"api"`` (phase 1).
+- :mod:`daq.api.stream`: the live stream, a bounded queue per client, stalled clients dropped.
+- :mod:`daq.api.metrics`: Prometheus text exposition and the event-loop lag sampler.
+- :mod:`daq.api.auth`: the bearer-token check of the control endpoints.
+- :mod:`daq.api.filters`: reading filters and durations shared with ``daq tail``.
+- :mod:`daq.api.client`: what the command line uses to talk to a running daemon.
+
+This package imports nothing heavy at import time: the config loader imports
+:mod:`daq.api.config`.
+"""

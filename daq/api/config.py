@@ -1,0 +1,56 @@
+"""The ``[api]`` section: where the local API listens and who may control runs.
+
+The API binds to the loopback interface. Binding to any other address serves live data (and,
+with the token, run control) to the network, so it needs ``allow_non_loopback = true``
+written in the config: a typo in ``listen`` can never expose the line PC by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from daq.config.base import PositiveSeconds, StrictModel
+
+
+class ApiSection(StrictModel):
+    """The local HTTP API and live page (``http://127.0.0.1:8470/`` by default).
+
+    The control endpoints (run start, stop, annotate, t0) need ``Authorization: Bearer <token>``;
+    the token comes from the environment variable ``token_env`` or the systemd credential
+    ``token_credential``. Without either, run control over the API is disabled.
+    ``client_queue`` bounds, in readings, what a live-stream client may have waiting; a client
+    that falls that far behind (or whose socket accepts nothing for ``client_write_timeout_s``)
+    is disconnected, never waited for.
+    """
+
+    enabled: bool = True
+    allow_non_loopback: bool = False
+    listen: str = "127.0.0.1"
+    #: 0 picks a free port (tests); the bound port is in the log and in ``/api/status``.
+    port: Annotated[int, Field(ge=0, le=65535)] = 8470
+    token_env: str | None = None
+    token_credential: str | None = None
+    client_queue: Annotated[int, Field(ge=100, le=1_000_000)] = 20_000
+    client_write_timeout_s: PositiveSeconds = 10.0
+    #: How far back a client may ask for a replay (``since``), in readings.
+    replay_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
+    heartbeat_s: PositiveSeconds = 5.0
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_unless_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if value == "localhost":
+            return value
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"expected an IP address such as 127.0.0.1 or ::1 (got {value!r})") from None
+        if not address.is_loopback and not info.data.get("allow_non_loopback", False):
+            raise ValueError(
+                f"{value} is not a loopback address: serving the API to the network needs "
+                "allow_non_loopback = true in [api]"
+            )
+        return value

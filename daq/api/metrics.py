@@ -1,0 +1,224 @@
+"""Prometheus text exposition (format 0.0.4), written by hand, and the event-loop lag sampler.
+
+Counters of committed readings by instrument and quality are kept by a journal commit hook
+(one dict update per reading, counted from daemon start); everything else is read from the
+supervisors, the journal and the services when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from daq.model import Quality, Reading
+
+if TYPE_CHECKING:
+    from daq.api.stream import StreamHub
+    from daq.daemon import Daemon
+
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Histogram:
+    """A cumulative histogram with fixed upper bounds (seconds)."""
+
+    def __init__(self, bounds: Sequence[float]):
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+
+class CommitCounters:
+    """Journal commit hook: readings by (instrument, quality) and commit latency."""
+
+    def __init__(self, journal: Any):
+        self.journal = journal
+        self.readings: dict[tuple[str, int], int] = {}
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
+
+    def __call__(self, readings: list[Reading]) -> None:
+        counts = self.readings
+        for r in readings:
+            key = (r.instrument, r.quality)
+            counts[key] = counts.get(key, 0) + 1
+        self.commit_seconds.observe(self.journal.last_commit_s)
+
+
+class LagSampler:
+    """Measures how late the event loop wakes a sleeper: a direct view of whether anything
+    (a slow handler, a burst of readings) holds the loop that acquisition runs on."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s = interval_s
+        self.histogram = Histogram(LAG_BUCKETS)
+        self.last_s = 0.0
+        self.max_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="api-lag-sampler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval_s)
+            lag = max(0.0, loop.time() - before - self.interval_s)
+            self.last_s = lag
+            self.max_s = max(self.max_s, lag)
+            self.histogram.observe(lag)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
+
+
+def _num(value: float | int) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value)) if value == value else "NaN"
+
+
+class Exposition:
+    """Builds the text of one scrape."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float | int]]
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels(labels)} {_num(value)}")
+
+    def histogram(self, name: str, help_text: str, hist: Histogram) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} histogram")
+        cumulative = 0
+        for bound, count in zip(hist.bounds, hist.counts, strict=False):
+            cumulative += count
+            self.lines.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative}')
+        self.lines.append(f'{name}_bucket{{le="+Inf"}} {hist.count}')
+        self.lines.append(f"{name}_sum {_num(hist.total)}")
+        self.lines.append(f"{name}_count {hist.count}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(
+    daemon: Daemon,
+    counters: CommitCounters,
+    lag: LagSampler,
+    hub: StreamHub,
+    sinks: dict[str, dict[str, Any]],
+    now_ns: int,
+) -> str:
+    """The whole ``/metrics`` page."""
+    out = Exposition()
+    out.family(
+        "daq_readings_total",
+        "counter",
+        "Readings committed to the journal since the daemon started, by instrument and quality.",
+        (
+            ({"instrument": inst, "quality": Quality(q).name}, n)
+            for (inst, q), n in sorted(counters.readings.items())
+        ),
+    )
+    sups = sorted(daemon.supervisors, key=lambda s: s.name)
+    out.family(
+        "daq_instrument_up",
+        "gauge",
+        "1 while the instrument is connected, 0 otherwise.",
+        (({"instrument": s.name, "kind": s.config.kind}, int(s.state.value == "connected")) for s in sups),
+    )
+    out.family(
+        "daq_parse_errors_total",
+        "counter",
+        "Frames that did not parse, by instrument.",
+        (({"instrument": s.name}, s.parse_errors) for s in sups),
+    )
+    out.family(
+        "daq_reconnects_total",
+        "counter",
+        "Successful reconnects after a lost or failed link, by instrument.",
+        (({"instrument": s.name}, s.reconnects) for s in sups),
+    )
+    out.family(
+        "daq_poll_timeouts_total",
+        "counter",
+        "Polls that got no answer in time, by instrument.",
+        (({"instrument": s.name}, s.timeouts) for s in sups),
+    )
+    out.family(
+        "daq_last_reading_age_seconds",
+        "gauge",
+        "Seconds since the last reading of each channel was acquired.",
+        (
+            ({"instrument": s.name, "channel": ch}, max(0.0, (now_ns - r.acq_ns) / 1e9))
+            for s in sups
+            for ch, r in sorted(s.last_values.items())
+        ),
+    )
+    j = daemon.journal
+    if j is not None:
+        out.histogram(
+            "daq_journal_commit_seconds", "Duration of journal group commits.", counters.commit_seconds
+        )
+        out.family("daq_journal_commits_total", "counter", "Journal group commits.", [({}, j.commits)])
+        out.family("daq_journal_pending", "gauge", "Records waiting for the next commit.", [({}, j.pending)])
+        out.family(
+            "daq_journal_overflowed_total",
+            "counter",
+            "Records dropped because the pending buffer was full (each recorded as an overflow event).",
+            [({}, j.overflowed)],
+        )
+        out.family(
+            "daq_journal_error", "gauge", "1 while journal commits fail.", [({}, int(j.error is not None))]
+        )
+    out.family(
+        "daq_sink_backlog",
+        "gauge",
+        "Journal readings not yet acknowledged by each sink.",
+        (({"sink": name}, s["backlog"]) for name, s in sorted(sinks.items()) if s.get("backlog") is not None),
+    )
+    out.histogram(
+        "daq_event_loop_lag_seconds", "How late the event loop woke a 250 ms sleeper.", lag.histogram
+    )
+    out.family("daq_event_loop_lag_max_seconds", "gauge", "Largest event-loop lag seen.", [({}, lag.max_s)])
+    out.family("daq_api_stream_clients", "gauge", "Connected live-stream clients.", [({}, len(hub.clients))])
+    out.family(
+        "daq_api_stream_dropped_total",
+        "counter",
+        "Live-stream clients disconnected for falling behind or not reading.",
+        [({}, hub.dropped_total)],
+    )
+    return out.text()

@@ -1,0 +1,531 @@
+"""The local API: an aiohttp application served by the daemon service ``"api"`` (phase 1).
+
+Endpoints (JSON unless stated):
+
+==============================  ==============================================================
+``GET /``                       the live page (static files shipped in this package)
+``GET /healthz``                200 while the journal commits, 503 with the reasons otherwise
+``GET /metrics``                Prometheus text format
+``GET /api/status``             instruments (state, last value per channel and its age,
+                                reconnects), the journal (size, commits), sinks (backlog, last
+                                error), the active run, alarms, each service's status
+``GET /api/readings``           readings from the journal: ``since`` (``5m``) or ``since_ns``,
+                                ``instrument``, ``channel`` (glob), ``quality``, ``limit``
+``GET /api/stream``             live readings, NDJSON or server-sent events (``format=sse`` or
+                                ``Accept: text/event-stream``), same filters; ``since`` /
+                                ``since_ns`` replay the journal first
+``GET /api/runs``               runs (``/api/runs/active``, ``/api/runs/{run_id}``)
+``POST /api/runs``              start a run; ``.../active/stop``, ``.../active/annotations``,
+                                ``.../active/t0``: need ``Authorization: Bearer <token>`` and an
+                                actor (``X-Actor`` header or ``"actor"`` in the JSON body)
+==============================  ==============================================================
+
+The API never blocks acquisition: journal queries run on worker threads with their own
+read-only connections, live clients have bounded queues (:mod:`daq.api.stream`), and if the
+port cannot be bound the daemon keeps acquiring while the service retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from daq import __version__
+from daq.api import metrics
+from daq.api.auth import BearerAuth
+from daq.api.config import ApiSection
+from daq.api.filters import ReadingFilter, parse_duration
+from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
+from daq.errors import DaqError
+from daq.logs import get_logger
+from daq.model import Quality
+
+if TYPE_CHECKING:
+    from daq.daemon import Daemon
+
+log = get_logger("daq.api")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Seconds between attempts to bind the port when it is taken.
+BIND_RETRY_S = 5.0
+#: A journal with records pending and no commit for this long is reported unhealthy.
+STALLED_COMMIT_S = 10.0
+
+_dumps = functools.partial(json.dumps, default=str)
+
+START_FIELDS = ({"batch", "product", "nuclide", "operator"}, {"method", "reason"})
+STOP_FIELDS: tuple[set[str], set[str]] = (set(), {"reason"})
+ANNOTATE_FIELDS = ({"text", "reason"}, {"instrument"})
+T0_FIELDS = ({"reason"}, {"instrument", "ts_ns"})
+
+
+def _json_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    return cls(text=_dumps({"error": message}), content_type="application/json")
+
+
+def extract_sinks(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-sink figures from the services' status dicts.
+
+    A service reports sinks either as ``{"sinks": {name: {...}}}`` or, one sink per service,
+    as a dict with ``backlog`` (or ``pending``). ``backlog`` and ``last_error`` are
+    normalised; every other key is kept.
+    """
+    found: dict[str, dict[str, Any]] = {}
+
+    def view(s: dict[str, Any]) -> dict[str, Any]:
+        backlog = s.get("backlog", s.get("pending"))
+        return {**s, "backlog": backlog, "last_error": s.get("last_error", s.get("error"))}
+
+    for name, st in services.items():
+        if not isinstance(st, dict):
+            continue
+        if isinstance(st.get("sinks"), dict):
+            for sink, s in st["sinks"].items():
+                if isinstance(s, dict):
+                    found[str(sink)] = view(s)
+        elif "backlog" in st or "pending" in st:
+            found[str(st.get("sink", name))] = view(st)
+    return found
+
+
+def _is_alarm_channel(channel: str) -> bool:
+    return channel.startswith("alarm") or channel.endswith("_alarm")
+
+
+def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """What needs a person's attention now, worst first.
+
+    Instruments not connected; channels whose last reading is BAD; alarm channels
+    (``alarm_*``, ``*_alarm``) reading non-zero; journal errors and overflows; sink errors.
+    """
+    out: list[dict[str, Any]] = []
+    journal = status.get("journal") or {}
+    if journal.get("error"):
+        out.append(
+            {"severity": "alarm", "subject": "journal", "message": f"commits fail: {journal['error']}"}
+        )
+    for name, inst in sorted(status["instruments"].items()):
+        if inst["state"] != "connected":
+            why = f": {inst['last_error']}" if inst.get("last_error") else ""
+            out.append(
+                {"severity": "alarm", "subject": name, "message": f"not connected ({inst['state']}){why}"}
+            )
+        for ch, v in sorted(inst.get("channels", {}).items()):
+            if v["quality"] == "BAD" and inst["state"] == "connected":
+                out.append(
+                    {"severity": "warning", "subject": f"{name}/{ch}", "message": f"BAD ({v['reason']})"}
+                )
+            elif _is_alarm_channel(ch) and v["quality"] != "BAD" and v["value"]:
+                out.append({"severity": "alarm", "subject": f"{name}/{ch}", "message": "alarm active"})
+    if journal.get("overflowed"):
+        out.append(
+            {
+                "severity": "warning",
+                "subject": "journal",
+                "message": f"{journal['overflowed']} records dropped on overflow (recorded as events)",
+            }
+        )
+    for sink, s in sorted(status.get("sinks", {}).items()):
+        if s.get("last_error"):
+            out.append({"severity": "warning", "subject": f"sink {sink}", "message": str(s["last_error"])})
+    order = {"alarm": 0, "warning": 1}
+    out.sort(key=lambda a: order.get(a["severity"], 2))
+    return out
+
+
+class ApiService:
+    """The daemon service ``"api"``: serves the application while the daemon runs."""
+
+    name = "api"
+    phase = 1
+
+    def __init__(self, daemon: Daemon, settings: ApiSection):
+        self.daemon = daemon
+        self.settings = settings
+        journal = daemon.journal
+        assert journal is not None, "services are built after the journal is open"
+        self.journal = journal
+        self.hub = StreamHub()
+        # Registered now (services are built before the supervisors start), so the counters
+        # see every reading; both hooks only append or add, never wait.
+        self.counters = metrics.CommitCounters(journal)
+        journal.on_commit(self.counters)
+        journal.on_commit(self.hub.publish)
+        self.lag = metrics.LagSampler()
+        self.auth: BearerAuth | None = None
+        self.runner: web.AppRunner | None = None
+        self.site: web.TCPSite | None = None
+        self.url: str | None = None
+        self.error: str | None = None
+        self.started_ns = daemon.clock.time_ns()
+        self._retry: asyncio.Task[None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.auth = BearerAuth(self.settings)
+        if not self.auth.enabled and (self.settings.token_env or self.settings.token_credential):
+            log.error("api run control disabled", reason=self.auth.disabled_reason)
+        self.runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=2.0)
+        await self.runner.setup()
+        self.lag.start()
+        if not await self._bind():
+            self._retry = asyncio.create_task(self._bind_until_done(), name="api-bind-retry")
+
+    async def _bind(self) -> bool:
+        assert self.runner is not None
+        site = web.TCPSite(self.runner, self.settings.listen, self.settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            first = self.error is None
+            self.error = (
+                f"cannot listen on {self.settings.listen}:{self.settings.port}: {exc.strerror or exc}"
+            )
+            if first:
+                # Acquisition goes on without the API; keep trying, say it once.
+                log.error("api not serving; retrying", error=self.error, every_s=BIND_RETRY_S)
+            return False
+        self.site = site
+        self.error = None
+        host = self.settings.listen
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{site.port}"
+        log.info("api listening", url=self.url)
+        return True
+
+    async def _bind_until_done(self) -> None:
+        while not await self._bind():
+            await asyncio.sleep(BIND_RETRY_S)
+
+    async def stop(self) -> None:
+        self.hub.close_all()
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+            self._retry = None
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.lag.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "error": self.error,
+            "stream_clients": len(self.hub.clients),
+            "stream_dropped": self.hub.dropped_total,
+            "control": "enabled" if self.auth and self.auth.enabled else "disabled",
+        }
+
+    # -- views -----------------------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        return self.daemon.clock.time_ns()
+
+    def live_status(self) -> dict[str, Any]:
+        """The daemon's status with the last value of each channel, journal size, sinks,
+        the active run and alarms."""
+        d = self.daemon
+        now = self.now_ns()
+        base = d.status()
+        instruments: dict[str, Any] = base["instruments"]
+        for sup in d.supervisors:
+            entry = instruments.setdefault(sup.name, {})
+            channels: dict[str, dict[str, Any]] = {}
+            ages: list[float] = []
+            for ch, r in sorted(sup.last_values.items()):
+                age = round(max(0.0, (now - r.acq_ns) / 1e9), 3)
+                ages.append(age)
+                channels[ch] = {
+                    "value": r.value,
+                    "unit": r.unit,
+                    "quality": Quality(r.quality).name,
+                    "reason": r.reason,
+                    "acq_ns": r.acq_ns,
+                    "age_s": age,
+                }
+            entry.update(
+                description=sup.config.description,
+                connects=sup.connects,
+                timeouts=sup.timeouts,
+                last_value_age_s=min(ages) if ages else None,
+                channels=channels,
+                device=sup.device_info.as_dict() if sup.device_info else None,
+            )
+        journal = base.get("journal")
+        j = self.journal
+        if journal is not None:
+            size = 0
+            for suffix in ("", "-wal"):
+                with contextlib.suppress(OSError):
+                    size += os.stat(f"{j.path}{suffix}").st_size
+            journal.update(
+                size_bytes=size,
+                commits=j.commits,
+                last_commit_s=round(j.last_commit_s, 6),
+                last_commit_age_s=round((now - j.last_commit_wall_ns) / 1e9, 3)
+                if j.last_commit_wall_ns
+                else None,
+            )
+        out: dict[str, Any] = {
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "site": d.config.daemon.site,
+                "cell": d.config.daemon.cell,
+                "config": d.config.path,
+                "config_sha256": d.config.sha256,
+                "uptime_s": round((now - self.started_ns) / 1e9, 3),
+            },
+            "now_ns": now,
+            "instruments": instruments,
+            "journal": journal,
+            "sinks": extract_sinks(base["services"]),
+            "run": self.active_run(),
+            "services": base["services"],
+        }
+        out["alarms"] = compute_alarms(out)
+        return out
+
+    def active_run(self) -> Any:
+        runs = self.daemon.services.get("runs")
+        fn = getattr(runs, "active", None)
+        if not callable(fn):
+            return None
+        try:
+            return fn()
+        except Exception as exc:  # the page must render whatever the run manager does
+            return {"error": repr(exc)}
+
+    def health(self) -> tuple[bool, list[str]]:
+        problems = []
+        j = self.journal
+        if j.error is not None:
+            problems.append(f"journal commits fail: {j.error}")
+        if j.pending and j.last_commit_wall_ns:
+            age = (self.now_ns() - j.last_commit_wall_ns) / 1e9
+            if age > STALLED_COMMIT_S:
+                problems.append(f"journal has {j.pending} records pending and no commit for {age:.0f} s")
+        if not self.daemon.ready.is_set():
+            problems.append("daemon is starting")
+        return not problems, problems
+
+    def runs_service(self) -> Any:
+        runs = self.daemon.services.get("runs")
+        if runs is None:
+            raise _json_error(
+                web.HTTPServiceUnavailable,
+                "run control is not available: this daemon has no run manager (service 'runs' not running)",
+            )
+        return runs
+
+
+def _query_filter(request: web.Request) -> ReadingFilter:
+    q = request.query
+    try:
+        return ReadingFilter.from_params(
+            q.getall("instrument", []), q.getall("channel", []), q.getall("quality", [])
+        )
+    except ValueError as exc:
+        raise _json_error(web.HTTPBadRequest, str(exc)) from None
+
+
+def _query_since(request: web.Request, now_ns: int, default: str | None) -> int | None:
+    q = request.query
+    try:
+        if "since_ns" in q:
+            return int(q["since_ns"])
+        text = q.get("since", default)
+        if text is None:
+            return None
+        return now_ns - int(parse_duration(text) * 1e9)
+    except ValueError as exc:
+        raise _json_error(web.HTTPBadRequest, f"since: {exc}") from None
+
+
+async def _body(request: web.Request, fields: tuple[set[str], set[str]]) -> tuple[dict[str, Any], str]:
+    """The JSON body checked against (required, optional) fields, and the actor."""
+    required, optional = fields
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _json_error(web.HTTPBadRequest, "the body must be a JSON object") from None
+    else:
+        body = {}
+    if not isinstance(body, dict):
+        raise _json_error(web.HTTPBadRequest, "the body must be a JSON object")
+    actor = body.pop("actor", None) or request.headers.get("X-Actor")
+    if not actor or not isinstance(actor, str):
+        raise _json_error(
+            web.HTTPBadRequest, 'name who does this: an X-Actor header or an "actor" field in the body'
+        )
+    unknown = sorted(set(body) - required - optional)
+    missing = sorted(required - set(body))
+    if unknown or missing:
+        parts = [
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unknown {', '.join(unknown)}" if unknown else "",
+        ]
+        raise _json_error(web.HTTPBadRequest, "; ".join(p for p in parts if p))
+    for key, value in body.items():
+        ok = (
+            (isinstance(value, int) and not isinstance(value, bool))
+            if key == "ts_ns"
+            else isinstance(value, str)
+        )
+        if not ok and value is not None:
+            expected = "an integer (ns since the epoch)" if key == "ts_ns" else "a string"
+            raise _json_error(web.HTTPBadRequest, f"{key}: expected {expected}")
+    return body, actor
+
+
+def make_app(svc: ApiService) -> web.Application:
+    """The aiohttp application of one :class:`ApiService`."""
+    settings = svc.settings
+    routes = web.RouteTableDef()
+
+    @routes.get("/")
+    async def index(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @routes.get("/healthz")
+    async def healthz(request: web.Request) -> web.Response:
+        ok, problems = svc.health()
+        return web.json_response({"ok": ok, "problems": problems}, status=200 if ok else 503)
+
+    @routes.get("/metrics")
+    async def metrics_page(request: web.Request) -> web.Response:
+        services = svc.daemon.status()["services"]
+        text = metrics.render(
+            svc.daemon, svc.counters, svc.lag, svc.hub, extract_sinks(services), svc.now_ns()
+        )
+        return web.Response(
+            text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"}
+        )
+
+    @routes.get("/api/status")
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(svc.live_status(), dumps=_dumps)
+
+    @routes.get("/api/readings")
+    async def readings(request: web.Request) -> web.Response:
+        now = svc.now_ns()
+        flt = _query_filter(request)
+        since = _query_since(request, now, "5m")
+        assert since is not None
+        try:
+            limit = min(int(request.query.get("limit", "10000")), settings.replay_limit)
+        except ValueError:
+            raise _json_error(web.HTTPBadRequest, "limit: expected an integer") from None
+        rows, truncated = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: query_journal(
+                svc.journal.data_dir, since_ns=since, flt=flt, scan_limit=settings.replay_limit
+            ),
+        )
+        if len(rows) > limit:
+            rows, truncated = rows[-limit:], True
+        body = b'{"readings":[' + b",".join(row_json(r) for r in rows) + b'],"truncated":'
+        body += b"true}" if truncated else b"false}"
+        return web.Response(body=body, content_type="application/json")
+
+    @routes.get("/api/stream")
+    async def stream(request: web.Request) -> web.StreamResponse:
+        now = svc.now_ns()
+        flt = _query_filter(request)
+        since = _query_since(request, now, None)
+        fmt = request.query.get("format")
+        if fmt not in (None, "sse", "ndjson"):
+            raise _json_error(web.HTTPBadRequest, "format: expected sse or ndjson")
+        sse = fmt == "sse" or (fmt is None and "text/event-stream" in request.headers.get("Accept", ""))
+        return await serve_stream(
+            request,
+            hub=svc.hub,
+            data_dir=svc.journal.data_dir,
+            flt=flt,
+            since_ns=since,
+            sse=sse,
+            max_pending=settings.client_queue,
+            write_timeout_s=settings.client_write_timeout_s,
+            heartbeat_s=settings.heartbeat_s,
+            replay_limit=settings.replay_limit,
+            now_ns=now,
+        )
+
+    @routes.get("/api/runs")
+    async def list_runs(request: web.Request) -> web.Response:
+        runs = svc.runs_service()
+        # The run manager reads the journal: off the event loop.
+        listed = await asyncio.get_running_loop().run_in_executor(None, runs.list_runs)
+        return web.json_response({"runs": listed, "active": runs.active()}, dumps=_dumps)
+
+    @routes.get("/api/runs/active")
+    async def active_run(request: web.Request) -> web.Response:
+        runs = svc.runs_service()
+        return web.json_response({"active": runs.active()}, dumps=_dumps)
+
+    @routes.get("/api/runs/{run_id}")
+    async def show_run(request: web.Request) -> web.Response:
+        runs = svc.runs_service()
+        run_id = request.match_info["run_id"]
+        getter = getattr(runs, "get", None)
+        loop = asyncio.get_running_loop()
+        if callable(getter):
+            found = await loop.run_in_executor(None, getter, run_id)
+        else:
+            listed = await loop.run_in_executor(None, runs.list_runs)
+            found = next((r for r in listed if r.get("run_id", r.get("id")) == run_id), None)
+        if found is None:
+            raise _json_error(web.HTTPNotFound, f"no run {run_id!r}")
+        return web.json_response(found, dumps=_dumps)
+
+    async def control(request: web.Request, fields: tuple[set[str], set[str]], method: str) -> web.Response:
+        assert svc.auth is not None
+        svc.auth.check(request)
+        runs = svc.runs_service()
+        body, actor = await _body(request, fields)
+        try:
+            result = await getattr(runs, method)(**body, actor=actor)
+        except DaqError as exc:
+            raise _json_error(web.HTTPConflict, str(exc)) from None
+        except ValueError as exc:
+            raise _json_error(web.HTTPBadRequest, str(exc)) from None
+        return web.json_response(result, dumps=_dumps)
+
+    @routes.post("/api/runs")
+    async def start_run(request: web.Request) -> web.Response:
+        return await control(request, START_FIELDS, "start")
+
+    @routes.post("/api/runs/active/stop")
+    async def stop_run(request: web.Request) -> web.Response:
+        return await control(request, STOP_FIELDS, "stop")
+
+    @routes.post("/api/runs/active/annotations")
+    async def annotate(request: web.Request) -> web.Response:
+        return await control(request, ANNOTATE_FIELDS, "annotate")
+
+    @routes.post("/api/runs/active/t0")
+    async def mark_t0(request: web.Request) -> web.Response:
+        return await control(request, T0_FIELDS, "mark_t0")
+
+    app = web.Application()
+    app.add_routes(routes)
+    app.router.add_static("/static/", STATIC_DIR)
+    return app
+
+
+def build_service(daemon: Daemon) -> ApiService | None:
+    """The factory listed in :mod:`daq.services`: ``None`` when ``[api] enabled = false``."""
+    settings: ApiSection = daemon.config.model.api
+    if not settings.enabled:
+        return None
+    return ApiService(daemon, settings)
