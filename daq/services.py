@@ -28,7 +28,13 @@ def _api(daemon: Daemon) -> Service | None:
     return build_service(daemon)
 
 
-FACTORIES: list[ServiceFactory] = [_forward, _api]
+def _tlc(daemon: Daemon) -> Service | None:
+    from daq.tlc.service import service
+
+    return service(daemon)
+
+
+FACTORIES: list[ServiceFactory] = [_forward, _api, _tlc]
 
 
 def build_services(daemon: Daemon) -> list[Service]:

@@ -11,6 +11,7 @@ from simulators.biodex_atomlab500 import Atomlab500Simulator
 from simulators.capintec_crc35r import Crc35rSimulator
 from simulators.comecer_vik202 import Vik202Simulator
 from simulators.line import LineSimulator
+from simulators.rtlc_scanner import RtlcScannerSimulator
 from simulators.veenstra_vdc404 import Vdc404Simulator
 
 SIMULATORS: dict[str, type[Simulator]] = {
@@ -21,6 +22,7 @@ SIMULATORS: dict[str, type[Simulator]] = {
         Atomlab500Simulator,
         Vik202Simulator,
         LineSimulator,
+        RtlcScannerSimulator,
     )
 }
 

@@ -20,6 +20,8 @@ from daq.config.base import PositiveSeconds, StrictModel
 from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
 from daq.forward.config import Sinks
+from daq.tlc.methods import TlcSection
+from daq.tlc.methods import check_config as check_tlc
 from drivers import REGISTRY
 
 #: Keys that would hold a secret inline; secrets come from the environment or credentials.
@@ -62,6 +64,7 @@ def _build_config_model() -> type[StrictModel]:
         physics=(PhysicsSection, PhysicsSection()),
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
         sinks=(Sinks, []),
+        tlc=(TlcSection, TlcSection()),
     )
 
 
@@ -192,6 +195,7 @@ def parse_config(text: str, *, path: str = "<string>") -> Config:
             _expectation(first) + more, file=path, key_path=_key_path(first["loc"], data)
         ) from None
     _cross_check(model, path)
+    check_tlc(model, path)
     return Config(model, path=path, text=text)
 
 

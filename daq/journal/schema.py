@@ -24,6 +24,11 @@ CHAINED: dict[str, tuple[str, ...]] = {
     ),
     "events": ("id", "instrument", "kind", "ts_ns", "mono_ns", "detail", "raw"),
     "audit": ("id", "ts_ns", "mono_ns", "actor", "action", "subject", "detail", "run_id"),
+    # Migration 2 (radio-TLC): raw chromatograms and their analyses (re-integration appends).
+    "traces": ("id", "trace_id", "instrument", "run_id", "started_ns", "ended_ns", "complete", "params",
+               "positions_mm", "counts", "raw"),
+    "analyses": ("id", "analysis_id", "trace_id", "run_id", "ts_ns", "method", "method_version", "actor",
+                 "reason", "supersedes", "results"),
 }  # fmt: skip
 
 CHAINED_TABLES = tuple(CHAINED)
@@ -87,6 +92,40 @@ MIGRATIONS: dict[int, list[str]] = {
         *guards("readings"),
         *guards("events"),
         *guards("audit"),
+    ],
+    2: [
+        """CREATE TABLE traces (
+            id INTEGER PRIMARY KEY,
+            trace_id TEXT NOT NULL,
+            instrument TEXT NOT NULL,
+            run_id TEXT,
+            started_ns INTEGER NOT NULL,
+            ended_ns INTEGER,
+            complete INTEGER NOT NULL,
+            params TEXT NOT NULL,
+            positions_mm TEXT NOT NULL,
+            counts TEXT NOT NULL,
+            raw BLOB,
+            hash BLOB NOT NULL)""",
+        "CREATE INDEX traces_trace_id ON traces (trace_id)",
+        "CREATE INDEX traces_run ON traces (run_id)",
+        """CREATE TABLE analyses (
+            id INTEGER PRIMARY KEY,
+            analysis_id TEXT NOT NULL,
+            trace_id TEXT NOT NULL,
+            run_id TEXT,
+            ts_ns INTEGER NOT NULL,
+            method TEXT,
+            method_version TEXT,
+            actor TEXT NOT NULL,
+            reason TEXT,
+            supersedes TEXT,
+            results TEXT NOT NULL,
+            hash BLOB NOT NULL)""",
+        "CREATE INDEX analyses_trace ON analyses (trace_id)",
+        "CREATE INDEX analyses_run ON analyses (run_id)",
+        *guards("traces"),
+        *guards("analyses"),
     ],
 }
 

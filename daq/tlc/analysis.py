@@ -1,0 +1,132 @@
+"""Radiochemical purity from a chromatogram: background, ROI integration, RCP, pass or fail.
+
+RCP % = net counts in the product ROI / net counts in all ROIs x 100 (DOMAIN.md, RCP), the
+net counts being the gross counts minus the background counts of the same positions. A
+negative net (an empty ROI after background subtraction) counts as zero in the RCP; the
+stored ``net_counts`` keep the sign, so nothing is hidden.
+
+The verdict is never a pass for an incomplete trace: ``passed`` is ``None`` then, as it is
+when no ROI holds counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from daq.tlc.methods import TlcMethod
+from daq.tlc.peaks import propose_rois
+
+STEP_MM = 0.5
+
+
+def _r(x: float, digits: int = 3) -> float:
+    return round(float(x), digits)
+
+
+def analyse(
+    positions_mm: Sequence[float],
+    counts: Sequence[int],
+    method: TlcMethod,
+    *,
+    complete: bool,
+) -> dict[str, Any]:
+    """Integrate ``counts`` at ``positions_mm`` with ``method``; returns the ``results`` JSON."""
+    if len(positions_mm) != len(counts):
+        raise ValueError("positions and counts differ in length")
+    span = method.front_mm - method.origin_mm
+    rfs = [(x - method.origin_mm) / span for x in positions_mm]
+    warnings: list[str] = []
+
+    def inside(rf: float, lo: float, hi: float) -> bool:
+        return lo <= rf < hi
+
+    bg = method.background
+    bg_points: list[int] = []
+    if bg.mode == "region":
+        assert bg.rf_from is not None
+        assert bg.rf_to is not None
+        bg_points = [c for rf, c in zip(rfs, counts, strict=True) if inside(rf, bg.rf_from, bg.rf_to)]
+    elif bg.mode == "outside_rois":
+        bg_points = [
+            c
+            for rf, c in zip(rfs, counts, strict=True)
+            if not any(inside(rf, r.rf_from, r.rf_to) for r in method.rois)
+        ]
+    per_point = 0.0
+    if bg.mode != "none":
+        if bg_points:
+            per_point = sum(bg_points) / len(bg_points)
+        else:
+            warnings.append("no scanned position in the background region; background taken as 0")
+
+    rois: list[dict[str, Any]] = []
+    for roi in method.rois:
+        pts = [c for rf, c in zip(rfs, counts, strict=True) if inside(rf, roi.rf_from, roi.rf_to)]
+        gross = sum(pts)
+        background = per_point * len(pts)
+        lo_mm, hi_mm = method.mm(roi.rf_from), method.mm(roi.rf_to)
+        if positions_mm and (lo_mm < min(positions_mm) - STEP_MM or hi_mm > max(positions_mm) + STEP_MM):
+            warnings.append(f"ROI {roi.label!r} extends beyond the scanned positions")
+        rois.append(
+            {
+                "label": roi.label,
+                "kind": roi.kind,
+                "rf_from": roi.rf_from,
+                "rf_to": roi.rf_to,
+                "mm_from": _r(lo_mm),
+                "mm_to": _r(hi_mm),
+                "points": len(pts),
+                "gross_counts": gross,
+                "background_counts": _r(background),
+                "net_counts": _r(gross - background),
+            }
+        )
+    total = sum(max(0.0, r["net_counts"]) for r in rois)
+    product = next(r for r in rois if r["kind"] == "product")
+    rcp: float | None = None
+    for r in rois:
+        r["percent"] = None if total <= 0 else _r(max(0.0, r["net_counts"]) / total * 100.0, 4)
+    if total > 0:
+        rcp = _r(max(0.0, product["net_counts"]) / total * 100.0, 4)
+    else:
+        warnings.append("no net counts in any ROI; RCP undefined")
+
+    missing = 0
+    for a, b in itertools.pairwise(positions_mm):
+        gap = round((b - a) / STEP_MM)
+        if gap > 1:
+            missing += gap - 1
+    if missing:
+        warnings.append(f"{missing} position(s) missing from the trace (bad or lost lines)")
+    if not complete:
+        warnings.append("trace incomplete (scan did not reach 'end'): no verdict")
+
+    passed: bool | None = None
+    if complete and rcp is not None:
+        passed = rcp >= method.limit_percent
+    return {
+        "method": method.name,
+        "method_version": method.version,
+        "product": method.product,
+        "origin_mm": method.origin_mm,
+        "front_mm": method.front_mm,
+        "rois": rois,
+        "background": {
+            "mode": bg.mode,
+            "rf_from": bg.rf_from,
+            "rf_to": bg.rf_to,
+            "points": len(bg_points),
+            "counts_per_point": _r(per_point, 4),
+        },
+        "rcp_percent": rcp,
+        "limit_percent": method.limit_percent,
+        "passed": passed,
+        "complete": complete,
+        "points": len(counts),
+        "missing_positions": missing,
+        "warnings": warnings,
+        # Advisory only: the method's ROIs above decide.
+        "proposed_rois": propose_rois(positions_mm, counts, method.origin_mm, method.front_mm),
+    }

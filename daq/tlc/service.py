@@ -1,0 +1,366 @@
+"""The daemon's TLC service: starts scans, turns finished or aborted ones into records.
+
+Scans start in two ways: periodically, for scanners with ``scan_every_s`` (unattended use, the
+demo), or on demand::
+
+    trace_id = await daemon.services["tlc"].start_scan("tlc-1", batch="LU-0421", operator="jd",
+                                                       method="lu-psma-itlc", actor="jd")
+    outcome = await daemon.services["tlc"].wait(trace_id)
+
+While the scan runs the driver journals every line as readings. When it ends (``end``) or is
+aborted (``Error:`` line, lost link, silent scanner, daemon stopping) the service writes one
+``traces`` record (complete or not) and, when a method applies, one ``analyses`` record: an
+aborted scan is recorded incomplete and its analysis is never a pass. Each scan start is
+audited (it is a command written to an instrument) and journaled as an event with its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from daq.errors import ConfigError, DaqError
+from daq.journal.journal import Journal
+from daq.logs import get_logger
+from daq.model import InstrumentEvent
+from daq.supervisor import State, Supervisor
+from daq.tlc.analysis import analyse
+from daq.tlc.methods import TlcMethod, TlcSection
+from drivers.rtlc_scanner import RtlcScannerDriver, Scan
+
+if TYPE_CHECKING:
+    from daq.daemon import Daemon
+
+log = get_logger("daq.tlc")
+
+#: Event kinds journaled beside the readings of a scan.
+SCAN_STARTED = "scan_started"
+SCAN_FINISHED = "scan_finished"
+SCAN_ABORTED = "scan_aborted"
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def trace_values(scan: Scan, *, run_id: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``traces`` row of ``scan``."""
+    return {
+        "trace_id": scan.scan_id,
+        "instrument": scan.instrument,
+        "run_id": run_id,
+        "started_ns": scan.started_ns,
+        "ended_ns": scan.ended_ns,
+        "complete": 1 if scan.complete else 0,
+        "params": _json(params),
+        "positions_mm": _json(scan.positions_mm),
+        "counts": _json(scan.counts),
+        "raw": bytes(scan.raw),
+    }
+
+
+def analysis_values(
+    *,
+    analysis_id: str,
+    trace_id: str,
+    run_id: str | None,
+    ts_ns: int,
+    method: TlcMethod,
+    results: dict[str, Any],
+    actor: str,
+    reason: str,
+    supersedes: str | None,
+) -> dict[str, Any]:
+    """The ``analyses`` row (``results`` carries the method definition it used)."""
+    return {
+        "analysis_id": analysis_id,
+        "trace_id": trace_id,
+        "run_id": run_id,
+        "ts_ns": ts_ns,
+        "method": method.name,
+        "method_version": method.version,
+        "actor": actor,
+        "reason": reason,
+        "supersedes": supersedes,
+        "results": _json({**results, "method_definition": method.definition()}),
+    }
+
+
+def analysis_id_for(trace_id: str, n: int) -> str:
+    """The id of the ``n``-th analysis (1-based) of a trace."""
+    return f"{trace_id}/a{n}"
+
+
+class TlcService:
+    """Owns the scans of every ``rtlc-scanner`` instrument of the daemon."""
+
+    name = "tlc"
+    phase = 1
+
+    def __init__(self, daemon: Daemon, methods: TlcSection):
+        self.daemon = daemon
+        self.methods = methods
+        self.clock = daemon.clock
+        self.scanners: dict[str, Supervisor] = {}
+        self._periodic: list[asyncio.Task[None]] = []
+        self._watchers: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.scans_started = 0
+        self.scans_aborted = 0
+
+    @property
+    def journal(self) -> Journal:
+        journal = self.daemon.journal
+        if journal is None:
+            raise DaqError("tlc: the journal is not open")
+        return journal
+
+    async def start(self) -> None:
+        self.scanners = {
+            s.name: s for s in self.daemon.supervisors if isinstance(s.driver, RtlcScannerDriver)
+        }
+        for sup in self.scanners.values():
+            if self._driver(sup).config.scan_every_s is not None:
+                self._periodic.append(asyncio.create_task(self._every(sup), name=f"tlc-schedule:{sup.name}"))
+
+    async def stop(self) -> None:
+        for task in self._periodic:
+            task.cancel()
+        await asyncio.gather(*self._periodic, return_exceptions=True)
+        self._periodic.clear()
+        for sup in self.scanners.values():
+            self._driver(sup).abort_scan("daemon stopping before the scan ended")
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+
+    def _driver(self, sup: Supervisor) -> RtlcScannerDriver:
+        driver = sup.driver
+        assert isinstance(driver, RtlcScannerDriver)
+        return driver
+
+    def method(self, name: str) -> TlcMethod:
+        try:
+            return self.methods.get(name)
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0])) from None
+
+    # -- scans -----------------------------------------------------------------------------
+
+    async def start_scan(
+        self,
+        instrument: str,
+        *,
+        batch: str | None = None,
+        operator: str | None = None,
+        range_mm: int | None = None,
+        time_min: int | None = None,
+        method: str | None = None,
+        actor: str = "daemon",
+        run_id: str | None = None,
+    ) -> str:
+        """Start a scan on ``instrument`` and return its trace id; the scan runs on.
+
+        Unset parameters come from the instrument's config (``method`` too). Raises
+        :class:`DaqError` when the instrument is no scanner, is not connected or is busy, and
+        for parameters the protocol cannot carry or an unknown method.
+        """
+        sup = self.scanners.get(instrument)
+        if sup is None:
+            raise DaqError(
+                f"tlc: no radio-TLC scanner named {instrument!r} (known: {', '.join(self.scanners)})"
+            )
+        driver = self._driver(sup)
+        method_name = method if method is not None else driver.config.method
+        tlc_method = self.method(method_name) if method_name is not None else None
+        if sup.state is not State.CONNECTED or not driver.connected:
+            raise DaqError(f"tlc: {instrument} is not connected ({sup.state.value})")
+        try:
+            scan = await driver.start_scan(
+                batch=batch, operator=operator, range_mm=range_mm, time_min=time_min, run_id=run_id
+            )
+        except ValueError as exc:
+            raise DaqError(f"tlc: {instrument}: {exc}") from None
+        self.scans_started += 1
+        detail = {
+            "scan_id": scan.scan_id,
+            "start_line": scan.start_line.decode("ascii").strip(),
+            "method": tlc_method.name if tlc_method else None,
+            "method_version": tlc_method.version if tlc_method else None,
+        }
+        journal = self.journal
+        journal.audit("tlc_scan_start", actor=actor, subject=instrument, detail=detail, run_id=run_id)
+        journal.event(
+            InstrumentEvent(
+                instrument,
+                SCAN_STARTED,
+                scan.started_ns,
+                self.clock.monotonic_ns(),
+                {**detail, "actor": actor},
+            )
+        )
+        self._watchers[scan.scan_id] = asyncio.create_task(
+            self._watch(sup, scan, tlc_method, actor), name=f"tlc-scan:{scan.scan_id}"
+        )
+        return scan.scan_id
+
+    async def wait(self, trace_id: str) -> dict[str, Any]:
+        """Wait until the scan ``trace_id`` is recorded; returns its outcome
+        (``trace_id``, ``complete``, ``reason``, ``analysis_id``, ``rcp_percent``, ``passed``)."""
+        if trace_id in self.outcomes:
+            return self.outcomes[trace_id]
+        task = self._watchers.get(trace_id)
+        if task is None:
+            raise DaqError(f"tlc: no scan {trace_id!r} started by this daemon")
+        return await asyncio.shield(task)
+
+    async def scan(self, instrument: str, **kwargs: Any) -> dict[str, Any]:
+        """Start a scan and wait for its outcome."""
+        return await self.wait(await self.start_scan(instrument, **kwargs))
+
+    async def _watch(
+        self, sup: Supervisor, scan: Scan, method: TlcMethod | None, actor: str
+    ) -> dict[str, Any]:
+        driver = self._driver(sup)
+        cfg = driver.config
+        # A backstop only: the driver aborts a silent scan itself after home_s / line_margin_s.
+        backstop = cfg.home_s + scan.expected_points * (scan.dwell_s + cfg.line_margin_s) + 60.0
+        try:
+            async with asyncio.timeout(backstop):
+                await scan.done.wait()
+        except TimeoutError:
+            scan.finish(self.clock.time_ns(), complete=False, reason=f"no 'end' within {backstop:g} s")
+        try:
+            return await self._record(scan, method, actor)
+        finally:
+            self._watchers.pop(scan.scan_id, None)
+
+    async def _record(self, scan: Scan, method: TlcMethod | None, actor: str) -> dict[str, Any]:
+        journal = self.journal
+        # Readings carry the run id the journal (or a run filter) gave them; the trace follows.
+        run_id = scan.run_id
+        if run_id is None and scan.first_reading is not None:
+            run_id = scan.first_reading.run_id
+        if run_id is None:
+            run_id = journal.run_id
+        params: dict[str, Any] = {
+            "batch": scan.batch,
+            "operator": scan.operator,
+            "range_mm": scan.range_mm,
+            "time_min": scan.time_min,
+            "dwell_s": scan.dwell_s,
+            "expected_points": scan.expected_points,
+            "start_line": scan.start_line.decode("ascii").strip(),
+            "actor": actor,
+            "bad_lines": scan.bad_lines,
+            "product": method.product if method else None,
+            "method": method.name if method else None,
+            "method_version": method.version if method else None,
+        }
+        if not scan.complete:
+            params["abort_reason"] = scan.abort_reason
+            self.scans_aborted += 1
+        journal.record("traces", trace_values(scan, run_id=run_id, params=params))
+        outcome: dict[str, Any] = {
+            "trace_id": scan.scan_id,
+            "instrument": scan.instrument,
+            "complete": scan.complete,
+            "reason": scan.abort_reason,
+            "points": len(scan.counts),
+            "analysis_id": None,
+            "rcp_percent": None,
+            "passed": None,
+        }
+        if method is not None:
+            results = analyse(scan.positions_mm, scan.counts, method, complete=scan.complete)
+            analysis_id = analysis_id_for(scan.scan_id, 1)
+            journal.record(
+                "analyses",
+                analysis_values(
+                    analysis_id=analysis_id,
+                    trace_id=scan.scan_id,
+                    run_id=run_id,
+                    ts_ns=self.clock.time_ns(),
+                    method=method,
+                    results=results,
+                    actor=actor,
+                    reason="scan ended" if scan.complete else f"scan aborted: {scan.abort_reason}",
+                    supersedes=None,
+                ),
+            )
+            outcome.update(
+                analysis_id=analysis_id, rcp_percent=results["rcp_percent"], passed=results["passed"]
+            )
+        kind = SCAN_FINISHED if scan.complete else SCAN_ABORTED
+        journal.event(
+            InstrumentEvent(
+                scan.instrument,
+                kind,
+                scan.ended_ns or self.clock.time_ns(),
+                self.clock.monotonic_ns(),
+                {k: v for k, v in outcome.items() if k != "instrument"},
+            )
+        )
+        if not scan.complete:
+            log.warning(
+                "tlc scan aborted", instrument=scan.instrument, scan=scan.scan_id, reason=scan.abort_reason
+            )
+        with contextlib.suppress(DaqError):
+            await journal.flush()
+        self.outcomes[scan.scan_id] = outcome
+        while len(self.outcomes) > 100:  # a long-running daemon keeps the recent ones
+            self.outcomes.pop(next(iter(self.outcomes)))
+        return outcome
+
+    async def _every(self, sup: Supervisor) -> None:
+        """Start a scan every ``scan_every_s`` (start to start) while the scanner is connected."""
+        driver = self._driver(sup)
+        every = driver.config.scan_every_s
+        assert every is not None
+        failing = False
+        while True:
+            while sup.state is not State.CONNECTED or not driver.connected:
+                await self.clock.sleep(0.2)
+            began = self.clock.monotonic_ns()
+            try:
+                trace_id = await self.start_scan(sup.name, actor="schedule")
+            except DaqError as exc:
+                if not failing:
+                    log.warning("tlc scheduled scan not started", instrument=sup.name, error=str(exc))
+                failing = True
+                await self.clock.sleep(min(every, 5.0))
+                continue
+            failing = False
+            await self.wait(trace_id)
+            elapsed = (self.clock.monotonic_ns() - began) / 1e9
+            await self.clock.sleep(max(0.0, every - elapsed))
+
+    def status(self) -> dict[str, Any]:
+        scanners = {}
+        for name, sup in self.scanners.items():
+            scan = self._driver(sup).scan
+            scanners[name] = {
+                "state": sup.state.value,
+                "scanning": scan is not None and not scan.done.is_set(),
+                "scan_id": scan.scan_id if scan else None,
+                "progress_percent": scan.progress_percent if scan else None,
+            }
+        last = list(self.outcomes.values())[-1] if self.outcomes else None
+        return {
+            "scanners": scanners,
+            "scans_started": self.scans_started,
+            "scans_aborted": self.scans_aborted,
+            "last": last,
+        }
+
+
+def service(daemon: Daemon) -> TlcService | None:
+    """The factory in :data:`daq.services.FACTORIES`: a service when a scanner is configured."""
+    cfg = daemon.config
+    if not any(i.kind == "rtlc-scanner" and i.enabled for i in cfg.instruments):
+        return None
+    methods: TlcSection = getattr(cfg.model, "tlc", None) or TlcSection()
+    return TlcService(daemon, methods)
+
+
+__all__ = ["TlcService", "analysis_id_for", "analysis_values", "service", "trace_values"]

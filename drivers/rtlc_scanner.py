@@ -1,0 +1,414 @@
+"""Open radio-TLC scanner (9600 baud, ASCII lines).
+
+Protocol facts (DOMAIN.md, "Radio-TLC scanners"): the host starts a scan with one line
+``batch,operator,range_mm,time_min\\n``. The scanner returns to the origin, then steps 0.5 mm
+at a time, counting detector pulses for ``time_min x 60 / (range_mm x 2)`` seconds at each
+position, and prints one line per position, ``<position in mm x 10>; <counts>`` (a space after
+the semicolon, e.g. ``125; 48``). After the last position it prints ``end``, returns to the
+origin and waits for the next start line. A failure prints ``Error: <text>``.
+
+The driver is a streaming driver: :meth:`RtlcScannerDriver.read` waits for the next line. A
+scan is started by :meth:`RtlcScannerDriver.start_scan` (the daemon's TLC service calls it);
+every position line becomes a ``counts`` reading and a ``scan_progress`` reading as it arrives,
+so the lines are journaled while the scan runs and a connection lost mid-scan loses nothing.
+The :class:`Scan` object collects the same lines for the trace record; it is finished by
+``end`` (complete) or aborted by an ``Error:`` line, a silent scanner, a lost link or
+:meth:`RtlcScannerDriver.abort_scan` (incomplete). Lines that arrive with no scan started by
+this daemon (it restarted mid-scan) are journaled as UNCERTAIN readings, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from daq.clock import Clock
+from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
+from daq.errors import ConnectError, DaqError, ProtocolError, ReadTimeout
+from daq.model import DeviceInfo, Quality, Reading, Reason
+from drivers.base import SerialDriver
+
+#: ``<position in mm x 10>; <counts>``; the scanner writes one space after the semicolon,
+#: the parser tolerates any amount of blank space there.
+_POINT = re.compile(r"^(\d{1,6}); *(\d{1,12})$")
+_ERROR = re.compile(r"^Error: ?(.*)$")
+#: Batch and operator go into a comma-separated start line: no commas, no line breaks.
+FIELD_PATTERN = r"^[^,\r\n]{1,40}$"
+STEP_MM = 0.5
+
+#: Reason of readings that arrive while no scan started by this daemon is running.
+NO_ACTIVE_SCAN = "no_active_scan"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanPoint:
+    position_mm: float
+    counts: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanEnd:
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanFailure:
+    text: str
+
+
+ScanLine = ScanPoint | ScanEnd | ScanFailure
+
+
+def parse_line(raw: bytes) -> ScanLine:
+    """Parse one line from the scanner (terminator included or not).
+
+    Raises :class:`ProtocolError` carrying ``raw`` for anything but a position line, ``end``
+    or ``Error: <text>``; never another error.
+    """
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("line is not ASCII", raw=raw) from exc
+    text = text.rstrip("\r\n").strip(" \t")
+    if text == "end":
+        return ScanEnd()
+    error = _ERROR.match(text)
+    if error is not None:
+        return ScanFailure(error.group(1).strip() or "(no text)")
+    point = _POINT.match(text)
+    if point is None:
+        raise ProtocolError("expected '<position mm x 10>; <counts>', 'end' or 'Error: <text>'", raw=raw)
+    return ScanPoint(int(point.group(1)) / 10.0, int(point.group(2)))
+
+
+def start_line(batch: str, operator: str, range_mm: int, time_min: int) -> bytes:
+    """The line that starts a scan; raises :class:`ValueError` for fields the protocol cannot carry."""
+    for name, value in (("batch", batch), ("operator", operator)):
+        if not re.match(FIELD_PATTERN, value) or not value.isascii():
+            raise ValueError(f"{name} {value!r}: 1 to 40 ASCII characters, no comma or line break")
+    if not 1 <= range_mm <= 1000:
+        raise ValueError(f"range_mm {range_mm}: expected 1 to 1000")
+    if not 1 <= time_min <= 1440:
+        raise ValueError(f"time_min {time_min}: expected 1 to 1440")
+    return f"{batch},{operator},{range_mm},{time_min}\n".encode("ascii")
+
+
+def dwell_s(range_mm: int, time_min: int) -> float:
+    """Counting time at each position: ``time_min x 60 / (range_mm x 2)`` seconds."""
+    return time_min * 60.0 / (range_mm * 2)
+
+
+class RtlcScannerConfig(SerialInstrument):
+    """A radio-TLC scanner. The scan keys are the defaults of every scan this daemon starts;
+    ``scan_every_s`` starts one periodically (unattended use, the demo)."""
+
+    kind: Literal["rtlc-scanner"]
+    range_mm: Annotated[int, Field(ge=1, le=1000)] = 100
+    time_min: Annotated[int, Field(ge=1, le=1440)] = 5
+    batch: Annotated[str, Field(pattern=FIELD_PATTERN)] = "QC"
+    operator: Annotated[str, Field(pattern=FIELD_PATTERN)] = "daq"
+    #: The ``[[tlc.methods]]`` entry that analyses this scanner's traces (none: trace only).
+    method: str | None = None
+    #: Start a scan every this many seconds (start to start); unset: only on demand.
+    scan_every_s: PositiveSeconds | None = None
+    #: Longest wait for the first position line (the scanner first returns to the origin).
+    home_s: PositiveSeconds = 60.0
+    #: Slack on top of the dwell time before a silent scanner counts as a lost scan.
+    line_margin_s: PositiveSeconds = 10.0
+
+
+@dataclasses.dataclass(eq=False)
+class Scan:
+    """One scan started by this driver: the parameters and every line received for it."""
+
+    scan_id: str
+    instrument: str
+    batch: str
+    operator: str
+    range_mm: int
+    time_min: int
+    start_line: bytes
+    started_ns: int
+    run_id: str | None = None
+    positions_mm: list[float] = dataclasses.field(default_factory=list)
+    counts: list[int] = dataclasses.field(default_factory=list)
+    raw: bytearray = dataclasses.field(default_factory=bytearray)
+    bad_lines: int = 0
+    #: The run id the first journaled reading of this scan carried (set by the journal/filters).
+    first_reading: Reading | None = None
+    ended_ns: int | None = None
+    complete: bool = False
+    abort_reason: str | None = None
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    @property
+    def dwell_s(self) -> float:
+        return dwell_s(self.range_mm, self.time_min)
+
+    @property
+    def expected_points(self) -> int:
+        return self.range_mm * 2
+
+    @property
+    def progress_percent(self) -> float:
+        if self.complete:
+            return 100.0
+        if not self.positions_mm:
+            return 0.0
+        return max(0.0, min(100.0, self.positions_mm[-1] / self.range_mm * 100.0))
+
+    def finish(self, ended_ns: int, *, complete: bool, reason: str | None = None) -> None:
+        if self.done.is_set():
+            return
+        self.ended_ns = ended_ns
+        self.complete = complete
+        self.abort_reason = reason
+        self.done.set()
+
+
+class ScannerBusy(DaqError):
+    """A scan was requested while another is running on the same scanner."""
+
+
+class RtlcScannerDriver(SerialDriver):
+    kind = "rtlc-scanner"
+    config_model = RtlcScannerConfig
+    streaming = True
+    default_serial: ClassVar[SerialSettings] = SerialSettings(
+        baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
+    )
+    config: RtlcScannerConfig
+
+    COUNTS = "counts"
+    PROGRESS = "scan_progress"
+
+    def __init__(self, config: RtlcScannerConfig, clock: Clock) -> None:
+        super().__init__(config, clock)
+        self.scan: Scan | None = None
+        self._deadline_mono = 0
+
+    async def connect(self) -> DeviceInfo:
+        await self.open()
+        return DeviceInfo(model="open radio-TLC scanner")
+
+    def channels(self) -> list[tuple[str, str]]:
+        return [(self.COUNTS, "counts"), (self.PROGRESS, "%")]
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    # -- scans ---------------------------------------------------------------------------
+
+    async def start_scan(
+        self,
+        *,
+        batch: str | None = None,
+        operator: str | None = None,
+        range_mm: int | None = None,
+        time_min: int | None = None,
+        run_id: str | None = None,
+    ) -> Scan:
+        """Send the start line and return the running :class:`Scan` (config gives the defaults).
+
+        Raises :class:`ScannerBusy` while a scan runs, :class:`ValueError` for parameters the
+        protocol cannot carry and :class:`ConnectError` when the scanner is not connected.
+        Starting a scan is the scanner's acquisition itself, not a setting change, so it does
+        not need ``allow_writes``; the caller audits it.
+        """
+        if self.scan is not None and not self.scan.done.is_set():
+            raise ScannerBusy(f"{self.name}: scan {self.scan.scan_id} is still running")
+        cfg = self.config
+        params = (
+            batch if batch is not None else cfg.batch,
+            operator if operator is not None else cfg.operator,
+            range_mm if range_mm is not None else cfg.range_mm,
+            time_min if time_min is not None else cfg.time_min,
+        )
+        line = start_line(*params)
+        link = self.link
+        now = self.clock.time_ns()
+        stamp = datetime.fromtimestamp(now / 1e9, tz=UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
+        scan = Scan(
+            scan_id=f"{self.name}-{stamp}Z",
+            instrument=self.name,
+            batch=params[0],
+            operator=params[1],
+            range_mm=params[2],
+            time_min=params[3],
+            start_line=line,
+            started_ns=now,
+            run_id=run_id,
+        )
+        # Whatever is buffered belongs to no scan of ours; it is journaled, not mixed in.
+        self.scan = scan
+        self._deadline_mono = self.clock.monotonic_ns() + int(
+            (cfg.home_s + scan.dwell_s + cfg.line_margin_s) * 1e9
+        )
+        try:
+            await link.write(line)
+        except ConnectError as exc:
+            self.scan = None
+            raise ConnectError(f"{self.name}: cannot start a scan: {exc}") from exc
+        return scan
+
+    def abort_scan(self, reason: str) -> Scan | None:
+        """Mark the running scan incomplete (the daemon stops); returns it, or ``None``."""
+        scan = self.scan
+        if scan is None or scan.done.is_set():
+            return None
+        scan.finish(self.clock.time_ns(), complete=False, reason=reason)
+        return scan
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _active(self) -> Scan | None:
+        scan = self.scan
+        return scan if scan is not None and not scan.done.is_set() else None
+
+    async def read(self) -> list[Reading]:
+        scan = self._active()
+        if scan is None:
+            timeout = self.config.period_s
+        else:
+            timeout = max(0.001, (self._deadline_mono - self.clock.monotonic_ns()) / 1e9)
+        try:
+            raw = await self.link.read_until(b"\n", timeout)
+        except ReadTimeout as exc:
+            scan = self._active()
+            if scan is None or self.clock.monotonic_ns() < self._deadline_mono:
+                return []  # an idle scanner is silent; so is one between two lines
+            reason = f"no line from the scanner for {timeout:g} s"
+            scan.finish(self.clock.time_ns(), complete=False, reason=reason)
+            raise ReadTimeout(f"{self.name}: scan {scan.scan_id}: {reason}") from exc
+        except ConnectError as exc:
+            self.abort_scan(f"connection lost: {exc}")
+            raise
+        except ProtocolError as exc:
+            scan = self._active()
+            if scan is not None:
+                scan.bad_lines += 1
+            exc.channel = self.COUNTS
+            raise
+        acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
+        if not raw.strip():
+            return []
+        scan = self._active()
+        try:
+            line = parse_line(raw)
+        except ProtocolError as exc:
+            if scan is not None:
+                scan.bad_lines += 1
+                scan.raw += raw
+            exc.channel = self.COUNTS
+            raise
+        if scan is None:
+            return self._orphan(line, raw, acq_ns, mono_ns)
+        scan.raw += raw
+        attrs = {"scan_id": scan.scan_id}
+        out: list[Reading]
+        if isinstance(line, ScanPoint):
+            scan.positions_mm.append(line.position_mm)
+            scan.counts.append(line.counts)
+            self._deadline_mono = mono_ns + int((scan.dwell_s + self.config.line_margin_s) * 1e9)
+            out = [
+                self.reading(
+                    self.COUNTS,
+                    line.counts,
+                    "counts",
+                    raw=raw,
+                    acq_ns=acq_ns,
+                    mono_ns=mono_ns,
+                    attrs={**attrs, "position_mm": line.position_mm},
+                ),
+                self.reading(
+                    self.PROGRESS, scan.progress_percent, "%", acq_ns=acq_ns, mono_ns=mono_ns, attrs=attrs
+                ),
+            ]
+        elif isinstance(line, ScanEnd):
+            scan.finish(acq_ns, complete=True)
+            out = [
+                self.reading(
+                    self.PROGRESS,
+                    100.0,
+                    "%",
+                    raw=raw,
+                    acq_ns=acq_ns,
+                    mono_ns=mono_ns,
+                    attrs={**attrs, "end": True, "points": len(scan.counts)},
+                )
+            ]
+        else:
+            scan.finish(acq_ns, complete=False, reason=f"scanner error: {line.text}")
+            out = [
+                self.reading(
+                    self.PROGRESS,
+                    None,
+                    "%",
+                    quality=Quality.BAD,
+                    reason=Reason.DEVICE_ERROR,
+                    raw=raw,
+                    acq_ns=acq_ns,
+                    mono_ns=mono_ns,
+                    attrs={**attrs, "error": line.text},
+                )
+            ]
+        for r in out:
+            if scan.run_id is not None:
+                r.run_id = scan.run_id
+        if scan.first_reading is None:
+            scan.first_reading = out[0]
+        return out
+
+    def _orphan(self, line: ScanLine, raw: bytes, acq_ns: int, mono_ns: int) -> list[Reading]:
+        """A line with no scan of ours running: journal it as it is, flagged."""
+        if isinstance(line, ScanPoint):
+            return [
+                self.reading(
+                    self.COUNTS,
+                    line.counts,
+                    "counts",
+                    quality=Quality.UNCERTAIN,
+                    reason=NO_ACTIVE_SCAN,
+                    raw=raw,
+                    acq_ns=acq_ns,
+                    mono_ns=mono_ns,
+                    attrs={"position_mm": line.position_mm},
+                )
+            ]
+        if isinstance(line, ScanEnd):
+            return [
+                self.reading(
+                    self.PROGRESS,
+                    100.0,
+                    "%",
+                    quality=Quality.UNCERTAIN,
+                    reason=NO_ACTIVE_SCAN,
+                    raw=raw,
+                    acq_ns=acq_ns,
+                    mono_ns=mono_ns,
+                    attrs={"end": True},
+                )
+            ]
+        return [
+            self.reading(
+                self.PROGRESS,
+                None,
+                "%",
+                quality=Quality.BAD,
+                reason=Reason.DEVICE_ERROR,
+                raw=raw,
+                acq_ns=acq_ns,
+                mono_ns=mono_ns,
+                attrs={"error": line.text},
+            )
+        ]
+
+    async def close(self) -> None:
+        self.abort_scan("connection closed")
+        await super().close()
