@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from daq.clock import SystemClock
 from daq.errors import ProtocolError
-from drivers.capintec_crc35r import UNIT_CODES, Crc35rConfig, Crc35rDriver, checksum, frame, parse_reply, unframe
+from drivers.capintec_crc35r import (
+    UNIT_CODES,
+    Crc35rConfig,
+    Crc35rDriver,
+    checksum,
+    frame,
+    parse_reply,
+    unframe,
+)
 from simulators.capintec_crc35r import Crc35rSimulator, crc35r_frame
 
 # DOMAIN.md worked example: R1 (read chamber 1).
@@ -101,7 +109,11 @@ def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
 
 @given(st.binary(max_size=40))
 def test_arbitrary_payloads_in_valid_frames_only_raise_protocol_error(payload: bytes) -> None:
-    raw = bytes([0x02, (0x41 + len(payload)) & 0xFF]) + payload + bytes([checksum(0x41 + len(payload), payload) & 0xFF, 3])
+    raw = (
+        bytes([0x02, (0x41 + len(payload)) & 0xFF])
+        + payload
+        + bytes([checksum(0x41 + len(payload), payload) & 0xFF, 3])
+    )
     try:
         parse_reply(raw)
     except ProtocolError as exc:
@@ -138,15 +150,21 @@ async def test_driver_reads_every_configured_chamber() -> None:
     assert [r.channel for r in readings] == ["chamber1", "chamber2", "chamber3"]
     assert sim.requests[:3] == [frame(b"R1"), frame(b"R2"), frame(b"R3")]
     one, two, three = (r.attrs for r in readings)
-    assert one is not None and two is not None and three is not None
+    assert one is not None
+    assert two is not None
+    assert three is not None
     assert (one["nuclide"], one["cal"]) == ("F-18", "F18")
     assert (two["nuclide"], two["cal"]) == (None, "123&2")
     assert three["nuclide"] == "Ac-225"
     for r in readings:
         assert r.unit == "Bq"
         assert r.attrs is not None
-        assert r.value == pytest.approx(r.attrs["reported_value"] * {"kBq": 1e3, "MBq": 1e6, "GBq": 1e9}[r.attrs["reported_unit"]])
-        assert r.raw is not None and r.raw[0] == 0x02 and r.raw[-1] == 0x03
+        assert r.value == pytest.approx(
+            r.attrs["reported_value"] * {"kBq": 1e3, "MBq": 1e6, "GBq": 1e9}[r.attrs["reported_unit"]]
+        )
+        assert r.raw is not None
+        assert r.raw[0] == 0x02
+        assert r.raw[-1] == 0x03
 
 
 def test_config_rejects_chamber_9_and_repeats() -> None:

@@ -1,0 +1,117 @@
+"""The configurable ``line`` driver: config checks, its parser, and both modes on the wire.
+
+The simulator's line format is this project's own, illustrative one (simulators/line.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from daq.clock import ManualClock, SystemClock
+from daq.errors import ConfigError, ProtocolError
+from drivers.line import LineConfig, LineDriver, LineParser
+from simulators.line import PATTERN, TIME_FORMAT, LineSimulator
+from tests.helpers import make_config
+
+
+def cfg(**kw: object) -> LineConfig:
+    base: dict[str, object] = {"name": "l", "kind": "line", "port": "/dev/ttyS0", "pattern": PATTERN,
+                               "device_time_format": TIME_FORMAT}  # fmt: skip
+    return LineConfig.model_validate({**base, **kw})
+
+
+def test_golden_line_with_device_time() -> None:
+    parser = LineParser(cfg())
+    value, unit, nuclide, device_ns = parser.parse(b"A=1.202 GBq N=Ga-68 T=2026-01-01 00:00:05\r\n")
+    assert (value, unit, nuclide) == (1.202, "GBq", "Ga-68")
+    assert device_ns == int(datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp()) * 10**9
+
+
+def test_device_time_in_a_local_zone() -> None:
+    parser = LineParser(cfg(device_tz="Europe/Amsterdam"))
+    *_, device_ns = parser.parse(b"A=1 MBq N=F18 T=2026-07-01 12:00:00\r\n")
+    assert device_ns == int(datetime(2026, 7, 1, 10, 0, 0, tzinfo=UTC).timestamp()) * 10**9
+
+
+def test_fixed_unit_and_nuclide_and_other_terminator_and_encoding() -> None:
+    c = cfg(pattern=r"^ACT (?P<activity>[0-9.]+)$", unit="mCi", nuclide="Tc-99m", terminator="\\x03",
+            encoding="latin-1", device_time_format=None)  # fmt: skip
+    parser = LineParser(c)
+    assert parser.terminator == b"\x03"
+    assert parser.parse(b"ACT 12.5\x03") == (12.5, "mCi", "Tc-99m", None)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"pattern": r"(?P<value>\d+) (?P<unit>\w+)"}, "(?P<activity>"),
+        ({"pattern": r"(?P<activity>\d+)", "device_time_format": None}, "'unit' must be set"),
+        ({"pattern": "(?P<activity>[", "unit": "MBq"}, "not a valid regular expression"),
+        ({"unit": "furlong"}, "unknown activity unit"),
+        ({"encoding": "klingon"}, "unknown encoding"),
+        ({"device_tz": "Mars/Olympus"}, "unknown time zone"),
+        ({"device_time_format": None}, "device_time_format"),
+    ],
+)
+def test_config_errors_are_clear(keys: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        cfg(**keys)
+
+
+def test_config_error_names_file_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_config(tmp_path, [{"name": "l", "kind": "line", "port": "/dev/ttyS0", "pattern": "(?P<x>1)"}])
+    assert info.value.file == "test.toml"
+    assert info.value.key_path is not None
+    assert info.value.key_path.startswith("instruments[0].pattern")
+
+
+@given(st.binary(max_size=120))
+def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
+    try:
+        value, _, _, _ = LineParser(cfg()).parse(raw)
+    except ProtocolError as exc:
+        assert exc.raw == raw
+    else:
+        assert value == value
+
+
+@pytest.mark.parametrize("listen", ["tcp://127.0.0.1:0", "pty"])
+async def test_polled_mode_sends_the_command(listen: str) -> None:
+    clock = ManualClock()
+    sim = LineSimulator(options={"poll": "1", "nuclide": "Lu-177"}, clock=clock)
+    listener = await sim.serve(listen)
+    driver = LineDriver(cfg(port=listener.url, poll_command="RD"), clock)
+    try:
+        await driver.connect()
+        [reading] = await driver.read()
+    finally:
+        await driver.close()
+        await listener.close()
+    assert not driver.streaming
+    assert sim.requests == [b"RD\r"]
+    assert reading.attrs is not None
+    assert reading.attrs["nuclide"] == "Lu-177"
+    assert reading.device_ns == clock.time_ns() // 10**9 * 10**9
+    assert reading.value == pytest.approx(1.2e9, rel=0.01)
+
+
+async def test_listening_mode_sends_nothing() -> None:
+    sim = LineSimulator(options={"interval_s": "0.02"})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    driver = LineDriver(cfg(port=listener.url), SystemClock())
+    try:
+        await driver.connect()
+        readings = [r for _ in range(3) for r in await driver.read()]
+    finally:
+        await driver.close()
+        await listener.close()
+    assert driver.streaming
+    assert sim.requests == []
+    assert len(readings) == 3
