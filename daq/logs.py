@@ -1,4 +1,5 @@
 """structlog set-up: JSON lines when stdout is not a terminal, a readable console otherwise.
+Under systemd, each JSON line carries a ``<N>`` syslog-priority prefix for journald.
 
 State changes are logged once; nothing is logged per reading (a rendered line costs ~14 µs).
 """
@@ -23,6 +24,11 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     if use_json:
         processors.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
+        from daq import systemd
+
+        if systemd.stderr_is_journal():
+            # journald turns a "<N>" prefix into the entry's PRIORITY (journalctl -p).
+            renderer = systemd.PriorityPrefix(renderer)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(

@@ -7,6 +7,7 @@ pay for it. To add a part of the daemon, add its factory to :data:`FACTORIES`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,15 @@ if TYPE_CHECKING:
     from daq.daemon import Daemon, Service
 
 ServiceFactory = Callable[["Daemon"], "Service | None"]
+
+
+def _systemd(daemon: Daemon) -> Service | None:
+    # Only under a service manager (or a test standing in for one) that set NOTIFY_SOCKET.
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return None
+    from daq.systemd import service
+
+    return service(daemon)
 
 
 def _forward(daemon: Daemon) -> Service | None:
@@ -34,7 +44,7 @@ def _tlc(daemon: Daemon) -> Service | None:
     return service(daemon)
 
 
-FACTORIES: list[ServiceFactory] = [_forward, _api, _tlc]
+FACTORIES: list[ServiceFactory] = [_systemd, _forward, _api, _tlc]
 
 
 def build_services(daemon: Daemon) -> list[Service]:
