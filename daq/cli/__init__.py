@@ -8,10 +8,10 @@ import sys
 from types import ModuleType
 
 from daq import __version__
-from daq.cli import check_config, decay, demo, run, simulate, status, verify
+from daq.cli import check_config, decay, demo, run, simulate, status, tail, verify
 from daq.errors import ConfigError, DaqError
 
-COMMANDS: list[ModuleType] = [run, check_config, demo, simulate, status, verify, decay]
+COMMANDS: list[ModuleType] = [run, check_config, demo, simulate, status, tail, verify, decay]
 
 
 def build_parser() -> argparse.ArgumentParser:

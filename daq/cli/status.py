@@ -1,4 +1,7 @@
-"""``daq status --data-dir DIR [--json]``: what the journal holds, per instrument and sink."""
+"""``daq status [--json]``: the running daemon, asked through its API (``--api URL``): instruments
+(state, last value age, reconnects), sinks (backlog, last error), alarms.
+
+``daq status --data-dir DIR [--json]``: what the journal holds, per instrument and sink."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from daq.journal.reader import JournalReader
 from daq.model import iso
 
 NAME = "status"
-HELP = "summarise the journal: rows, last reading and qualities per instrument; backlog per sink"
+HELP = "the running daemon's instruments and sinks (or, with --data-dir, what the journal holds)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    p.add_argument("--data-dir", type=Path, default=None, help="read this journal, not the daemon")
+    p.add_argument("--api", default=None, metavar="URL", help="the daemon's API (default $DAQ_API or :8470)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -40,6 +44,12 @@ def collect(data_dir: Path) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.data_dir is None:
+        from daq.api.client import default_api, format_status, get_json
+
+        live = get_json(args.api or default_api(), "/api/status")
+        print(json.dumps(live, indent=2, sort_keys=True) if args.json else format_status(live))
+        return 0
     data = collect(args.data_dir)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
