@@ -1,0 +1,385 @@
+"""The synthesis process model served by a real asyncua OPC UA server.
+
+``daq simulate synth-opcua --listen opc.tcp://127.0.0.1:PORT`` (port 0 picks a free one).
+Every channel of :class:`~simulators.synthesis.SynthesisProcess` is a variable under the
+object ``Synth`` in namespace ``urn:hotcell-daq:synthesis`` (index 2), with the NodeId
+``ns=2;s=Synth.<channel>`` and the browse name ``2:<channel>``: Double for analog values,
+Int32 for the step number, Boolean for valves, alarms and flags, String for the step name.
+``config/synth-opcua-map.toml`` is the matching node map. Values are written every
+``update_s`` (only those that changed, with the source timestamp of the change), so a
+subscription sees each change once.
+
+Options (``--set KEY=VALUE``):
+
+====================  =========================================================================
+``nuclide``           nuclide of the batch (default ``Lu-177``)
+``activity_mbq``      activity at the start of each run (default 15000)
+``time_scale``        process seconds per wall second (default 1; the demo uses ~8)
+``idle_s``            idle time between runs, process seconds (default 30)
+``extra_channels``    auxiliary analog channels ``aux_001``... (default 0; 77 gives 100 channels)
+``update_s``          seconds between updates of the variables (default 0.1)
+``certificate``       server certificate (DER or PEM) for secure endpoints
+``private_key``       its private key (PEM)
+``security``          comma list of endpoints: ``None``, ``Basic256Sha256_Sign``,
+                      ``Basic256Sha256_SignAndEncrypt``, ``Aes256Sha256RsaPss_Sign``,
+                      ``Aes256Sha256RsaPss_SignAndEncrypt`` (default: ``None`` without a
+                      certificate, all four secure ones with one)
+``users``             ``NAME:ENV`` pairs (comma list): accept user NAME with the password in
+                      ``$ENV``; anonymous access is then refused
+====================  =========================================================================
+
+Faults (``--fault NAME=VALUE``): ``freeze`` (1 = values stop changing), ``delay_s`` (every
+response is held back this long, through a relay in front of the server),
+``restart_every_s`` (the server drops every connection and stops listening for
+``restart_down_s``, default 2 s), ``bad_status`` (probability per update and node of a
+``BadSensorFailure`` value that still carries the last value, as a PLC does),
+``remove_every_s`` (one node is deleted, then re-added after half that time). Tests drive
+the same faults directly: :meth:`SynthOpcUaSimulator.restart`, :meth:`set_status`,
+:meth:`remove_node`, :meth:`restore_node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uatypes import DateTime, Int16, String, UInt32
+
+from simulators.base import Listener, Simulator, SimulatorError, float_option
+from simulators.synthesis import ChannelSpec, SynthesisProcess
+
+NAMESPACE = "urn:hotcell-daq:synthesis"
+
+_VARIANT = {
+    "float": ua.VariantType.Double,
+    "int": ua.VariantType.Int32,
+    "bool": ua.VariantType.Boolean,
+    "str": ua.VariantType.String,
+}
+_ENDPOINTS = {
+    "None": ua.SecurityPolicyType.NoSecurity,
+    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    "Aes256Sha256RsaPss_Sign": ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    "Aes256Sha256RsaPss_SignAndEncrypt": ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+}
+
+
+def node_id(channel: str) -> str:
+    """The NodeId string of a channel's variable (namespace index 2)."""
+    return f"ns=2;s=Synth.{channel}"
+
+
+class _EnvUsers(UserManager):
+    """Accepts the configured users, each with the password held in an environment variable."""
+
+    def __init__(self, users: dict[str, str]):
+        self.users = users
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:  # fmt: skip
+        env = self.users.get(username or "")
+        if env is None or password is None or os.environ.get(env) != password:
+            return None
+        return User(role=UserRole.User, name=username)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class SynthOpcUaSimulator(Simulator):
+    kind = "synth-opcua"
+    description = "synthesis module PLC over OPC UA (asyncua server), with or without security"
+    extra_faults: ClassVar[dict[str, str]] = {
+        "restart_every_s": "drop all connections and stop listening every this many seconds",
+        "restart_down_s": "how long a restart keeps the server down (default 2)",
+        "bad_status": "probability per update and node of a BadSensorFailure value",
+        "remove_every_s": "delete one node every this many seconds, re-add it after half that time",
+    }
+
+    def configure(self, options: dict[str, str]) -> None:
+        self.nuclide = options.pop("nuclide", "Lu-177")
+        self.activity_mbq = float_option(options, "activity_mbq", 15_000.0)
+        self.time_scale = float_option(options, "time_scale", 1.0)
+        self.idle_s = float_option(options, "idle_s", 30.0)
+        self.extra_channels = int(float_option(options, "extra_channels", 0))
+        self.update_s = float_option(options, "update_s", 0.1)
+        if self.update_s <= 0 or self.time_scale <= 0 or self.extra_channels < 0:
+            raise SimulatorError("update_s and time_scale must be positive, extra_channels >= 0")
+        cert, key = options.pop("certificate", None), options.pop("private_key", None)
+        if (cert is None) != (key is None):
+            raise SimulatorError("give both certificate and private_key, or neither")
+        self.certificate = Path(cert) if cert else None
+        self.private_key = Path(key) if key else None
+        default = "None" if cert is None else ",".join(k for k in _ENDPOINTS if k != "None")
+        names = [s.strip() for s in options.pop("security", default).split(",") if s.strip()]
+        unknown = [n for n in names if n not in _ENDPOINTS]
+        if unknown or not names:
+            raise SimulatorError(f"security {unknown or names}: expected some of {', '.join(_ENDPOINTS)}")
+        if cert is None and any(n != "None" for n in names):
+            raise SimulatorError("secure endpoints need certificate= and private_key=")
+        self.endpoints = names
+        self.users: dict[str, str] = {}
+        for pair in (p for p in options.pop("users", "").split(",") if p.strip()):
+            name, sep, env = pair.partition(":")
+            if not sep or not name.strip() or not env.strip():
+                raise SimulatorError(f"users {pair!r}: expected NAME:ENV")
+            self.users[name.strip()] = env.strip()
+        if options:
+            raise SimulatorError(f"{self.kind}: unknown option(s) {', '.join(options)}")
+        self.process = SynthesisProcess(
+            seed=self.rng.randrange(2**32),
+            clock=self.clock,
+            nuclide_symbol=self.nuclide,
+            activity_mbq=self.activity_mbq,
+            time_scale=self.time_scale,
+            idle_s=self.idle_s,
+            extra_channels=self.extra_channels,
+        )
+        self.specs: dict[str, ChannelSpec] = {c.name: c for c in self.process.channels}
+        #: Sticky status per channel set by :meth:`set_status` (a name like ``BadSensorFailure``).
+        self.status: dict[str, str] = {}
+        self.server: Server | None = None
+        self.nodes: dict[str, Node] = {}
+        self._written: dict[str, tuple[Any, int]] = {}
+        self._removed: set[str] = set()
+        self.updates = 0
+        self.restarts = 0
+
+    # -- the server ----------------------------------------------------------------
+
+    async def serve(self, listen: str) -> Listener:
+        parts = urlsplit(listen)
+        if parts.scheme != "opc.tcp" or not parts.hostname:
+            raise SimulatorError(f"--listen {listen!r}: expected opc.tcp://HOST:PORT")
+        host = parts.hostname
+        public_port = parts.port or _free_port(host)
+        delay = self.faults.get("delay_s", 0.0)
+        # With delay_s the server listens on an inner port behind a relay that holds every
+        # response back: a slow PLC on the real wire, without touching asyncua's internals.
+        port = _free_port(host) if delay else public_port
+        url = f"opc.tcp://{host}:{public_port}"
+        logging.getLogger("asyncua").setLevel(logging.ERROR)
+        server = Server(user_manager=_EnvUsers(self.users) if self.users else None)
+        await server.init()
+        server.set_endpoint(url + "/")
+        server.set_server_name("hotcell-daq synthesis simulator")
+        server.manufacturer_name = "hotcell-daq"
+        server.socket_address = (host, port)
+        await server.set_build_info(
+            "urn:hotcell-daq:synthesis-simulator", "hotcell-daq", "Synthesis simulator (OPC UA)", "1.0", "1",
+            datetime.now(UTC),
+        )  # fmt: skip
+        if self.certificate is not None and self.private_key is not None:
+            await server.load_certificate(str(self.certificate))
+            await server.load_private_key(str(self.private_key))
+        server.set_security_policy([_ENDPOINTS[n] for n in self.endpoints])
+        if self.users:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        idx = await server.register_namespace(NAMESPACE)
+        if idx != 2:
+            raise SimulatorError(f"namespace {NAMESPACE} got index {idx}, expected 2")
+        self.server = server
+        self._synth = await server.nodes.objects.add_object(
+            ua.NodeId(String("Synth"), Int16(2)), ua.QualifiedName("Synth", 2)
+        )
+        for spec in self.process.channels:
+            await self._add(spec)
+        await self._update()
+        await server.start()
+        tasks = [asyncio.create_task(self._updates(), name="sim:synth-opcua:update")]
+        if self.faults.get("restart_every_s"):
+            tasks.append(asyncio.create_task(self._restarts(), name="sim:synth-opcua:restart"))
+        if self.faults.get("remove_every_s"):
+            tasks.append(asyncio.create_task(self._removals(), name="sim:synth-opcua:remove"))
+        relay = None
+        if delay:
+            relay = await _Relay.start(host, public_port, port, delay)
+
+        async def close() -> None:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if relay is not None:
+                await relay.close()
+            with contextlib.suppress(Exception):
+                await server.stop()
+            # asyncua's server leaves its per-connection tasks to finish on their own.
+            await asyncio.sleep(0)
+
+        return Listener(url, close)
+
+    async def _add(self, spec: ChannelSpec) -> None:
+        initial: Any = {"float": 0.0, "int": 0, "bool": False, "str": ""}[spec.type]
+        node = await self._synth.add_variable(
+            ua.NodeId(String(f"Synth.{spec.name}"), Int16(2)),
+            ua.QualifiedName(spec.name, 2),
+            initial,
+            _VARIANT[spec.type],
+        )
+        await node.write_attribute(
+            AttributeIds.Description,
+            ua.DataValue(ua.Variant(ua.LocalizedText(f"{spec.description} [{spec.unit}]"))),
+        )
+        self.nodes[spec.name] = node
+        self._written.pop(spec.name, None)
+
+    async def _update(self) -> None:
+        assert self.server is not None
+        self.process.frozen = bool(self.faults.get("freeze"))
+        values = self.process.snapshot()
+        now = DateTime.now(UTC)
+        p_bad = self.faults.get("bad_status", 0.0)
+        for name, value in values.items():
+            node = self.nodes.get(name)
+            if node is None or name in self._removed:
+                continue
+            status_name = self.status.get(name)
+            if status_name is None and p_bad and self.rng.random() < p_bad:
+                status_name = "BadSensorFailure"
+            code = int(getattr(StatusCodes, status_name)) if status_name else 0
+            previous = self._written.get(name)
+            if previous is not None and previous[1] == code and (code or previous[0] == value):
+                continue
+            if code and previous is not None:
+                value = previous[0]  # a failed sensor keeps showing its last value, flagged Bad
+            dv = ua.DataValue(
+                ua.Variant(value, _VARIANT[self.specs[name].type]),
+                StatusCode=ua.StatusCode(UInt32(code)),
+                SourceTimestamp=now,
+                ServerTimestamp=now,
+            )
+            await self.server.write_attribute_value(node.nodeid, dv)
+            self._written[name] = (value, code)
+        self.updates += 1
+
+    async def _updates(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.update_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            await self._update()
+
+    # -- faults --------------------------------------------------------------------
+
+    def set_status(self, channel: str, status: str | None) -> None:
+        """Give ``channel`` a sticky StatusCode (``BadSensorFailure``, ``UncertainLastUsableValue``)."""
+        if status is not None and not hasattr(StatusCodes, status):
+            raise SimulatorError(f"unknown StatusCode {status!r}")
+        if status is None:
+            self.status.pop(channel, None)
+        else:
+            self.status[channel] = status
+
+    async def remove_node(self, channel: str) -> None:
+        """Delete the channel's variable from the address space (a PLC program change)."""
+        assert self.server is not None
+        node = self.nodes[channel]
+        self._removed.add(channel)
+        # A server tells the monitored items of a deleted node with BadNodeIdUnknown. asyncua
+        # 2.1.0 means to (AddressSpace._delete_node_callbacks) but calls its async callback
+        # without awaiting it, so the notification never leaves: send it here, then drop the
+        # callbacks so the broken path has nothing to call.
+        gone = ua.DataValue(StatusCode=ua.StatusCode(UInt32(StatusCodes.BadNodeIdUnknown)))
+        await self.server.write_attribute_value(node.nodeid, gone)
+        aspace = self.server.iserver.aspace
+        nodedata = aspace.get(node.nodeid)
+        if nodedata is not None and AttributeIds.Value in nodedata.attributes:
+            for handle in list(nodedata.attributes[AttributeIds.Value].datachange_callbacks):
+                aspace.delete_datachange_callback(handle)
+        await self.server.delete_nodes([node])
+
+    async def restore_node(self, channel: str) -> None:
+        """Add the channel's variable back, with the same NodeId."""
+        self._removed.discard(channel)
+        await self._add(self.specs[channel])
+
+    async def restart(self, down_s: float = 2.0) -> None:
+        """Drop every connection and stop listening for ``down_s``: a PLC restart, as clients see it."""
+        assert self.server is not None
+        assert self.server.bserver is not None
+        self.restarts += 1
+        await self.server.bserver.stop()
+        await asyncio.sleep(down_s)
+        await self.server.bserver.start()
+
+    async def _restarts(self) -> None:
+        every = self.faults["restart_every_s"]
+        while True:
+            await asyncio.sleep(every)
+            await self.restart(self.faults.get("restart_down_s", 2.0))
+
+    async def _removals(self) -> None:
+        every = self.faults["remove_every_s"]
+        names = list(self.nodes)
+        while True:
+            await asyncio.sleep(every / 2)
+            channel = self.rng.choice(names)
+            await self.remove_node(channel)
+            await asyncio.sleep(every / 2)
+            await self.restore_node(channel)
+
+
+class _Relay:
+    """A TCP relay that holds each chunk from the server back by ``delay_s``."""
+
+    def __init__(self, server: asyncio.Server, tasks: set[asyncio.Task[None]]):
+        self._server = server
+        self._tasks = tasks
+
+    @classmethod
+    async def start(cls, host: str, public_port: int, inner_port: int, delay_s: float) -> _Relay:
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(host, inner_port)
+            except OSError:
+                writer.close()
+                return
+            for t in (
+                asyncio.create_task(pump(reader, up_writer, 0.0), name="sim:synth-opcua:relay"),
+                asyncio.create_task(pump(up_reader, writer, delay_s), name="sim:synth-opcua:relay"),
+            ):
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+
+        server = await asyncio.start_server(handle, host, public_port, reuse_address=True)
+        return cls(server, tasks)
+
+    async def close(self) -> None:
+        self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
