@@ -32,6 +32,19 @@ def _forward(daemon: Daemon) -> Service | None:
     return service(daemon)
 
 
+def _runs(daemon: Daemon) -> Service | None:
+    from daq.runs.manager import build
+
+    return build(daemon)
+
+
+def _clock(daemon: Daemon) -> Service | None:
+    from daq.runs.clock import ClockMonitor
+    from daq.runs.settings import ClockSection
+
+    return ClockMonitor(daemon, getattr(daemon.config.model, "clock", None) or ClockSection())
+
+
 def _api(daemon: Daemon) -> Service | None:
     from daq.api.server import build_service
 
@@ -44,7 +57,7 @@ def _tlc(daemon: Daemon) -> Service | None:
     return service(daemon)
 
 
-FACTORIES: list[ServiceFactory] = [_systemd, _forward, _api, _tlc]
+FACTORIES: list[ServiceFactory] = [_clock, _runs, _systemd, _forward, _api, _tlc]
 
 
 def build_services(daemon: Daemon) -> list[Service]:

@@ -8,10 +8,38 @@ import sys
 from types import ModuleType
 
 from daq import __version__
-from daq.cli import check_config, decay, demo, run, simulate, status, tail, verify
+from daq.cli import (
+    audit,
+    check_config,
+    decay,
+    demo,
+    export,
+    prune,
+    report,
+    run,
+    runs,
+    simulate,
+    status,
+    tail,
+    verify,
+)
 from daq.errors import ConfigError, DaqError
 
-COMMANDS: list[ModuleType] = [run, check_config, demo, simulate, status, tail, verify, decay]
+COMMANDS: list[ModuleType] = [
+    run,
+    check_config,
+    demo,
+    simulate,
+    status,
+    tail,
+    verify,
+    decay,
+    runs,
+    audit,
+    export,
+    report,
+    prune,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from daq.config.base import PositiveSeconds, StrictModel
 from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
 from daq.forward.config import Sinks
+from daq.runs.settings import ClockSection, RunsSection
 from daq.tlc.methods import TlcSection
 from daq.tlc.methods import check_config as check_tlc
 from drivers import REGISTRY
@@ -61,6 +62,8 @@ def _build_config_model() -> type[StrictModel]:
         daemon=(DaemonSection, DaemonSection()),
         journal=(JournalSection, JournalSection()),
         api=(ApiSection, ApiSection()),
+        runs=(RunsSection, RunsSection()),
+        clock=(ClockSection, ClockSection()),
         physics=(PhysicsSection, PhysicsSection()),
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
         sinks=(Sinks, []),

@@ -24,6 +24,10 @@ CHAINED: dict[str, tuple[str, ...]] = {
     ),
     "events": ("id", "instrument", "kind", "ts_ns", "mono_ns", "detail", "raw"),
     "audit": ("id", "ts_ns", "mono_ns", "actor", "action", "subject", "detail", "run_id"),
+    # Migration 3 (runs): run start/stop/annotation/t0, config snapshots, prune checkpoints.
+    "run_events": ("id", "run_id", "kind", "ts_ns", "mono_ns", "actor", "reason", "instrument", "detail"),
+    "configs": ("id", "ts_ns", "sha256", "path", "text"),
+    "prunes": ("id", "ts_ns", "actor", "table_name", "through_id", "through_hash", "rows", "detail"),
     # Migration 2 (radio-TLC): raw chromatograms and their analyses (re-integration appends).
     "traces": ("id", "trace_id", "instrument", "run_id", "started_ns", "ended_ns", "complete", "params",
                "positions_mm", "counts", "raw"),
@@ -126,6 +130,42 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX analyses_run ON analyses (run_id)",
         *guards("traces"),
         *guards("analyses"),
+    ],
+    3: [
+        """CREATE TABLE run_events (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT,
+            instrument TEXT,
+            detail TEXT,
+            hash BLOB NOT NULL)""",
+        "CREATE INDEX run_events_run ON run_events (run_id)",
+        """CREATE TABLE configs (
+            id INTEGER PRIMARY KEY,
+            ts_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            path TEXT,
+            text TEXT NOT NULL,
+            hash BLOB NOT NULL)""",
+        # A prune checkpoint: rows of table_name up to through_id were deleted; through_hash is
+        # the chain hash of the last deleted row, where verification of the rest starts.
+        """CREATE TABLE prunes (
+            id INTEGER PRIMARY KEY,
+            ts_ns INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            table_name TEXT NOT NULL,
+            through_id INTEGER NOT NULL,
+            through_hash TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            detail TEXT,
+            hash BLOB NOT NULL)""",
+        *guards("run_events"),
+        *guards("configs"),
+        *guards("prunes"),
     ],
 }
 

@@ -29,6 +29,16 @@ class VerifyReport:
         return dataclasses.asdict(self)
 
 
+def _prune_checkpoint(conn: sqlite3.Connection, table: str) -> tuple[int, bytes] | None:
+    """The latest prune checkpoint of ``table`` (see :mod:`daq.runs.retention`), if any."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='prunes'").fetchone() is None:
+        return None
+    row = conn.execute(
+        "SELECT through_id, through_hash FROM prunes WHERE table_name=? ORDER BY id DESC LIMIT 1", (table,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), bytes.fromhex(row[1]))
+
+
 def verify_journal(data_dir: Path) -> VerifyReport:
     """Verify the journal in ``data_dir``; never modifies it."""
     path = Path(data_dir) / JOURNAL_FILE
@@ -46,6 +56,11 @@ def verify_journal(data_dir: Path) -> VerifyReport:
             previous = chain.GENESIS
             expected_id = 1
             count = 0
+            checkpoint = _prune_checkpoint(conn, table)
+            if checkpoint is not None:
+                # Rows up to the checkpoint were pruned (an audited, chained prune record):
+                # the rest must chain on from the hash of the last pruned row.
+                expected_id, previous = checkpoint[0] + 1, checkpoint[1]
             for row in conn.execute(f"SELECT {cols}, hash FROM {table} ORDER BY id"):
                 rid = row[0]
                 if rid != expected_id:

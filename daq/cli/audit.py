@@ -1,0 +1,78 @@
+"""``daq audit --data-dir DIR [--since T] [--run RUN] [--json]``: the audit trail.
+
+Reads the journal directly (read-only, beside a running daemon). Times print as ISO 8601 with
+their UTC offset; the journal stores UTC nanoseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from daq.errors import DaqError
+from daq.journal.reader import JournalReader
+from daq.model import iso
+
+NAME = "audit"
+HELP = "list the audit trail (who did what, when and why), optionally since a time or for one run"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, *, now_ns: int | None = None) -> int:
+    """UTC nanoseconds from ISO 8601 (an offset is required, or ``Z``) or a duration ago (``90m``, ``2h``)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if m:
+        now = time.time_ns() if now_ns is None else now_ns
+        return now - int(float(m.group(1)) * _UNITS[m.group(2)] * 1e9)
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DaqError(
+            f"--since: expected ISO 8601 with an offset or a duration like 2h, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        raise DaqError(f"--since: {text!r} has no UTC offset; add one (e.g. Z or +01:00)")
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    p.add_argument("--since", default=None, metavar="T", help="ISO 8601 time with offset, or a duration (2h)")
+    p.add_argument("--run", default=None, metavar="RUN", help="only the entries of this run")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def entries(
+    data_dir: Path, *, since_ns: int | None = None, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    with JournalReader(data_dir) as reader:
+        return reader.audit(since_ns=since_ns, run_id=run_id)
+
+
+def _short(detail: Any) -> str:
+    if not detail:
+        return ""
+    text = json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def main(args: argparse.Namespace) -> int:
+    since = parse_since(args.since) if args.since else None
+    rows = entries(args.data_dir, since_ns=since, run_id=args.run)
+    for row in rows:
+        if args.json:
+            print(json.dumps({**row, "ts": iso(row["ts_ns"])}, sort_keys=True, ensure_ascii=False))
+            continue
+        subject = f" {row['subject']}" if row["subject"] else ""
+        run = f" [run {row['run_id']}]" if row["run_id"] else ""
+        head = f"{iso(row['ts_ns'])}  #{row['id']:<6} {row['actor']:<16} {row['action']}{subject}{run}"
+        print(f"{head}  {_short(row['detail'])}")
+    if not args.json:
+        print(f"{len(rows)} audit entries")
+    return 0

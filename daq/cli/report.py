@@ -1,0 +1,37 @@
+"""``daq report RUN --data-dir DIR --out FILE.pdf [--png]``: the run report for QC and QA."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from daq.runs.export import check_seal, decoded, open_journal
+from daq.runs.store import get_run, load_run
+
+NAME = "report"
+HELP = "render a run's report (header, activity and yield, process values, TLC and RCP, audit) as PDF or PNG"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_id", metavar="RUN", help="the run id (see `daq runs list`)")
+    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the PDF (or the PNG pages' stem)")
+    p.add_argument("--png", action="store_true", help="write PNG pages FILE-p01.png ... instead of a PDF")
+
+
+def main(args: argparse.Namespace) -> int:
+    from daq.runs.report import render
+
+    conn = open_journal(args.data_dir)
+    try:
+        conn.execute("BEGIN")
+        check_seal(conn, get_run(conn, args.run_id))  # refuses a run whose records no longer match its seal
+        data = decoded(load_run(conn, args.run_id))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    result = render(data, args.out, png=args.png)
+    for f in result["files"]:
+        print(f)
+    print(f"sections: {', '.join(dict.fromkeys(result['sections']))}")
+    return 0

@@ -1,0 +1,334 @@
+"""A run's export, and verifying a copy of it.
+
+``OUTDIR`` holds one file per table of the run (``readings``, ``events``, ``audit``,
+``run_events``, ``configs`` and, when present, ``traces`` and ``analyses``) as CSV or JSON,
+``run.json`` (the run's metadata), ``summary.json`` (the report's figures) and
+``manifest.json``. Every record carries its journal chain hash and the hash before it, so it
+can be re-hashed on its own. The manifest lists the SHA-256 of every file, the column types,
+and the seal; it ends with the SHA-256 of itself (computed with that field absent).
+
+Verification (:func:`verify_export`) checks, in order: the manifest against itself, each file
+against the manifest (naming the first file that differs), every record against its chain
+hash, the seal recomputed from the records, and the figures recomputed from the records.
+Given the journal too, it checks the seal against the one recorded when the run was closed.
+
+In CSV, ``\\N`` marks a missing value (SQL NULL) and blobs are hexadecimal.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Literal
+
+from daq import __version__
+from daq.errors import DaqError
+from daq.journal import chain
+from daq.journal.journal import JOURNAL_FILE, connect
+from daq.journal.schema import CHAINED
+from daq.model import Quality, iso
+from daq.runs import figures
+from daq.runs.seal import SEAL_TABLES, compute_seal, current_through, seal_from_journal
+from daq.runs.store import RunData, TableRows, get_run, load_run
+
+Format = Literal["csv", "json"]
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+NULL = "\\N"
+
+
+class ExportError(DaqError):
+    """An export could not be written (or the journal disagrees with the run's seal)."""
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _derived(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Columns for people (ISO 8601 times, quality names); not hashed, ignored by verification."""
+    if table == "readings":
+        return {"acq_iso": iso(row["acq_ns"]), "quality_name": Quality(row["quality"]).name}
+    if "ts_ns" in row and isinstance(row["ts_ns"], int):
+        return {"ts_iso": iso(row["ts_ns"])}
+    return {}
+
+
+def _cell(value: Any, typ: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _parse_cell(text: Any, typ: str, fmt: Format) -> Any:
+    if fmt == "csv":
+        if text == NULL:
+            return None
+        if typ == "INTEGER":
+            return int(text)
+        if typ == "REAL":
+            return float(text)
+        if typ == "BLOB":
+            return bytes.fromhex(text)
+        return text
+    if text is None:
+        return None
+    if typ == "BLOB":
+        return bytes.fromhex(text)
+    return text
+
+
+def _table_text(t: TableRows, fmt: Format) -> str:
+    if fmt == "json":
+        rows = []
+        for r in t.rows:
+            out = {c: _cell(r[c], typ) for c, typ in zip(t.columns, t.types, strict=True)}
+            out.update(_derived(t.name, r))
+            out["prev_hash"] = r["prev_hash"].hex()
+            out["hash"] = r["hash"].hex()
+            rows.append(out)
+        return _json_text({"table": t.name, "columns": list(t.columns), "types": t.types, "rows": rows})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    extra = list(_derived(t.name, t.rows[0])) if t.rows else []
+    writer.writerow([*t.columns, *extra, "prev_hash", "hash"])
+    for r in t.rows:
+        cells = [
+            NULL if r[c] is None else _cell(r[c], typ) for c, typ in zip(t.columns, t.types, strict=True)
+        ]
+        writer.writerow([*cells, *_derived(t.name, r).values(), r["prev_hash"].hex(), r["hash"].hex()])
+    return buf.getvalue()
+
+
+def _decode_rows(data: RunData) -> RunData:
+    """Decode JSON columns (``attrs``, ``detail``) where the figures need them: a copy."""
+    return data
+
+
+def open_journal(data_dir: Path) -> sqlite3.Connection:
+    path = Path(data_dir) / JOURNAL_FILE
+    if not path.exists():
+        raise DaqError(f"no journal at {path}")
+    return connect(path, read_only=True)
+
+
+def check_seal(conn: sqlite3.Connection, run: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """The run's seal and what it covers: the recorded one (re-checked against the journal)
+    for a closed run, one taken now for an open run."""
+    if run.get("seal"):
+        through = {k: int(v) for k, v in (run.get("seal_through") or {}).items()}
+        now = seal_from_journal(conn, run, through)
+        if now != run["seal"]:
+            raise ExportError(
+                f"run {run['run_id']}: the journal no longer matches the run's seal "
+                f"(sealed {run['seal']}, now {now}); run `daq verify --data-dir` on the journal"
+            )
+        return str(run["seal"]), through
+    through = current_through(conn)
+    return seal_from_journal(conn, run, through), through
+
+
+def write_export(data_dir: Path, run_id: str, outdir: Path, fmt: Format = "csv") -> dict[str, Any]:
+    """Export ``run_id`` from the journal in ``data_dir`` to ``outdir``; returns the manifest."""
+    outdir = Path(outdir)
+    if outdir.exists() and any(outdir.iterdir()):
+        raise ExportError(f"{outdir} exists and is not empty; exports never overwrite")
+    conn = open_journal(data_dir)
+    try:
+        conn.execute("BEGIN")  # one read snapshot for the seal and the records
+        run = get_run(conn, run_id)
+        seal, through = check_seal(conn, run)
+        data = load_run(conn, run_id)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    outdir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    tables: dict[str, Any] = {}
+
+    def write(name: str, text: str) -> None:
+        path = outdir / name
+        with path.open("w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        files[name] = _sha256(path)
+
+    for table in SEAL_TABLES:
+        t = data.tables[table]
+        name = f"{table}.{fmt}"
+        write(name, _table_text(t, fmt))
+        tables[table] = {"file": name, "columns": list(t.columns), "types": t.types, "rows": len(t.rows)}
+    write("run.json", _json_text(data.run))
+    write("summary.json", _json_text(figures.summarize(decoded(data))))
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "generator": f"hotcell-daq {__version__}",
+        "run_id": run_id,
+        "format": fmt,
+        "sealed": bool(data.run.get("seal")),
+        "seal": seal,
+        "seal_through": through,
+        "tables": tables,
+        "files": files,
+    }
+    body = _json_text(manifest)
+    manifest["manifest_sha256"] = hashlib.sha256(body.encode()).hexdigest()
+    (outdir / MANIFEST).write_text(_json_text(manifest), encoding="utf-8")
+    return manifest
+
+
+def decoded(data: RunData) -> RunData:
+    """``data`` with the JSON text columns (``attrs``, ``detail``, ``results``...) decoded."""
+    tables = {}
+    for name, t in data.tables.items():
+        rows = []
+        for r in t.rows:
+            d = dict(r)
+            for col in ("attrs", "detail", "results", "params"):
+                if isinstance(d.get(col), str) and d[col]:
+                    try:
+                        d[col] = json.loads(d[col])
+                    except ValueError:
+                        pass
+            rows.append(d)
+        tables[name] = dataclasses.replace(t, rows=rows)
+    return RunData(data.run, tables)
+
+
+# -- verification -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ExportReport:
+    path: str
+    ok: bool
+    run_id: str | None = None
+    files: int = 0
+    records: int = 0
+    seal: str | None = None
+    problem: str | None = None
+    file: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _read_table(path: Path, spec: dict[str, Any], fmt: Format) -> list[dict[str, Any]]:
+    columns, types = spec["columns"], spec["types"]
+    rows: list[dict[str, Any]] = []
+    if fmt == "json":
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        raw_rows = doc["rows"]
+    else:
+        with path.open(encoding="utf-8", newline="") as f:
+            raw_rows = list(csv.DictReader(f))
+    for raw in raw_rows:
+        row = {c: _parse_cell(raw[c], typ, fmt) for c, typ in zip(columns, types, strict=True)}
+        row["prev_hash"] = bytes.fromhex(raw["prev_hash"])
+        row["hash"] = bytes.fromhex(raw["hash"])
+        rows.append(row)
+    return rows
+
+
+def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport:
+    """Verify a (copied) export; never modifies it. See the module docstring for the checks."""
+    outdir = Path(outdir)
+    report = ExportReport(str(outdir), ok=False)
+
+    def fail(problem: str, file: str | None) -> ExportReport:
+        report.problem, report.file = problem, file
+        return report
+
+    mpath = outdir / MANIFEST
+    if not mpath.is_file():
+        return fail(f"no {MANIFEST} in {outdir}", MANIFEST)
+    text = mpath.read_text(encoding="utf-8", errors="replace")
+    try:
+        manifest = json.loads(text)
+        claimed = manifest.pop("manifest_sha256")
+    except (ValueError, KeyError, AttributeError):
+        return fail(f"{MANIFEST} is not a valid manifest (altered)", MANIFEST)
+    if hashlib.sha256(_json_text(manifest).encode()).hexdigest() != claimed:
+        return fail(f"{MANIFEST} does not match its own SHA-256 (altered)", MANIFEST)
+    if _json_text({**manifest, "manifest_sha256": claimed}) != text:
+        return fail(f"{MANIFEST} differs from its canonical form (altered)", MANIFEST)
+    report.run_id = manifest.get("run_id")
+    fmt: Format = manifest["format"]
+    for name, digest in manifest["files"].items():
+        path = outdir / name
+        if not path.is_file():
+            return fail(f"{name} is missing", name)
+        if _sha256(path) != digest:
+            return fail(f"{name} does not match its SHA-256 in the manifest (altered)", name)
+        report.files += 1
+    listed = {*manifest["files"], MANIFEST}
+    report.warnings = [
+        f"{p.name} is not part of the export" for p in outdir.iterdir() if p.name not in listed
+    ]
+    tables: dict[str, TableRows] = {}
+    hashes: dict[str, list[tuple[int, bytes]]] = {}
+    for table, spec in manifest["tables"].items():
+        name = spec["file"]
+        try:
+            rows = _read_table(outdir / name, spec, fmt)
+        except (ValueError, KeyError, TypeError) as exc:
+            return fail(f"{name} cannot be read: {exc}", name)
+        previous: dict[str, Any] | None = None
+        for row in rows:
+            values = tuple(row[c] for c in spec["columns"])
+            if chain.link(row["prev_hash"], chain.payload_for(table)(values)) != row["hash"]:
+                return fail(f"{name}: record {row['id']} does not match its chain hash (altered)", name)
+            if (
+                previous is not None
+                and previous["id"] == row["id"] - 1
+                and previous["hash"] != row["prev_hash"]
+            ):
+                return fail(f"{name}: record {row['id']} does not chain to record {previous['id']}", name)
+            previous = row
+        report.records += len(rows)
+        hashes[table] = [(r["id"], r["hash"]) for r in rows]
+        tables[table] = TableRows(table, tuple(spec["columns"]), spec["types"], rows)
+    missing = [t for t in SEAL_TABLES if t not in tables]
+    if missing:
+        return fail(f"the export lacks the table(s) {', '.join(missing)}", MANIFEST)
+    run = json.loads((outdir / "run.json").read_text(encoding="utf-8"))
+    seal = compute_seal(str(manifest["run_id"]), hashes, manifest["seal_through"])
+    if seal != manifest["seal"] or (run.get("seal") and run["seal"] != seal):
+        return fail(f"the records do not reproduce the seal {manifest['seal']} (got {seal})", MANIFEST)
+    report.seal = seal
+    summary = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
+    again = json.loads(_json_text(figures.summarize(decoded(RunData(run, tables)))))
+    if again != summary:
+        return fail("summary.json does not follow from the exported records", "summary.json")
+    if data_dir is not None:
+        conn = open_journal(data_dir)
+        try:
+            jrun = get_run(conn, str(manifest["run_id"]))
+            journal_seal, _ = check_seal(conn, jrun)
+        finally:
+            conn.close()
+        if jrun.get("seal") and journal_seal != seal:
+            return fail(f"the journal's seal {journal_seal} differs from the export's {seal}", MANIFEST)
+    report.ok = True
+    return report
+
+
+__all__ = ["CHAINED", "ExportError", "ExportReport", "verify_export", "write_export"]

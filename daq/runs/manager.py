@@ -1,0 +1,479 @@
+"""The run manager: the ``"runs"`` service (phase 0, started before the supervisors).
+
+A run is opened by :meth:`RunManager.start` (through the API, ``daq runs start``) or by the
+configured trigger channel rising, and closed by :meth:`RunManager.stop` or the channel
+falling. While it is open ``journal.run_id`` holds its id, so every reading acquired then
+carries it. Closing a run seals it (see :mod:`daq.runs.seal`) and records the seal in the
+run's ``stop`` record and the audit trail.
+
+On start the service also takes ``daemon.lock`` in the data directory (so retention never
+prunes under a running daemon), records the config text and audits its diff from the previous
+config, and closes (and seals) a run that a crash left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import difflib
+import fcntl
+import os
+import re
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from daq.errors import ConfigError, DaqError
+from daq.journal.journal import dumps
+from daq.journal.reader import JournalReader
+from daq.logs import get_logger
+from daq.model import Quality, Reading, iso
+from daq.physics import UnknownNuclide, nuclide
+from daq.runs import store
+from daq.runs.seal import current_through, seal_from_journal
+from daq.runs.settings import RunsSection
+
+if TYPE_CHECKING:
+    from daq.daemon import Daemon
+    from daq.journal.journal import Journal
+
+log = get_logger("daq.runs")
+
+LOCK_FILE = "daemon.lock"
+MAX_DIFF_CHARS = 50_000
+UNSPECIFIED = "unspecified"
+
+
+class RunError(DaqError):
+    """A run command that cannot be carried out (no run open, one already open, bad field)."""
+
+
+def _clean_nuclide(text: str) -> str:
+    if text.strip().lower() in ("", UNSPECIFIED):
+        return UNSPECIFIED
+    try:
+        return nuclide(text).symbol
+    except UnknownNuclide as exc:
+        raise RunError(str(exc)) from None
+
+
+def _required(**fields: str) -> None:
+    for key, value in fields.items():
+        if not value or not value.strip():
+            raise RunError(f"{key} must not be empty")
+
+
+def take_lock(data_dir: Path) -> IO[str]:
+    """Hold ``data_dir/daemon.lock`` exclusively (released when the file is closed)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = (data_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise DaqError(f"{data_dir / LOCK_FILE} is held: a daemon is running on {data_dir}") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+class RunManager:
+    """Runs of one daemon. See the module docstring."""
+
+    name = "runs"
+    phase = 0
+
+    def __init__(self, daemon: Daemon, settings: RunsSection):
+        self.daemon = daemon
+        self.settings = settings
+        self._active: dict[str, Any] | None = None
+        self._lock_file: IO[str] | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._trigger_high: bool | None = None
+        self._sealing = asyncio.Lock()
+        self.runs_started = 0
+        self.runs_sealed = 0
+
+    @property
+    def journal(self) -> Journal:
+        j = self.daemon.journal
+        if j is None:
+            raise RunError("the journal is not open")
+        return j
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        batch: str | None = None,
+        product: str | None = None,
+        nuclide: str | None = None,
+        operator: str | None = None,
+        method: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Any:
+        """Without arguments: start the service (the daemon does this). With them: open a run
+        (``batch``, ``product``, ``nuclide``, ``operator`` and ``actor`` required) and return it."""
+        fields = (batch, product, nuclide, operator, actor)
+        if all(f is None for f in (*fields, method, reason)):
+            await self._start_service()
+            return None
+        if any(f is None for f in fields):
+            raise RunError("batch, product, nuclide, operator and actor are required to start a run")
+        run = self._open(
+            batch=str(batch), product=str(product), nuclide=str(nuclide), operator=str(operator),
+            method=method, actor=str(actor), reason=reason,
+        )  # fmt: skip
+        await self.journal.flush()
+        return dict(run)
+
+    async def stop(self, *, actor: str | None = None, reason: str | None = None) -> Any:
+        """Without arguments: stop the service (sealing an open run). With ``actor``: close and
+        seal the open run and return it."""
+        if actor is None and reason is None:
+            await self._stop_service()
+            return None
+        if actor is None:
+            raise RunError("actor is required to stop a run")
+        return await self.stop_run(actor=actor, reason=reason)
+
+    async def _start_service(self) -> None:
+        self._lock_file = take_lock(self.daemon.config.daemon.data_dir)
+        journal = self.journal
+        await journal.flush()
+        await self._record_config()
+        await self._recover()
+        if self.settings.trigger_instrument is not None:
+            self.daemon.reading_filters.append(self._trigger)
+
+    async def _stop_service(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.daemon.reading_filters.remove(self._trigger)
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._active is not None:
+            await self.stop_run(actor="daemon", reason="daemon stopping")
+        await self.journal.flush()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def _record_config(self) -> None:
+        """Snapshot the config text and audit its diff from the previous snapshot."""
+        cfg = self.daemon.config
+        journal = self.journal
+        with JournalReader(cfg.daemon.data_dir) as reader:
+            rows = reader.conn.execute(
+                "SELECT sha256, path, text FROM configs ORDER BY id DESC LIMIT 1"
+            ).fetchall()
+        previous = rows[0] if rows else None
+        changed = previous is None or previous[0] != cfg.sha256
+        diff = ""
+        if previous is not None and changed:
+            diff = "".join(
+                difflib.unified_diff(
+                    previous[2].splitlines(keepends=True),
+                    cfg.text.splitlines(keepends=True),
+                    fromfile=f"{previous[1]} ({previous[0][:12]})",
+                    tofile=f"{cfg.path} ({cfg.sha256[:12]})",
+                )
+            )
+        if changed:
+            journal.record(
+                "configs",
+                {
+                    "ts_ns": self.daemon.clock.time_ns(),
+                    "sha256": cfg.sha256,
+                    "path": cfg.path,
+                    "text": cfg.text,
+                },
+            )
+        journal.audit(
+            "config_diff",
+            subject=cfg.path,
+            detail={
+                "sha256": cfg.sha256,
+                "previous_sha256": previous[0] if previous else None,
+                "changed": changed,
+                "diff": diff[:MAX_DIFF_CHARS],
+                "diff_truncated": len(diff) > MAX_DIFF_CHARS,
+            },
+        )
+        await journal.flush()
+
+    async def _recover(self) -> None:
+        """Close and seal a run left open by a daemon that did not stop cleanly."""
+        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+            open_runs = [r for r in store.list_runs(reader.conn) if r["ended_ns"] is None]
+        for run in open_runs:
+            self._active = run
+            await self.stop_run(
+                actor="daemon", reason="closed at daemon start: the daemon stopped during the run"
+            )
+
+    # -- the contract (API, CLI) -------------------------------------------------------------
+
+    async def stop_run(self, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        closing = self._close(actor=actor, reason=reason)
+        return await self._seal(closing)
+
+    async def annotate(
+        self, *, text: str, actor: str, reason: str, instrument: str | None = None
+    ) -> dict[str, Any]:
+        """Record an operator's note (with its reason) in the open run and the audit trail."""
+        _required(text=text, actor=actor, reason=reason)
+        run = self._require_active()
+        self._check_instrument(instrument)
+        now = self.daemon.clock.time_ns()
+        entry = {"ts_ns": now, "instrument": instrument, "actor": actor, "reason": reason, "text": text}
+        self._run_event("annotation", run["run_id"], actor, reason, instrument, {"text": text}, now)
+        self.journal.audit(
+            "annotation", actor=actor, subject=instrument or run["run_id"],
+            detail={"text": text, "reason": reason}, run_id=run["run_id"],
+        )  # fmt: skip
+        run["annotations"].append(entry)
+        await self.journal.flush()
+        return {"run_id": run["run_id"], **entry, "ts": iso(now)}
+
+    async def mark_t0(
+        self, *, actor: str, reason: str, instrument: str | None = None, ts_ns: int | None = None
+    ) -> dict[str, Any]:
+        """Record t0 (separation or labelling: the reference of decay correction and of the
+        Ac-225 equilibrium gate) and hand it to the gate when the daemon has one."""
+        _required(actor=actor, reason=reason)
+        self._check_instrument(instrument)
+        now = self.daemon.clock.time_ns()
+        t0 = now if ts_ns is None else int(ts_ns)
+        run = self._active
+        run_id = run["run_id"] if run is not None else None
+        detail = {"t0_ns": t0, "t0": iso(t0), "reason": reason}
+        if run is not None:
+            self._run_event("t0", run["run_id"], actor, reason, instrument, {"t0_ns": t0}, now)
+            run["t0"].append({"ts_ns": t0, "instrument": instrument, "actor": actor, "reason": reason})
+        self.journal.audit("t0", actor=actor, subject=instrument, detail=detail, run_id=run_id)
+        gate = getattr(self.daemon, "equilibrium", None)
+        if gate is not None:
+            gate.set_t0(t0, instrument=instrument, run_id=run_id)
+        await self.journal.flush()
+        return {"run_id": run_id, "instrument": instrument, "ts_ns": t0, "ts": iso(t0), "actor": actor}
+
+    def active(self) -> dict[str, Any] | None:
+        return dict(self._active) if self._active is not None else None
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+            return store.list_runs(reader.conn)
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        """The run ``run_id`` as the journal holds it, or ``None`` (the API's ``GET /api/runs/{id}``)."""
+        try:
+            return self.get_run(run_id)
+        except store.UnknownRun:
+            return None
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+            return store.get_run(reader.conn, run_id)
+
+    def status(self) -> dict[str, Any]:
+        run = self._active
+        return {
+            "active": None
+            if run is None
+            else {k: run[k] for k in ("run_id", "batch", "product", "started_ns")},
+            "runs_started": self.runs_started,
+            "runs_sealed": self.runs_sealed,
+            "trigger": None
+            if self.settings.trigger_instrument is None
+            else f"{self.settings.trigger_instrument}/{self.settings.trigger_channel}",
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _require_active(self) -> dict[str, Any]:
+        if self._active is None:
+            raise RunError("no run is open")
+        return self._active
+
+    def _check_instrument(self, instrument: str | None) -> None:
+        if instrument is not None and instrument not in {i.name for i in self.daemon.config.instruments}:
+            raise RunError(f"no instrument named {instrument!r}")
+
+    def _run_event(
+        self,
+        kind: str,
+        run_id: str,
+        actor: str,
+        reason: str | None,
+        instrument: str | None,
+        detail: dict[str, Any],
+        ts_ns: int,
+    ) -> None:
+        self.journal.record(
+            "run_events",
+            {
+                "run_id": run_id, "kind": kind, "ts_ns": ts_ns, "mono_ns": self.daemon.clock.monotonic_ns(),
+                "actor": actor, "reason": reason, "instrument": instrument, "detail": dumps(detail),
+            },
+        )  # fmt: skip
+
+    def _instruments(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for inst in self.daemon.config.instruments:
+            if not inst.enabled:
+                continue
+            info = None
+            with contextlib.suppress(DaqError):
+                sup = self.daemon.supervisor(inst.name)
+                info = sup.device_info.as_dict() if sup.device_info is not None else None
+            out[inst.name] = {"kind": inst.kind, "description": inst.description, "device": info}
+        return out
+
+    def _new_id(self, batch: str, now_ns: int) -> str:
+        stamp = dt.datetime.fromtimestamp(now_ns / 1e9, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch)[:40].strip("_.") or "run"
+        return f"{stamp}-{safe}"
+
+    def _open(
+        self,
+        *,
+        batch: str,
+        product: str,
+        nuclide: str,
+        operator: str,
+        method: str | None,
+        actor: str,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        """Open a run now (synchronous, so a trigger reading can already belong to it)."""
+        _required(batch=batch, product=product, operator=operator, actor=actor)
+        if self._active is not None:
+            raise RunError(f"run {self._active['run_id']} is open; stop it first")
+        symbol = _clean_nuclide(nuclide)
+        now = self.daemon.clock.time_ns()
+        run_id = self._new_id(batch, now)
+        clock = self.daemon.services.get("clock")
+        meta = {
+            "batch": batch,
+            "product": product,
+            "nuclide": symbol,
+            "operator": operator,
+            "method": method,
+            "config_sha256": self.daemon.config.sha256,
+            "config_path": self.daemon.config.path,
+            "instruments": self._instruments(),
+            "clock": getattr(clock, "sync", None),
+        }
+        self._run_event("start", run_id, actor, reason, None, meta, now)
+        self.journal.run_id = run_id
+        self.journal.audit(
+            "run_start", actor=actor, subject=run_id, detail={**meta, "reason": reason}, run_id=run_id
+        )
+        run = store.runs_from_events(
+            [
+                {
+                    "run_id": run_id,
+                    "kind": "start",
+                    "ts_ns": now,
+                    "actor": actor,
+                    "reason": reason,
+                    "detail": meta,
+                }
+            ]
+        )[0]
+        self._active = run
+        self.runs_started += 1
+        log.info("run started", run_id=run_id, batch=batch, actor=actor)
+        return run
+
+    def _close(self, *, actor: str, reason: str | None) -> tuple[dict[str, Any], str, str | None, int]:
+        """Close the open run now (synchronous); :meth:`_seal` finishes it."""
+        _required(actor=actor)
+        run = self._require_active()
+        self._active = None
+        if self.journal.run_id == run["run_id"]:
+            self.journal.run_id = None
+        now = self.daemon.clock.time_ns()
+        # Times of events in the run window never exceed the stop stamp: a stepped-back clock
+        # must not make the window empty.
+        run["ended_ns"] = max(now, run["started_ns"])
+        return run, actor, reason, run["ended_ns"]
+
+    async def _seal(self, closing: tuple[dict[str, Any], str, str | None, int]) -> dict[str, Any]:
+        run, actor, reason, ended_ns = closing
+        journal = self.journal
+        async with self._sealing:
+            await journal.flush()
+            data_dir = self.daemon.config.daemon.data_dir
+
+            def seal() -> tuple[str, dict[str, int]]:
+                with JournalReader(data_dir) as reader:
+                    reader.conn.execute("BEGIN")
+                    through = current_through(reader.conn)
+                    return seal_from_journal(reader.conn, run, through), through
+
+            digest, through = await asyncio.to_thread(seal)
+            detail = {"seal": digest, "seal_through": through, "algorithm": "sha256"}
+            self._run_event("stop", run["run_id"], actor, reason, None, detail, ended_ns)
+            journal.audit(
+                "run_stop",
+                actor=actor,
+                subject=run["run_id"],
+                detail={"reason": reason},
+                run_id=run["run_id"],
+            )
+            journal.audit(
+                "run_sealed", actor=actor, subject=run["run_id"], detail=detail, run_id=run["run_id"]
+            )
+            await journal.flush()
+        run.update(ended_by=actor, stop_reason=reason, seal=digest, seal_through=through)
+        self.runs_sealed += 1
+        log.info("run sealed", run_id=run["run_id"], seal=digest)
+        return dict(run)
+
+    # -- the trigger ---------------------------------------------------------------------------
+
+    def _trigger(self, reading: Reading) -> None:
+        s = self.settings
+        if reading.instrument != s.trigger_instrument or reading.channel != s.trigger_channel:
+            return
+        if reading.quality is not Quality.GOOD or reading.value is None:
+            return
+        high = reading.value >= s.trigger_threshold
+        was, self._trigger_high = self._trigger_high, high
+        if high == was:
+            return
+        actor = f"trigger:{s.trigger_instrument}/{s.trigger_channel}"
+        if high and self._active is None:
+            now = reading.acq_ns
+            batch = f"{s.batch_prefix}-{dt.datetime.fromtimestamp(now / 1e9, tz=dt.UTC):%Y%m%dT%H%M%SZ}"
+            self._open(
+                batch=batch, product=s.product, nuclide=s.nuclide, operator=s.operator, method=s.method,
+                actor=actor, reason=f"{s.trigger_channel} rose to {reading.value:g}",
+            )  # fmt: skip
+            reading.run_id = self.journal.run_id
+        elif not high and self._active is not None and self._active.get("started_by") == actor:
+            closing = self._close(actor=actor, reason=f"{s.trigger_channel} fell to {reading.value:g}")
+            reading.run_id = None
+            task = asyncio.get_running_loop().create_task(self._seal(closing), name="runs-seal")
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+
+def build(daemon: Daemon) -> RunManager:
+    """The factory in :data:`daq.services.FACTORIES`: every daemon has runs."""
+    settings: RunsSection = getattr(daemon.config.model, "runs", None) or RunsSection()
+    if settings.trigger_instrument is not None:
+        names = {i.name for i in daemon.config.instruments}
+        if settings.trigger_instrument not in names:
+            raise ConfigError(
+                f"no instrument named {settings.trigger_instrument!r}; "
+                f"expected one of: {', '.join(sorted(names))}",
+                file=daemon.config.path,
+                key_path="runs.trigger_instrument",
+            )
+    return RunManager(daemon, settings)

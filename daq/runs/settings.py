@@ -1,0 +1,54 @@
+"""The ``[runs]`` and ``[clock]`` config sections (registered in :mod:`daq.config.load`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from daq.config.base import Name, PositiveSeconds, StrictModel
+
+
+class RunsSection(StrictModel):
+    """Runs (batches): defaults for runs started automatically, the trigger, retention.
+
+    With ``trigger_instrument`` and ``trigger_channel`` set, a run starts when that channel's
+    GOOD value rises to ``trigger_threshold`` or above and stops when it falls below it (for
+    example a synthesizer's ``sequence_running`` flag).
+    """
+
+    trigger_instrument: Name | None = None
+    trigger_channel: str | None = None
+    trigger_threshold: float = 0.5
+    #: Batch number of an automatic run: ``<batch_prefix>-<UTC start, YYYYmmddTHHMMSSZ>``.
+    batch_prefix: str = "AUTO"
+    product: str = "unspecified"
+    nuclide: str = "unspecified"
+    operator: str = "automatic"
+    method: str | None = None
+    #: Journal data may be pruned only this long after its run ended (and once exported).
+    retention_days: Annotated[float, Field(gt=0)] = 365.0
+
+    @model_validator(mode="after")
+    def _check_trigger(self) -> RunsSection:
+        if (self.trigger_instrument is None) != (self.trigger_channel is None):
+            raise ValueError("trigger_instrument and trigger_channel must be given together")
+        return self
+
+
+class ClockSection(StrictModel):
+    """Time integrity: how often the clocks are compared and the sync state is read.
+
+    A clock step is a change of (wall - monotonic) larger than ``step_threshold_s`` between two
+    checks; NTP slewing changes it by at most 0.5 ms per second, so 0.1 s is far above slew.
+    """
+
+    check_every_s: PositiveSeconds = 1.0
+    step_threshold_s: PositiveSeconds = 0.1
+    #: The sync state is recorded at start, on every change, and at least this often.
+    sync_record_every_s: PositiveSeconds = 3600.0
+    #: ``auto`` asks the kernel (adjtimex) and falls back to ``timedatectl``; ``none`` records unknown.
+    sync_source: Literal["auto", "adjtimex", "timedatectl", "none"] = "auto"
+    #: Mark GOOD readings UNCERTAIN (reason ``clock_unsynchronised``) while the clock is known
+    #: to be unsynchronised. Off by default: containers and test machines often run unsynchronised.
+    flag_unsynchronised: bool = False
