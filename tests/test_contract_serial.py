@@ -137,3 +137,27 @@ async def test_outage_is_recorded_and_recovered(
     assert acq == sorted(acq)
     mono = [x["mono_ns"] for x in rows]
     assert mono == sorted(mono)
+
+
+def test_demo_cell_has_at_least_two_calibrator_models() -> None:
+    from daq.cli.demo import SIMULATION, _default_config
+    from daq.config.load import load_config
+
+    cfg = load_config(_default_config())
+    kinds = {i.kind for i in cfg.instruments} & SERIAL_KINDS
+    assert len(kinds) >= 3
+    assert {"capintec-crc35r", "comecer-vik202"} <= kinds
+    assert all(i.name in SIMULATION for i in cfg.instruments)
+
+
+def test_line_settings_default_per_model_and_override_in_config() -> None:
+    expected = {"veenstra-vdc404": 9600, "capintec-crc35r": 4800, "biodex-atomlab500": 19200,
+                "comecer-vik202": 9600, "line": 9600}  # fmt: skip
+    for pair in PAIRS:
+        cls = REGISTRY[pair.kind]
+        plain = cls(cls.config_model.model_validate(pair.instrument("d", "/dev/ttyUSB0")), SystemClock())
+        assert plain.line_settings()["baudrate"] == expected[pair.kind], pair.id  # type: ignore[attr-defined]
+        over = pair.instrument("d", "rfc2217://127.0.0.1:4000", serial={"baudrate": 1200, "parity": "E"})
+        driver = cls(cls.config_model.model_validate(over), SystemClock())
+        settings = driver.line_settings()  # type: ignore[attr-defined]
+        assert (settings["baudrate"], settings["parity"], settings["bytesize"]) == (1200, "E", 8)
