@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from daq.clock import SystemClock
 from daq.config.load import Config, parse_config
 from daq.daemon import Daemon
 from daq.forward.forwarder import ForwardService, InfluxForwarder
-from daq.journal import JournalReader
+from daq.journal import Journal, JournalReader
+from daq.model import Quality, Reading
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import wait_until
 from tests.victoria import Victoria, victoria_server
@@ -136,7 +138,12 @@ async def wait_server_matches(vm: Victoria, data_dir: Path, exclude_ids: set[int
     assert got.keys() == expected.keys()
     for key in expected:
         assert len(got[key]) == len(expected[key]), key
-        assert got[key] == expected[key], key
+        assert got[key].keys() == expected[key].keys(), key
+        for ts, sample in expected[key].items():
+            assert got[key][ts].keys() == sample.keys(), (key, ts)
+            for field, value in sample.items():
+                # VictoriaMetrics stores floats with about 12 significant digits.
+                assert math.isclose(got[key][ts][field], value, rel_tol=1e-11), (key, ts, field)
 
 
 async def run_until(daemon: Daemon, condition: Any, timeout: float = 60) -> None:
@@ -187,3 +194,87 @@ async def test_outage_every_reading_arrives_exactly_once(data_dir: Path, vm: Vic
     await wait_server_matches(vm, data_dir)
     _, n = journal_series(data_dir)
     assert n >= 100
+
+
+async def test_poison_point_is_quarantined_and_audited_all_others_arrive(
+    data_dir: Path, vm: Victoria
+) -> None:
+    sim = await Vdc404Simulator(options={"interval_s": "0.02", "nuclide": "F-18"}).serve("tcp://127.0.0.1:0")
+    daemon = Daemon(cell_config(data_dir, sim.url, sink_toml(vm.url, max_age_s=0.3)))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: daemon.ready.is_set(), timeout=30)
+        fwd = forwarder(daemon)
+        await wait_until(lambda: fwd.points_written >= 10, timeout=30)
+        journal = daemon.journal
+        assert journal is not None
+        now = SystemClock().time_ns()
+        # VictoriaMetrics refuses a line over 256 KiB (-influx.maxLineSize) with HTTP 400.
+        # Journaled between the simulator's readings, in the same batches.
+        journal.append(Reading("dc1", "activity", 1.0, "Bq", Quality.UNCERTAIN, now, 0, reason="x" * 300_000))
+        await journal.flush()
+        with JournalReader(data_dir) as r:
+            (poison_id,) = r.conn.execute("SELECT id FROM readings WHERE length(reason) > 1000").fetchone()
+        await wait_until(lambda: fwd.quarantined == 1 and fwd.cursor > poison_id + 20, timeout=60)
+    finally:
+        daemon.request_stop()
+        await task
+        await sim.close()
+    await drain(data_dir, vm.url)
+    with JournalReader(data_dir) as r:
+        audits = [a for a in r.audit() if a["action"] == "sink_quarantine"]
+        cursor = r.sink_cursors()["central"]["last_id"]
+        assert cursor == r.max_reading_id()
+    assert len(audits) == 1
+    assert audits[0]["subject"] == "central"
+    assert audits[0]["detail"]["reading_id"] == poison_id
+    assert audits[0]["detail"]["status"] == 400
+    assert "too long line" in audits[0]["detail"]["error"]
+    assert audits[0]["detail"]["line"].startswith(f"{KIND},")
+    assert audits[0]["detail"]["line_length"] > 300_000
+    await wait_server_matches(vm, data_dir, exclude_ids={poison_id})
+
+
+async def fill(journal: Journal, n: int, *, channels: tuple[str, ...] = ("activity", "dose_rate")) -> None:
+    """``n`` readings per channel, 2 ms apart, a BAD gap every 97th."""
+    start = SystemClock().time_ns() - n * 2_000_000
+    for i in range(n):
+        for ch in channels:
+            bad = i % 97 == 50
+            journal.append(
+                Reading(
+                    "dc1", ch, None if bad else 1000.0 + i / 7, "Bq", Quality.BAD if bad else Quality.GOOD,
+                    start + i * 2_000_000, i, reason="disconnected" if bad else None,
+                    attrs={"nuclide": "Lu-177"},
+                )
+            )  # fmt: skip
+    await journal.flush()
+
+
+async def test_restart_in_the_middle_of_a_backlog_resumes_without_loss_or_duplicates(
+    data_dir: Path, vm: Victoria
+) -> None:
+    journal = await Journal.open(data_dir, clock=SystemClock())
+    await fill(journal, 10_000)
+    await journal.close()
+    sink = sink_toml(vm.url, batch_size=100)
+    first = Daemon(cell_config(data_dir, None, sink))
+    await run_until(first, lambda d: d.services and forwarder(d).cursor >= 3000)
+    with JournalReader(data_dir) as r:
+        stopped_at = r.sink_cursors()["central"]["last_id"]
+    assert 3000 <= stopped_at < 20_000  # stopped with a backlog left
+    second = Daemon(cell_config(data_dir, None, sink_toml(vm.url, batch_size=5000)))
+    resumed_from: list[int] = []
+
+    def done(d: Daemon) -> bool:
+        if not d.services:
+            return False
+        fwd = forwarder(d)
+        if not resumed_from:
+            resumed_from.append(fwd.points_written)
+        return fwd.pending == 0 and fwd.cursor == 20_000
+
+    await run_until(second, done)
+    assert resumed_from == [0]
+    assert forwarder(second).points_written == 20_000 - stopped_at  # resumed at the cursor
+    await wait_server_matches(vm, data_dir)

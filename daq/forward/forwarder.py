@@ -69,6 +69,8 @@ REJECTED = frozenset({400, 413, 422})
 TRANSIENT = frozenset({408, 425, 429})
 STATUS_DIR = "sinks"
 STATUS_EVERY_S = 2.0
+#: How much of a quarantined line its audit entry keeps.
+QUARANTINE_LINE_MAX = 2000
 
 
 @dataclass(slots=True)
@@ -445,7 +447,14 @@ class InfluxForwarder:
                 continue
             break
         for rid, line, status, message in rejected:
-            self._quarantine(rid, {"status": status, "error": message, "line": line})
+            # The reading itself stays in the journal; the audit keeps enough of the line to see why.
+            detail = {
+                "status": status,
+                "error": message,
+                "line": line[:QUARANTINE_LINE_MAX],
+                "line_length": len(line),
+            }
+            self._quarantine(rid, detail)
         for rid, message in batch.unformattable:
             self._quarantine(rid, {"status": None, "error": message, "line": None})
         if rejected or batch.unformattable:
