@@ -21,6 +21,7 @@ from daq.cli import (
     simulate,
     status,
     tail,
+    tlc,
     verify,
 )
 from daq.errors import ConfigError, DaqError
@@ -39,6 +40,7 @@ COMMANDS: list[ModuleType] = [
     export,
     report,
     prune,
+    tlc,
 ]
 
 

@@ -1,0 +1,452 @@
+"""``daq tlc``: radio-TLC traces and their analyses, read from the journal.
+
+- ``daq tlc list --data-dir DIR``: every trace with its current RCP and verdict.
+- ``daq tlc show SCAN --data-dir DIR [--png FILE]``: the RCP table per ROI, the analysis
+  history, and (``--png``) the chromatogram with the ROIs shaded.
+- ``daq tlc reintegrate SCAN --data-dir DIR (--method NAME | --roi ...) --actor WHO --reason WHY``:
+  integrate the same raw trace again and *append* the analysis (``supersedes`` names the one
+  it replaces, which stays as it was), with an audit entry carrying who, why and the trace's run.
+  It writes to the journal, so it runs with the daemon stopped (it refuses while a daemon
+  holds ``daemon.lock`` in the data directory).
+
+``SCAN`` is a trace id, a unique prefix of one, or ``last``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from daq.clock import SystemClock
+from daq.config.load import load_config
+from daq.errors import ConfigError, DaqError
+from daq.journal.journal import Journal
+from daq.journal.reader import JournalReader
+from daq.model import iso
+from daq.tlc import store
+from daq.tlc.analysis import analyse
+from daq.tlc.methods import TlcMethod
+from daq.tlc.service import analysis_id_for, analysis_values
+
+NAME = "tlc"
+HELP = "radio-TLC traces: list them, show the RCP table (and a PNG), re-integrate with other ROIs"
+
+#: The lock a running daemon holds in its data directory.
+LOCK_FILE = "daemon.lock"
+ROI_KINDS = ("product", "free", "colloid", "impurity")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="tlc_command", metavar="SUBCOMMAND", required=True)
+    ls = sub.add_parser("list", help="every trace with its current RCP and verdict")
+    ls.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = sub.add_parser("show", help="the RCP table per ROI, the analysis history, optionally a PNG")
+    show.add_argument("scan", metavar="SCAN", help="trace id, a unique prefix of it, or 'last'")
+    show.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    show.add_argument("--png", type=Path, default=None, metavar="FILE", help="plot the chromatogram here")
+    show.add_argument("--json", action="store_true", help="the trace and its analyses as JSON")
+
+    re = sub.add_parser(
+        "reintegrate",
+        help="append a new analysis of a trace with another method or changed ROIs (audited)",
+    )
+    re.add_argument("scan", metavar="SCAN", help="trace id, a unique prefix of it, or 'last'")
+    re.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    re.add_argument("--method", default=None, metavar="NAME", help="integrate with this method")
+    re.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="take --method from this config file (default: the method as last stored in the journal)",
+    )
+    re.add_argument(
+        "--roi",
+        action="append",
+        default=None,
+        metavar="LABEL:KIND:RF_FROM:RF_TO",
+        help=f"replace the ROIs (repeatable; KIND one of {', '.join(ROI_KINDS)})",
+    )
+    re.add_argument("--origin-mm", type=float, default=None, help="override the origin position")
+    re.add_argument("--front-mm", type=float, default=None, help="override the solvent-front position")
+    re.add_argument("--limit", type=float, default=None, metavar="PERCENT", help="override the release limit")
+    re.add_argument("--actor", required=True, help="who re-integrates (recorded in the audit trail)")
+    re.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+
+
+# -- list -----------------------------------------------------------------------------------
+
+
+def _verdict(results: dict[str, Any] | None) -> str:
+    if results is None:
+        return "-"
+    if results.get("passed") is True:
+        return "PASS"
+    if results.get("passed") is False:
+        return "FAIL"
+    return "no verdict"
+
+
+def _rcp(results: dict[str, Any] | None) -> str:
+    if results is None or results.get("rcp_percent") is None:
+        return "-"
+    return f"{results['rcp_percent']:.2f} %"
+
+
+def collect_list(data_dir: Path) -> list[dict[str, Any]]:
+    with JournalReader(data_dir) as reader:
+        traces = store.traces(reader)
+        current = store.latest_analyses(reader)
+        counts: dict[str, int] = {}
+        for row in reader.table("analyses"):
+            counts[row["trace_id"]] = counts.get(row["trace_id"], 0) + 1
+    out = []
+    for t in traces:
+        a = current.get(t["trace_id"])
+        out.append(
+            {
+                "trace_id": t["trace_id"],
+                "instrument": t["instrument"],
+                "run_id": t["run_id"],
+                "started": iso(t["started_ns"]),
+                "points": len(t["counts"]),
+                "complete": t["complete"],
+                "batch": t["params"].get("batch"),
+                "analyses": counts.get(t["trace_id"], 0),
+                "analysis_id": a["analysis_id"] if a else None,
+                "method": a["method"] if a else None,
+                "method_version": a["method_version"] if a else None,
+                "rcp_percent": a["results"].get("rcp_percent") if a else None,
+                "passed": a["results"].get("passed") if a else None,
+            }
+        )
+    return out
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = collect_list(args.data_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no TLC traces in the journal")
+        return 0
+    print(
+        f"{'trace':<34} {'batch':<12} {'started (UTC)':<32} {'pts':>4} {'complete':<8} "
+        f"{'method':<20} {'RCP':>9}  verdict"
+    )
+    for r in rows:
+        method = f"{r['method']} v{r['method_version']}" if r["method"] else "-"
+        results = None if r["analysis_id"] is None else r
+        print(
+            f"{r['trace_id']:<34} {r['batch'] or '-'!s:<12} {r['started']:<32} {r['points']:>4} "
+            f"{'yes' if r['complete'] else 'NO':<8} {method:<20} {_rcp(results):>9}  {_verdict(results)}"
+            + (f" ({r['analyses']} analyses)" if r["analyses"] > 1 else "")
+        )
+    return 0
+
+
+# -- show -----------------------------------------------------------------------------------
+
+
+def _print_analysis(a: dict[str, Any], *, current: bool) -> None:
+    res = a["results"]
+    tag = "current" if current else "superseded"
+    print(f"analysis {a['analysis_id']} ({tag}) at {iso(a['ts_ns'])} by {a['actor']}: {a['reason']}")
+    if a["supersedes"]:
+        print(f"  supersedes {a['supersedes']}")
+    print(
+        f"  method {a['method']} version {a['method_version']}"
+        + (f" ({res['product']})" if res.get("product") else "")
+        + f"; origin {res['origin_mm']:g} mm, front {res['front_mm']:g} mm"
+    )
+    bg = res["background"]
+    print(
+        f"  background: {bg['mode']}, {bg['counts_per_point']:g} counts per position "
+        f"({bg['points']} positions)"
+    )
+    print(
+        f"  {'ROI':<14} {'kind':<9} {'Rf':^13} {'mm':^13} {'gross':>9} {'background':>11} "
+        f"{'net':>10} {'%':>8}"
+    )
+    for r in res["rois"]:
+        pct = "-" if r.get("percent") is None else f"{r['percent']:.2f}"
+        print(
+            f"  {r['label']:<14} {r['kind']:<9} {r['rf_from']:>6.2f}-{r['rf_to']:<6.2f} "
+            f"{r.get('mm_from', 0):>6.1f}-{r.get('mm_to', 0):<6.1f} {r['gross_counts']:>9} "
+            f"{r['background_counts']:>11.1f} {r['net_counts']:>10.1f} {pct:>8}"
+        )
+    print(f"  RCP {_rcp(res)} (limit >= {res['limit_percent']:g} %): {_verdict(res)}")
+    for w in res.get("warnings", []):
+        print(f"  warning: {w}")
+
+
+def _show(args: argparse.Namespace) -> int:
+    with JournalReader(args.data_dir) as reader:
+        trace = store.find_trace(reader, args.scan)
+        analyses = store.analyses(reader, trace["trace_id"])
+        audits = store.reintegrations(reader, trace["trace_id"])
+    if args.json:
+        out = {**trace, "raw": trace["raw"].decode("ascii", "replace") if trace["raw"] else None}
+        print(json.dumps({"trace": out, "analyses": analyses, "reintegrations": audits}, indent=2))
+    else:
+        p = trace["params"]
+        print(
+            f"trace {trace['trace_id']} on {trace['instrument']}"
+            + (f", run {trace['run_id']}" if trace["run_id"] else "")
+        )
+        print(
+            f"  started {iso(trace['started_ns'])}, "
+            f"ended {iso(trace['ended_ns']) if trace['ended_ns'] else '-'}"
+        )
+        status = "complete (end received)" if trace["complete"] else f"INCOMPLETE: {p.get('abort_reason')}"
+        print(f"  {status}")
+        print(
+            f"  batch {p.get('batch')}, operator {p.get('operator')}, range {p.get('range_mm')} mm, "
+            f"{p.get('time_min')} min, {len(trace['counts'])} of {p.get('expected_points')} positions"
+        )
+        if not analyses:
+            print("no analysis (no method was configured for this scan); see 'daq tlc reintegrate'")
+        for i, a in enumerate(analyses):
+            _print_analysis(a, current=i == len(analyses) - 1)
+        if analyses:
+            proposals = analyses[-1]["results"].get("proposed_rois") or []
+            if proposals:
+                print("proposed ROIs (advisory, from peak finding; the method's ROIs decide):")
+                for pr in proposals:
+                    print(
+                        f"  Rf {pr['rf_from']:.2f}-{pr['rf_to']:.2f}, apex at {pr['apex_mm']:g} mm "
+                        f"(Rf {pr['apex_rf']:.2f}), about {pr['net_counts']:g} net counts, "
+                        f"looks like {pr['kind_hint']}"
+                    )
+        for au in audits:
+            d = au["detail"] or {}
+            print(
+                f"re-integrated {iso(au['ts_ns'])} by {au['actor']}: {d.get('reason')} "
+                f"-> {d.get('analysis_id')} (supersedes {d.get('supersedes')})"
+            )
+    if args.png is not None:
+        plot_png(trace, analyses[-1] if analyses else None, args.png)
+        print(f"chromatogram written to {args.png}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+_KIND_COLOURS = {"product": "tab:green", "free": "tab:red", "colloid": "tab:orange", "impurity": "tab:purple"}
+
+
+def plot_png(trace: dict[str, Any], analysis: dict[str, Any] | None, path: Path) -> None:
+    """The chromatogram (counts per position) with the ROIs of ``analysis`` shaded."""
+    from matplotlib.figure import Figure  # the Agg canvas; no display needed
+
+    fig = Figure(figsize=(9, 4.5), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.step(trace["positions_mm"], trace["counts"], where="mid", color="black", linewidth=0.9, label="counts")
+    title = f"{trace['trace_id']}"
+    if analysis is not None:
+        res = analysis["results"]
+        for r in res["rois"]:
+            colour = _KIND_COLOURS.get(r["kind"], "tab:grey")
+            ax.axvspan(r["mm_from"], r["mm_to"], color=colour, alpha=0.2, label=f"{r['label']} ({r['kind']})")
+        bg = res["background"]["counts_per_point"]
+        if bg:
+            ax.axhline(bg, color="tab:blue", linestyle=":", linewidth=1, label="background")
+        for x, name in ((res["origin_mm"], "origin"), (res["front_mm"], "front")):
+            ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+            ax.annotate(
+                name,
+                (x, 0.98),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 0),
+                textcoords="offset points",
+                ha="left",
+                va="top",
+                fontsize=8,
+            )
+        title += (
+            f"  |  {analysis['method']} v{analysis['method_version']}  |  RCP {_rcp(res)}  {_verdict(res)}"
+        )
+        origin, front = res["origin_mm"], res["front_mm"]
+        span = front - origin
+        sec = ax.secondary_xaxis(
+            "top", functions=(lambda x: (x - origin) / span, lambda rf: origin + rf * span)
+        )
+        sec.set_xlabel("Rf")
+    if not trace["complete"]:
+        title += "  |  INCOMPLETE"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("position (mm)")
+    ax.set_ylabel("counts per position")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(str(path))
+
+
+# -- reintegrate ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _daemon_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's daemon lock, so no daemon writes the journal meanwhile."""
+    path = data_dir / LOCK_FILE
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DaqError(
+                f"{path} is held: a daemon is running on {data_dir}; stop it before re-integrating"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _parse_roi(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    if len(parts) != 4:
+        raise ConfigError(f"--roi {text!r}: expected LABEL:KIND:RF_FROM:RF_TO")
+    label, kind, lo, hi = parts
+    if kind not in ROI_KINDS:
+        raise ConfigError(f"--roi {text!r}: kind must be one of {', '.join(ROI_KINDS)}")
+    try:
+        return {"label": label, "kind": kind, "rf_from": float(lo), "rf_to": float(hi)}
+    except ValueError:
+        raise ConfigError(f"--roi {text!r}: RF_FROM and RF_TO must be numbers") from None
+
+
+def _stored_method(reader: JournalReader, name: str) -> dict[str, Any] | None:
+    for row in reversed(reader.table("analyses", where="method = ?", args=(name,))):
+        if "+adhoc" in (row["method_version"] or ""):
+            continue  # ROIs changed by hand: not the method as configured
+        definition = json.loads(row["results"]).get("method_definition")
+        if definition:
+            return dict(definition)
+    return None
+
+
+def build_method(
+    args: argparse.Namespace, reader: JournalReader, current: dict[str, Any] | None
+) -> TlcMethod:
+    """The method of a re-integration: ``--method`` (from ``--config`` or as stored in the
+    journal) or the current analysis's, with ``--roi``/``--origin-mm``/``--front-mm``/``--limit``
+    applied on top. Changed ROIs or positions mark the version ``+adhoc``."""
+    base: dict[str, Any] | None = None
+    if args.method is not None:
+        if args.config is not None:
+            cfg = load_config(args.config)
+            try:
+                base = cfg.model.tlc.get(args.method).definition()
+            except KeyError as exc:
+                raise ConfigError(str(exc.args[0]), file=str(args.config)) from None
+        else:
+            base = _stored_method(reader, args.method)
+            if base is None:
+                raise ConfigError(
+                    f"method {args.method!r} is stored with no analysis in this journal; give --config FILE"
+                )
+    elif current is not None:
+        base = dict(current["results"].get("method_definition") or {})
+    overrides: dict[str, Any] = {}
+    if args.roi:
+        overrides["rois"] = [_parse_roi(r) for r in args.roi]
+    for key, value in (
+        ("origin_mm", args.origin_mm),
+        ("front_mm", args.front_mm),
+        ("limit_percent", args.limit),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if not base:
+        if not args.roi:
+            raise ConfigError("this trace has no analysis yet: give --method NAME or --roi ...")
+        missing = [k for k in ("origin_mm", "front_mm", "limit_percent") if k not in overrides]
+        if missing:
+            raise ConfigError(
+                "with --roi and no method, also give "
+                + ", ".join("--" + m.replace("_", "-") for m in missing)
+            )
+        base = {"name": "adhoc", "version": "0", "background": {"mode": "outside_rois"}}
+    definition = {**base, **overrides}
+    if overrides:
+        definition["version"] = f"{base['version']}+adhoc"
+    try:
+        return TlcMethod.model_validate(definition)
+    except ValueError as exc:
+        raise ConfigError(f"re-integration method: {exc}") from None
+
+
+async def reintegrate(args: argparse.Namespace) -> dict[str, Any]:
+    """Append the new analysis and its audit entry; returns the analysis row written."""
+    if not args.actor.strip() or not args.reason.strip():
+        raise DaqError("--actor and --reason must not be empty")
+    data_dir: Path = args.data_dir
+    with JournalReader(data_dir) as reader:
+        trace = store.find_trace(reader, args.scan)
+        history = store.analyses(reader, trace["trace_id"])
+        current = history[-1] if history else None
+        method = build_method(args, reader, current)
+    results = analyse(trace["positions_mm"], trace["counts"], method, complete=trace["complete"])
+    clock = SystemClock()
+    analysis_id = analysis_id_for(trace["trace_id"], len(history) + 1)
+    supersedes = current["analysis_id"] if current else None
+    values = analysis_values(
+        analysis_id=analysis_id,
+        trace_id=trace["trace_id"],
+        run_id=trace["run_id"],
+        ts_ns=clock.time_ns(),
+        method=method,
+        results=results,
+        actor=args.actor,
+        reason=args.reason,
+        supersedes=supersedes,
+    )
+    with _daemon_lock(data_dir):
+        journal = await Journal.open(data_dir, clock=clock)
+        try:
+            journal.record("analyses", values)
+            journal.audit(
+                "tlc_reintegrate",
+                actor=args.actor,
+                subject=trace["trace_id"],
+                run_id=trace["run_id"],
+                detail={
+                    "reason": args.reason,
+                    "analysis_id": analysis_id,
+                    "supersedes": supersedes,
+                    "method": method.name,
+                    "method_version": method.version,
+                    "rois": [r.model_dump() for r in method.rois],
+                    "rcp_percent": results["rcp_percent"],
+                    "passed": results["passed"],
+                },
+            )
+            await journal.flush()
+        finally:
+            await journal.close()
+    return {**values, "results": results}
+
+
+def _reintegrate(args: argparse.Namespace) -> int:
+    row = asyncio.run(reintegrate(args))
+    res = row["results"]
+    print(
+        f"appended analysis {row['analysis_id']} (supersedes {row['supersedes'] or 'nothing'}): "
+        f"method {row['method']} v{row['method_version']}, RCP {_rcp(res)}, {_verdict(res)}"
+    )
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.tlc_command == "list":
+        return _list(args)
+    if args.tlc_command == "show":
+        return _show(args)
+    return _reintegrate(args)
