@@ -11,6 +11,7 @@ from drivers.biodex_atomlab500 import Atomlab500Driver
 from drivers.capintec_crc35r import Crc35rDriver
 from drivers.comecer_vik202 import Vik202Driver
 from drivers.line import LineDriver
+from drivers.modbus import ModbusDriver
 from drivers.opcua import OpcUaDriver
 from drivers.rtlc_scanner import RtlcScannerDriver
 from drivers.veenstra_vdc404 import Vdc404Driver
@@ -21,6 +22,7 @@ _DRIVERS: list[type[Driver]] = [
     Atomlab500Driver,
     Vik202Driver,
     LineDriver,
+    ModbusDriver,
     OpcUaDriver,
     RtlcScannerDriver,
 ]

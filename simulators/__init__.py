@@ -12,6 +12,7 @@ from simulators.capintec_crc35r import Crc35rSimulator
 from simulators.comecer_vik202 import Vik202Simulator
 from simulators.line import LineSimulator
 from simulators.rtlc_scanner import RtlcScannerSimulator
+from simulators.synth_modbus import SynthModbusSimulator
 from simulators.synth_opcua import SynthOpcUaSimulator
 from simulators.veenstra_vdc404 import Vdc404Simulator
 
@@ -23,6 +24,7 @@ SIMULATORS: dict[str, type[Simulator]] = {
         Atomlab500Simulator,
         Vik202Simulator,
         LineSimulator,
+        SynthModbusSimulator,
         SynthOpcUaSimulator,
         RtlcScannerSimulator,
     )

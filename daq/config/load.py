@@ -189,7 +189,8 @@ def parse_config(text: str, *, path: str = "<string>") -> Config:
             key_path=secrets[0],
         )
     try:
-        model = DaqConfigModel.model_validate(data)
+        # The context lets a section resolve files it names relative to this file.
+        model = DaqConfigModel.model_validate(data, context={"config_path": path})
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]

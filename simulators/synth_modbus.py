@@ -1,0 +1,528 @@
+"""The synthesis process model (:mod:`simulators.synthesis`) served by a real pymodbus server.
+
+``daq simulate synth-modbus --listen tcp://127.0.0.1:PORT`` serves Modbus TCP;
+``--listen pty`` serves Modbus RTU on a pseudo-terminal (the printed device path is the
+serial port a driver opens). Each unit id (``--set unit_ids=1,2``) is a synthesizer of its
+own, with its own process model.
+
+Register map of every unit (addresses zero-based; ``config/synth-modbus-map.toml`` is the
+same map as a driver config, every field documented):
+
+================  =========  ===============================================================
+table             address    content
+================  =========  ===============================================================
+input registers   0 to 17    float32 process values, 2 registers each, in :data:`FLOATS` order
+input registers   100 +2i    float32 ``aux_NNN`` channels (``--set extra_channels=N``, N <= 200)
+holding           0          uint16 step number (0 = idle; names in :data:`STEP_NAMES`)
+holding           1          uint16 batch (cycle) counter
+holding           2 to 3     uint32 seconds into the current step
+holding           4          uint16 status word: bit 0 sequence running, 1 over-temperature
+                             alarm, 2 over-pressure alarm, 3 door closed
+holding           5          int16 cell pressure in 0.1 Pa (as an analog I/O module gives it)
+holding           6 to 9     float64 process time, seconds since the simulator started
+holding           10 to 11   float32 reactor set point, degC (writable, kept)
+coils             0 to 7     valve 1 to 8 open
+coils             100        remote hold request (writable, kept)
+discrete inputs   0 to 3     sequence running, over-temperature alarm, over-pressure alarm,
+                             door closed
+================  =========  ===============================================================
+
+Floats and 32-bit integers use the word order of ``--set word_order=big|little`` (default
+big: high word first, each register high byte first, "ABCD"). Values refresh from the
+model's ``snapshot()`` every ``update_s`` (default 0.1 s). Writes to anything but the two
+writable addresses answer exception 2 (illegal data address), as a PLC's read-only area does.
+
+The server logs every request's unit id and function code (:attr:`SynthModbusSimulator.function_codes`,
+:attr:`~SynthModbusSimulator.request_log`), so a test can show what a client sent.
+
+Faults: ``delay_s`` (slow responses), ``freeze`` (values stop changing), ``exception_unit``
+with ``exception_code`` (one unit id answers every request with that exception, default 4),
+``silent_unit`` (one unit id never answers), ``restart_every_s`` with ``restart_down_s``
+(the server goes away and comes back), ``disconnect_after_s`` (TCP connections dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import struct
+import tty
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from simulators.base import Listener, Simulator, SimulatorError, float_option
+from simulators.synthesis import STEPS, VALVES, SynthesisProcess
+
+#: Float32 process values in input registers 0, 2, 4, ...
+FLOATS: tuple[str, ...] = (
+    "reactor_temp",
+    "reactor_pressure",
+    "cell_pressure",
+    "gas_flow",
+    "probe_vial",
+    "probe_reactor",
+    "probe_spe",
+    "probe_product",
+    "dose_rate",
+)
+AUX_BASE = 100
+MAX_EXTRA = 200
+DISCRETES: tuple[str, ...] = ("sequence_running", "alarm_overtemp", "alarm_pressure", "door_closed")
+STEP_NAMES: tuple[str, ...] = tuple(name for name, _ in STEPS)
+SETPOINT_ADDRESS = 10
+HOLD_COIL = 100
+_COIL_BITS = 112  # coils 0..111: the valves and the hold request
+_HOLDING_COUNT = 12
+_FC_READ = {1: "c", 2: "d", 3: "h", 4: "i"}
+_UNSUPPORTED_FAULTS = frozenset({"drop", "garble", "split", "merge", "no_reply"})
+
+
+def _words(value: float, fmt: str, word_order: str) -> list[int]:
+    hi_first = list(struct.unpack(f">{struct.calcsize(fmt) // 2}H", struct.pack(fmt, value)))
+    return hi_first if word_order == "big" else hi_first[::-1]
+
+
+def _pack_bits(bits: list[bool]) -> list[int]:
+    """Bits to registers, bit 0 first, 16 per register (how pymodbus stores bit blocks)."""
+    regs = []
+    for i in range(0, len(bits), 16):
+        reg = 0
+        for j, on in enumerate(bits[i : i + 16]):
+            if on:
+                reg |= 1 << j
+        regs.append(reg)
+    return regs
+
+
+class _UnitImage:
+    """The register images of one unit, rebuilt from its process model."""
+
+    def __init__(self, process: SynthesisProcess, extra: int, word_order: str):
+        self.process = process
+        self.extra = extra
+        self.word_order = word_order
+        self.input = [0] * (AUX_BASE + 2 * max(extra, 1))
+        self.holding = [0] * _HOLDING_COUNT
+        self.holding[SETPOINT_ADDRESS : SETPOINT_ADDRESS + 2] = _words(95.0, ">f", word_order)
+        self.coils = [False] * _COIL_BITS
+        self.discretes = [False] * 16
+        self.refresh()
+
+    def refresh(self) -> None:
+        snap = self.process.snapshot()
+        wo = self.word_order
+        regs = self.input
+        for i, name in enumerate(FLOATS):
+            regs[2 * i : 2 * i + 2] = _words(float(snap[name]), ">f", wo)
+        for i in range(1, self.extra + 1):
+            a = AUX_BASE + 2 * (i - 1)
+            regs[a : a + 2] = _words(float(snap[f"aux_{i:03d}"]), ">f", wo)
+        cycle, _step, into, _duration = self.process.position()
+        self.holding[0] = int(snap["step_number"])
+        self.holding[1] = cycle & 0xFFFF
+        self.holding[2:4] = _words(int(into), ">I", wo)
+        status = 0
+        for bit, name in enumerate(DISCRETES):
+            if snap[name]:
+                status |= 1 << bit
+        self.holding[4] = status
+        self.holding[5] = _words(max(-32768, min(32767, round(float(snap["cell_pressure"]) * 10))), ">h", wo)[
+            0
+        ]
+        self.holding[6:10] = _words(self.process.process_time(), ">d", wo)
+        for i in range(VALVES):
+            self.coils[i] = bool(snap[f"valve_{i + 1}"])
+        for i, name in enumerate(DISCRETES):
+            self.discretes[i] = bool(snap[name])
+
+    def block(self, table: str) -> list[int]:
+        """The table as pymodbus stores it (registers; bits packed 16 to a register)."""
+        if table == "i":
+            return self.input
+        if table == "h":
+            return self.holding
+        if table == "c":
+            return _pack_bits(self.coils)
+        return _pack_bits(self.discretes)
+
+
+class SynthModbusSimulator(Simulator):
+    kind = "synth-modbus"
+    description = (
+        "radiolabelling synthesizer (process model) on a pymodbus server: Modbus TCP or RTU on a PTY"
+    )
+    extra_faults: ClassVar[dict[str, str]] = {
+        "exception_unit": "unit id that answers every request with exception_code",
+        "exception_code": "Modbus exception code for exception_unit (default 4, device failure)",
+        "silent_unit": "unit id that never answers (the client times out)",
+        "restart_every_s": "stop the server this often, then start it again",
+        "restart_down_s": "how long the server stays down on each restart (default 2)",
+    }
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        bad = sorted(set(self.faults) & _UNSUPPORTED_FAULTS)
+        if bad:
+            raise SimulatorError(
+                f"{self.kind}: fault(s) {', '.join(bad)} do not apply (pymodbus frames the bytes)"
+            )
+        #: (unit id, function code, address, count) of the latest requests.
+        self.request_log: collections.deque[tuple[int, int, int, int]] = collections.deque(maxlen=10_000)
+        #: How many requests of each function code arrived.
+        self.function_codes: collections.Counter[int] = collections.Counter()
+        self.writes: list[tuple[int, int, int, list[int] | list[bool]]] = []
+        self._server: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    def configure(self, options: dict[str, str]) -> None:
+        raw_units = options.pop("unit_ids", "1")
+        try:
+            self.unit_ids = sorted({int(u) for u in raw_units.split(",") if u.strip()})
+        except ValueError:
+            raise SimulatorError(f"option unit_ids={raw_units!r}: expected e.g. 1,2") from None
+        if not self.unit_ids or not all(1 <= u <= 247 for u in self.unit_ids):
+            raise SimulatorError("option unit_ids: ids from 1 to 247")
+        self.extra_channels = int(float_option(options, "extra_channels", 0))
+        if not 0 <= self.extra_channels <= MAX_EXTRA:
+            raise SimulatorError(f"option extra_channels: 0 to {MAX_EXTRA}")
+        self.time_scale = float_option(options, "time_scale", 1.0)
+        self.idle_s = float_option(options, "idle_s", 30.0)
+        self.activity_mbq = float_option(options, "activity_mbq", 15_000.0)
+        self.update_s = float_option(options, "update_s", 0.1)
+        self.nuclide = options.pop("nuclide", "Lu-177")
+        self.word_order = options.pop("word_order", "big")
+        if self.word_order not in ("big", "little"):
+            raise SimulatorError("option word_order: big or little")
+        if self.time_scale <= 0 or self.update_s <= 0:
+            raise SimulatorError("options time_scale and update_s must be positive")
+        if options:
+            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.images: dict[int, _UnitImage] = {}
+
+    # -- the process -----------------------------------------------------------------
+
+    def _build_images(self) -> None:
+        if self.images:
+            return
+        for uid in self.unit_ids:
+            proc = SynthesisProcess(
+                seed=self.rng.randrange(2**31),
+                clock=self.clock,
+                nuclide_symbol=self.nuclide,
+                activity_mbq=self.activity_mbq,
+                time_scale=self.time_scale,
+                idle_s=self.idle_s,
+                extra_channels=self.extra_channels,
+            )
+            proc.frozen = bool(self.faults.get("freeze"))
+            self.images[uid] = _UnitImage(proc, self.extra_channels, self.word_order)
+
+    def process(self, unit_id: int) -> SynthesisProcess:
+        self._build_images()
+        return self.images[unit_id].process
+
+    def set_frozen(self, frozen: bool) -> None:
+        for image in self.images.values():
+            image.process.frozen = frozen
+
+    async def _updater(self) -> None:
+        while True:
+            await asyncio.sleep(self.update_s)
+            for image in self.images.values():
+                image.refresh()
+
+    # -- pymodbus --------------------------------------------------------------------
+
+    def _devices(self) -> list[Any]:
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        devices = []
+        for uid, image in self.images.items():
+            devices.append(
+                SimDevice(
+                    uid,
+                    simdata=(
+                        [SimData(0, count=_COIL_BITS, values=False, datatype=DataType.BITS)],
+                        [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+                        [SimData(0, values=list(image.holding), datatype=DataType.REGISTERS)],
+                        [SimData(0, values=list(image.input), datatype=DataType.REGISTERS)],
+                    ),
+                    action=self._action(uid),
+                )
+            )
+        return devices
+
+    def _action(self, uid: int) -> Any:
+        from pymodbus.constants import ExcCodes
+
+        image = self.images[uid]
+
+        async def action(
+            function_code: int,
+            start_address: int,
+            address: int,
+            count: int,
+            registers: list[int],
+            set_values: list[int] | list[bool] | None,
+        ) -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            delay = self.faults.get("delay_s", 0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            if self.faults.get("silent_unit") == uid:
+                await asyncio.Event().wait()  # never answers; cancelled on close
+            if self.faults.get("exception_unit") == uid:
+                return ExcCodes(int(self.faults.get("exception_code", 4)))
+            if set_values is not None:
+                return self._write(uid, function_code, address, set_values)
+            table = _FC_READ.get(function_code)
+            if table is None:
+                return None
+            block = image.block(table)
+            if table == "h":
+                # The writable set point keeps what was written; the rest follows the process.
+                registers[0:SETPOINT_ADDRESS] = block[0:SETPOINT_ADDRESS]
+            elif table == "c":
+                registers[0] = block[0]  # valves; the hold request (coil 100) keeps its state
+            else:
+                registers[0 : len(block)] = block
+            return None
+
+        return action
+
+    def _write(self, uid: int, function_code: int, address: int, values: list[int] | list[bool]) -> Any:
+        from pymodbus.constants import ExcCodes
+
+        if function_code in (5, 15):
+            ok = address == HOLD_COIL and len(values) == 1
+        else:
+            ok = address >= SETPOINT_ADDRESS and address + len(values) <= SETPOINT_ADDRESS + 2
+        if not ok:
+            return ExcCodes.ILLEGAL_ADDRESS
+        self.writes.append((uid, function_code, address, list(values)))
+        return None
+
+    def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
+        if not sending:
+            fc = int(pdu.function_code)
+            self.function_codes[fc] += 1
+            self.request_log.append((int(pdu.dev_id), fc, int(pdu.address), int(pdu.count)))
+        return pdu
+
+    def _trace_connect(self, connected: bool) -> None:
+        limit = self.faults.get("disconnect_after_s")
+        if connected and limit and self._server is not None:
+            server = self._server
+            handle = asyncio.get_running_loop().call_later(limit, self._drop_connections, server)
+            self._drop_handles.append(handle)
+
+    def _drop_connections(self, server: Any) -> None:
+        for conn in list(server.active_connections.values()):
+            conn.close()
+
+    # -- serving ---------------------------------------------------------------------
+
+    async def serve(self, listen: str) -> Listener:
+        """Serve at ``tcp://HOST:PORT`` (port 0 picks a free one) or ``pty`` (Modbus RTU)."""
+        self._build_images()
+        self._stopping = False
+        self._drop_handles: list[asyncio.TimerHandle] = []
+        updater = asyncio.create_task(self._updater(), name=f"sim:{self.kind}:update")
+        try:
+            if listen == "pty":
+                url, closer = await self._serve_pty()
+            else:
+                url, closer = await self._serve_tcp(listen)
+        except BaseException:
+            updater.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await updater
+            raise
+        restarter: asyncio.Task[None] | None = None
+        if self.faults.get("restart_every_s") and listen != "pty":
+            restarter = asyncio.create_task(self._restarts(url), name=f"sim:{self.kind}:restart")
+
+        async def close() -> None:
+            self._stopping = True
+            for task in (restarter, updater):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await closer()
+
+        return Listener(url, close)
+
+    async def _start_tcp(self, host: str, port: int) -> Any:
+        from pymodbus.server import ModbusTcpServer
+
+        server = ModbusTcpServer(
+            self._devices(),
+            address=(host, port),
+            trace_pdu=self._trace_pdu,
+            trace_connect=self._trace_connect,
+        )
+        self._server = server
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise SimulatorError(f"cannot listen on {host}:{port}: {exc}") from None
+        return server
+
+    async def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        for handle in self._drop_handles:
+            handle.cancel()
+        self._drop_handles.clear()
+        if server is not None:
+            await server.shutdown()
+        # Requests still waiting in a fault (a delay, a silent unit) die with the server.
+        pending = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.sleep(0)
+
+    async def _serve_tcp(self, listen: str) -> tuple[str, Any]:
+        parts = urlsplit(listen)
+        if parts.scheme != "tcp" or parts.hostname is None:
+            raise SimulatorError(f"--listen {listen!r}: expected tcp://HOST:PORT or pty")
+        server = await self._start_tcp(parts.hostname, parts.port or 0)
+        host, port = server.transport.sockets[0].getsockname()[:2]
+        self._bound = (host, port)
+        return f"tcp://{host}:{port}", self._stop_server
+
+    async def restart(self, down_s: float) -> None:
+        """Stop the server, stay down ``down_s``, start it again on the same port (TCP)."""
+        await self._stop_server()
+        await asyncio.sleep(down_s)
+        if not self._stopping:
+            await self._start_tcp(*self._bound)
+
+    async def _restarts(self, url: str) -> None:
+        every = self.faults["restart_every_s"]
+        down = self.faults.get("restart_down_s", 2.0)
+        while True:
+            await asyncio.sleep(every)
+            await self.restart(down)
+
+    async def _serve_pty(self) -> tuple[str, Any]:
+        """RTU over a pair of PTYs joined by a byte pump: the server owns one, a driver the other."""
+        from pymodbus.framer import FramerType
+        from pymodbus.server import ModbusSerialServer
+
+        m_server, s_server = os.openpty()
+        m_driver, s_driver = os.openpty()
+        for fd in (s_server, s_driver):
+            tty.setraw(fd)
+        for fd in (m_server, m_driver):
+            os.set_blocking(fd, False)
+        loop = asyncio.get_running_loop()
+
+        def pump(src: int, dst: int) -> None:
+            try:
+                data = os.read(src, 4096)
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                os.write(dst, data)
+
+        loop.add_reader(m_server, pump, m_server, m_driver)
+        loop.add_reader(m_driver, pump, m_driver, m_server)
+        server = ModbusSerialServer(
+            self._devices(),
+            framer=FramerType.RTU,
+            port=os.ttyname(s_server),
+            # A PTY refuses parity settings (tcsetattr EINVAL): the line is 8N1, and a driver
+            # on it must say serial.parity = "N" (real RTU buses default to 8E1).
+            baudrate=19200,
+            parity="N",
+            trace_pdu=self._trace_pdu,
+        )
+        self._server = server
+        await server.serve_forever(background=True)
+
+        async def close() -> None:
+            await self._stop_server()
+            for fd in (m_server, m_driver):
+                loop.remove_reader(fd)
+            # The slaves stay open until here, so the masters never see EIO while a driver
+            # closes and reopens its port (a real device stays powered across reconnects).
+            for fd in (m_server, m_driver, s_server, s_driver):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+        return os.ttyname(s_driver), close
+
+
+def register_map(*, extra_channels: int = 0, word_order: str = "big") -> list[dict[str, Any]]:
+    """The map of one unit as the driver's channel entries (name, table, address, type...).
+
+    ``config/synth-modbus-map.toml`` is this list for ``extra_channels = 0``, documented.
+    """
+    units = {"reactor_temp": "degC", "reactor_pressure": "kPa", "cell_pressure": "Pa", "gas_flow": "mL/min",
+             "dose_rate": "uSv/h"}  # fmt: skip
+    out: list[dict[str, Any]] = []
+    for i, name in enumerate(FLOATS):
+        out.append({"name": name, "table": "input", "address": 2 * i, "type": "float32",
+                    "unit": units.get(name, "MBq")})  # fmt: skip
+    for i in range(1, extra_channels + 1):
+        out.append({"name": f"aux_{i:03d}", "table": "input", "address": AUX_BASE + 2 * (i - 1),
+                    "type": "float32", "unit": "V"})  # fmt: skip
+    out += [
+        {"name": "step_number", "table": "holding", "address": 0, "type": "uint16",
+         "enum": {str(i): n for i, n in enumerate(STEP_NAMES)}},
+        {"name": "batch_counter", "table": "holding", "address": 1, "type": "uint16"},
+        {"name": "step_elapsed", "table": "holding", "address": 2, "type": "uint32", "unit": "s"},
+        {"name": "alarm_overtemp", "table": "holding", "address": 4, "type": "bit", "bit": 1},
+        {"name": "alarm_pressure", "table": "holding", "address": 4, "type": "bit", "bit": 2},
+        {"name": "cell_pressure_io", "table": "holding", "address": 5, "type": "int16", "scale": 0.1,
+         "unit": "Pa"},
+        {"name": "process_time", "table": "holding", "address": 6, "type": "float64", "unit": "s"},
+        {"name": "reactor_setpoint", "table": "holding", "address": SETPOINT_ADDRESS, "type": "float32",
+         "unit": "degC", "writable": True},
+    ]  # fmt: skip
+    out += [{"name": f"valve_{i + 1}", "table": "coil", "address": i} for i in range(VALVES)]
+    out.append({"name": "remote_hold", "table": "coil", "address": HOLD_COIL, "writable": True})
+    out.append({"name": "sequence_running", "table": "discrete", "address": 0})
+    out.append({"name": "door_closed", "table": "discrete", "address": 3})
+    for entry in out:
+        if entry.get("type") in ("uint32", "float32", "float64"):
+            entry["word_order"] = word_order
+    return out
+
+
+def register_map_toml(
+    *,
+    unit_ids: tuple[int, ...] = (1,),
+    extra_channels: int = 0,
+    word_order: str = "big",
+    table_name: str = "instruments.channels",
+) -> str:
+    """The register map of ``unit_ids`` as ``[[instruments.channels]]`` TOML tables.
+
+    For benchmarks and generated configs (``extra_channels = 77`` gives 100 channels per
+    synthesizer). With several unit ids, channel names get a ``u<ID>.`` prefix.
+    """
+    lines: list[str] = []
+    for uid in unit_ids:
+        prefix = f"u{uid}." if len(unit_ids) > 1 else ""
+        for entry in register_map(extra_channels=extra_channels, word_order=word_order):
+            lines.append(f"[[{table_name}]]")
+            for key, value in {**entry, "name": prefix + entry["name"], "unit_id": uid}.items():
+                if isinstance(value, bool):
+                    lines.append(f"{key} = {'true' if value else 'false'}")
+                elif isinstance(value, str):
+                    lines.append(f'{key} = "{value}"')
+                elif isinstance(value, dict):
+                    inner = ", ".join(f'"{k}" = "{v}"' for k, v in value.items())
+                    lines.append(f"{key} = {{ {inner} }}")
+                else:
+                    lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
