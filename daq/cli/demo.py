@@ -159,6 +159,9 @@ async def _demo(cfg: Config, args: argparse.Namespace) -> None:
         printers: list[asyncio.Task[None]] = []
 
         async def on_ready(d: Daemon) -> None:
+            api_url = getattr(d.services.get("api"), "url", None)
+            if api_url:
+                print(f"live page: {api_url}/  (daq tail, daq status)\n", flush=True)
             printers.append(asyncio.create_task(_print_live(d, printer), name="demo-printer"))
 
         print(f"journal: {cfg.daemon.data_dir}/journal.sqlite3 — Ctrl-C to stop\n", flush=True)
