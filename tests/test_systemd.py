@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "hotcell-daq.service"
 SYSUSERS = ROOT / "systemd" / "hotcell-daq.sysusers.conf"
 TMPFILES = ROOT / "systemd" / "hotcell-daq.tmpfiles.conf"
+HOTCELL = ROOT / "config" / "hotcell.toml"
 
 
 # -- a stand-in for the service manager ---------------------------------------------------------
@@ -365,6 +367,33 @@ def test_unit_declares_notify_watchdog_and_serial_access() -> None:
     assert args.config == "/etc/hotcell-daq/hotcell.toml"
 
 
+def test_example_config_fits_the_unit() -> None:
+    """config/hotcell.toml journals into the StateDirectory and asks only for credentials the
+    unit loads."""
+    u = unit_settings(UNIT)
+    data = tomllib.loads(HOTCELL.read_text())
+    assert data["daemon"]["data_dir"] == "/var/lib/" + u["StateDirectory"][0]
+    loaded = {v.split(":")[0] for v in u["LoadCredential"]}
+
+    def credentials(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k.endswith("_credential"):
+                    yield v
+                elif isinstance(v, str) and v.startswith("/run/credentials/"):
+                    unit, _, name = v.removeprefix("/run/credentials/").partition("/")
+                    assert unit == UNIT.name, v
+                    yield name
+                yield from credentials(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from credentials(v)
+
+    wanted = set(credentials(data))
+    assert wanted, "the example should show how a secret is named"
+    assert wanted <= loaded, wanted - loaded
+
+
 def test_systemd_analyze_security_score_is_2_or_lower() -> None:
     tool = shutil.which("systemd-analyze")
     assert tool, "systemd-analyze is missing: apt-get install -y systemd"
@@ -422,3 +451,8 @@ def test_check_config_refuses_an_inline_token(
     assert "[0].token" in err
     assert "credential" in err
     assert "s3cr3t" not in err  # the secret itself is not echoed
+
+
+def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(HOTCELL)]) == 0
+    assert f"{HOTCELL}: OK" in capsys.readouterr().out
