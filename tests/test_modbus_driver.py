@@ -254,3 +254,29 @@ async def test_rtu_over_a_pty_through_the_daemon(data_dir: Path, tmp_path: Path)
     connected = [e for e in events if e["kind"] == "connected"]
     assert connected[0]["detail"]["device"]["model"].startswith("Modbus RTU")
     assert set(sim.function_codes) == {1, 2, 3, 4}
+
+
+async def test_the_demo_cells_synthesizer_runs_on_its_simulator(data_dir: Path) -> None:
+    from daq.cli import simulate
+    from daq.cli.demo import SIMULATION, attach
+    from daq.config.load import load_config
+
+    cfg = load_config(MAP.parent / "demo.toml").with_data_dir(data_dir)
+    inst = next(i for i in cfg.instruments if i.name == "synth-modbus")
+    assert inst.map_file == str(MAP)  # resolved next to demo.toml
+    spec = SIMULATION["synth-modbus"]
+    listener = await simulate.start(spec.kind, spec.listen, options=spec.options, faults=spec.faults)
+    daemon = Daemon(
+        cfg.with_instruments([attach(inst, listener).model_copy(update={"period_s": 0.2, "timeout_s": 0.15})])
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].readings >= 2 * 28)
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+    with JournalReader(data_dir) as r:
+        rows = r.readings()
+    assert {x["quality"] for x in rows} == {Quality.GOOD}
+    assert len({x["channel"] for x in rows}) == 28

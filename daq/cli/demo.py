@@ -56,6 +56,10 @@ SIMULATION: dict[str, SimSpec] = {
         {"badsum": 0.025},
     ),
     "dc-vik202": SimSpec("comecer-vik202", {"nuclide": "F-18", "activity_mbq": "15000"}),
+    # 1620 s of synthesis sequence (idle included) at time_scale 11: one run in about 2.5 min.
+    "synth-modbus": SimSpec(
+        "synth-modbus", {"time_scale": "11", "nuclide": "Lu-177", "activity_mbq": "15000"}
+    ),
 }
 
 
@@ -119,6 +123,8 @@ class LivePrinter:
         if r.attrs and "reported_value" in r.attrs:
             a = r.attrs
             extra = f" ({a['reported_value']} {a.get('reported_unit', '')}, {a.get('nuclide', '')})"
+        elif r.attrs and "label" in r.attrs:
+            extra = f" ({r.attrs['label']})"  # a state's name, e.g. a synthesis step
         reason = f" {r.reason}" if r.reason else ""
         line = (
             f"{stamp}  {r.instrument:<14} {r.channel:<20} {value:>14} {r.unit:<6} "
