@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from daq import logs
-from daq.cli import simulate
+from daq.cli import simulate, tlc
 from daq.config.load import Config, load_config
 from daq.daemon import Daemon
 from daq.errors import DaqError
@@ -60,6 +60,8 @@ SIMULATION: dict[str, SimSpec] = {
     "synth-modbus": SimSpec(
         "synth-modbus", {"time_scale": "11", "nuclide": "Lu-177", "activity_mbq": "15000"}
     ),
+    # A 5-minute strip scanned in 3 s (time_scale 0.01), true RCP 96.5 %.
+    "tlc-1": SimSpec("rtlc-scanner", {"product": "lu177-psma", "rcp": "96.5", "time_scale": "0.01"}),
 }
 
 
@@ -198,6 +200,7 @@ def summary(data_dir: Path) -> str:
     lines.append(f"  BAD records (gaps, bad frames): {gaps}")
     report = verify_journal(data_dir)
     lines.append(f"  hash chains: {'intact' if report.ok else 'FAILED: ' + str(report.problem)}")
+    lines.extend(tlc.summary_lines(data_dir))
     return "\n".join(lines)
 
 

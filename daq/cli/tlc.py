@@ -450,3 +450,16 @@ def main(args: argparse.Namespace) -> int:
     if args.tlc_command == "show":
         return _show(args)
     return _reintegrate(args)
+
+
+def summary_lines(data_dir: Path) -> list[str]:
+    """Lines for the ``daq demo`` summary: each trace with its current RCP and verdict."""
+    rows = collect_list(data_dir)
+    if not rows:
+        return []
+    lines = [f"  radio-TLC traces: {len(rows)} ('daq tlc show SCAN --data-dir {data_dir}' for the ROI table)"]
+    for r in rows:
+        results = None if r["analysis_id"] is None else r
+        state = "complete" if r["complete"] else "INCOMPLETE"
+        lines.append(f"    {r['trace_id']:<32} {state:<10} RCP {_rcp(results):>9}  {_verdict(results)}")
+    return lines
