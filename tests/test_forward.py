@@ -11,18 +11,24 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from daq.clock import SystemClock
 from daq.config.load import Config, parse_config
 from daq.daemon import Daemon
-from daq.forward.forwarder import ForwardService, InfluxForwarder
+from daq.errors import ConfigError
+from daq.forward.config import InfluxSink
+from daq.forward.forwarder import ForwardService, InfluxForwarder, _retry_after_s, sink_token
 from daq.journal import Journal, JournalReader
 from daq.model import Quality, Reading
+from daq.secrets import resolve_secret
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import wait_until
 from tests.victoria import Victoria, victoria_server
@@ -278,3 +284,350 @@ async def test_restart_in_the_middle_of_a_backlog_resumes_without_loss_or_duplic
     assert resumed_from == [0]
     assert forwarder(second).points_written == 20_000 - stopped_at  # resumed at the cursor
     await wait_server_matches(vm, data_dir)
+
+
+# -- error handling against a scripted HTTP server (real sockets, real influxdb-client) --------
+
+
+class ScriptedServer:
+    """An HTTP server on 127.0.0.1 answering ``/api/v2/write`` from a script of statuses.
+
+    Each request pops the next ``(status, headers)``; when the script is empty it answers
+    ``default``. ``reject`` (a substring) makes any body containing it a 400, as a server
+    refusing one bad point would. Bodies are kept (decompressed) with their headers.
+    """
+
+    def __init__(self, script: list[tuple[int, dict[str, str]]] | None = None, default: int = 204):
+        self.script = list(script or [])
+        self.default = default
+        self.reject: str | None = None
+        self.requests: list[tuple[dict[str, str], str]] = []
+        self.accepted: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _write(self, request: web.Request) -> web.Response:
+        body = (await request.read()).decode()
+        self.requests.append((dict(request.headers), body))
+        if self.script:
+            status, headers = self.script.pop(0)
+        elif self.reject is not None and self.reject in body:
+            status, headers = 400, {}
+        else:
+            status, headers = self.default, {}
+        if 200 <= status < 300:
+            self.accepted.extend(body.split("\n"))
+            return web.Response(status=status, headers=headers)
+        return web.json_response(
+            {"code": "x", "message": f"scripted {status}"}, status=status, headers=headers
+        )
+
+    async def __aenter__(self) -> ScriptedServer:
+        app = web.Application()
+        app.router.add_post("/api/v2/write", self._write)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+class RecordingClock(SystemClock):
+    """The system clock, except that back-off sleeps are recorded and last 10 ms."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+        #: While set to an unset event, sleeps wait for it: the test changes the server meanwhile.
+        self.gate: asyncio.Event | None = None
+        self.sleeping = False
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.sleeping = True
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(0.01)
+        finally:
+            self.sleeping = False
+
+
+def make_sink(url: str, **extra: Any) -> InfluxSink:
+    settings: dict[str, Any] = {
+        "name": "central", "kind": "influxdb", "url": url, "org": "o", "bucket": "b", "batch_size": 1000,
+        "max_age_s": 0.05, "backoff_initial_s": 0.5, "backoff_cap_s": 8.0, **extra,
+    }  # fmt: skip
+    return InfluxSink(**settings)
+
+
+async def open_forwarder(
+    data_dir: Path, url: str, clock: SystemClock, n: int = 50, **extra: Any
+) -> tuple[Journal, InfluxForwarder]:
+    journal = await Journal.open(data_dir, clock=clock)
+    await fill(journal, n, channels=("activity",))
+    fwd = InfluxForwarder(
+        make_sink(url, **extra), journal, site="s", cell="c", kinds={"dc1": KIND}, clock=clock, token="t0ken"
+    )
+    await fwd.start()
+    return journal, fwd
+
+
+async def close_forwarder(journal: Journal, fwd: InfluxForwarder) -> None:
+    await fwd.stop()
+    await journal.close()
+
+
+async def test_5xx_and_429_retry_the_identical_body_and_honour_retry_after(data_dir: Path) -> None:
+    script = [(503, {}), (500, {}), (429, {"Retry-After": "7"}), (502, {})]
+    async with ScriptedServer(script) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock)
+        try:
+            await wait_until(lambda: fwd.cursor == 50)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert len(server.requests) == 5
+    bodies = {body for _, body in server.requests}
+    assert len(bodies) == 1  # every attempt carried exactly the same lines
+    headers = server.requests[0][0]
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Authorization"] == "Token t0ken"
+    # Back-off: 0.5 doubling (with +-10 % jitter), Retry-After honoured as given.
+    assert clock.sleeps[2] == 7.0
+    for got, nominal in zip(
+        [clock.sleeps[0], clock.sleeps[1], clock.sleeps[3]], [0.5, 1.0, 4.0], strict=True
+    ):
+        assert nominal * 0.89 <= got <= nominal * 1.11
+    assert len(server.accepted) == 50
+    assert fwd.retries == 4
+    assert fwd.last_error is not None
+    assert "502" in fwd.last_error
+
+
+async def test_backoff_is_capped(data_dir: Path) -> None:
+    async with ScriptedServer([(503, {})] * 8) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, backoff_cap_s=2.0)
+        try:
+            await wait_until(lambda: fwd.cursor == 50)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert max(clock.sleeps) <= 2.0 * 1.1
+    assert clock.sleeps[-1] >= 2.0 * 0.9
+
+
+async def test_auth_failure_raises_one_alarm_and_retries_at_the_cap(data_dir: Path) -> None:
+    async with ScriptedServer(default=401) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock)
+        try:
+            await wait_until(lambda: len(clock.sleeps) >= 5)
+            assert fwd.status()["state"] == "alarm"
+            assert fwd.status()["alarm"].startswith("HTTP 401")
+            server.default = 204  # the token is fixed on the server side
+            await wait_until(lambda: fwd.cursor == 50)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert all(s == 8.0 for s in clock.sleeps)  # at the cap from the first retry: no storm
+    with JournalReader(data_dir) as r:
+        actions = [a["action"] for a in r.audit() if a["subject"] == "central"]
+    assert actions == ["sink_alarm", "sink_alarm_cleared"]  # one alarm, however many retries
+    assert fwd.alarm is None
+
+
+async def test_missing_bucket_alarms_and_never_quarantines(data_dir: Path) -> None:
+    async with ScriptedServer([(404, {})] * 3) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock)
+        try:
+            await wait_until(lambda: fwd.cursor == 50)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 0
+    assert len(server.accepted) == 50
+    with JournalReader(data_dir) as r:
+        actions = [a["action"] for a in r.audit()]
+    assert actions.count("sink_alarm") == 1
+
+
+async def test_one_rejected_point_is_bisected_out_and_the_rest_written(data_dir: Path) -> None:
+    async with ScriptedServer() as server:
+        server.reject = "seq=37i"
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=100)
+        try:
+            await wait_until(lambda: fwd.cursor == 100)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 1
+    assert len(server.accepted) == 99
+    assert not any("seq=37i" in line for line in server.accepted)
+    assert len(server.requests) <= 2 * 7 + 1  # log2(100) levels of bisection
+    with JournalReader(data_dir) as r:
+        (q,) = [a for a in r.audit() if a["action"] == "sink_quarantine"]
+        row = r.readings(after_id=q["detail"]["reading_id"] - 1, limit=1)[0]
+    assert row["seq"] == 37
+    assert q["detail"]["status"] == 400
+    assert q["detail"]["error"] == "scripted 400"
+
+
+async def test_a_server_rejecting_every_point_blocks_with_an_alarm_instead_of_quarantining(
+    data_dir: Path,
+) -> None:
+    async with ScriptedServer(default=400) as server:
+        clock = RecordingClock()
+        clock.gate = asyncio.Event()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=20)
+        try:
+            await wait_until(lambda: fwd.alarm is not None and clock.sleeping)
+            assert fwd.quarantined == 0
+            assert fwd.cursor == 0  # the backlog waits in the journal
+            server.default = 204
+            clock.gate.set()
+            await wait_until(lambda: fwd.cursor == 20)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 0
+    assert len(set(server.accepted)) == 20
+
+
+async def test_unformattable_reading_is_quarantined_without_being_sent(data_dir: Path) -> None:
+    async with ScriptedServer() as server:
+        clock = RecordingClock()
+        journal = await Journal.open(data_dir, clock=clock)
+        now = clock.time_ns()
+        journal.append(Reading("dc1", "a", 1.0, "Bq", Quality.GOOD, now, 0))
+        journal.append(Reading("dc1", "bad\nchannel", 2.0, "Bq", Quality.GOOD, now, 0))
+        journal.append(Reading("dc1", "a", 3.0, "Bq", Quality.GOOD, now + 1000, 0))
+        await journal.flush()
+        fwd = InfluxForwarder(make_sink(server.url), journal, site="s", cell="c", kinds={}, clock=clock)
+        await fwd.start()
+        try:
+            await wait_until(lambda: fwd.cursor == 3)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert len(server.accepted) == 2
+    with JournalReader(data_dir) as r:
+        (q,) = [a for a in r.audit() if a["action"] == "sink_quarantine"]
+    assert q["detail"]["reading_id"] == 2
+    assert "newline" in q["detail"]["error"]
+
+
+def test_retry_after_parsing() -> None:
+    assert _retry_after_s("12", 0.0) == 12.0
+    assert _retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
+    assert _retry_after_s("garbage", 0.0) is None
+    assert _retry_after_s(None, 0.0) is None
+
+
+async def test_escaping_and_same_timestamp_readings_through_the_real_server(
+    data_dir: Path, vm: Victoria
+) -> None:
+    clock = SystemClock()
+    journal = await Journal.open(data_dir, clock=clock)
+    now = clock.time_ns()
+    odd = ["dose rate", "a,b=c", 'quote"d', "back\\slash", "ünïcödé µSv/h", "=lead"]
+    for i, ch in enumerate(odd):
+        journal.append(
+            Reading("dc1", ch, float(i), "µSv/h", Quality.GOOD, now + i, 0, attrs={"nuclide": "Lu 177,x=y"})
+        )
+    # Two readings of one series with the very same acquisition time: both must arrive.
+    journal.append(Reading("dc1", "same", 1.0, "Bq", Quality.GOOD, now, 0))
+    journal.append(Reading("dc1", "same", 2.0, "Bq", Quality.GOOD, now, 0))
+    await journal.flush()
+    fwd = InfluxForwarder(
+        make_sink(vm.url), journal, site="site A", cell="cell,1", kinds={"dc1": KIND}, clock=clock
+    )
+    await fwd.start()
+    try:
+        await wait_until(lambda: fwd.cursor == len(odd) + 2)
+    finally:
+        await close_forwarder(journal, fwd)
+
+    def labels() -> list[dict[str, str]]:
+        return [s["metric"] for s in vm.export('{__name__="veenstra-vdc404_value"}')]
+
+    await wait_until(lambda: len(labels()) == len(odd) + 2, timeout=60, interval=0.5)
+    got = labels()
+    assert {m["channel"] for m in got} == {*odd, "same"}
+    assert all(m["site"] == "site A" and m["cell"] == "cell,1" for m in got)
+    assert {m["nuclide"] for m in got if m["channel"] != "same"} == {"Lu 177,x=y"}
+    same = {
+        s["metric"].get("dup", ""): s["values"]
+        for s in vm.export('{__name__="veenstra-vdc404_value",channel="same"}')
+    }
+    assert same == {"": [1.0], "1": [2.0]}
+
+
+# -- config and secrets -------------------------------------------------------------------------
+
+
+def test_sink_config_defaults_and_checks(data_dir: Path) -> None:
+    cfg = cell_config(
+        data_dir, None, sink_toml("https://influx.example:8086", token_credential="influx-token")
+    )
+    (sink,) = cfg.model.sinks
+    assert sink.verify_tls is True
+    assert sink.gzip is True
+    assert sink.token_credential == "influx-token"
+    with pytest.raises(ConfigError) as err:
+        cell_config(data_dir, None, sink_toml("http://x", token="s3cret"))
+    assert err.value.key_path == "sinks[0].token"
+    with pytest.raises(ConfigError) as err:
+        cell_config(data_dir, None, sink_toml("http://x") + sink_toml("http://y"))
+    assert "duplicate sink name 'central'" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        cell_config(data_dir, None, sink_toml("http://x", token_env="A", token_credential="b"))
+    assert err.value.key_path == "sinks[0]"
+    with pytest.raises(ConfigError) as err:
+        cell_config(data_dir, None, sink_toml("ftp://x"))
+    assert err.value.key_path == "sinks[0].url"
+    with pytest.raises(ConfigError) as err:
+        cell_config(data_dir, None, sink_toml("http://x", batchsize=10))
+    assert err.value.key_path == "sinks[0].batchsize"
+
+
+def test_check_config_rejects_an_inline_token(tmp_path: Path) -> None:
+    path = tmp_path / "daq.toml"
+    path.write_text(cell_config(tmp_path, None, "").text + sink_toml("http://x", token="s3cret"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "daq", "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "sinks[0].token" in proc.stderr
+    assert "s3cret" not in proc.stderr
+
+
+def test_resolve_secret(tmp_path: Path) -> None:
+    (tmp_path / "influx-token").write_text("abc123\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "INFLUX_TOKEN": "from-env"}
+    assert resolve_secret(None, "influx-token", "token", environ=env) == "abc123"
+    assert resolve_secret("INFLUX_TOKEN", None, "token", environ=env) == "from-env"
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
+        resolve_secret(None, "influx-token", "token", environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_secret(None, "other", "token", environ=env)
+    with pytest.raises(ConfigError, match="MISSING is not set"):
+        resolve_secret("MISSING", None, "token", environ=env)
+    with pytest.raises(ConfigError, match="plain file name"):
+        resolve_secret(None, "../etc/passwd", "token", environ=env)
+    with pytest.raises(ConfigError, match="no secret configured"):
+        resolve_secret(None, None, "token", environ=env)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        resolve_secret(None, "empty", "token", environ=env)
+
+
+def test_sink_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAQ_TEST_INFLUX_TOKEN", "tok")
+    assert sink_token(make_sink("http://x", token_env="DAQ_TEST_INFLUX_TOKEN"), 0) == "tok"
+    assert sink_token(make_sink("http://x"), 0) is None
+    monkeypatch.delenv("DAQ_TEST_INFLUX_TOKEN")
+    with pytest.raises(ConfigError, match=r"sinks\[0\] \(central\) token"):
+        sink_token(make_sink("http://x", token_env="DAQ_TEST_INFLUX_TOKEN"), 0)

@@ -500,6 +500,7 @@ class InfluxForwarder:
         while True:
             self.state = "sending" if self.alarm is None and not self._in_outage else self.state
             wait: float
+            jittered = False
             try:
                 self.requests += 1
                 await self._write_api.write(
@@ -514,21 +515,23 @@ class InfluxForwarder:
                     self._raise_alarm(status, message)
                     wait = self.sink.backoff_cap_s
                 else:
-                    wait = delay
+                    wait, jittered = delay, True
                     if status == 429:
                         after = _retry_after_s(getattr(exc, "retry_after", None), self.clock.time_ns() / 1e9)
                         if after is not None:
-                            wait = min(after, self.sink.retry_after_max_s)
+                            wait, jittered = min(after, self.sink.retry_after_max_s), False
                     self._outage(f"HTTP {status}: {message}" if status else message)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                wait = delay
+                wait, jittered = delay, True
                 self._outage(f"{type(exc).__name__}: {exc}"[:500])
             else:
                 self._acknowledged(len(lines))
                 return
             self.retries += 1
-            jitter = 1.0 + 0.2 * (self.rng.random() - 0.5)
-            await self.clock.sleep(wait * jitter if wait == delay else wait)
+            if jittered:
+                # +-10 %: forwarders of many lines restarting together do not retry in step.
+                wait *= 1.0 + 0.2 * (self.rng.random() - 0.5)
+            await self.clock.sleep(wait)
             delay = min(self.sink.backoff_cap_s, delay * 2)
 
     def _outage(self, message: str) -> None:
