@@ -56,17 +56,27 @@ SIMULATION: dict[str, SimSpec] = {
         {"badsum": 0.025},
     ),
     "dc-vik202": SimSpec("comecer-vik202", {"nuclide": "F-18", "activity_mbq": "15000"}),
+    # The synthesis model over OPC UA, one run in about 2.5 min; now and then a value arrives
+    # with a Bad StatusCode (a sensor failure), journaled BAD with the status name.
+    "synth-opcua": SimSpec(
+        "synth-opcua",
+        {"time_scale": "11", "nuclide": "Lu-177", "activity_mbq": "15000", "update_s": "0.25"},
+        {"bad_status": 0.002},
+        listen="opc.tcp://127.0.0.1:0",
+    ),
+    # A 5-minute strip scanned in 3 s (time_scale 0.01), true RCP 96.5 %.
+    "tlc-1": SimSpec("rtlc-scanner", {"product": "lu177-psma", "rcp": "96.5", "time_scale": "0.01"}),
     # 1620 s of synthesis sequence (idle included) at time_scale 11: one run in about 2.5 min.
     "synth-modbus": SimSpec(
         "synth-modbus", {"time_scale": "11", "nuclide": "Lu-177", "activity_mbq": "15000"}
     ),
-    # A 5-minute strip scanned in 3 s (time_scale 0.01), true RCP 96.5 %.
-    "tlc-1": SimSpec("rtlc-scanner", {"product": "lu177-psma", "rcp": "96.5", "time_scale": "0.01"}),
 }
 
 
 def attach(instrument: Any, listener: Listener) -> Any:
     """Point an instrument's config at a running simulator."""
+    if getattr(instrument, "kind", None) == "opcua":
+        return instrument.model_copy(update={"url": listener.url})
     if hasattr(instrument, "port"):
         return instrument.model_copy(update={"port": listener.url})
     raise DaqError(f"demo: cannot attach {instrument.name} ({instrument.kind}) to a simulator")
