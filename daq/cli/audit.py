@@ -17,6 +17,8 @@ from typing import Any
 from daq.errors import DaqError
 from daq.journal.reader import JournalReader
 from daq.model import iso
+from daq.runs import store
+from daq.runs.seal import selector
 
 NAME = "audit"
 HELP = "list the audit trail (who did what, when and why), optionally since a time or for one run"
@@ -51,8 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def entries(
     data_dir: Path, *, since_ns: int | None = None, run_id: str | None = None
 ) -> list[dict[str, Any]]:
+    """Audit entries in id order; a run's are those its export holds (see :mod:`daq.runs.seal`)."""
     with JournalReader(data_dir) as reader:
-        return reader.audit(since_ns=since_ns, run_id=run_id)
+        if run_id is None:
+            return reader.audit(since_ns=since_ns)
+        where, args = selector("audit", store.get_run(reader.conn, run_id))
+        ids = {row[0] for row in reader.conn.execute(f"SELECT t.id FROM audit t WHERE {where}", args)}
+        return [a for a in reader.audit(since_ns=since_ns) if a["id"] in ids]
 
 
 def _short(detail: Any) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daq.runs.export import check_seal, decoded, open_journal
-from daq.runs.store import get_run, load_run
+from daq.runs.export import decoded, journal_run, open_journal
 
 NAME = "report"
 HELP = "render a run's report (header, activity and yield, process values, TLC and RCP, audit) as PDF or PNG"
@@ -24,12 +23,11 @@ def main(args: argparse.Namespace) -> int:
 
     conn = open_journal(args.data_dir)
     try:
-        conn.execute("BEGIN")
-        check_seal(conn, get_run(conn, args.run_id))  # refuses a run whose records no longer match its seal
-        data = decoded(load_run(conn, args.run_id))
-        conn.execute("COMMIT")
+        # Refuses a run whose records no longer match their chain hashes or its seal.
+        data, _, _ = journal_run(conn, args.run_id)
     finally:
         conn.close()
+    data = decoded(data)
     result = render(data, args.out, png=args.png)
     for f in result["files"]:
         print(f)

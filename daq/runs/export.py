@@ -31,7 +31,6 @@ from daq import __version__
 from daq.errors import DaqError
 from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, connect
-from daq.journal.schema import CHAINED
 from daq.model import Quality, iso
 from daq.runs import figures
 from daq.runs.seal import SEAL_TABLES, compute_seal, current_through, seal_from_journal
@@ -116,11 +115,6 @@ def _table_text(t: TableRows, fmt: Format) -> str:
     return buf.getvalue()
 
 
-def _decode_rows(data: RunData) -> RunData:
-    """Decode JSON columns (``attrs``, ``detail``) where the figures need them: a copy."""
-    return data
-
-
 def open_journal(data_dir: Path) -> sqlite3.Connection:
     path = Path(data_dir) / JOURNAL_FILE
     if not path.exists():
@@ -144,6 +138,32 @@ def check_seal(conn: sqlite3.Connection, run: dict[str, Any]) -> tuple[str, dict
     return seal_from_journal(conn, run, through), through
 
 
+def check_records(data: RunData) -> None:
+    """Re-hash every record of ``data``; raise naming the first that its chain hash does not cover."""
+    for t in data.tables.values():
+        payload = chain.payload_for(t.name)
+        for row in t.rows:
+            if chain.link(row["prev_hash"], payload(tuple(row[c] for c in t.columns))) != row["hash"]:
+                raise ExportError(
+                    f"{t.name} record {row['id']} of run {data.run['run_id']} does not match its chain hash "
+                    "(altered in the journal); run `daq verify --data-dir` on the journal"
+                )
+
+
+def journal_run(conn: sqlite3.Connection, run_id: str) -> tuple[RunData, str, dict[str, int]]:
+    """``run_id``'s records, seal and seal coverage, read in one snapshot and checked: every
+    record against its chain hash, and the seal against the one recorded at closing."""
+    conn.execute("BEGIN")
+    try:
+        run = get_run(conn, run_id)
+        seal, through = check_seal(conn, run)
+        data = load_run(conn, run_id)
+    finally:
+        conn.execute("COMMIT")
+    check_records(data)
+    return data, seal, through
+
+
 def write_export(data_dir: Path, run_id: str, outdir: Path, fmt: Format = "csv") -> dict[str, Any]:
     """Export ``run_id`` from the journal in ``data_dir`` to ``outdir``; returns the manifest."""
     outdir = Path(outdir)
@@ -151,11 +171,7 @@ def write_export(data_dir: Path, run_id: str, outdir: Path, fmt: Format = "csv")
         raise ExportError(f"{outdir} exists and is not empty; exports never overwrite")
     conn = open_journal(data_dir)
     try:
-        conn.execute("BEGIN")  # one read snapshot for the seal and the records
-        run = get_run(conn, run_id)
-        seal, through = check_seal(conn, run)
-        data = load_run(conn, run_id)
-        conn.execute("COMMIT")
+        data, seal, through = journal_run(conn, run_id)
     finally:
         conn.close()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -321,8 +337,10 @@ def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport
     if data_dir is not None:
         conn = open_journal(data_dir)
         try:
-            jrun = get_run(conn, str(manifest["run_id"]))
-            journal_seal, _ = check_seal(conn, jrun)
+            jdata, journal_seal, _ = journal_run(conn, str(manifest["run_id"]))
+            jrun = jdata.run
+        except DaqError as exc:
+            return fail(f"checked against the journal: {exc}", JOURNAL_FILE)
         finally:
             conn.close()
         if jrun.get("seal") and journal_seal != seal:
@@ -331,4 +349,4 @@ def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport
     return report
 
 
-__all__ = ["CHAINED", "ExportError", "ExportReport", "verify_export", "write_export"]
+__all__ = ["ExportError", "ExportReport", "verify_export", "write_export"]

@@ -1,0 +1,103 @@
+"""The run report: rendered to PNG pages and PDF; its sections and figures read back from the
+pages and compared with the export made from the same journal."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from daq.cli import main as cli
+from daq.physics import nuclide
+from daq.runs.export import decoded, journal_run, open_journal, write_export
+from daq.runs.report import SECTIONS, render
+from tests.runs_helpers import TLC, record_run
+
+
+def _pages(paths: list[Path]) -> list[dict[str, str]]:
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+            assert im.size[0] > 500
+            assert im.size[1] > 800
+            # Not blank: the page has drawn pixels besides the white background.
+            extrema = im.convert("L").getextrema()
+            assert extrema[0] < 128
+            out.append(dict(im.text))
+    return out
+
+
+async def test_report_pages_have_every_section_and_the_export_figures(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = await record_run(data_dir, readings=20)
+    export = tmp_path / "export"
+    write_export(data_dir, rec.run_id, export, "csv")
+    capsys.readouterr()
+    out = tmp_path / "report" / "run.png"
+    assert cli(["report", rec.run_id, "--data-dir", str(data_dir), "--out", str(out), "--png"]) == 0
+    printed = capsys.readouterr().out
+    files = sorted((tmp_path / "report").glob("run-p*.png"))
+    assert len(files) >= len(SECTIONS)
+    assert all(str(f) in printed for f in files)
+    pages = _pages(files)
+    assert [p["Sections"] for p in pages][: len(SECTIONS)] == list(SECTIONS)
+    summary = json.loads((export / "summary.json").read_text())
+    # The figures behind every page are the export's figures.
+    for page in pages:
+        assert json.loads(page["Figures"]) == summary
+    # ... and those follow from the exported readings: first/last GOOD activity, decay to EOS, yield.
+    with (export / "readings.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["channel"] == "activity" and r["quality_name"] == "GOOD"]
+    dc = summary["dose_calibrators"]["dc1/activity"]
+    first, last = rows[0], rows[-1]
+    assert dc["first_bq"] == float(first["value"])
+    assert dc["last_bq"] == float(last["value"])
+    lam = nuclide("F-18").decay_constant
+    eos = summary["eos_ns"]
+    first_eos = float(first["value"]) * math.exp(-lam * (eos - int(first["acq_ns"])) / 1e9)
+    last_eos = float(last["value"]) * math.exp(-lam * (eos - int(last["acq_ns"])) / 1e9)
+    assert dc["first_eos_bq"] == pytest.approx(first_eos, rel=1e-12)
+    assert dc["yield_percent"] == pytest.approx(last_eos / first_eos * 100, rel=1e-12)
+    with (export / "readings.csv").open(newline="") as f:
+        assert summary["readings"] == len(list(csv.DictReader(f)))
+    # The text on the pages: header facts, the yield as printed, the annotation, the audit trail.
+    header = pages[0]["Text"]
+    assert "LOT 42/A" in header
+    assert rec.run["seal"] in header
+    assert "Veenstra VDC-404" in header
+    assert f"yield {dc['yield_percent']:.2f} %" in header
+    assert rec.annotation in header
+    assert "shield cracked" in header
+    audit_text = "\n".join(p["Text"] for p in pages if p["Sections"] == "audit")
+    for action in ("run_start", "annotation", "t0", "run_stop", "run_sealed"):
+        assert action in audit_text
+    if TLC:
+        tlc = next(p["Text"] for p in pages if p["Sections"] == "tlc")
+        assert "T-1" in tlc
+        assert "96.25 | 95.0 | PASS | current" in tlc
+        assert "91.50 | 95.0 | FAIL | superseded" in tlc
+        assert "tlc_reintegrate" in audit_text  # the re-integration, made after the run, is in its report
+        assert "RCP 96.25 % (limit 95.0 %) PASS" in header
+
+
+async def test_report_pdf(data_dir: Path, tmp_path: Path) -> None:
+    rec = await record_run(data_dir, readings=5)
+    conn = open_journal(data_dir)
+    try:
+        data, _, _ = journal_run(conn, rec.run_id)
+    finally:
+        conn.close()
+    result = render(decoded(data), tmp_path / "r.pdf")
+    pdf = (tmp_path / "r.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") + pdf.count(b"/Type /Page>") >= len(
+        SECTIONS
+    )
+    assert result["sections"][: len(SECTIONS)] == list(SECTIONS)
+    assert result["figures"]["seal"] == rec.run["seal"]
