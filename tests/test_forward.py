@@ -631,3 +631,39 @@ def test_sink_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAQ_TEST_INFLUX_TOKEN")
     with pytest.raises(ConfigError, match=r"sinks\[0\] \(central\) token"):
         sink_token(make_sink("http://x", token_env="DAQ_TEST_INFLUX_TOKEN"), 0)
+
+
+async def test_status_shows_backlog_oldest_rate_and_last_error(data_dir: Path) -> None:
+    async with ScriptedServer([(204, {})], default=503) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=30, batch_size=10)
+        try:
+            await wait_until(lambda: fwd.cursor == 10 and fwd.retries >= 1)
+            live = fwd.status()
+            assert live["pending"] == 20
+            assert live["oldest_pending_age_s"] is None or live["oldest_pending_age_s"] > 0
+            assert live["points_written"] == 10
+            assert live["points_per_s"] > 0
+            assert live["last_error"].startswith("HTTP 503")
+            assert live["state"] == "retrying"
+        finally:
+            await close_forwarder(journal, fwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "daq", "status", "--data-dir", str(data_dir), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sink = json.loads(proc.stdout)["sinks"]["central"]
+    assert sink["forwarded_through_id"] == 10
+    assert sink["pending"] == 20
+    assert sink["oldest_pending_age_s"] > 0
+    assert sink["points_written"] == 10
+    assert sink["last_error"].startswith("HTTP 503")
+    text = subprocess.run(
+        [sys.executable, "-m", "daq", "status", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "sink central: forwarded through id 10, pending 20 (oldest" in text
+    assert "last error: HTTP 503" in text

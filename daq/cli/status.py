@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ def collect(data_dir: Path) -> dict[str, Any]:
     with JournalReader(data_dir) as reader:
         instruments = reader.instrument_summary()
         max_id = reader.max_reading_id()
+        from daq.forward.forwarder import sink_status_from_journal
+
+        now = time.time_ns()
         sinks = {
             name: {
-                "forwarded_through_id": cur["last_id"],
-                "backlog": max(0, max_id - cur["last_id"]),
+                **sink_status_from_journal(reader.conn, data_dir, name, cur["last_id"], max_id, now),
                 "updated_ns": cur["updated_ns"],
             }
             for name, cur in reader.sink_cursors().items()
@@ -61,5 +64,10 @@ def main(args: argparse.Namespace) -> int:
         last = iso(s["last_acq_ns"]) if s["last_acq_ns"] else "-"
         print(f"{name:<16} {s['rows']:>9} {q['GOOD']:>9} {q['UNCERTAIN']:>7} {q['BAD']:>7}  {last}")
     for name, s in sorted(data["sinks"].items()):
-        print(f"sink {name}: forwarded through id {s['forwarded_through_id']}, backlog {s['backlog']}")
+        age = "-" if s["oldest_pending_age_s"] is None else f"{s['oldest_pending_age_s']:.1f} s"
+        rate = "-" if s["points_per_s"] is None else f"{s['points_per_s']:g}/s"
+        print(
+            f"sink {name}: forwarded through id {s['forwarded_through_id']}, pending {s['pending']} "
+            f"(oldest {age}), {rate}, last error: {s['last_error'] or '-'}"
+        )
     return 0

@@ -618,3 +618,36 @@ def service(daemon: Daemon) -> ForwardService | None:
         for i, sink in sinks
     ]
     return ForwardService(forwarders)
+
+
+def sink_status_from_journal(
+    conn: sqlite3.Connection, data_dir: Path, sink: str, cursor: int, max_id: int, now_ns: int
+) -> dict[str, Any]:
+    """A sink's figures as ``daq status --data-dir`` shows them: backlog and the age of the
+    oldest pending reading from the journal; rate, last error and alarm from the file the
+    running forwarder refreshes (with its ``updated_ns``), when there is one."""
+    row = conn.execute("SELECT acq_ns FROM readings WHERE id > ? ORDER BY id LIMIT 1", (cursor,)).fetchone()
+    out: dict[str, Any] = {
+        "forwarded_through_id": cursor,
+        "backlog": max(0, max_id - cursor),
+        "pending": max(0, max_id - cursor),
+        "oldest_pending_age_s": None if row is None else max(0.0, (now_ns - int(row[0])) / 1e9),
+        "points_per_s": None,
+        "last_error": None,
+    }
+    try:
+        live = json.loads(status_file(data_dir, sink).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return out
+    for k in (
+        "points_per_s",
+        "points_written",
+        "last_error",
+        "last_error_ns",
+        "alarm",
+        "quarantined",
+        "state",
+    ):
+        out[k] = live.get(k)
+    out["status_updated_ns"] = live.get("updated_ns")
+    return out
