@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from daq.cli import main as cli
-from daq.config.load import parse_config
+from daq.cli import simulate
+from daq.config.load import load_config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
 from daq.journal import Journal, JournalReader, verify_journal
@@ -209,6 +210,39 @@ async def test_synthesizer_starts_and_stops_a_run_and_its_export_verifies(
         (copy / path.name).write_bytes(bytes(data))
         result = verify_export(copy)
         assert (result.ok, result.file) == (False, path.name), result
+
+
+async def test_demo_synthesizer_starts_and_stops_a_run(tmp_path: Path) -> None:
+    """The demo cell's own config (``[runs]`` trigger, the Modbus synthesizer and its register
+    map) with the demo's simulator, run 400 times faster instead of 11."""
+    from daq.cli import demo
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "demo.toml")
+    spec = demo.SIMULATION["synth-modbus"]
+    # Idle 800 s of process time = 2 s: the synthesizer's 1 s poll period sees the flag fall.
+    options = {**spec.options, "time_scale": "400", "idle_s": "800"}
+    listener = await simulate.start(spec.kind, spec.listen, seed=1, faults=spec.faults, options=options)
+    synth = next(i for i in cfg.instruments if i.name == cfg.model.runs.trigger_instrument)
+    data_dir = tmp_path / "demo-data"
+    daemon = Daemon(cfg.with_instruments([demo.attach(synth, listener)]).with_data_dir(data_dir))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: "runs" in daemon.services)
+        runs: Any = daemon.services["runs"]
+        await wait_until(lambda: runs.runs_sealed >= 1, timeout=60)
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+    with JournalReader(data_dir) as r:
+        run = store.list_runs(r.conn)[0]
+    assert run["started_by"] == "trigger:synth-modbus/sequence_running"
+    assert run["ended_by"] == "trigger:synth-modbus/sequence_running"
+    assert run["batch"].startswith("DEMO-")
+    assert run["product"] == "[177Lu]Lu-PSMA-617"
+    out = tmp_path / "export"
+    write_export(data_dir, run["run_id"], out, "csv")
+    assert verify_export(out, data_dir=data_dir).ok
 
 
 async def test_run_left_open_by_a_crash_is_closed_and_sealed_on_start(data_dir: Path) -> None:
