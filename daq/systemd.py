@@ -12,9 +12,10 @@ last) that tells the service manager:
 - ``READY=1`` once the journal is open (recovered and migrated) and every supervisor has
   been started, since phase-2 services start after both;
 - ``WATCHDOG=1`` every half ``$WATCHDOG_USEC``, but only while the pipeline makes progress
-  (:class:`PipelineHealth`): a journal whose commits fail, or one holding uncommitted data
-  with no successful commit for a whole watchdog period, gets no pings, so systemd restarts
-  the service after ``WatchdogSec=``. A blocked event loop cannot run the ping task at all;
+  (:class:`PipelineHealth`): when data has waited with no successful commit for a whole
+  watchdog period (a hung or dead writer, commits that keep failing) the pings stop, and
+  systemd restarts the service after ``WatchdogSec=``. A blocked event loop cannot run the
+  ping task at all;
 - ``STATUS=`` with a one-line summary at every tick (``systemctl status`` shows it);
 - ``STOPPING=1`` first thing on shutdown, before the journal is flushed and closed.
 
@@ -141,10 +142,12 @@ def watchdog_interval_s(environ: Mapping[str, str] | None = None, pid: int | Non
 class PipelineHealth:
     """Decides whether the journal pipeline makes progress, from counters it is shown.
 
-    Healthy unless the journal reports a commit error, or data has waited uncommitted while
-    no commit succeeded for ``stall_after_s`` (an idle journal with nothing waiting is
-    healthy: there is no progress to make). :meth:`check` returns ``None`` when healthy,
-    else the reason, and is fed the monotonic time so tests can step it.
+    Stalled when data has waited uncommitted while no commit succeeded for ``stall_after_s``,
+    whatever the cause: a writer hung in a commit, a writer task that died, or commits that
+    keep failing (the journal's ``error``, named in the reason). A single failed commit that
+    a retry repairs within the period is not a stall, and an idle journal with nothing
+    waiting is healthy: there is no progress to make. :meth:`check` returns ``None`` when
+    healthy, else the reason; it is fed the monotonic time so tests can step it.
     """
 
     def __init__(self, stall_after_s: float):
@@ -156,12 +159,11 @@ class PipelineHealth:
         if commits != self._commits or uncommitted == 0:
             self._commits = commits
             self._progress_ns = now_ns
-        if error is not None:
-            return f"journal commits fail: {error}"
         stalled_ns = now_ns - self._progress_ns
-        if stalled_ns >= self.stall_after_ns:
-            return f"journal stalled: no commit for {stalled_ns / 1e9:.1f} s with {uncommitted} waiting"
-        return None
+        if stalled_ns < self.stall_after_ns:
+            return None
+        reason = f"journal stalled: no commit for {stalled_ns / 1e9:.1f} s with {uncommitted} waiting"
+        return f"{reason} (last error: {error})" if error is not None else reason
 
 
 class SystemdNotifier:
