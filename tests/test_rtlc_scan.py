@@ -265,3 +265,40 @@ async def test_lines_without_a_scan_of_ours_are_journaled_flagged(data_dir: Path
     assert len(counts) == 20
     assert all(r.quality is Quality.UNCERTAIN and r.reason == "no_active_scan" for r in counts)
     assert all(r.raw for r in counts)
+
+
+async def test_a_scan_the_daemon_never_recorded_is_recovered_on_the_next_start(data_dir: Path) -> None:
+    """Killed mid-scan: the lines are in the journal, the trace is not. The next daemon
+    rebuilds the trace from the journaled readings, incomplete, and audits that."""
+    sim = RtlcScannerSimulator(seed=1, options={"time_scale": "0.05", "home_s": "0"})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    run = await run_daemon(data_dir, listener.url)
+    try:
+        trace_id = await run.tlc.start_scan("tlc1", batch="LU-9", operator="kd")
+        driver = run.tlc._driver(run.tlc.scanners["tlc1"])
+        await wait_until(lambda: driver.scan is not None and len(driver.scan.counts) >= 5)
+        # Stand-in for the process dying: the task that would record the trace never runs.
+        run.tlc._watchers.pop(trace_id).cancel()
+    finally:
+        await run.stop()
+    with JournalReader(data_dir) as r:
+        assert store.traces(r) == []
+        journaled = [x["value"] for x in r.readings(limit=100_000)
+                     if x["channel"] == "counts" and (x["attrs"] or {}).get("scan_id") == trace_id]  # fmt: skip
+    assert len(journaled) >= 5
+    run = await run_daemon(data_dir, listener.url)
+    await run.stop()
+    await listener.close()
+    with JournalReader(data_dir) as r:
+        [trace] = store.traces(r)
+        [analysis] = store.analyses(r, trace_id)
+        audit = [a for a in r.audit() if a["action"] == "tlc_trace_recovered"]
+    assert trace["trace_id"] == trace_id
+    assert trace["complete"] is False
+    assert "rebuilt from its journaled readings" in trace["params"]["abort_reason"]
+    assert trace["counts"] == journaled
+    assert trace["params"]["batch"] == "LU-9"
+    assert trace["params"]["operator"] == "kd"
+    assert analysis["results"]["passed"] is None
+    assert audit[0]["subject"] == trace_id
+    assert verify_journal(data_dir).ok

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from daq.errors import ConfigError, DaqError
 from daq.journal.journal import Journal
+from daq.journal.reader import JournalReader
 from daq.logs import get_logger
 from daq.model import InstrumentEvent
 from daq.supervisor import State, Supervisor
@@ -121,6 +123,7 @@ class TlcService:
         self.scanners = {
             s.name: s for s in self.daemon.supervisors if isinstance(s.driver, RtlcScannerDriver)
         }
+        await self.recover()
         for sup in self.scanners.values():
             if self._driver(sup).config.scan_every_s is not None:
                 self._periodic.append(asyncio.create_task(self._every(sup), name=f"tlc-schedule:{sup.name}"))
@@ -175,6 +178,8 @@ class TlcService:
         tlc_method = self.method(method_name) if method_name is not None else None
         if sup.state is not State.CONNECTED or not driver.connected:
             raise DaqError(f"tlc: {instrument} is not connected ({sup.state.value})")
+        # Readings of this scan get ids above this one: where recovery looks for them.
+        after_reading_id = self.journal.last_reading_id
         try:
             scan = await driver.start_scan(
                 batch=batch, operator=operator, range_mm=range_mm, time_min=time_min, run_id=run_id
@@ -196,7 +201,7 @@ class TlcService:
                 SCAN_STARTED,
                 scan.started_ns,
                 self.clock.monotonic_ns(),
-                {**detail, "actor": actor},
+                {**detail, "actor": actor, "after_reading_id": after_reading_id},
             )
         )
         self._watchers[scan.scan_id] = asyncio.create_task(
@@ -312,6 +317,33 @@ class TlcService:
             self.outcomes.pop(next(iter(self.outcomes)))
         return outcome
 
+    async def recover(self) -> list[str]:
+        """Record the traces of scans a previous daemon started but never recorded (it was
+        killed mid-scan): rebuilt from the journaled readings, incomplete unless their ``end``
+        was journaled too. Returns the trace ids recorded."""
+        journal = self.journal
+        await journal.flush()
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, unrecorded_scans, journal.data_dir)
+        for item in found:
+            scan: Scan = item["scan"]
+            method = None
+            if item["method"] is not None:
+                with contextlib.suppress(ConfigError):
+                    method = self.method(item["method"])
+            journal.audit(
+                "tlc_trace_recovered",
+                subject=scan.scan_id,
+                detail={"instrument": scan.instrument, "points": len(scan.counts), "complete": scan.complete},
+                run_id=scan.run_id,
+            )
+            await self._record(scan, method, item["actor"])
+        if found:
+            log.warning(
+                "tlc traces recovered from journaled readings", traces=[i["scan"].scan_id for i in found]
+            )
+        return [i["scan"].scan_id for i in found]
+
     async def _every(self, sup: Supervisor) -> None:
         """Start a scan every ``scan_every_s`` (start to start) while the scanner is connected."""
         driver = self._driver(sup)
@@ -352,6 +384,68 @@ class TlcService:
             "scans_aborted": self.scans_aborted,
             "last": last,
         }
+
+
+def unrecorded_scans(data_dir: Path) -> list[dict[str, Any]]:
+    """Scans with a ``scan_started`` event but no trace, rebuilt from their readings."""
+    out: list[dict[str, Any]] = []
+    with JournalReader(data_dir) as reader:
+        conn = reader.conn
+        recorded = {row[0] for row in conn.execute("SELECT trace_id FROM traces")}
+        started = conn.execute(
+            "SELECT instrument, ts_ns, detail FROM events WHERE kind = ? ORDER BY id", (SCAN_STARTED,)
+        ).fetchall()
+        for instrument, ts_ns, detail_text in started:
+            detail = json.loads(detail_text or "{}")
+            scan_id = detail.get("scan_id")
+            if not scan_id or scan_id in recorded:
+                continue
+            try:
+                batch, operator, range_text, time_text = str(detail.get("start_line", "")).split(",")
+                range_mm, time_min = int(range_text), int(time_text)
+            except ValueError:
+                batch, operator, range_mm, time_min = "?", "?", 100, 5
+            scan = Scan(
+                scan_id=scan_id,
+                instrument=instrument,
+                batch=batch,
+                operator=operator,
+                range_mm=range_mm,
+                time_min=time_min,
+                start_line=(str(detail.get("start_line", "")) + "\n").encode("ascii", "replace"),
+                started_ns=ts_ns,
+            )
+            # Lines come within the scan's own duration (plus generous slack); stop there.
+            horizon = ts_ns + int((3600 + scan.expected_points * (scan.dwell_s + 60)) * 1e9)
+            ended = ts_ns
+            for channel, value, attrs_text, raw, acq_ns, run_id in conn.execute(
+                "SELECT channel, value, attrs, raw, acq_ns, run_id FROM readings "
+                "WHERE id > ? AND instrument = ? AND channel IN (?, ?) ORDER BY id",
+                (int(detail.get("after_reading_id") or 0), instrument, "counts", "scan_progress"),
+            ):
+                if acq_ns > horizon:
+                    break
+                attrs = json.loads(attrs_text) if attrs_text else {}
+                if attrs.get("scan_id") != scan_id:
+                    continue
+                ended = max(ended, acq_ns)
+                if scan.run_id is None:
+                    scan.run_id = run_id
+                if raw:
+                    scan.raw += raw
+                if channel == "counts" and value is not None:
+                    scan.positions_mm.append(float(attrs["position_mm"]))
+                    scan.counts.append(int(value))
+                elif attrs.get("end"):
+                    scan.complete = True
+            reason = (
+                "the daemon stopped before recording this scan; trace rebuilt from its journaled readings"
+            )
+            scan.finish(ended, complete=scan.complete, reason=None if scan.complete else reason)
+            out.append(
+                {"scan": scan, "method": detail.get("method"), "actor": detail.get("actor") or "daemon"}
+            )
+    return out
 
 
 def service(daemon: Daemon) -> TlcService | None:
