@@ -163,6 +163,12 @@ class SynthOpcUaSimulator(Simulator):
         self.updates = 0
         self.restarts = 0
 
+    def node_map(self) -> list[dict[str, str]]:
+        """Node-map entries (``channel``, ``node_id``, ``unit``) for every channel served,
+        auxiliary ones included: for benchmarks and tests that map all of them."""
+        channels = self.process.channels
+        return [{"channel": c.name, "node_id": node_id(c.name), "unit": c.unit} for c in channels]
+
     # -- the server ----------------------------------------------------------------
 
     async def serve(self, listen: str) -> Listener:

@@ -396,3 +396,39 @@ def test_any_datavalue_converts_without_raising(value: Any, code: int, ts: bool)
         assert reading.quality is not Quality.GOOD
     assert reading.device_ns == (1_767_225_601_000_000_000 if ts else None)
     assert all(r.acq_ns == 1 and r.mono_ns == 2 for r in out)
+
+
+def test_simulator_node_map_covers_100_channels() -> None:
+    entries = SynthOpcUaSimulator(options={"extra_channels": "77"}).node_map()
+    assert len(entries) == 100
+    assert len({e["channel"] for e in entries}) == 100
+    cfg = opcua_config("opc.tcp://plc:4840", [], nodes=entries)
+    assert cfg.nodes[-1].channel == "aux_077"
+    assert cfg.nodes[-1].unit == "V"
+
+
+async def test_cli_simulator_with_slow_responses(tmp_path: Path) -> None:
+    """``daq simulate synth-opcua`` as a process, every response held back 0.3 s by its relay."""
+    from tests.helpers import free_port
+    from tests.proc import spawn, stop
+
+    port = free_port()
+    proc = spawn("simulate", "synth-opcua", "--listen", f"opc.tcp://127.0.0.1:{port}", "--fault", "delay_s=0.3",
+                 "--set", "update_s=0.1")  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.to_thread(proc.stdout.readline)
+        assert f"listening on opc.tcp://127.0.0.1:{port}" in line, line
+        driver = OpcUaDriver(opcua_config(f"opc.tcp://127.0.0.1:{port}", ["reactor_temp"], mode="poll",
+                                          period_s=1.0, timeout_s=0.9), SystemClock())  # fmt: skip
+        await driver.connect()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        rows = await collect(driver, lambda rs: len(rs) >= 2, timeout=15)
+        await driver.close()
+        assert all(r.quality is Quality.GOOD for r in rows)
+        # The second poll's round trip crossed the relay's delay both ways at least once.
+        assert loop.time() - started >= 0.3
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
