@@ -322,3 +322,54 @@ def test_runs_cli_needs_a_token_and_a_daemon(
     monkeypatch.setenv("DAQ_API_TOKEN", "secret-token")
     assert cli(args) == 1
     assert "cannot reach the daemon at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+async def test_runs_cli_through_the_daemons_api(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAQ_TEST_RUNS_TOKEN", "s3cret-token")
+    sim = await Vdc404Simulator(options={"interval_s": "0.03"}).serve("tcp://127.0.0.1:0")
+    cfg = vdc_config(data_dir, sim.url, '[api]\nport = 0\ntoken_env = "DAQ_TEST_RUNS_TOKEN"\n')
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: "api" in daemon.services and getattr(daemon.services["api"], "url", None))
+        api: Any = daemon.services["api"]
+        base = ["--api", api.url, "--token-env", "DAQ_TEST_RUNS_TOKEN", "--actor", "alice"]
+
+        async def run_cli(*argv: str) -> int:
+            return await asyncio.to_thread(cli, list(argv))
+
+        start = ["runs", "start", "--batch", "B-7", "--product", "P", "--nuclide", "Lu177", "--operator", "o"]
+        assert await run_cli(*start, *base) == 0
+        printed = capsys.readouterr().out
+        started: dict[str, Any] = daemon.services["runs"].active()  # type: ignore[attr-defined]
+        assert f"run {started['run_id']}" in printed
+        assert "nuclide        Lu-177" in printed
+        assert started["batch"] == "B-7"
+        assert await run_cli(*start, *base) == 1
+        assert "refused (409)" in capsys.readouterr().err
+        assert await run_cli("runs", "annotate", "cap checked", "--reason", "visual check", *base) == 0
+        assert "annotate recorded for run " + started["run_id"] in capsys.readouterr().out
+        assert await run_cli("runs", "t0", "--reason", "separation", "--instrument", "dc1", *base) == 0
+        capsys.readouterr()
+        wrong = ["--api", api.url, "--token-file", str(data_dir / "daemon.lock"), "--actor", "eve"]
+        assert await run_cli("runs", "stop", *wrong) == 1
+        assert "refused (401)" in capsys.readouterr().err
+        assert await run_cli("runs", "stop", "--reason", "done", *base) == 0
+        out = capsys.readouterr().out
+        assert started["run_id"] in out
+        assert "seal" in out
+    finally:
+        daemon.request_stop()
+        await task
+        await sim.close()
+    with JournalReader(data_dir) as r:
+        run = store.get_run(r.conn, started["run_id"])
+        audit = [a for a in r.audit() if a["run_id"] == started["run_id"]]
+    assert run["seal"]
+    assert run["annotations"][0]["text"] == "cap checked"
+    assert run["annotations"][0]["actor"] == "alice"
+    assert run["t0"][0]["reason"] == "separation"
+    assert run["stop_reason"] == "done"
+    assert {"run_start", "annotation", "t0", "run_stop", "run_sealed"} <= {a["action"] for a in audit}
