@@ -398,3 +398,30 @@ def test_sinks_and_alarms_from_status() -> None:
     assert ("warning", "sink influx") in subjects
     assert ("alarm", "synth/alarm_pressure") not in subjects
     assert subjects.index(("alarm", "dc1")) < subjects.index(("warning", "sink influx"))
+
+
+async def test_status_and_metrics_show_a_failing_sink(data_dir: Path) -> None:
+    # A real forwarder towards a port where nothing listens: its backlog grows, its error shows.
+    sink = (
+        f'[[sinks]]\nname = "influx"\nkind = "influxdb"\nurl = "http://127.0.0.1:{free_port()}"\n'
+        'org = "site"\nbucket = "daq"\nbackoff_initial_s = 0.1\nbackoff_cap_s = 0.5\nmax_age_s = 0.1\n'
+    )
+    async with running_daemon(data_dir, api="\n" + sink) as (daemon, url, _), aiohttp.ClientSession() as http:
+        await wait_until(lambda: daemon.supervisor("dc1").readings >= 10)
+
+        async def sink_status() -> dict[str, Any]:
+            async with http.get(f"{url}/api/status") as resp:
+                return (await resp.json())["sinks"]["influx"]  # type: ignore[no-any-return]
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not ((s := await sink_status())["last_error"] and s["backlog"]):
+            assert asyncio.get_running_loop().time() < deadline, s
+            await asyncio.sleep(0.2)
+        async with http.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        async with http.get(f"{url}/api/status") as resp:
+            alarms = (await resp.json())["alarms"]
+    backlog = re.search(r'^daq_sink_backlog\{sink="influx"\} (\d+)$', text, re.M)
+    assert backlog
+    assert int(backlog.group(1)) > 0
+    assert any(a["subject"] == "sink influx" for a in alarms)

@@ -32,6 +32,7 @@ import contextlib
 import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
 from daq.errors import DaqError
 from daq.logs import get_logger
-from daq.model import Quality
+from daq.model import Quality, Reading
 
 if TYPE_CHECKING:
     from daq.daemon import Daemon
@@ -73,9 +74,9 @@ def _json_error(cls: type[web.HTTPException], message: str) -> web.HTTPException
 def extract_sinks(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per-sink figures from the services' status dicts.
 
-    A service reports sinks either as ``{"sinks": {name: {...}}}`` or, one sink per service,
-    as a dict with ``backlog`` (or ``pending``). ``backlog`` and ``last_error`` are
-    normalised; every other key is kept.
+    A service reports sinks either as ``{"sinks": {name: {...}}}`` (each with ``backlog`` or
+    ``pending``) or, one sink per service, as a dict with ``backlog``. ``backlog`` and
+    ``last_error`` are normalised; every other key is kept.
     """
     found: dict[str, dict[str, Any]] = {}
 
@@ -90,7 +91,7 @@ def extract_sinks(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for sink, s in st["sinks"].items():
                 if isinstance(s, dict):
                     found[str(sink)] = view(s)
-        elif "backlog" in st or "pending" in st:
+        elif "backlog" in st:
             found[str(st.get("sink", name))] = view(st)
     return found
 
@@ -140,6 +141,23 @@ def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _guarded(hook: Callable[[list[Reading]], None], what: str) -> Callable[[list[Reading]], None]:
+    """A commit hook runs inside the journal's writer task: whatever goes wrong in the view
+    must not reach the record of origin."""
+    failed = False
+
+    def call(readings: list[Reading]) -> None:
+        nonlocal failed
+        try:
+            hook(readings)
+        except Exception as exc:
+            if not failed:
+                log.error("api commit hook failed", hook=what, error=repr(exc))
+            failed = True
+
+    return call
+
+
 class ApiService:
     """The daemon service ``"api"``: serves the application while the daemon runs."""
 
@@ -156,8 +174,8 @@ class ApiService:
         # Registered now (services are built before the supervisors start), so the counters
         # see every reading; both hooks only append or add, never wait.
         self.counters = metrics.CommitCounters(journal)
-        journal.on_commit(self.counters)
-        journal.on_commit(self.hub.publish)
+        journal.on_commit(_guarded(self.counters, "metrics"))
+        journal.on_commit(_guarded(self.hub.publish, "live stream"))
         self.lag = metrics.LagSampler()
         self.auth: BearerAuth | None = None
         self.runner: web.AppRunner | None = None
