@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "hotcell-daq.service"
 SYSUSERS = ROOT / "systemd" / "hotcell-daq.sysusers.conf"
 TMPFILES = ROOT / "systemd" / "hotcell-daq.tmpfiles.conf"
+SANDBOX = Path(__file__).resolve().parent / "sd_sandbox.py"
 HOTCELL = ROOT / "config" / "hotcell.toml"
 
 
@@ -251,6 +253,67 @@ def test_watchdog_stops_while_the_journal_cannot_commit(tmp_path: Path, short_di
     assert seqs == list(range(1, len(seqs) + 1))
     assert overflows == 0
     assert verify_journal(tmp_path / "data").ok
+
+
+def test_daemon_runs_inside_the_units_sandbox(tmp_path: Path, short_dir: Path) -> None:
+    """The unit's system-call filter, address families and W^X refusal, applied without
+    systemd by tests/sd_sandbox.py: the daemon still acquires, reads the clock's sync state
+    (adjtimex) and notifies; and the sandbox is really there (setuid and netlink fail)."""
+    system_python = "/usr/bin/python3"
+    assert Path(system_python).exists(), "the system Python runs tests/sd_sandbox.py"
+    sandbox = [system_python, str(SANDBOX), str(UNIT)]
+    probe = subprocess.run(
+        [*sandbox, sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["setuid:EPERM", "netlink:EAFNOSUPPORT", "wx-mmap:refused"]
+    port = free_port()
+    sim = start_simulator("veenstra-vdc404", port, "--set", "interval_s=0.02")
+    manager = FakeManager(str(short_dir / "notify"))
+    cfg = vdc_config(tmp_path, port)
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env.update(PYTHONUNBUFFERED="1", NOTIFY_SOCKET=str(short_dir / "notify"), WATCHDOG_USEC="1000000")
+    daemon = subprocess.Popen([*sandbox, sys.executable, "-m", "daq", "run", "--config", str(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        t_ready, _ = manager.wait_for(lambda f: f.get("READY") == "1", timeout=60)
+        manager.wait_for(lambda f: f.get("WATCHDOG") == "1" and "1/1 instruments connected" in f["STATUS"])
+        manager.wait_for(lambda f: "WATCHDOG" in f and float(f["STATUS"].split(", ")[1].split()[0]) > 5)
+        code, _, err = stop(daemon)
+        assert code == 0, err
+        manager.wait_for(lambda f: f.get("STOPPING") == "1", after=t_ready, timeout=5)
+    finally:
+        if daemon.poll() is None:
+            stop(daemon, signal.SIGKILL)
+        manager.close()
+        stop(sim)
+    conn = sqlite3.connect(f"file:{tmp_path / 'data' / 'journal.sqlite3'}?mode=ro", uri=True)
+    readings = conn.execute("SELECT COUNT(*) FROM readings WHERE quality = 0").fetchone()[0]
+    sync = [json.loads(r[0]) for r in conn.execute("SELECT detail FROM audit WHERE action = 'clock_sync'")]
+    conn.close()
+    assert readings > 20
+    assert sync
+    assert sync[0]["source"] == "adjtimex", sync
+
+
+PROBE = """
+import errno, mmap, os, socket
+try:
+    os.setuid(0)
+    print("setuid:allowed")
+except OSError as e:
+    print("setuid:" + errno.errorcode[e.errno])
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)
+    print("netlink:allowed")
+except OSError as e:
+    print("netlink:" + errno.errorcode[e.errno])
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("wx-mmap:allowed")
+except OSError:
+    print("wx-mmap:refused")
+"""
 
 
 # -- the protocol pieces --------------------------------------------------------------------------
