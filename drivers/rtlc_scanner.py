@@ -310,6 +310,8 @@ class RtlcScannerDriver(SerialDriver):
         if scan is None:
             return self._orphan(line, raw, acq_ns, mono_ns)
         scan.raw += raw
+        if isinstance(line, ScanPoint):
+            self._check_sequence(scan, line, raw)
         attrs = {"scan_id": scan.scan_id}
         out: list[Reading]
         if isinstance(line, ScanPoint):
@@ -364,6 +366,25 @@ class RtlcScannerDriver(SerialDriver):
         if scan.first_reading is None:
             scan.first_reading = out[0]
         return out
+
+    def _check_sequence(self, scan: Scan, point: ScanPoint, raw: bytes) -> None:
+        """The protocol has no checksum, but positions climb in 0.5 mm steps: a line whose
+        position is off that grid, not beyond the last one, or past the range is corrupt
+        (a dropped digit turns ``305; 12`` into ``35; 12``) and is refused, never stored."""
+        tenths = round(point.position_mm * 10)
+        last = scan.positions_mm[-1] if scan.positions_mm else None
+        problem = None
+        if tenths % 5:
+            problem = "is not on the 0.5 mm grid"
+        elif last is not None and point.position_mm <= last:
+            problem = f"does not follow {last:g} mm"
+        elif point.position_mm > scan.range_mm + STEP_MM:
+            problem = f"is beyond the {scan.range_mm} mm range"
+        if problem is not None:
+            scan.bad_lines += 1
+            raise ProtocolError(
+                f"position {point.position_mm:g} mm {problem} (corrupt line)", raw=raw, channel=self.COUNTS
+            )
 
     def _orphan(self, line: ScanLine, raw: bytes, acq_ns: int, mono_ns: int) -> list[Reading]:
         """A line with no scan of ours running: journal it as it is, flagged."""

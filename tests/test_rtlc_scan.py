@@ -14,7 +14,7 @@ import pytest
 
 from daq.clock import SystemClock
 from daq.daemon import Daemon
-from daq.errors import DaqError
+from daq.errors import DaqError, ProtocolError
 from daq.journal import JournalReader, verify_journal
 from daq.model import Quality
 from daq.supervisor import State
@@ -302,3 +302,75 @@ async def test_a_scan_the_daemon_never_recorded_is_recovered_on_the_next_start(d
     assert analysis["results"]["passed"] is None
     assert audit[0]["subject"] == trace_id
     assert verify_journal(data_dir).ok
+
+
+async def test_bad_lines_are_journaled_with_their_bytes_and_leave_a_flagged_hole(data_dir: Path) -> None:
+    sim = RtlcScannerSimulator(seed=8, faults={"drop": 0.03}, options={**FAST, "rcp": "97"})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    run = await run_daemon(data_dir, listener.url)
+    try:
+        outcome = await run.tlc.scan("tlc1", range_mm=100, time_min=5)
+    finally:
+        await run.stop()
+        await listener.close()
+    with JournalReader(data_dir) as r:
+        trace = store.find_trace(r, outcome["trace_id"])
+        [analysis] = store.analyses(r, outcome["trace_id"])
+        readings = r.readings(limit=100_000)
+        events = r.events()
+    bad = [x for x in readings if x["quality"] == Quality.BAD and x["reason"] == "parse_error"]
+    dropped = 200 - len(trace["counts"])
+    assert trace["params"]["bad_lines"] == len(bad) > 0
+    assert all(x["raw"] for x in bad)
+    assert [e["kind"] for e in events].count("parse_error") == len(bad)
+    res = analysis["results"]
+    assert res["missing_positions"] >= 1
+    assert any("missing" in w for w in res["warnings"])
+    assert dropped >= res["missing_positions"]
+
+
+async def test_corrupt_positions_are_refused_not_stored() -> None:
+    """Golden lines over a real socket: positions climb by 0.5 mm (DOMAIN.md), so a line off
+    the grid, out of order or past the range is corrupt; the driver raises ProtocolError
+    with its bytes and keeps the scan going."""
+    # 7 is off the grid, 10 repeats, 5000 is past the range, and 5 after 2.0 mm is what a
+    # dropped digit makes of "205".
+    lines = [b"5; 1\r\n", b"10; 2\r\n", b"7; 3\r\n", b"10; 4\r\n", b"5000; 1\r\n", b"15; 5\r\n",
+             b"20; 6\r\n", b"5; 9\r\n", b"end\r\n"]  # fmt: skip
+    received: list[bytes] = []
+
+    async def scanner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\n"))
+        for line in lines:
+            writer.write(line)
+        await writer.drain()
+        await reader.read()  # until the driver closes
+        writer.close()
+
+    server = await asyncio.start_server(scanner, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    driver = RtlcScannerDriver(
+        RtlcScannerConfig(name="tlc1", kind="rtlc-scanner", port=f"socket://127.0.0.1:{port}", range_mm=100),
+        SystemClock(),
+    )
+    errors: list[ProtocolError] = []
+    try:
+        await driver.connect()
+        scan = await driver.start_scan(batch="B1", operator="op", range_mm=100, time_min=5)
+        while not scan.done.is_set():
+            try:
+                await driver.read()
+            except ProtocolError as exc:
+                errors.append(exc)
+    finally:
+        await driver.close()
+        server.close()
+        await server.wait_closed()
+    assert received == [b"B1,op,100,5\n"]
+    assert scan.complete
+    assert scan.positions_mm == [0.5, 1.0, 1.5, 2.0]
+    assert scan.counts == [1, 2, 5, 6]
+    assert scan.bad_lines == 4
+    assert [e.raw for e in errors] == [b"7; 3\r\n", b"10; 4\r\n", b"5000; 1\r\n", b"5; 9\r\n"]
+    assert all(e.channel == "counts" for e in errors)
+    assert bytes(scan.raw) == b"".join(lines)

@@ -209,3 +209,18 @@ def test_scanner_naming_an_unknown_method_is_a_config_error(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as info:
         parse_config(config_text(tmp_path, [inst], METHOD_TOML + NO_API), path="m.toml")
     assert info.value.key_path == "instruments[0].batch"
+
+
+def test_a_position_missing_inside_an_roi_withholds_the_verdict() -> None:
+    positions = [k * 0.5 for k in range(1, 201)]
+    counts = [1000 if 72 <= x < 76 else 2 for x in positions]
+    outside = [(x, c) for x, c in zip(positions, counts, strict=True) if x != 50.0]  # Rf 0.5: colloid ROI
+    res = analyse([x for x, _ in outside], [c for _, c in outside], method(), complete=True)
+    assert res["missing_positions"] == 1
+    assert res["missing_mm"] == [50.0]
+    assert res["passed"] is None
+    assert res["rcp_percent"] == pytest.approx(100.0)
+    between = [(x, c) for x, c in zip(positions, counts, strict=True) if x != 32.0]  # Rf 0.243: no ROI
+    res = analyse([x for x, _ in between], [c for _, c in between], method(), complete=True)
+    assert res["missing_positions"] == 1
+    assert res["passed"] is True

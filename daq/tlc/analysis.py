@@ -6,7 +6,8 @@ negative net (an empty ROI after background subtraction) counts as zero in the R
 stored ``net_counts`` keep the sign, so nothing is hidden.
 
 The verdict is never a pass for an incomplete trace: ``passed`` is ``None`` then, as it is
-when no ROI holds counts.
+when no ROI holds counts and when positions are missing inside an ROI (a line lost to a bad
+frame leaves a hole in the integral; the RCP figure is still shown, with a warning).
 """
 
 from __future__ import annotations
@@ -93,18 +94,25 @@ def analyse(
     else:
         warnings.append("no net counts in any ROI; RCP undefined")
 
-    missing = 0
+    missing_mm: list[float] = []
     for a, b in itertools.pairwise(positions_mm):
         gap = round((b - a) / STEP_MM)
-        if gap > 1:
-            missing += gap - 1
-    if missing:
-        warnings.append(f"{missing} position(s) missing from the trace (bad or lost lines)")
+        missing_mm.extend(a + k * STEP_MM for k in range(1, gap))
+    in_rois = [
+        x
+        for x in missing_mm
+        if any(r.rf_from <= (x - method.origin_mm) / span < r.rf_to for r in method.rois)
+    ]
+    if missing_mm:
+        warnings.append(f"{len(missing_mm)} position(s) missing from the trace (bad or lost lines)")
+    if in_rois:
+        # A hole inside an ROI biases its integral: the figure is shown, the verdict withheld.
+        warnings.append(f"{len(in_rois)} missing position(s) inside ROIs: no verdict")
     if not complete:
         warnings.append("trace incomplete (scan did not reach 'end'): no verdict")
 
     passed: bool | None = None
-    if complete and rcp is not None:
+    if complete and rcp is not None and not in_rois:
         passed = rcp >= method.limit_percent
     return {
         "method": method.name,
@@ -125,7 +133,8 @@ def analyse(
         "passed": passed,
         "complete": complete,
         "points": len(counts),
-        "missing_positions": missing,
+        "missing_positions": len(missing_mm),
+        "missing_mm": missing_mm[:100],
         "warnings": warnings,
         # Advisory only: the method's ROIs above decide.
         "proposed_rois": propose_rois(positions_mm, counts, method.origin_mm, method.front_mm),
