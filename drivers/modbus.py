@@ -354,10 +354,13 @@ _BUSES: dict[str, _Bus] = {}
 
 
 class _UnitFailed(Exception):
-    def __init__(self, reason: str, message: str, code: int | None = None):
+    """One read went wrong: ``reason`` is a :class:`Reason`; ``code`` a Modbus exception code."""
+
+    def __init__(self, reason: str, message: str, code: int | None = None, raw: bytes | None = None):
         self.reason = reason
         self.message = message
         self.code = code
+        self.raw = raw
         super().__init__(message)
 
 
@@ -513,6 +516,13 @@ class ModbusDriver(Driver):
                 f"unit {unit_id}: no valid reply to FC {read.function} at {read.address} "
                 f"within {self._timeout_s:g} s",
             ) from exc
+        fc = int(getattr(response, "function_code", 0))
+        if fc not in (read.function, read.function | 0x80):
+            # A late reply to an earlier request (after a timeout): the link is out of step.
+            raise _UnitFailed(
+                Reason.PARSE_ERROR,
+                f"unit {unit_id}: a reply with FC {fc} to a request with FC {read.function}: out of step",
+            )
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, "unknown exception")
@@ -530,9 +540,8 @@ class ModbusDriver(Driver):
         if read.function <= 2:
             bits = response.bits
             if len(bits) < read.count:
-                raise ProtocolError(
-                    f"unit {unit_id}: {len(bits)} bits in reply to a read of {read.count}",
-                    channel=read.values[0].channel,
+                raise _UnitFailed(
+                    Reason.PARSE_ERROR, f"unit {unit_id}: {len(bits)} bits in reply to a read of {read.count}"
                 )
             for v in read.values:
                 value = 1.0 if bits[v.start] else 0.0
@@ -551,10 +560,10 @@ class ModbusDriver(Driver):
             return out
         registers = response.registers
         if len(registers) != read.count:
-            raise ProtocolError(
+            raise _UnitFailed(
+                Reason.PARSE_ERROR,
                 f"unit {unit_id}: {len(registers)} registers in reply to a read of {read.count}",
                 raw=registers_to_bytes(registers[:MAX_REGISTERS]),
-                channel=read.values[0].channel,
             )
         data = registers_to_bytes(registers)
         for v in read.values:
@@ -583,7 +592,16 @@ class ModbusDriver(Driver):
             attrs["exception_code"] = failure.code
         return [
             Reading(
-                self.name, v.channel, None, v.unit, Quality.BAD, now, mono, reason=failure.reason, attrs=attrs
+                self.name,
+                v.channel,
+                None,
+                v.unit,
+                Quality.BAD,
+                now,
+                mono,
+                failure.reason,
+                raw=failure.raw,
+                attrs=attrs,
             )
             for r in reads
             for v in r.values
@@ -597,14 +615,20 @@ class ModbusDriver(Driver):
         """
         out: list[Reading] = []
         answered = timed_out = 0
+        out_of_step: _UnitFailed | None = None
         clock = self.clock
         for unit in self._plan:
             failed = False
             for i, read in enumerate(unit.reads):
                 try:
                     response = await self._read(unit.unit_id, read)
+                    acq_ns, mono_ns = clock.time_ns(), clock.monotonic_ns()
+                    answered += 1
+                    out.extend(self._decode(unit.unit_id, read, response, acq_ns, mono_ns))
                 except _UnitFailed as failure:
                     failed = True
+                    if failure.reason == Reason.PARSE_ERROR:
+                        out_of_step = failure
                     if failure.reason == Reason.TIMEOUT or failure.code in _UNIT_DOWN_CODES:
                         # The unit is silent or reported itself down: skip its other reads.
                         out.extend(self._unit_bad(unit, unit.reads[i:], failure))
@@ -612,15 +636,18 @@ class ModbusDriver(Driver):
                         self._unit_state(unit, True, failure)
                         break
                     out.extend(self._unit_bad(unit, [read], failure))
-                    answered += 1
+                    answered += failure.reason != Reason.PARSE_ERROR
                     self._unit_state(unit, True, failure)
-                    continue
-                acq_ns, mono_ns = clock.time_ns(), clock.monotonic_ns()
-                answered += 1
-                out.extend(self._decode(unit.unit_id, read, response, acq_ns, mono_ns))
             if not failed:
                 self._unit_state(unit, False, None)
-        if not answered and timed_out:
+        if out_of_step is not None:
+            # Replies no longer match requests: drop the link, so the supervisor reconnects
+            # with fresh transaction ids. This poll's readings are kept.
+            log.warning(
+                "modbus link out of step; reconnecting", instrument=self.name, error=out_of_step.message
+            )
+            await self.close()
+        elif not answered and timed_out:
             raise ReadTimeout(f"{self.name}: no unit id answered within {self._timeout_s:g} s")
         return out
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import struct
 import tty
@@ -77,6 +78,49 @@ _COIL_BITS = 112  # coils 0..111: the valves and the hold request
 _HOLDING_COUNT = 12
 _FC_READ = {1: "c", 2: "d", 3: "h", 4: "i"}
 _UNSUPPORTED_FAULTS = frozenset({"drop", "garble", "split", "merge", "no_reply"})
+
+
+@functools.cache
+def _server_classes() -> tuple[Any, Any]:
+    """pymodbus's TCP and serial servers, answering each request with its own ids.
+
+    pymodbus 3.16's request handler stamps a reply with the transaction and unit id of the
+    *latest* request on the connection, so a reply delayed past the client's timeout would
+    carry the next request's ids and pass for its answer. A device answers each request
+    with that request's ids: the handler below captures them before it awaits anything.
+    """
+    from pymodbus.constants import ExcCodes
+    from pymodbus.exceptions import NoSuchIdException
+    from pymodbus.pdu import ExceptionResponse
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+    from pymodbus.server.requesthandler import ServerRequestHandler
+
+    class Handler(ServerRequestHandler):
+        async def handle_request(self) -> None:
+            pdu, addr = self.last_pdu, self.last_addr
+            if not pdu:
+                return
+            try:
+                response = await pdu.datastore_update(self.server.context, pdu.dev_id)
+            except NoSuchIdException:
+                response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # as pymodbus does: a datastore failure is exception 4
+                response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+            response.transaction_id = pdu.transaction_id
+            response.dev_id = pdu.dev_id
+            send: Any = self.server_send  # untyped in pymodbus
+            send(response, addr)
+
+    handler: Any = Handler
+
+    def new_connection(self: Any) -> Any:
+        return handler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+    tcp = type("SimTcpServer", (ModbusTcpServer,), {"callback_new_connection": new_connection})
+    serial = type("SimSerialServer", (ModbusSerialServer,), {"callback_new_connection": new_connection})
+    return tcp, serial
 
 
 def _words(value: float, fmt: str, word_order: str) -> list[int]:
@@ -360,9 +404,7 @@ class SynthModbusSimulator(Simulator):
         return Listener(url, close)
 
     async def _start_tcp(self, host: str, port: int) -> Any:
-        from pymodbus.server import ModbusTcpServer
-
-        server = ModbusTcpServer(
+        server = _server_classes()[0](
             self._devices(),
             address=(host, port),
             trace_pdu=self._trace_pdu,
@@ -415,7 +457,6 @@ class SynthModbusSimulator(Simulator):
     async def _serve_pty(self) -> tuple[str, Any]:
         """RTU over a pair of PTYs joined by a byte pump: the server owns one, a driver the other."""
         from pymodbus.framer import FramerType
-        from pymodbus.server import ModbusSerialServer
 
         m_server, s_server = os.openpty()
         m_driver, s_driver = os.openpty()
@@ -435,7 +476,7 @@ class SynthModbusSimulator(Simulator):
 
         loop.add_reader(m_server, pump, m_server, m_driver)
         loop.add_reader(m_driver, pump, m_driver, m_server)
-        server = ModbusSerialServer(
+        server = _server_classes()[1](
             self._devices(),
             framer=FramerType.RTU,
             port=os.ttyname(s_server),

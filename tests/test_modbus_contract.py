@@ -128,3 +128,58 @@ async def test_failing_unit_is_journaled_bad_with_its_code_while_the_other_stays
     assert all("gateway target device failed to respond" in x["attrs"]["error"] for x in u2_bad)
     assert len(u2_bad) % 28 == 0
     assert any(x["channel"].startswith("u2.") and x["quality"] == Quality.GOOD for x in rows)
+
+
+async def test_slow_responses_are_recorded_as_timeouts_then_recover(data_dir: Path) -> None:
+    sim = SynthModbusSimulator(faults={"delay_s": 0.4})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    daemon = Daemon(make_config(data_dir, [instrument("synth", listener.url)]))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].timeouts >= 2)
+        sim.faults.pop("delay_s")
+        sup = daemon.supervisors[0]
+        await wait_until(
+            lambda: "reactor_temp" in sup.last_values and sup.last_values["reactor_temp"].value is not None
+        )
+        n = sup.readings
+        await wait_until(lambda: sup.readings >= n + 2 * 28)
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+    with JournalReader(data_dir) as r:
+        rows = r.readings(limit=100_000)
+    bad = [x for x in rows if x["quality"] == Quality.BAD]
+    assert bad
+    assert "timeout" in {x["reason"] for x in bad}
+    assert {x["reason"] for x in bad} <= {"timeout", "disconnected", "connect_failed", "parse_error"}
+    assert rows[-1]["quality"] == Quality.GOOD
+
+
+async def test_scheduled_restarts_and_dropped_connections_are_survived(data_dir: Path) -> None:
+    port = free_port()
+    sim = SynthModbusSimulator(faults={"restart_every_s": 0.8, "restart_down_s": 0.3})
+    listener = await sim.serve(f"tcp://127.0.0.1:{port}")
+    dropper = SynthModbusSimulator(faults={"disconnect_after_s": 0.5})
+    listener2 = await dropper.serve("tcp://127.0.0.1:0")
+    daemon = Daemon(make_config(data_dir, [instrument("a", listener.url), instrument("b", listener2.url)]))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(
+            lambda: len(daemon.supervisors) == 2 and all(s.connects >= 3 for s in daemon.supervisors)
+        )
+        a, b = daemon.supervisors
+        n_a, n_b = a.readings, b.readings
+        await wait_until(lambda: a.readings > n_a and b.readings > n_b)
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+        await listener2.close()
+    with JournalReader(data_dir) as r:
+        rows = r.readings(limit=100_000)
+    for name in ("a", "b"):
+        mine = [x for x in rows if x["instrument"] == name]
+        assert any(x["quality"] == Quality.BAD for x in mine)
+        assert sum(x["quality"] == Quality.GOOD for x in mine) >= 2 * 28
