@@ -72,6 +72,8 @@ async def test_simulated_scans_are_analysed_within_one_point(
     assert res["passed"] is (true_rcp >= 95.0)
     assert res["complete"] is True
     assert res["missing_positions"] == 0
+    # Peak finding sees both bands, even the 3 % free nuclide (advisory only).
+    assert [p["kind_hint"] for p in res["proposed_rois"]] == ["free", "product"]
 
 
 async def test_colloid_band_is_integrated_as_an_impurity() -> None:

@@ -4,7 +4,7 @@ The proposal helps whoever writes or reviews a method; it never changes a result
 validated method's ROIs decide (DOMAIN.md: ROIs are fixed by Rf in the validated method).
 
 A peak is a run of positions whose 5-point moving average stands above the baseline (the
-median count) by five Poisson standard deviations or 5 % of the tallest peak, whichever is
+median count) by five Poisson standard deviations or 1 % of the tallest peak, whichever is
 more; its ROI is widened while the average stays one standard deviation above the baseline,
 then padded by 1 mm each side.
 """
@@ -48,7 +48,7 @@ def propose_rois(
     baseline = statistics.median(counts)
     sd = math.sqrt(max(baseline, 1.0))
     top = max(smooth)
-    threshold = baseline + max(5 * sd, 0.05 * (top - baseline))
+    threshold = baseline + max(5 * sd, 0.01 * (top - baseline))
     edge = baseline + sd
     peaks: list[tuple[int, int]] = []
     i = 0
