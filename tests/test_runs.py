@@ -373,3 +373,41 @@ async def test_runs_cli_through_the_daemons_api(
     assert run["t0"][0]["reason"] == "separation"
     assert run["stop_reason"] == "done"
     assert {"run_start", "annotation", "t0", "run_stop", "run_sealed"} <= {a["action"] for a in audit}
+
+
+async def test_same_batch_twice_within_a_second_gets_two_run_ids(data_dir: Path) -> None:
+    from daq.clock import SystemClock
+
+    class FrozenWall(SystemClock):
+        """Real waits and monotonic time; a wall clock that stays in one second."""
+
+        def time_ns(self) -> int:
+            return 1_767_225_600_000_000_000
+
+    sim = await Vdc404Simulator(options={"interval_s": "0.05"}).serve("tcp://127.0.0.1:0")
+    daemon = Daemon(vdc_config(data_dir, sim.url), clock=FrozenWall())
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: "runs" in daemon.services)
+        runs: Any = daemon.services["runs"]
+        ids = []
+        for _ in range(3):
+            run = await runs.start(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
+            await runs.stop(actor="a")
+            ids.append(run["run_id"])
+    finally:
+        daemon.request_stop()
+        await task
+        await sim.close()
+    assert ids == ["20260101T000000Z-B", "20260101T000000Z-B-2", "20260101T000000Z-B-3"]
+    with JournalReader(data_dir) as r:
+        listed = store.list_runs(r.conn)
+    assert [x["run_id"] for x in listed] == ids
+    assert all(x["seal"] for x in listed)
+
+
+def test_runs_config_is_checked(data_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"runs.nuclide.*unknown nuclide 'Xx-1'"):
+        vdc_config(data_dir, "socket://127.0.0.1:9", '[runs]\nnuclide = "Xx-1"\n')
+    cfg = vdc_config(data_dir, "socket://127.0.0.1:9", '[runs]\nnuclide = "177Lu"\n')
+    assert cfg.model.runs.nuclide == "Lu-177"

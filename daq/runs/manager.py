@@ -93,6 +93,7 @@ class RunManager:
         self._pending: set[asyncio.Task[Any]] = set()
         self._trigger_high: bool | None = None
         self._sealing = asyncio.Lock()
+        self._known_ids: set[str] = set()
         self.runs_started = 0
         self.runs_sealed = 0
 
@@ -208,7 +209,9 @@ class RunManager:
     async def _recover(self) -> None:
         """Close and seal a run left open by a daemon that did not stop cleanly."""
         with JournalReader(self.daemon.config.daemon.data_dir) as reader:
-            open_runs = [r for r in store.list_runs(reader.conn) if r["ended_ns"] is None]
+            runs = store.list_runs(reader.conn)
+        self._known_ids = {r["run_id"] for r in runs}
+        open_runs = [r for r in runs if r["ended_ns"] is None]
         for run in open_runs:
             self._active = run
             await self.stop_run(
@@ -336,7 +339,12 @@ class RunManager:
     def _new_id(self, batch: str, now_ns: int) -> str:
         stamp = dt.datetime.fromtimestamp(now_ns / 1e9, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch)[:40].strip("_.") or "run"
-        return f"{stamp}-{safe}"
+        run_id, n = f"{stamp}-{safe}", 1
+        while run_id in self._known_ids:  # the same batch twice within a second
+            n += 1
+            run_id = f"{stamp}-{safe}-{n}"
+        self._known_ids.add(run_id)
+        return run_id
 
     def _open(
         self,
@@ -451,17 +459,28 @@ class RunManager:
         if high and self._active is None:
             now = reading.acq_ns
             batch = f"{s.batch_prefix}-{dt.datetime.fromtimestamp(now / 1e9, tz=dt.UTC):%Y%m%dT%H%M%SZ}"
-            self._open(
-                batch=batch, product=s.product, nuclide=s.nuclide, operator=s.operator, method=s.method,
-                actor=actor, reason=f"{s.trigger_channel} rose to {reading.value:g}",
-            )  # fmt: skip
-            reading.run_id = self.journal.run_id
-        elif not high and self._active is not None and self._active.get("started_by") == actor:
+            try:
+                self._open_from_trigger(reading, batch, actor)
+            except DaqError as exc:  # a filter must never stop acquisition: record and go on
+                log.error("run trigger failed", error=str(exc))
+                self.journal.audit(
+                    "run_trigger_failed", actor=actor, subject=batch, detail={"error": str(exc)}
+                )
+            return
+        if not high and self._active is not None and self._active.get("started_by") == actor:
             closing = self._close(actor=actor, reason=f"{s.trigger_channel} fell to {reading.value:g}")
             reading.run_id = None
             task = asyncio.get_running_loop().create_task(self._seal(closing), name="runs-seal")
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _open_from_trigger(self, reading: Reading, batch: str, actor: str) -> None:
+        s = self.settings
+        self._open(
+            batch=batch, product=s.product, nuclide=s.nuclide, operator=s.operator, method=s.method,
+            actor=actor, reason=f"{s.trigger_channel} rose to {reading.value:g}",
+        )  # fmt: skip
+        reading.run_id = self.journal.run_id
 
 
 def build(daemon: Daemon) -> RunManager:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from daq.config.base import Name, PositiveSeconds, StrictModel
+from daq.physics import UnknownNuclide, nuclide
 
 
 class RunsSection(StrictModel):
@@ -34,6 +35,16 @@ class RunsSection(StrictModel):
         if (self.trigger_instrument is None) != (self.trigger_channel is None):
             raise ValueError("trigger_instrument and trigger_channel must be given together")
         return self
+
+    @field_validator("nuclide")
+    @classmethod
+    def _known_nuclide(cls, value: str) -> str:
+        if value.strip().lower() in ("", "unspecified"):
+            return "unspecified"
+        try:
+            return nuclide(value).symbol
+        except UnknownNuclide as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ClockSection(StrictModel):
