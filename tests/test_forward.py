@@ -52,6 +52,7 @@ def sink_toml(url: str, **extra: Any) -> str:
         "max_age_s": 0.1,
         "backoff_initial_s": 0.05,
         "backoff_cap_s": 0.5,
+        "precision": "ms",
         **extra,
     }
     lines = ["[[sinks]]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
@@ -87,17 +88,29 @@ def forwarder(daemon: Daemon) -> InfluxForwarder:
     return svc.forwarders[0]
 
 
-Series = dict[tuple[str, str], dict[int, dict[str, float]]]
+Series = dict[tuple[str, str, int], dict[int, dict[str, float]]]
 
 
-def journal_series(data_dir: Path, *, exclude_ids: set[int] = frozenset()) -> tuple[Series, int]:  # type: ignore[assignment]
+def journal_series(
+    data_dir: Path,
+    *,
+    exclude_ids: set[int] = frozenset(),  # type: ignore[assignment]
+    through_id: int | None = None,
+) -> tuple[Series, int]:
     """Per (instrument, channel): {timestamp ms: {"seq", "quality", "value"?}} and the row count."""
     out: Series = {}
     n = 0
     with JournalReader(data_dir) as r:
         rows = r.readings(limit=10_000_000)
+    ranks: dict[tuple[str, str, int], int] = {}
     for row in rows:
-        if row["id"] in exclude_ids:
+        # Readings of one series in one millisecond are told apart by the dup tag (ranked over
+        # every row, quarantined ones included, as the forwarder does).
+        ms = row["acq_ns"] // 1_000_000
+        dup = ranks[(row["instrument"], row["channel"], ms)] = (
+            ranks.get((row["instrument"], row["channel"], ms), -1) + 1
+        )
+        if row["id"] in exclude_ids or (through_id is not None and row["id"] > through_id):
             continue
         n += 1
         # VictoriaMetrics keeps string fields (unit, reason) as 0: their presence is compared.
@@ -106,9 +119,7 @@ def journal_series(data_dir: Path, *, exclude_ids: set[int] = frozenset()) -> tu
             sample["reason"] = 0
         if row["value"] is not None and math.isfinite(row["value"]):
             sample["value"] = row["value"]
-        per = out.setdefault((row["instrument"], row["channel"]), {})
-        assert row["acq_ns"] // 1_000_000 not in per, "two readings of one series in one millisecond"
-        per[row["acq_ns"] // 1_000_000] = sample
+        out.setdefault((row["instrument"], row["channel"], dup), {})[ms] = sample
     return out, n
 
 
@@ -119,7 +130,7 @@ def server_series(vm: Victoria) -> tuple[Series, int]:
     for s in vm.export():
         name: str = s["metric"]["__name__"]
         field = name.rsplit("_", 1)[1]
-        key = (s["metric"]["instrument"], s["metric"]["channel"])
+        key = (s["metric"]["instrument"], s["metric"]["channel"], int(s["metric"].get("dup", 0)))
         per = out.setdefault(key, {})
         for ts, v in zip(s["timestamps"], s["values"], strict=True):
             samples += 1
@@ -127,9 +138,15 @@ def server_series(vm: Victoria) -> tuple[Series, int]:
     return out, samples
 
 
-async def wait_server_matches(vm: Victoria, data_dir: Path, exclude_ids: set[int] = frozenset()) -> None:  # type: ignore[assignment]
-    """Wait until the server holds exactly the journal, then assert it per series."""
-    expected, _ = journal_series(data_dir, exclude_ids=exclude_ids)
+async def wait_server_matches(
+    vm: Victoria,
+    data_dir: Path,
+    exclude_ids: set[int] = frozenset(),  # type: ignore[assignment]
+    through_id: int | None = None,
+) -> None:
+    """Wait until the server holds exactly the journal (through ``through_id``), then assert it
+    per series."""
+    expected, _ = journal_series(data_dir, exclude_ids=exclude_ids, through_id=through_id)
     n_fields = sum(len(v) for per in expected.values() for v in per.values())
     got: Series = {}
     samples = -1
@@ -361,7 +378,7 @@ class RecordingClock(SystemClock):
 def make_sink(url: str, **extra: Any) -> InfluxSink:
     settings: dict[str, Any] = {
         "name": "central", "kind": "influxdb", "url": url, "org": "o", "bucket": "b", "batch_size": 1000,
-        "max_age_s": 0.05, "backoff_initial_s": 0.5, "backoff_cap_s": 8.0, **extra,
+        "max_age_s": 0.05, "backoff_initial_s": 0.5, "backoff_cap_s": 8.0, "precision": "ms", **extra,
     }  # fmt: skip
     return InfluxSink(**settings)
 
@@ -667,3 +684,19 @@ async def test_status_shows_backlog_oldest_rate_and_last_error(data_dir: Path) -
     ).stdout
     assert "sink central: forwarded through id 10, pending 20 (oldest" in text
     assert "last error: HTTP 503" in text
+
+
+async def test_demo_forwards_the_demo_cell_to_a_real_server(tmp_path: Path, vm: Victoria) -> None:
+    data_dir = tmp_path / "demo"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daq", "demo", "--duration", "6", "--data-dir", str(data_dir),
+        "--influx-url", vm.url, "--influx-bucket", "demo", "--influx-precision", "ms", "--every", "1000",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    assert proc.returncode == 0, err.decode()
+    assert "hash chains: intact" in out.decode()
+    with JournalReader(data_dir) as r:
+        cursor = r.sink_cursors()["demo-influx"]["last_id"]
+    assert cursor > 20
+    await wait_server_matches(vm, data_dir, through_id=cursor)

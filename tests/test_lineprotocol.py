@@ -232,3 +232,12 @@ def test_float_round_trip(x: float) -> None:
         assert not math.isfinite(x)
     else:
         assert float(text) == x
+
+
+def test_collisions_at_the_servers_precision() -> None:
+    # VictoriaMetrics keeps milliseconds: two readings 0.3 ms apart would be one sample there.
+    f = LineFormatter(site="s", cell="c", kinds={}, resolution_ns=1_000_000)
+    t = 1_767_225_600_000_100_000
+    lines = [f.format(row(acq_ns=t)), f.format(row(acq_ns=t + 300_000)), f.format(row(acq_ns=t + 1_000_000))]
+    assert [parse(line)[1].get("dup") for line in lines] == [None, "1", None]
+    assert [parse(line)[3] for line in lines] == [t, t + 300_000, t + 1_000_000]  # exact times sent

@@ -19,7 +19,7 @@ from daq import logs
 from daq.cli import simulate, tlc
 from daq.config.load import Config, load_config
 from daq.daemon import Daemon
-from daq.errors import DaqError
+from daq.errors import ConfigError, DaqError
 from daq.journal.reader import JournalReader
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
@@ -100,6 +100,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="show each channel at most every S seconds",
     )
     p.add_argument("--seed", type=int, default=1, help="simulator seed")
+    p.add_argument(
+        "--influx-url",
+        default=None,
+        metavar="URL",
+        help="also forward the readings to this InfluxDB v2 write API (InfluxDB, VictoriaMetrics...)",
+    )
+    p.add_argument("--influx-bucket", default="hotcell", metavar="NAME", help="bucket (default hotcell)")
+    p.add_argument("--influx-org", default="hotcell-daq", metavar="NAME", help="organisation")
+    p.add_argument("--influx-token-env", default=None, metavar="VAR", help="variable holding the token")
+    p.add_argument(
+        "--influx-precision",
+        default="ns",
+        choices=("ns", "us", "ms", "s"),
+        help="timestamp precision the server keeps (VictoriaMetrics: ms)",
+    )
+
+
+def _with_influx(cfg: Config, args: argparse.Namespace) -> Config:
+    """The demo cell with one ``[[sinks]]`` entry forwarding to ``--influx-url``."""
+    from pydantic import ValidationError
+
+    from daq.forward.config import InfluxSink
+
+    try:
+        sink = InfluxSink(
+            name="demo-influx",
+            kind="influxdb",
+            url=args.influx_url,
+            org=args.influx_org,
+            bucket=args.influx_bucket,
+            token_env=args.influx_token_env,
+            precision=args.influx_precision,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--influx-{err['loc'][0]}: {err['msg']} (got {err.get('input')!r})") from None
+    return Config(cfg.model.model_copy(update={"sinks": [sink]}), path=cfg.path, text=cfg.text)
 
 
 def _default_config() -> Path:
@@ -135,8 +172,8 @@ class LivePrinter:
         if r.attrs and "reported_value" in r.attrs:
             a = r.attrs
             extra = f" ({a['reported_value']} {a.get('reported_unit', '')}, {a.get('nuclide', '')})"
-        elif r.attrs and "label" in r.attrs:
-            extra = f" ({r.attrs['label']})"  # a state's name, e.g. a synthesis step
+        elif r.attrs and r.attrs.get("text"):
+            extra = f" ({r.attrs['text']})"  # a state's name, e.g. a synthesis step
         reason = f" {r.reason}" if r.reason else ""
         line = (
             f"{stamp}  {r.instrument:<14} {r.channel:<20} {value:>14} {r.unit:<6} "
@@ -216,6 +253,8 @@ def summary(data_dir: Path) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or _default_config()).with_data_dir(args.data_dir)
+    if args.influx_url:
+        cfg = _with_influx(cfg, args)
     logs.configure("warning")
     try:
         asyncio.run(_demo(cfg, args))

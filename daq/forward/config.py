@@ -39,6 +39,10 @@ class InfluxSink(StrictModel):
     #: A CA bundle to verify the server with (default: the system's trust store).
     ca_file: Path | None = None
     gzip: bool = True
+    #: The timestamp precision the server keeps (InfluxDB: ns; VictoriaMetrics: ms). Readings
+    #: of one series that coincide at this precision get a ``dup`` tag so none overwrites
+    #: another; timestamps are always sent in nanoseconds.
+    precision: Literal["ns", "us", "ms", "s"] = "ns"
     backoff_initial_s: PositiveSeconds = 0.5
     backoff_cap_s: PositiveSeconds = 30.0
     #: The longest ``Retry-After`` honoured; a larger one is cut to this.
@@ -66,3 +70,6 @@ def _unique_names(sinks: list[InfluxSink]) -> list[InfluxSink]:
 
 #: The type of the top-level ``sinks`` list.
 Sinks = Annotated[list[InfluxSink], AfterValidator(_unique_names)]
+
+
+RESOLUTION_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from daq.clock import Clock
-from daq.forward.config import InfluxSink
+from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
 from daq.journal.journal import Journal, connect
 from daq.logs import get_logger
@@ -147,7 +147,9 @@ class InfluxForwarder:
         self.clock = clock
         self.token = token
         self.rng = rng or random.Random()
-        self.formatter = LineFormatter(site=site, cell=cell, kinds=kinds)
+        self.formatter = LineFormatter(
+            site=site, cell=cell, kinds=kinds, resolution_ns=RESOLUTION_NS[sink.precision]
+        )
         self.cursor = 0
         self.points_written = 0
         self.requests = 0

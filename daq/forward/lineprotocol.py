@@ -133,13 +133,25 @@ class LineFormatter:
     ``kinds`` maps instrument names to their kind (the measurement); an unknown instrument
     gets ``default_kind``. Two readings of one series with the same acquisition time would
     overwrite each other in InfluxDB; the formatter tags the second one ``dup=1``, the third
-    ``dup=2``, and so on. It compares each reading with the previous reading of its series in
-    journal order, so it must see every row in order: call :meth:`observe` on rows already
-    forwarded (the forwarder replays a window before its cursor) before formatting new ones.
+    ``dup=2``, and so on; "the same time" is at ``resolution_ns``, the precision the server
+    keeps (1 for InfluxDB; 1,000,000 for VictoriaMetrics, which keeps milliseconds), while the
+    timestamp sent is always the exact acquisition time in nanoseconds. It compares each
+    reading with the previous reading of its series in journal order, so it must see every
+    row in order: call :meth:`observe` on rows already forwarded (the forwarder replays a
+    window before its cursor) before formatting new ones.
     """
 
-    def __init__(self, *, site: str, cell: str, kinds: Mapping[str, str], default_kind: str = "daq"):
+    def __init__(
+        self,
+        *,
+        site: str,
+        cell: str,
+        kinds: Mapping[str, str],
+        default_kind: str = "daq",
+        resolution_ns: int = 1,
+    ):
         self.site = site
+        self.resolution_ns = resolution_ns
         self.cell = cell
         self.kinds = dict(kinds)
         self.default_kind = default_kind
@@ -150,10 +162,10 @@ class LineFormatter:
     def observe(self, row: Row) -> int:
         """Account for ``row`` in the collision state; returns its ``dup`` rank (0 normally)."""
         series = (row[1], row[2])
-        acq_ns = row[4]
+        t = row[4] // self.resolution_ns
         last = self._last.get(series)
-        dup = last[1] + 1 if last is not None and last[0] == acq_ns else 0
-        self._last[series] = (acq_ns, dup)
+        dup = last[1] + 1 if last is not None and last[0] == t else 0
+        self._last[series] = (t, dup)
         return dup
 
     def observe_all(self, rows: Iterable[Row]) -> None:
