@@ -52,10 +52,10 @@ class ProductModel:
 
 PRODUCTS: dict[str, ProductModel] = {
     # A few MBq of [177Lu]Lu-PSMA spotted: a strong gamma source for a NaI scanner.
-    "lu177-psma": ProductModel("[177Lu]Lu-PSMA", 0.85, 2.0, 1.5, 1.5, 3.0, 5000.0, 2.0),
+    "lu177-psma": ProductModel("[177Lu]Lu-PSMA", 0.85, 2.0, 1.5, 1.5, 2.5, 5000.0, 2.0),
     # [225Ac]Ac-PSMA is spotted at kBq level and seen through its daughters: fewer counts,
     # broader bands.
-    "ac225-psma": ProductModel("[225Ac]Ac-PSMA", 0.80, 2.8, 2.0, 2.0, 3.5, 2500.0, 1.0),
+    "ac225-psma": ProductModel("[225Ac]Ac-PSMA", 0.80, 2.8, 2.0, 2.0, 3.0, 2500.0, 1.0),
 }
 
 
@@ -193,7 +193,7 @@ class RtlcScannerSimulator(SerialSimulator):
         self.colloid = float_option(options, "colloid", 0.0)
         if not (0 <= self.rcp <= 100 and 0 <= self.colloid <= 100 - self.rcp):
             raise SimulatorError("options rcp and colloid: percentages with rcp + colloid <= 100")
-        self.colloid_rf = float_option(options, "colloid_rf", 0.45)
+        self.colloid_rf = float_option(options, "colloid_rf", 0.4)
         self.product_rf = float_option(options, "product_rf", self.model.product_rf)
         self.origin_mm = float_option(options, "origin_mm", 15.0)
         self.front_mm = float_option(options, "front_mm", 85.0)

@@ -33,8 +33,8 @@ def method(**over: Any) -> TlcMethod:
         "limit_percent": 95.0,
         "rois": [
             {"label": "free", "kind": "free", "rf_from": -0.15, "rf_to": 0.2},
-            {"label": "colloid", "kind": "colloid", "rf_from": 0.3, "rf_to": 0.55},
-            {"label": "product", "kind": "product", "rf_from": 0.6, "rf_to": 1.15},
+            {"label": "colloid", "kind": "colloid", "rf_from": 0.25, "rf_to": 0.52},
+            {"label": "product", "kind": "product", "rf_from": 0.52, "rf_to": 1.15},
         ],
         "background": {"mode": "outside_rois"},
     }
@@ -180,7 +180,7 @@ def test_methods_load_from_config(tmp_path: Path) -> None:
 BAD_METHODS = [
     ("rf_to = 1.15", "rf_to = 0.2", "tlc.methods[0].rois[2]", "must exceed rf_from"),
     ('kind = "colloid"', 'kind = "product"', "tlc.methods[0]", "exactly one ROI"),
-    ("rf_from = 0.3", "rf_from = 0.1", "tlc.methods[0]", "overlap"),
+    ("rf_from = 0.25", "rf_from = 0.1", "tlc.methods[0]", "overlap"),
     ("front_mm = 85.0", "front_mm = 10.0", "tlc.methods[0]", "must be beyond origin_mm"),
     ('mode = "outside_rois"', 'mode = "region"', "tlc.methods[0].background", "needs rf_from and rf_to"),
     ("limit_percent = 95.0", "limit_percent = 95.0\nwobble = 1", "tlc.methods[0].wobble", "unknown key"),

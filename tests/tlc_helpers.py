@@ -34,13 +34,13 @@ rf_to = 0.2
 [[tlc.methods.rois]]
 label = "colloid"
 kind = "colloid"
-rf_from = 0.3
-rf_to = 0.55
+rf_from = 0.25
+rf_to = 0.52
 
 [[tlc.methods.rois]]
 label = "product"
 kind = "product"
-rf_from = 0.6
+rf_from = 0.52
 rf_to = 1.15
 """
 
