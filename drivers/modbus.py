@@ -99,7 +99,8 @@ class ModbusChannel(StrictModel):
     scale: float = 1.0
     offset: float = 0.0
     unit: str = ""
-    #: Labels for integer states (a step number's name), e.g. ``{ "3" = "heat" }``.
+    #: Names of integer states (a step number's name), e.g. ``{ "3" = "heat" }``; a reading
+    #: carries its state's name in ``attrs["text"]`` (``attrs["unmapped_state"]`` if none).
     enum: dict[str, str] | None = None
     #: May be written with ``allow_writes = true`` (holding registers and coils only).
     writable: bool = False
@@ -578,7 +579,8 @@ class ModbusDriver(Driver):
                 continue
             attrs = None
             if v.labels is not None:
-                attrs = {"label": v.labels.get(int(value), f"unknown ({value:g})")}
+                text = v.labels.get(int(value))
+                attrs = {"text": text} if text is not None else {"unmapped_state": True}
             out.append(
                 Reading(name, v.channel, value, v.unit, Quality.GOOD, acq_ns, mono_ns,
                         raw=data[v.start : v.start + v.nbytes], attrs=attrs)

@@ -78,7 +78,7 @@ async def test_every_channel_of_the_shipped_map_matches_the_process_model(
         assert got[name].value == pytest.approx(snap[name], rel=1e-6, abs=1e-3), name
     assert got["reactor_temp"].unit == "degC"
     assert got["step_number"].value == snap["step_number"]
-    assert got["step_number"].attrs == {"label": snap["step_name"]}
+    assert got["step_number"].attrs == {"text": snap["step_name"]}
     assert snap["step_name"] in STEP_NAMES
     for i in range(1, 9):
         assert got[f"valve_{i}"].value == (1.0 if snap[f"valve_{i}"] else 0.0)
@@ -280,3 +280,45 @@ async def test_the_demo_cells_synthesizer_runs_on_its_simulator(data_dir: Path) 
         rows = r.readings()
     assert {x["quality"] for x in rows} == {Quality.GOOD}
     assert len({x["channel"] for x in rows}) == 28
+
+
+async def test_daq_simulate_synth_modbus_as_a_process_tcp_and_pty(tmp_path: Path) -> None:
+    from tests.proc import spawn, stop
+
+    two = two_unit_map(tmp_path)
+    for listen, extra in (("tcp://127.0.0.1:0", {}), ("pty", {"serial": {"parity": "N"}})):
+        proc = spawn("simulate", "synth-modbus", "--listen", listen, "--set", "unit_ids=1,2",
+                     "--set", "extra_channels=3", "--fault", "exception_unit=2")  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.to_thread(proc.stdout.readline)
+            assert "synth-modbus listening on " in line, line
+            url = line.rsplit(" ", 1)[1].strip()
+            assert url.startswith("tcp://127.0.0.1:" if listen != "pty" else "/dev/")
+            drv = driver_for(url, load_map_file(two), timeout_s=0.9, period_s=1.0, **extra)
+            await drv.connect()
+            try:
+                readings = await drv.read()
+            finally:
+                await drv.close()
+        finally:
+            code, _out, err = await asyncio.to_thread(stop, proc)
+        assert code == 0, err
+        assert {r.quality for r in readings if r.channel.startswith("u1.")} == {Quality.GOOD}
+        assert {r.reason for r in readings if r.channel.startswith("u2.")} == {"device_error"}
+
+
+async def test_a_state_the_enum_does_not_name_is_flagged(
+    two_synths: tuple[SynthModbusSimulator, Listener],
+) -> None:
+    _sim, listener = two_synths
+    chans = [{"name": "batch", "table": "holding", "address": 1, "enum": {"7": "seven"}}]
+    drv = driver_for(listener.url, chans)
+    await drv.connect()
+    try:
+        (reading,) = await drv.read()
+    finally:
+        await drv.close()
+    assert reading.quality is Quality.GOOD
+    assert reading.value == 0.0
+    assert reading.attrs == {"unmapped_state": True}
