@@ -90,6 +90,13 @@ class Printer:
             f"{stamp}  {r['instrument']:<{w['instrument']}}  {r['channel']:<{w['channel']}}  "
             f"{value:>12} {r['unit']:<{w['unit']}}  "
         )
+        attrs = r.get("attrs") or {}
+        if "reported_value" in attrs:
+            # What the instrument displayed, beside the value stored in SI units.
+            shown = f"{attrs['reported_value']} {attrs.get('reported_unit', '')}".rstrip()
+            if attrs.get("nuclide"):
+                shown += f", {attrs['nuclide']}"
+            reason += f" ({shown})"
         tail = f"{quality:<9}{reason}".rstrip()
         if self.colour:
             tail = f"{self.COLOURS.get(quality, '')}{tail}\x1b[0m"
