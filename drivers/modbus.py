@@ -168,20 +168,31 @@ class ModbusConfig(SerialInstrument):
     #: A TOML file of ``[[channels]]`` (relative paths from the config file's directory);
     #: its channels come first, then any given inline here.
     map_file: str | None = None
-    channels: Annotated[list[ModbusChannel], Field(min_length=1)]
+    #: The channels given inline.
+    channels: list[ModbusChannel] = Field(default_factory=list)
+    #: The channels read from ``map_file`` when the config was loaded (never written back).
+    map_channels: list[ModbusChannel] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
     def _load_map_file(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict) or not data.get("map_file"):
+        if not isinstance(data, dict):
+            return data
+        if "map_channels" in data:
+            raise ValueError("map_channels is not a config key (channels come from map_file or channels)")
+        if not data.get("map_file"):
             return data
         config_path = (info.context or {}).get("config_path")
         base = Path(config_path).parent if config_path and not config_path.startswith("<") else Path.cwd()
         path = Path(str(data["map_file"])).expanduser()
         if not path.is_absolute():
             path = base / path
-        channels = load_map_file(path)
-        return {**data, "map_file": str(path), "channels": [*channels, *data.get("channels", [])]}
+        return {**data, "map_file": str(path), "map_channels": load_map_file(path)}
+
+    @property
+    def all_channels(self) -> list[ModbusChannel]:
+        """The effective register map: the map file's channels, then the inline ones."""
+        return [*self.map_channels, *self.channels]
 
     @property
     def is_tcp(self) -> bool:
@@ -192,7 +203,7 @@ class ModbusConfig(SerialInstrument):
         return None if self.is_tcp else self.port
 
     def unit_ids(self) -> list[int]:
-        return sorted({self.unit_id if c.unit_id is None else c.unit_id for c in self.channels})
+        return sorted({self.unit_id if c.unit_id is None else c.unit_id for c in self.all_channels})
 
     def per_request_timeout_s(self) -> float:
         if self.request_timeout_s is not None:
@@ -205,10 +216,13 @@ class ModbusConfig(SerialInstrument):
             parts = urlsplit(self.port)
             if not parts.hostname or parts.port is None:
                 raise ValueError(f"port {self.port!r}: expected tcp://HOST:PORT")
+        if not self.all_channels:
+            raise ValueError("no channels: give map_file or [[instruments.channels]]")
         names: set[str] = set()
-        for i, ch in enumerate(self.channels):
+        for ch in self.all_channels:
             if ch.name in names:
-                raise ValueError(f"channels[{i}]: duplicate channel name {ch.name!r}")
+                source = f" (channels of map_file {self.map_file!r} and inline)" if self.map_file else ""
+                raise ValueError(f"duplicate channel name {ch.name!r}{source}")
             names.add(ch.name)
         if self.request_timeout_s is not None and self.request_timeout_s > self.timeout_s:
             raise ValueError(
@@ -314,7 +328,7 @@ def compile_plan(config: ModbusConfig) -> list[_Unit]:
         for table in ("coil", "discrete", "holding", "input"):
             chans = [
                 c
-                for c in config.channels
+                for c in config.all_channels
                 if c.table == table and (config.unit_id if c.unit_id is None else c.unit_id) == uid
             ]
             if not chans:
@@ -378,12 +392,12 @@ class ModbusDriver(Driver):
         super().__init__(config, clock)
         self._client: Any = None
         self._plan = compile_plan(config)
-        self._by_name = {c.name: c for c in config.channels}
+        self._by_name = {c.name: c for c in config.all_channels}
         self._timeout_s = config.per_request_timeout_s()
         self._bus: _Bus | None = None if config.is_tcp else _BUSES.setdefault(config.port, _Bus())
         self._gap_ns = int(self._frame_gap_s() * 1e9)
         # A fingerprint of the effective map (file and inline), journaled on every connect.
-        effective = json.dumps([c.model_dump() for c in config.channels], sort_keys=True)
+        effective = json.dumps([c.model_dump() for c in config.all_channels], sort_keys=True)
         self.map_sha256 = hashlib.sha256(effective.encode()).hexdigest()
         #: Requests sent since connect, for status and benchmarks.
         self.requests = 0
@@ -398,7 +412,7 @@ class ModbusDriver(Driver):
         return 0.00175 if baud > 19200 else 3.5 * 11 / baud
 
     def channels(self) -> list[tuple[str, str]]:
-        return [(c.name, c.unit) for c in self.config.channels]
+        return [(c.name, c.unit) for c in self.config.all_channels]
 
     @property
     def plan(self) -> list[_Unit]:
@@ -454,7 +468,7 @@ class ModbusDriver(Driver):
             model=f"Modbus {'TCP' if self.config.is_tcp else 'RTU'} {self.config.port}",
             extra={
                 "unit_ids": [u.unit_id for u in self._plan],
-                "channels": len(self.config.channels),
+                "channels": len(self.config.all_channels),
                 "requests_per_poll": reads,
                 "map_sha256": self.map_sha256,
                 "map_file": self.config.map_file,

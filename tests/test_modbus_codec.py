@@ -196,7 +196,7 @@ def _config(**extra: object) -> ModbusConfig:
 
 def test_shipped_map_loads_and_plans_six_requests() -> None:
     cfg = _config(map_file=str(MAP))
-    assert len(cfg.channels) == 28
+    assert len(cfg.all_channels) == 28
     plan = compile_plan(cfg)
     assert [(r.table, r.address, r.count) for u in plan for r in u.reads] == [
         ("coil", 0, 8), ("coil", 100, 1), ("discrete", 0, 1), ("discrete", 3, 1),
@@ -225,7 +225,8 @@ address = 300
     config = parse_config(text, path=str(cfg_file))
     inst = config.instruments[0]
     assert inst.map_file == str(tmp_path / "maps" / "m.toml")
-    assert [c.name for c in inst.channels][-1] == "extra"
+    assert [c.name for c in inst.all_channels][-1] == "extra"
+    assert len(inst.all_channels) == 29
 
 
 @pytest.mark.parametrize(
@@ -300,8 +301,8 @@ def test_map_file_of_channel_tables_or_of_one_modbus_instrument(tmp_path: Path) 
     plain = tmp_path / "plain.toml"
     plain.write_text('description = "two values"\n[[channels]]\nname = "a"\ntable = "input"\naddress = 0\n'
                      '[[channels]]\nname = "b"\ntable = "coil"\naddress = 4\n')  # fmt: skip
-    assert [c.name for c in _config(map_file=str(plain)).channels] == ["a", "b"]
-    assert len(_config(map_file=str(MAP)).channels) == 28
+    assert [c.name for c in _config(map_file=str(plain)).all_channels] == ["a", "b"]
+    assert len(_config(map_file=str(MAP)).all_channels) == 28
     two = tmp_path / "two.toml"
     two.write_text(
         MAP.read_text() + MAP.read_text().split("[daemon]")[1].split('data_dir = "synth-modbus-data"')[1]
@@ -312,3 +313,17 @@ def test_map_file_of_channel_tables_or_of_one_modbus_instrument(tmp_path: Path) 
     odd.write_text('[[channel]]\nname = "a"\n')
     with pytest.raises(ValueError, match="unknown top-level key 'channel'"):
         _config(map_file=str(odd))
+
+
+def test_map_channels_are_loaded_not_written(tmp_path: Path) -> None:
+    cfg = _config(map_file=str(MAP), channels=[{"name": "extra", "table": "input", "address": 300}])
+    dumped = cfg.model_dump(mode="json", exclude_none=True)
+    assert "map_channels" not in dumped
+    assert [c["name"] for c in dumped["channels"]] == ["extra"]
+    assert len(ModbusConfig.model_validate(dumped).all_channels) == 29  # a dump loads back the same
+    with pytest.raises(ValueError, match="map_channels is not a config key"):
+        _config(map_channels=[{"name": "a", "table": "input", "address": 0}])
+    with pytest.raises(ValueError, match="no channels"):
+        _config()
+    with pytest.raises(ValueError, match="duplicate channel name 'reactor_temp'"):
+        _config(map_file=str(MAP), channels=[{"name": "reactor_temp", "table": "input", "address": 0}])
