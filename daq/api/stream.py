@@ -270,7 +270,7 @@ def _frame(lines: list[bytes], sse: bool) -> bytes:
 
 
 def _notice(text: str, sse: bool, **fields: Any) -> bytes:
-    body = json.dumps({"type": "notice", "message": text, **fields}).encode()
+    body = json.dumps({"type": "notice", "message": text, **fields}, separators=(",", ":")).encode()
     return b"event: notice\ndata: " + body + b"\n\n" if sse else body + b"\n"
 
 
