@@ -134,7 +134,8 @@ def steps(data: RunData) -> list[dict[str, Any]]:
         key = f"{r['instrument']}/{r['channel']}"
         if last.get(key, math.nan) != r["value"]:
             last[key] = r["value"]
-            name = _attrs(r).get("step_name")
+            attrs = _attrs(r)
+            name = attrs.get("step_name") or attrs.get("label")  # a step number's name from its enum
             marks.append({"ts_ns": r["acq_ns"], "step": r["value"], "name": name, "channel": key})
     return marks
 

@@ -338,7 +338,7 @@ class RunManager:
 
     def _new_id(self, batch: str, now_ns: int) -> str:
         stamp = dt.datetime.fromtimestamp(now_ns / 1e9, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch)[:40].strip("_.") or "run"
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch).removesuffix(f"-{stamp}")[:40].strip("_.") or "run"
         run_id, n = f"{stamp}-{safe}", 1
         while run_id in self._known_ids:  # the same batch twice within a second
             n += 1

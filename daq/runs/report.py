@@ -44,6 +44,11 @@ def _fmt_bq(v: float | None) -> str:
     return f"{v:.4g} Bq"
 
 
+def _verdict(passed: bool | None) -> str:
+    """An analysis without a verdict (incomplete trace, holes in an ROI) is neither pass nor fail."""
+    return "no verdict" if passed is None else "PASS" if passed else "FAIL"
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f} %"
 
@@ -140,7 +145,7 @@ def _header(data: RunData, summary: dict[str, Any]) -> Figure:
     if summary["rcp"]:
         lines += ["", "radiochemical purity"]
         for r in summary["rcp"]:
-            verdict = "PASS" if r["passed"] else "FAIL"
+            verdict = _verdict(r["passed"])
             lines.append(
                 f"  {r['trace_id']} {r['analysis_id']}: RCP {_pct(r['rcp_percent'])} "
                 f"(limit {r['limit_percent']} %) {verdict}{'' if r['current'] else ' (superseded)'}"
@@ -198,7 +203,7 @@ def _process(data: RunData, summary: dict[str, Any], t0: int) -> Figure:
         for s in summary["steps"]:
             ax.axvline(_minutes(s["ts_ns"], t0), color="grey", lw=0.5, ls=":")
         unit = rows[0]["unit"] if rows else ""
-        ax.set_ylabel(f"{ch}\n{unit}", fontsize=7)
+        ax.set_ylabel(f"{inst}\n{ch}\n{unit}", fontsize=6)
         ax.tick_params(labelsize=7)
     top = axes[0]
     for s in summary["steps"]:
@@ -233,16 +238,18 @@ def _tlc(data: RunData, summary: dict[str, Any]) -> Figure:
         pos = list(_jsonish(tr.get("positions_mm")) or [])
         counts = list(_jsonish(tr.get("counts")) or [])
         ax.plot(pos, counts, lw=0.8)
-        params = _jsonish(tr.get("params")) or {}
-        lo = float(params.get("origin_mm", min(pos) if pos else 0.0)) if isinstance(params, dict) else 0.0
-        hi = float(params.get("front_mm", max(pos) if pos else 1.0)) if isinstance(params, dict) else 1.0
+        params = _jsonish(tr.get("params"))
+        params = params if isinstance(params, dict) else {}
         for a in analyses:
             if a.get("trace_id") != tr.get("trace_id") or a.get("analysis_id") not in current:
                 continue
             res = _jsonish(a.get("results")) or {}
+            # Rf is measured from the origin to the solvent front of the method that integrated.
+            lo = float(res.get("origin_mm", params.get("origin_mm", min(pos) if pos else 0.0)))
+            hi = float(res.get("front_mm", params.get("front_mm", max(pos) if pos else 1.0)))
             for k, roi in enumerate(res.get("rois", [])):
-                a_mm = lo + float(roi["rf_from"]) * (hi - lo)
-                b_mm = lo + float(roi["rf_to"]) * (hi - lo)
+                a_mm = float(roi.get("mm_from", lo + float(roi["rf_from"]) * (hi - lo)))
+                b_mm = float(roi.get("mm_to", lo + float(roi["rf_to"]) * (hi - lo)))
                 ax.axvspan(a_mm, b_mm, alpha=0.2, color=f"C{k + 1}", lw=0)
                 label = str(roi.get("label", ""))
                 trans = ax.get_xaxis_transform()
@@ -259,13 +266,13 @@ def _tlc(data: RunData, summary: dict[str, Any]) -> Figure:
     cells = [
         [r["trace_id"], r["analysis_id"], f"{r['method']} {r['method_version']}",
          "-" if r["rcp_percent"] is None else f"{r['rcp_percent']:.2f}", str(r["limit_percent"]),
-         "PASS" if r["passed"] else "FAIL", "current" if r["current"] else "superseded", r["actor"] or ""]
+         _verdict(r["passed"]), "current" if r["current"] else "superseded", r["actor"] or ""]
         for r in summary["rcp"]
     ]  # fmt: skip
     if cells:
         t = table_ax.table(
             cellText=cells, colLabels=["trace", "analysis", "method", "RCP %", "limit %", "result", "", "by"],
-            loc="upper center",
+            colWidths=[0.22, 0.26, 0.12, 0.07, 0.07, 0.08, 0.09, 0.09], loc="upper center",
         )  # fmt: skip
         _note(fig, *(" | ".join(row) for row in cells))
         t.auto_set_font_size(False)
