@@ -45,27 +45,23 @@ import math
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
-from asyncua import ua
-from asyncua.client.client import Client
-from asyncua.client.ua_client import UaClientState
-from asyncua.crypto import security_policies, uacrypto
-from asyncua.crypto.truststore import TrustStore
-from asyncua.ua.attribute_ids import AttributeIds
-from asyncua.ua.object_ids import ObjectIds
-from asyncua.ua.uaerrors import UaError, UaStatusCodeError
-from asyncua.ua.uatypes import Int32, UInt32
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import Field, model_validator
 
+from daq.clock import Clock
 from daq.config.base import InstrumentBase, Name, PositiveSeconds, StrictModel
 from daq.errors import ConnectError, ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
 from drivers.base import Driver
+
+if TYPE_CHECKING:
+    from asyncua import ua
+    from asyncua.client.client import Client
+    from asyncua.crypto import security_policies
+    from asyncua.ua.uaerrors import UaStatusCodeError
+    from cryptography import x509
 
 # structlog directly: daq.logs reaches daq.daemon (via daq.systemd), which drivers may not import.
 log: structlog.stdlib.BoundLogger = structlog.get_logger("drivers.opcua")
@@ -76,14 +72,23 @@ _INFOTYPE_MASK, _INFOTYPE_DATAVALUE, _OVERFLOW_BIT = 0x0C00, 0x0400, 0x0080
 #: BadNodeIdInvalid, BadNodeIdUnknown: the node left the address space; it is resolved again.
 _NODE_GONE = frozenset({0x80330000, 0x80340000})
 
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
-}
-_MODES = {
-    "Sign": ua.MessageSecurityMode.Sign,
-    "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
-}
+
+def _policy(name: str) -> type[security_policies.SecurityPolicy]:
+    from asyncua.crypto import security_policies
+
+    policies: dict[str, type[security_policies.SecurityPolicy]] = {
+        "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+        "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+    }
+    return policies[name]
+
+
+def _mode(name: str) -> ua.MessageSecurityMode:
+    from asyncua import ua
+
+    return {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}[
+        name
+    ]
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -108,6 +113,8 @@ class OpcUaNode(StrictModel):
 
     @model_validator(mode="after")
     def _check_address(self) -> OpcUaNode:
+        from asyncua import ua
+
         if (self.node_id is None) == (self.browse_path is None):
             raise ValueError("give exactly one of node_id or browse_path")
         if self.node_id is not None:
@@ -262,10 +269,14 @@ def read_secret(env: str | None, credential: str | None) -> str | None:
 
 
 def _der(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     return cert.public_bytes(Encoding.DER)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import hashes
+
     return cert.fingerprint(hashes.SHA256()).hex(":")
 
 
@@ -301,7 +312,7 @@ class OpcUaDriver(Driver):
     streaming = True
     config: OpcUaConfig
 
-    def __init__(self, config: OpcUaConfig, clock: Any):
+    def __init__(self, config: OpcUaConfig, clock: Clock):
         super().__init__(config, clock)
         self._client: Client | None = None
         self._info: DeviceInfo | None = None
@@ -326,6 +337,9 @@ class OpcUaDriver(Driver):
     # -- connect ---------------------------------------------------------------------
 
     async def connect(self) -> DeviceInfo:
+        from asyncua.client.client import Client
+        from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+
         if self._client is not None and self._info is not None:
             return self._info
         cfg = self.config
@@ -375,14 +389,16 @@ class OpcUaDriver(Driver):
             item.status = None
 
     async def _secure(self, client: Client) -> None:
+        from asyncua.crypto import uacrypto
+
         sec = self.config.security
         if sec.mode == "None":
             return
         assert sec.policy is not None
         assert sec.certificate_file is not None
         assert sec.private_key_file is not None
-        policy = _POLICIES[sec.policy]
-        mode = _MODES[sec.mode]
+        policy = _policy(sec.policy)
+        mode = _mode(sec.mode)
         for what, path in (
             ("certificate_file", sec.certificate_file),
             ("private_key_file", sec.private_key_file),
@@ -424,6 +440,9 @@ class OpcUaDriver(Driver):
         self, client: Client, policy: type[security_policies.SecurityPolicy], mode: ua.MessageSecurityMode
     ) -> x509.Certificate:
         """The certificate of the endpoint with exactly ``policy`` and ``mode``, or ConnectError."""
+        from asyncua.ua.uaerrors import UaError
+        from cryptography import x509
+
         try:
             endpoints = await client.connect_and_get_server_endpoints()
         except (OSError, TimeoutError, UaError) as exc:
@@ -448,6 +467,11 @@ class OpcUaDriver(Driver):
             raise ConnectError(f"{self.name}: the server's certificate does not parse: {exc}") from exc
 
     async def _device_info(self, client: Client) -> DeviceInfo:
+        from asyncua import ua
+        from asyncua.ua.attribute_ids import AttributeIds
+        from asyncua.ua.object_ids import ObjectIds
+        from asyncua.ua.uatypes import Int32
+
         ids = [
             ObjectIds.Server_ServerStatus_BuildInfo_ManufacturerName,
             ObjectIds.Server_ServerStatus_BuildInfo_ProductName,
@@ -467,6 +491,10 @@ class OpcUaDriver(Driver):
 
     async def _resolve(self, client: Client, items: list[_Item]) -> None:
         """Turn browse paths into NodeIds (one call); a path that does not resolve marks its node."""
+        from asyncua import ua
+        from asyncua.ua.object_ids import ObjectIds
+        from asyncua.ua.uatypes import Int32
+
         paths = [it for it in items if it.node.browse_path is not None]
         for it in items:
             if it.node.node_id is not None:
@@ -487,6 +515,8 @@ class OpcUaDriver(Driver):
                 it.status = f"browse path does not resolve: {res.StatusCode.name}"
 
     async def _subscribe(self, client: Client) -> None:
+        from asyncua import ua
+
         cfg = self.config
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = cfg.publishing_interval_ms
@@ -498,12 +528,21 @@ class OpcUaDriver(Driver):
         params.MaxNotificationsPerPublish = 0
         params.PublishingEnabled = True
         params.Priority = 0
-        result = await client.uaclient.create_subscription(params, self._on_publish)
+
+        # Bound to this client: a late callback from a client already closed is ignored.
+        def on_publish(result: ua.PublishResult) -> None:
+            if self._client is client:
+                self._on_publish(result)
+
+        result = await client.uaclient.create_subscription(params, on_publish)
         self._sub_id = result.SubscriptionId
         await self._monitor(client, [it for it in self._items if not it.node.poll])
 
     async def _monitor(self, client: Client, items: list[_Item]) -> None:
         """Create one monitored item per resolved node; a refusal marks only that node."""
+        from asyncua import ua
+        from asyncua.ua.attribute_ids import AttributeIds
+
         cfg = self.config
         wanted = [it for it in items if it.node_id is not None]
         if not wanted or self._sub_id is None:
@@ -546,6 +585,8 @@ class OpcUaDriver(Driver):
 
     def _on_publish(self, result: ua.PublishResult) -> None:
         """Called by asyncua's publish loop for every publish response (and on loss)."""
+        from asyncua import ua
+
         now, mono = self.clock.time_ns(), self.clock.monotonic_ns()
         self._last_publish_mono = mono
         msg = result.NotificationMessage
@@ -614,14 +655,14 @@ class OpcUaDriver(Driver):
             out.append(
                 self.reading(
                     node.channel, None, node.unit, quality=Quality.BAD,
-                    reason=ua.StatusCode(UInt32(code)).name, device_ns=source_ns, acq_ns=now, mono_ns=mono,
+                    reason=_status_name(code), device_ns=source_ns, acq_ns=now, mono_ns=mono,
                     attrs=attrs,
                 )
             )  # fmt: skip
             return out
         quality, reason = Quality.GOOD, None
         if severity == 1:
-            quality, reason = Quality.UNCERTAIN, ua.StatusCode(UInt32(code)).name
+            quality, reason = Quality.UNCERTAIN, _status_name(code)
             attrs["status"] = f"0x{code:08X}"
         raw = dv.Value.Value if dv.Value is not None else None
         value: float | None
@@ -651,6 +692,8 @@ class OpcUaDriver(Driver):
 
     async def read(self) -> list[Reading]:
         """The next batch: notifications, polled values, overflow and unresolved-node records."""
+        from asyncua.client.ua_client import UaClientState
+
         client = self._client
         if client is None:
             raise ConnectError(f"{self.name}: not connected")
@@ -730,6 +773,8 @@ class OpcUaDriver(Driver):
         return out
 
     async def _retry(self, client: Client) -> None:
+        from asyncua.ua.uaerrors import UaError
+
         failed = [it for it in self._items if it.status is not None]
         if not failed:
             return
@@ -746,6 +791,9 @@ class OpcUaDriver(Driver):
             log.info("opcua nodes available again", instrument=self.name, channels=back)
 
     async def _poll(self, client: Client) -> list[Reading]:
+        from asyncua.ua.attribute_ids import AttributeIds
+        from asyncua.ua.uaerrors import UaError
+
         items = [
             it
             for it in self._items
@@ -794,6 +842,8 @@ def _first_cert(der: bytes) -> bytes:
 
 
 def _load_dir(directory: Path) -> list[x509.Certificate]:
+    from cryptography import x509
+
     certs = []
     for path in sorted(directory.glob("*")):
         if path.suffix.lower() == ".pem":
@@ -822,6 +872,8 @@ def _pin_checker(pinned: x509.Certificate, path: str) -> Any:
 
 async def _trust_checker(directory: Path) -> Any:
     """A check that accepts a certificate listed in ``directory`` or issued by a CA listed there."""
+    from asyncua.crypto.truststore import TrustStore
+
     try:
         trusted = _load_dir(directory)
         store = TrustStore([directory], [])
@@ -850,7 +902,18 @@ async def _trust_checker(directory: Path) -> Any:
     return check
 
 
+def _status_name(code: int) -> str:
+    """The symbolic name of a StatusCode (``BadSensorFailure``), from asyncua's table.
+
+    The low 16 bits (info type, overflow, limit bits) are not part of the name."""
+    from asyncua.ua.status_codes import get_name_and_doc
+
+    return str(get_name_and_doc(code & 0xFFFF0000)[0])
+
+
 def _status_text(exc: UaStatusCodeError) -> str:
+    from asyncua import ua
+
     code = getattr(exc, "code", None)
     if code is None:
         return str(exc)
@@ -859,6 +922,8 @@ def _status_text(exc: UaStatusCodeError) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    from asyncua.ua.uaerrors import UaStatusCodeError
+
     if isinstance(exc, UaStatusCodeError):
         return _status_text(exc)
     return str(exc) or type(exc).__name__

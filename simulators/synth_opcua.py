@@ -47,36 +47,47 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
-
-from asyncua import ua
-from asyncua.common.node import Node
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.server import Server
-from asyncua.server.user_managers import UserManager
-from asyncua.ua.attribute_ids import AttributeIds
-from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uatypes import DateTime, Int16, String, UInt32
 
 from simulators.base import Listener, Simulator, SimulatorError, float_option
 from simulators.synthesis import ChannelSpec, SynthesisProcess
 
+if TYPE_CHECKING:
+    from asyncua import ua
+    from asyncua.common.node import Node
+    from asyncua.crypto.permission_rules import User
+    from asyncua.server.server import Server
+    from asyncua.server.user_managers import UserManager
+
 NAMESPACE = "urn:hotcell-daq:synthesis"
 
-_VARIANT = {
-    "float": ua.VariantType.Double,
-    "int": ua.VariantType.Int32,
-    "bool": ua.VariantType.Boolean,
-    "str": ua.VariantType.String,
-}
-_ENDPOINTS = {
-    "None": ua.SecurityPolicyType.NoSecurity,
-    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
-    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-    "Aes256Sha256RsaPss_Sign": ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
-    "Aes256Sha256RsaPss_SignAndEncrypt": ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
-}
+#: Endpoint names accepted by the ``security`` option (asyncua's SecurityPolicyType names).
+_ENDPOINTS = (
+    "None",
+    "Basic256Sha256_Sign",
+    "Basic256Sha256_SignAndEncrypt",
+    "Aes256Sha256RsaPss_Sign",
+    "Aes256Sha256RsaPss_SignAndEncrypt",
+)
+
+
+def _variant(kind: str) -> ua.VariantType:
+    from asyncua import ua
+
+    types = {
+        "float": ua.VariantType.Double,
+        "int": ua.VariantType.Int32,
+        "bool": ua.VariantType.Boolean,
+        "str": ua.VariantType.String,
+    }
+    return types[kind]
+
+
+def _endpoint(name: str) -> ua.SecurityPolicyType:
+    from asyncua import ua
+
+    return getattr(ua.SecurityPolicyType, "NoSecurity" if name == "None" else name)  # type: ignore[no-any-return]
 
 
 def node_id(channel: str) -> str:
@@ -84,7 +95,7 @@ def node_id(channel: str) -> str:
     return f"ns=2;s=Synth.{channel}"
 
 
-class _EnvUsers(UserManager):
+class _EnvUsers:
     """Accepts the configured users, each with the password held in an environment variable."""
 
     def __init__(self, users: dict[str, str]):
@@ -92,6 +103,8 @@ class _EnvUsers(UserManager):
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:  # fmt: skip
+        from asyncua.crypto.permission_rules import User, UserRole
+
         env = self.users.get(username or "")
         if env is None or password is None or os.environ.get(env) != password:
             return None
@@ -172,6 +185,10 @@ class SynthOpcUaSimulator(Simulator):
     # -- the server ----------------------------------------------------------------
 
     async def serve(self, listen: str) -> Listener:
+        from asyncua import ua
+        from asyncua.server.server import Server
+        from asyncua.ua.uatypes import Int16, String
+
         parts = urlsplit(listen)
         if parts.scheme != "opc.tcp" or not parts.hostname:
             raise SimulatorError(f"--listen {listen!r}: expected opc.tcp://HOST:PORT")
@@ -183,7 +200,8 @@ class SynthOpcUaSimulator(Simulator):
         port = _free_port(host) if delay else public_port
         url = f"opc.tcp://{host}:{public_port}"
         logging.getLogger("asyncua").setLevel(logging.ERROR)
-        server = Server(user_manager=_EnvUsers(self.users) if self.users else None)
+        users = cast("UserManager", _EnvUsers(self.users)) if self.users else None
+        server = Server(user_manager=users)
         await server.init()
         server.set_endpoint(url + "/")
         server.set_server_name("hotcell-daq synthesis simulator")
@@ -196,7 +214,7 @@ class SynthOpcUaSimulator(Simulator):
         if self.certificate is not None and self.private_key is not None:
             await server.load_certificate(str(self.certificate))
             await server.load_private_key(str(self.private_key))
-        server.set_security_policy([_ENDPOINTS[n] for n in self.endpoints])
+        server.set_security_policy([_endpoint(n) for n in self.endpoints])
         if self.users:
             server.set_identity_tokens([ua.UserNameIdentityToken])
         idx = await server.register_namespace(NAMESPACE)
@@ -233,12 +251,16 @@ class SynthOpcUaSimulator(Simulator):
         return Listener(url, close)
 
     async def _add(self, spec: ChannelSpec) -> None:
+        from asyncua import ua
+        from asyncua.ua.attribute_ids import AttributeIds
+        from asyncua.ua.uatypes import Int16, String
+
         initial: Any = {"float": 0.0, "int": 0, "bool": False, "str": ""}[spec.type]
         node = await self._synth.add_variable(
             ua.NodeId(String(f"Synth.{spec.name}"), Int16(2)),
             ua.QualifiedName(spec.name, 2),
             initial,
-            _VARIANT[spec.type],
+            _variant(spec.type),
         )
         await node.write_attribute(
             AttributeIds.Description,
@@ -248,6 +270,10 @@ class SynthOpcUaSimulator(Simulator):
         self._written.pop(spec.name, None)
 
     async def _update(self) -> None:
+        from asyncua import ua
+        from asyncua.ua.status_codes import StatusCodes
+        from asyncua.ua.uatypes import DateTime, UInt32
+
         assert self.server is not None
         self.process.frozen = bool(self.faults.get("freeze"))
         values = self.process.snapshot()
@@ -267,7 +293,7 @@ class SynthOpcUaSimulator(Simulator):
             if code and previous is not None:
                 value = previous[0]  # a failed sensor keeps showing its last value, flagged Bad
             dv = ua.DataValue(
-                ua.Variant(value, _VARIANT[self.specs[name].type]),
+                ua.Variant(value, _variant(self.specs[name].type)),
                 StatusCode=ua.StatusCode(UInt32(code)),
                 SourceTimestamp=now,
                 ServerTimestamp=now,
@@ -288,6 +314,8 @@ class SynthOpcUaSimulator(Simulator):
 
     def set_status(self, channel: str, status: str | None) -> None:
         """Give ``channel`` a sticky StatusCode (``BadSensorFailure``, ``UncertainLastUsableValue``)."""
+        from asyncua.ua.status_codes import StatusCodes
+
         if status is not None and not hasattr(StatusCodes, status):
             raise SimulatorError(f"unknown StatusCode {status!r}")
         if status is None:
@@ -297,6 +325,11 @@ class SynthOpcUaSimulator(Simulator):
 
     async def remove_node(self, channel: str) -> None:
         """Delete the channel's variable from the address space (a PLC program change)."""
+        from asyncua import ua
+        from asyncua.ua.attribute_ids import AttributeIds
+        from asyncua.ua.status_codes import StatusCodes
+        from asyncua.ua.uatypes import UInt32
+
         assert self.server is not None
         node = self.nodes[channel]
         self._removed.add(channel)
