@@ -144,3 +144,36 @@ async def test_export_and_verify_cli(
     # The journal form still works, and needs one of the two.
     assert cli(["verify", "--data-dir", str(data_dir)]) == 0
     assert cli(["verify"]) == 2
+
+
+async def test_arbitrary_file_contents_give_a_report_naming_the_file(data_dir: Path, tmp_path: Path) -> None:
+    """Even with the manifest re-made to match (so the content is parsed), any bytes in any file
+    yield a failed report naming that file, never an exception."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    rec = await record_run(data_dir, readings=3)
+    out = tmp_path / "export"
+    write_export(data_dir, rec.run_id, out, "csv")
+    names = sorted(p.name for p in out.iterdir() if p.name != MANIFEST)
+    counter = iter(range(10**9))
+
+    @given(name=st.sampled_from(names), blob=st.binary(max_size=300), keep=st.integers(0, 4000))
+    def check(name: str, blob: bytes, keep: int) -> None:
+        copy = _copy(out, tmp_path / f"h{next(counter)}")
+        original = (copy / name).read_bytes()
+        changed = original[:keep] + blob + original[keep + len(blob) :]
+        if changed == original:
+            return
+        (copy / name).write_bytes(changed)
+        manifest = json.loads((copy / MANIFEST).read_text())
+        manifest.pop("manifest_sha256")
+        manifest["files"][name] = hashlib.sha256(changed).hexdigest()
+        manifest["manifest_sha256"] = hashlib.sha256(_json_text(manifest).encode()).hexdigest()
+        (copy / MANIFEST).write_text(_json_text(manifest))
+        result = verify_export(copy)
+        assert result.ok is False
+        assert result.file in {name, MANIFEST}
+        shutil.rmtree(copy)
+
+    check()

@@ -34,7 +34,7 @@ from daq.journal.journal import JOURNAL_FILE, connect
 from daq.model import Quality, iso
 from daq.runs import figures
 from daq.runs.seal import BASE_TABLES, SEAL_TABLES, compute_seal, current_through, seal_from_journal
-from daq.runs.store import RunData, TableRows, get_run, load_run
+from daq.runs.store import RunData, TableRows, get_run, load_run, runs_from_events
 
 Format = Literal["csv", "json"]
 MANIFEST = "manifest.json"
@@ -265,10 +265,22 @@ def _read_table(path: Path, spec: dict[str, Any], fmt: Format) -> list[dict[str,
 
 
 def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport:
-    """Verify a (copied) export; never modifies it. See the module docstring for the checks."""
+    """Verify a (copied) export; never modifies it. See the module docstring for the checks.
+
+    Whatever the files hold, the answer is a report (never an exception) naming the file at fault.
+    """
     outdir = Path(outdir)
     report = ExportReport(str(outdir), ok=False)
+    at = [MANIFEST]  # the file being read, named if its content cannot be made sense of
+    try:
+        return _verify(outdir, data_dir, report, at)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, csv.Error, OSError) as exc:
+        report.ok = False
+        report.problem, report.file = f"{at[0]} cannot be read as part of an export: {exc!r}", at[0]
+        return report
 
+
+def _verify(outdir: Path, data_dir: Path | None, report: ExportReport, at: list[str]) -> ExportReport:
     def fail(problem: str, file: str | None) -> ExportReport:
         report.problem, report.file = problem, file
         return report
@@ -289,6 +301,8 @@ def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport
     report.run_id = manifest.get("run_id")
     fmt: Format = manifest["format"]
     for name, digest in manifest["files"].items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            return fail(f"the manifest names a file outside the export: {name!r}", MANIFEST)
         path = outdir / name
         if not path.is_file():
             return fail(f"{name} is missing", name)
@@ -303,10 +317,17 @@ def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport
     hashes: dict[str, list[tuple[int, bytes]]] = {}
     for table, spec in manifest["tables"].items():
         name = spec["file"]
+        if name not in manifest["files"]:
+            return fail(f"table {table}: {name!r} is not among the manifest's files", MANIFEST)
+        at[0] = name
         try:
             rows = _read_table(outdir / name, spec, fmt)
         except (ValueError, KeyError, TypeError) as exc:
             return fail(f"{name} cannot be read: {exc}", name)
+        # Written back, the records must give the file byte for byte: nothing else is in it.
+        again = _table_text(TableRows(table, tuple(spec["columns"]), spec["types"], rows), fmt)
+        if again != (outdir / name).read_text(encoding="utf-8"):
+            return fail(f"{name} holds more or other than its records (altered)", name)
         previous: dict[str, Any] | None = None
         for row in rows:
             values = tuple(row[c] for c in spec["columns"])
@@ -324,16 +345,23 @@ def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport
         tables[table] = TableRows(table, tuple(spec["columns"]), spec["types"], rows)
     # The TLC tables may be absent from an export made by a build without them.
     missing = [t for t in BASE_TABLES if t not in tables]
+    missing += [f for f in ("run.json", "summary.json") if f not in manifest["files"]]
     if missing:
-        return fail(f"the export lacks the table(s) {', '.join(missing)}", MANIFEST)
-    run = json.loads((outdir / "run.json").read_text(encoding="utf-8"))
+        return fail(f"the manifest lacks {', '.join(missing)}", MANIFEST)
+    at[0] = "run.json"
+    run_text = (outdir / "run.json").read_text(encoding="utf-8")
+    # The run's metadata follows from its run_events records.
+    derived = runs_from_events(tables["run_events"].rows)
+    if len(derived) != 1 or _json_text(derived[0]) != run_text:
+        return fail("run.json does not follow from the run's run_events records (altered)", "run.json")
+    run = json.loads(run_text)
     seal = compute_seal(str(manifest["run_id"]), hashes, manifest["seal_through"])
     if seal != manifest["seal"] or (run.get("seal") and run["seal"] != seal):
         return fail(f"the records do not reproduce the seal {manifest['seal']} (got {seal})", MANIFEST)
     report.seal = seal
-    summary = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
-    again = json.loads(_json_text(figures.summarize(decoded(RunData(run, tables)))))
-    if again != summary:
+    at[0] = "summary.json"
+    summary_text = (outdir / "summary.json").read_text(encoding="utf-8")
+    if _json_text(figures.summarize(decoded(RunData(run, tables)))) != summary_text:
         return fail("summary.json does not follow from the exported records", "summary.json")
     if data_dir is not None:
         conn = open_journal(data_dir)
