@@ -51,3 +51,18 @@ async def test_audit_cli(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "0 audit entries" in capsys.readouterr().out
     assert cli(["audit", "--data-dir", str(data_dir), "--run", "nope"]) == 1
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_parse_since_accepts_or_refuses_any_text() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(st.text(max_size=40))
+    def check(text: str) -> None:
+        try:
+            value = parse_since(text, now_ns=10**18)
+        except DaqError:
+            return
+        assert isinstance(value, int)
+
+    check()
