@@ -321,7 +321,8 @@ class OpcUaDriver(Driver):
         self._gone: list[int] = []
         self._pending: list[Reading] = []
         self._limit = config.pending_limit()
-        self._dropped: dict[str, list[int]] = {}  # channel -> [count, first ns, last ns]
+        #: channel -> [count, first ns, last ns, last monotonic ns, why]
+        self._dropped: dict[str, list[Any]] = {}
         self._wake = asyncio.Event()
         self._lost: str | None = None
         self._sub_id: int | None = None
@@ -596,7 +597,9 @@ class OpcUaDriver(Driver):
         seq = int(msg.SequenceNumber)
         if self._last_seq is not None and seq != self._last_seq + 1 and seq > self._last_seq:
             # Notification messages the server sent that never reached us: a gap.
-            self._gap_all(f"publish sequence jumped from {self._last_seq} to {seq}", now)
+            self._gap_all(
+                f"publish sequence jumped from {self._last_seq} to {seq}: messages missing", now, mono
+            )
         self._last_seq = seq
         out = self._pending
         limit = self._limit
@@ -608,7 +611,7 @@ class OpcUaDriver(Driver):
                     if it is None:
                         continue
                     if len(out) >= limit:
-                        self._drop(it.node.channel, now)
+                        self._drop(it.node.channel, now, mono, f"buffer of {limit} readings full")
                         continue
                     out.extend(self._convert(it.node, mi.Value, now, mono))
                     status = mi.Value.StatusCode
@@ -619,18 +622,18 @@ class OpcUaDriver(Driver):
                 self._lost = f"subscription status changed to {status.name if status else 'unknown'}"
         self._wake.set()
 
-    def _drop(self, channel: str, now: int) -> None:
+    def _drop(self, channel: str, now: int, mono: int, why: str) -> None:
         d = self._dropped.get(channel)
         if d is None:
-            self._dropped[channel] = [1, now, now]
+            self._dropped[channel] = [1, now, now, mono, why]
         else:
             d[0] += 1
-            d[2] = now
+            d[2], d[3], d[4] = now, mono, why
 
-    def _gap_all(self, why: str, now: int) -> None:
+    def _gap_all(self, why: str, now: int, mono: int) -> None:
         for it in self._items:
             if not it.node.poll:
-                self._drop(it.node.channel, now)
+                self._drop(it.node.channel, now, mono, why)
         log.warning("opcua notifications lost", instrument=self.name, detail=why)
 
     def _convert(self, node: OpcUaNode, dv: ua.DataValue, now: int, mono: int) -> list[Reading]:
@@ -744,14 +747,14 @@ class OpcUaDriver(Driver):
         if self._dropped:
             dropped, self._dropped = self._dropped, {}
             units = dict(self.channels())
-            for channel, (count, first, last) in dropped.items():
+            for channel, (count, first, last, last_mono, why) in dropped.items():
                 out.append(
                     self.reading(
                         channel, None, units.get(channel, ""), quality=Quality.BAD, reason=Reason.OVERFLOW,
-                        acq_ns=last,
+                        acq_ns=last, mono_ns=last_mono,
                         attrs={
                             "dropped": count, "first_dropped_ns": first, "last_dropped_ns": last,
-                            "error": f"{count} notification(s) lost: buffer of {self._limit} full",
+                            "error": f"{count} notification(s) lost: {why}",
                         },
                     )
                 )  # fmt: skip

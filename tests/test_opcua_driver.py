@@ -432,3 +432,36 @@ async def test_cli_simulator_with_slow_responses(tmp_path: Path) -> None:
     finally:
         code, _, err = stop(proc)
     assert code == 0, err
+
+
+def test_missing_publish_messages_are_recorded_as_a_gap() -> None:
+    """A jump in the subscription's sequence numbers: messages the server sent never arrived."""
+    driver = OpcUaDriver(opcua_config("opc.tcp://plc:4840", ["a", "b"]), SystemClock())
+    driver._by_handle = {1: driver._items[0], 2: driver._items[1]}
+
+    def message(seq: int, value: float) -> ua.PublishResult:
+        items = [
+            ua.MonitoredItemNotification(ClientHandle=h, Value=ua.DataValue(ua.Variant(value)))
+            for h in (1, 2)
+        ]
+        note = ua.NotificationMessage(
+            SequenceNumber=seq, NotificationData=[ua.DataChangeNotification(MonitoredItems=items)]
+        )
+        return ua.PublishResult(SubscriptionId=1, NotificationMessage=note)
+
+    driver._on_publish(message(7, 1.0))
+    driver._on_publish(message(8, 2.0))
+    assert [r.value for r in driver._take()] == [1.0, 1.0, 2.0, 2.0]
+    driver._on_publish(message(11, 3.0))  # 9 and 10 never came
+    rows = driver._take()
+    gaps = [r for r in rows if r.reason == "overflow"]
+    assert {r.channel for r in gaps} == {"a", "b"}
+    assert all(r.quality is Quality.BAD and r.value is None for r in gaps)
+    assert gaps[0].attrs is not None
+    assert "sequence jumped from 8 to 11" in gaps[0].attrs["error"]
+    assert [r.value for r in rows if r.quality is Quality.GOOD] == [3.0, 3.0]
+    # A keep-alive (no data) moves nothing.
+    driver._on_publish(
+        ua.PublishResult(SubscriptionId=1, NotificationMessage=ua.NotificationMessage(SequenceNumber=12))
+    )
+    assert driver._take() == []
