@@ -3,6 +3,7 @@ pages and compared with the export made from the same journal."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
@@ -13,7 +14,7 @@ from PIL import Image
 
 from daq.cli import main as cli
 from daq.physics import nuclide
-from daq.runs.export import decoded, journal_run, open_journal, write_export
+from daq.runs.export import decoded, journal_run, open_journal, verify_export, write_export
 from daq.runs.report import SECTIONS, render
 from tests.runs_helpers import TLC, record_run
 
@@ -101,3 +102,34 @@ async def test_report_pdf(data_dir: Path, tmp_path: Path) -> None:
     )
     assert result["sections"][: len(SECTIONS)] == list(SECTIONS)
     assert result["figures"]["seal"] == rec.run["seal"]
+
+
+async def test_reintegration_with_the_tlc_command_is_in_the_runs_audit_export_and_report(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = await record_run(data_dir, readings=3)
+    demo = Path(__file__).resolve().parents[1] / "config" / "demo.toml"
+    args = ["tlc", "reintegrate", "T-1", "--data-dir", str(data_dir), "--method", "lu-psma-itlc",
+            "--config", str(demo), "--actor", "dave", "--reason", "second look at the ROIs"]  # fmt: skip
+    assert await asyncio.to_thread(cli, args) == 0  # the command runs its own event loop
+    assert cli(["audit", "--data-dir", str(data_dir), "--run", rec.run_id]) == 0
+    audit_out = capsys.readouterr().out
+    assert "dave" in audit_out
+    assert "second look at the ROIs" in audit_out
+    out = tmp_path / "export"
+    write_export(data_dir, rec.run_id, out, "json")
+    assert verify_export(out, data_dir=data_dir).ok
+    analyses = json.loads((out / "analyses.json").read_text())["rows"]
+    assert [a["actor"] for a in analyses] == ["daemon", "carol", "dave"]
+    assert (
+        cli(["report", rec.run_id, "--data-dir", str(data_dir), "--out", str(tmp_path / "r.png"), "--png"])
+        == 0
+    )
+    pages = _pages(sorted(tmp_path.glob("r-p*.png")))
+    audit_text = "\n".join(p["Text"] for p in pages if p["Sections"] == "audit")
+    assert "dave" in audit_text
+    assert "tlc_reintegrate" in audit_text
+    tlc = next(p["Text"] for p in pages if p["Sections"] == "tlc")
+    assert "lu-psma-itlc 1" in tlc
+    assert "| current | dave" in tlc
+    assert "superseded | carol" in tlc
