@@ -40,6 +40,8 @@ _ERROR = re.compile(r"^Error: ?(.*)$")
 #: Batch and operator go into a comma-separated start line: no commas, no line breaks.
 FIELD_PATTERN = r"^[^,\r\n]{1,40}$"
 STEP_MM = 0.5
+#: A scan starts at the origin; a first line further along belongs to another scan.
+FIRST_MAX_MM = 5.0
 
 #: Reason of readings that arrive while no scan started by this daemon is running.
 NO_ACTIVE_SCAN = "no_active_scan"
@@ -332,6 +334,12 @@ class RtlcScannerDriver(SerialDriver):
                     self.PROGRESS, scan.progress_percent, "%", acq_ns=acq_ns, mono_ns=mono_ns, attrs=attrs
                 ),
             ]
+        elif isinstance(line, ScanEnd) and not scan.counts and scan.bad_lines:
+            # Only refused lines, then 'end': the scanner was finishing a scan it had started
+            # before ours (and ignored our start line). That 'end' is not ours.
+            reason = "'end' before any valid position: the scanner was busy with a scan not started here"
+            scan.finish(acq_ns, complete=False, reason=reason)
+            return self._orphan(line, raw, acq_ns, mono_ns)
         elif isinstance(line, ScanEnd):
             scan.finish(acq_ns, complete=True)
             out = [
@@ -376,6 +384,8 @@ class RtlcScannerDriver(SerialDriver):
         problem = None
         if tenths % 5:
             problem = "is not on the 0.5 mm grid"
+        elif last is None and point.position_mm > FIRST_MAX_MM:
+            problem = "cannot start a scan (the scanner may be finishing one not started here)"
         elif last is not None and point.position_mm <= last:
             problem = f"does not follow {last:g} mm"
         elif point.position_mm > scan.range_mm + STEP_MM:

@@ -374,3 +374,46 @@ async def test_corrupt_positions_are_refused_not_stored() -> None:
     assert [e.raw for e in errors] == [b"7; 3\r\n", b"10; 4\r\n", b"5000; 1\r\n", b"5; 9\r\n"]
     assert all(e.channel == "counts" for e in errors)
     assert bytes(scan.raw) == b"".join(lines)
+
+
+async def test_lines_of_a_scan_started_elsewhere_never_become_ours() -> None:
+    """The scanner is still finishing a scan it started before ours (a restarted daemon): it
+    ignores our start line and streams the rest of its scan. Those lines are refused and the
+    foreign 'end' does not complete our scan."""
+    lines = [b"1205; 3\r\n", b"1210; 2\r\n", b"end\r\n"]
+
+    async def scanner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\n")
+        for line in lines:
+            writer.write(line)
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(scanner, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    driver = RtlcScannerDriver(
+        RtlcScannerConfig(name="tlc1", kind="rtlc-scanner", port=f"socket://127.0.0.1:{port}", range_mm=150),
+        SystemClock(),
+    )
+    errors: list[ProtocolError] = []
+    readings = []
+    try:
+        await driver.connect()
+        scan = await driver.start_scan()
+        while not scan.done.is_set():
+            try:
+                readings.extend(await driver.read())
+            except ProtocolError as exc:
+                errors.append(exc)
+    finally:
+        await driver.close()
+        server.close()
+        await server.wait_closed()
+    assert scan.complete is False
+    assert "busy with a scan not started here" in (scan.abort_reason or "")
+    assert scan.counts == []
+    assert [e.raw for e in errors] == lines[:2]
+    [end] = readings
+    assert end.quality is Quality.UNCERTAIN
+    assert end.reason == "no_active_scan"
