@@ -234,12 +234,12 @@ class SystemdNotifier:
             reason = self.health.check(
                 now, commits=journal.commits, uncommitted=journal.uncommitted, error=journal.error
             )
-        if reason != self.withheld:
+        if (reason is None) != (self.withheld is None):  # log the change, not every tick
             if reason is not None:
                 log.error("watchdog pings withheld", reason=reason)
             else:
                 log.info("watchdog pings resumed")
-            self.withheld = reason
+        self.withheld = reason
         self.status_line = self._summary(reason, now)
         if reason is None and self.watchdog_s:
             self.notifier.send(WATCHDOG=1, STATUS=self.status_line)

@@ -238,6 +238,9 @@ def test_watchdog_stops_while_the_journal_cannot_commit(tmp_path: Path, short_di
         code, _, err = stop(daemon)
         assert code == 0, err
         manager.wait_for(lambda f: f.get("STOPPING") == "1", after=t_release, timeout=5)
+        # The change is logged once each way, not at every tick.
+        assert err.count('"watchdog pings withheld"') == 1, err
+        assert err.count('"watchdog pings resumed"') == 1, err
     finally:
         if blocker is not None:
             blocker.close()
