@@ -95,14 +95,16 @@ def _parse_cell(text: Any, typ: str, fmt: Format) -> Any:
 
 def _table_text(t: TableRows, fmt: Format) -> str:
     if fmt == "json":
-        rows = []
+        # One record per line: readable, diffable, and several times faster than indenting.
+        lines = []
         for r in t.rows:
             out = {c: _cell(r[c], typ) for c, typ in zip(t.columns, t.types, strict=True)}
             out.update(_derived(t.name, r))
             out["prev_hash"] = r["prev_hash"].hex()
             out["hash"] = r["hash"].hex()
-            rows.append(out)
-        return _json_text({"table": t.name, "columns": list(t.columns), "types": t.types, "rows": rows})
+            lines.append(json.dumps(out, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+        head = json.dumps({"table": t.name, "columns": list(t.columns), "types": t.types}, sort_keys=True)
+        return head[:-1] + ', "rows": [\n' + ",\n".join(lines) + "\n]}\n"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     extra = list(_derived(t.name, t.rows[0])) if t.rows else []
