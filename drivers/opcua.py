@@ -704,10 +704,13 @@ class OpcUaDriver(Driver):
         period_ns = int(cfg.period_s * 1e9)
         polled = cfg.mode == "poll" or any(it.node.poll for it in self._items)
         while True:
-            if self._lost is not None:
-                raise ConnectError(f"{self.name}: {self._lost}")
-            if client.state is not UaClientState.CONNECTED:
-                raise ConnectError(f"{self.name}: connection to {cfg.url} lost ({client.state.value})")
+            lost = self._lost
+            if lost is None and client.state is not UaClientState.CONNECTED:
+                lost = f"connection to {cfg.url} lost ({client.state.value})"
+            if lost is not None:
+                if self._pending or self._dropped:
+                    return self._take()  # what arrived before the loss first; the error next time
+                raise ConnectError(f"{self.name}: {lost}")
             mono = self.clock.monotonic_ns()
             out = self._take()
             for handle in self._gone:

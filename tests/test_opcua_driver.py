@@ -465,3 +465,21 @@ def test_missing_publish_messages_are_recorded_as_a_gap() -> None:
         ua.PublishResult(SubscriptionId=1, NotificationMessage=ua.NotificationMessage(SequenceNumber=12))
     )
     assert driver._take() == []
+
+
+@module_loop
+async def test_readings_that_arrived_before_a_server_restart_are_returned_first(sim: Any) -> None:
+    simulator, url = sim
+    driver = OpcUaDriver(opcua_config(url), SystemClock())
+    await driver.connect()
+    await driver.read()
+    await asyncio.sleep(0.3)  # notifications wait in the driver's buffer, unread
+    restart = asyncio.create_task(simulator.restart(down_s=0.5))
+    await wait_until(lambda: driver._lost is not None, timeout=5)
+    rows = await driver.read()
+    assert len(rows) >= 5
+    assert all(r.quality is Quality.GOOD for r in rows)
+    with pytest.raises(ConnectError, match=r"BadShutdown|lost"):
+        await driver.read()
+    await driver.close()
+    await restart
