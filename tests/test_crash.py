@@ -9,7 +9,26 @@ from pathlib import Path
 
 from daq.journal import verify_journal
 from tests.helpers import config_text, free_port
-from tests.proc import spawn, start_simulator, stop, wait_for_file
+from tests.proc import spawn, start_simulator, stop
+
+
+def wait_started(db: Path, starts: int, timeout: float = 60) -> None:
+    """Wait until the journal holds ``starts`` daemon_start audit entries (the daemon is up,
+    its signal handlers installed): a fixed sleep is not enough on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                n = conn.execute("SELECT COUNT(*) FROM audit WHERE action = 'daemon_start'").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            finally:
+                conn.close()
+            if n >= starts:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"daemon start {starts} not seen within {timeout} s")
 
 
 def committed(db: Path) -> dict[int, tuple[str, int, bytes]]:
@@ -46,7 +65,7 @@ def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         before: dict[int, tuple[str, int, bytes]] = {}
         for round_ in range(2):
             daemon = spawn("run", "--config", str(cfg))
-            wait_for_file(db)
+            wait_started(db, round_ + 1)
             time.sleep(1.0 + 0.3 * round_)
             before = committed(db)  # everything visible here has been committed
             assert len(before) > 50
@@ -54,6 +73,7 @@ def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> Non
             daemon.communicate(timeout=10)
             assert daemon.returncode == -signal.SIGKILL
         daemon = spawn("run", "--config", str(cfg))
+        wait_started(db, 3)
         time.sleep(1.0)
         code, _, err = stop(daemon)
         assert code == 0, err
@@ -81,11 +101,12 @@ def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
     )
     try:
         daemon = spawn("run", "--config", str(cfg))
-        wait_for_file(data_dir / "journal.sqlite3")
+        wait_started(data_dir / "journal.sqlite3", 1)
         time.sleep(1.0)
         code, _, err = stop(daemon, signal.SIGTERM)
         assert code == 0, err
         daemon = spawn("run", "--config", str(cfg))
+        wait_started(data_dir / "journal.sqlite3", 2)
         time.sleep(0.5)
         code, _, err = stop(daemon, signal.SIGINT)
         assert code == 0, err
