@@ -411,3 +411,27 @@ def test_runs_config_is_checked(data_dir: Path) -> None:
         vdc_config(data_dir, "socket://127.0.0.1:9", '[runs]\nnuclide = "Xx-1"\n')
     cfg = vdc_config(data_dir, "socket://127.0.0.1:9", '[runs]\nnuclide = "177Lu"\n')
     assert cfg.model.runs.nuclide == "Lu-177"
+
+
+async def test_instrument_off_at_run_start_keeps_its_last_known_device_info(data_dir: Path) -> None:
+    sim = await Vdc404Simulator(options={"interval_s": "0.03"}).serve("tcp://127.0.0.1:0")
+    url = sim.url
+    daemon = Daemon(vdc_config(data_dir, url))
+    task = asyncio.create_task(daemon.run())
+    await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].readings >= 3)
+    daemon.request_stop()
+    await task
+    await sim.close()  # the calibrator is switched off before the next daemon start
+    daemon = Daemon(vdc_config(data_dir, url))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: "runs" in daemon.services)
+        runs: Any = daemon.services["runs"]
+        run = await runs.start(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
+    finally:
+        daemon.request_stop()
+        await task
+    dc1 = run["instruments"]["dc1"]
+    assert dc1["connected"] is False
+    assert dc1["device"]["model"] == "Veenstra VDC-404"
+    assert dc1["device_seen_ns"] < run["started_ns"]

@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import difflib
 import fcntl
+import json
 import os
 import re
 from pathlib import Path
@@ -325,6 +326,8 @@ class RunManager:
         )  # fmt: skip
 
     def _instruments(self) -> dict[str, Any]:
+        """Each instrument with what it said about itself on connect: now, or (if it is not
+        connected at the moment) in its last ``connected`` event, marked as from the past."""
         out: dict[str, Any] = {}
         for inst in self.daemon.config.instruments:
             if not inst.enabled:
@@ -334,7 +337,20 @@ class RunManager:
                 sup = self.daemon.supervisor(inst.name)
                 info = sup.device_info.as_dict() if sup.device_info is not None else None
             out[inst.name] = {"kind": inst.kind, "description": inst.description, "device": info}
+            if info is None:
+                out[inst.name].update(self._last_connected(inst.name))
         return out
+
+    def _last_connected(self, instrument: str) -> dict[str, Any]:
+        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+            row = reader.conn.execute(
+                "SELECT ts_ns, detail FROM events WHERE instrument = ? AND kind = 'connected' "
+                "ORDER BY id DESC LIMIT 1",
+                (instrument,),
+            ).fetchone()
+        if row is None or not row[1]:
+            return {"connected": False}
+        return {"connected": False, "device": json.loads(row[1]).get("device"), "device_seen_ns": row[0]}
 
     def _new_id(self, batch: str, now_ns: int) -> str:
         stamp = dt.datetime.fromtimestamp(now_ns / 1e9, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
