@@ -26,7 +26,21 @@ class Lines:
         self.q: queue.Queue[str] = queue.Queue()
         assert proc.stdout is not None
         out = proc.stdout
-        threading.Thread(target=lambda: [self.q.put(line) for line in out], daemon=True).start()
+        self.out = out
+        self.thread = threading.Thread(target=self._read, args=(out,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """After the process ended: the reader sees EOF, then the pipe is closed."""
+        self.thread.join(10)
+        self.out.close()
+
+    def _read(self, out: Any) -> None:
+        try:
+            for line in out:
+                self.q.put(line)
+        except (ValueError, OSError):
+            pass  # the pipe was closed under us: the process is gone
 
     def take(self, n: int, timeout: float = 30) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -91,7 +105,11 @@ def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> N
     finally:
         if tail is not None:
             tail.send_signal(signal.SIGINT)
-            tail_code, _, tail_err = stop(tail, signal.SIGINT)
+            tail_code = tail.wait(timeout=20)
+            assert tail.stderr is not None
+            tail_err = tail.stderr.read()
+            tail.stderr.close()
+            lines.close()
         stop(daemon)
         stop(sim)
     assert tail_code == 130
