@@ -120,7 +120,7 @@ async def test_live_page_shows_values_trends_and_a_disconnected_instrument(
     data_dir: Path, tmp_path: Path
 ) -> None:
     async with (
-        running_daemon(data_dir, interval_s=0.2, dead_instrument=True) as (_, url, _),
+        running_daemon(data_dir, interval_s=0.2, dead_instrument=True) as (daemon, url, _),
         chromium(tmp_path) as page,
     ):
         await page.call(
@@ -152,6 +152,11 @@ async def test_live_page_shows_values_trends_and_a_disconnected_instrument(
         alarms = await page.js("document.querySelector('#alarms').textContent")
         assert "dead: not connected" in alarms
         assert "dc1" not in alarms
+        assert "no active run" in await page.js("document.querySelector('#run').textContent")
+        await daemon.services["runs"].start(  # type: ignore[attr-defined]
+            batch="B-042", product="Lu-PSMA", nuclide="Lu-177", operator="jdoe", actor="test"
+        )
+        await page.wait_for("document.querySelector('#run').textContent.includes('B-042')")
         shot = await page.call("Page.captureScreenshot", format="png")
         (tmp_path / "live.png").write_bytes(__import__("base64").b64decode(shot["data"]))
         assert page.exceptions == []

@@ -173,7 +173,9 @@ function draw(key) {
   let lo = Math.min(...values), hi = Math.max(...values);
   if (hi === lo) { hi += Math.abs(hi) * 0.01 || 1; lo -= Math.abs(lo) * 0.01 || 1; }
   const now = Date.now();
-  const x = t => ((t - (now - WINDOW_MS)) / WINDOW_MS) * w;
+  // Until 10 minutes have been seen, the chart spans what there is (at least 30 s).
+  const span = Math.max(30000, Math.min(WINDOW_MS, now - s[0][0]));
+  const x = t => ((t - (now - span)) / span) * w;
   const y = v => h - 2 - ((v - lo) / (hi - lo)) * (h - 4);
   ctx.strokeStyle = "#2b6cb0";
   ctx.lineWidth = 1.2;
