@@ -198,17 +198,26 @@ class LineFormatter:
         """One line for one journal row; raises :class:`LineProtocolError` for input line
         protocol cannot carry (the collision state still advances, so the rows after it are
         formatted as they would be had it been sent)."""
+        # The hot path of the forwarder (one call per point): observe() and float_field()
+        # are inlined here.
         _id, instrument, channel, seq, acq_ns, value, unit, quality, reason, attrs, run_id = row
-        dup = self.observe(row)
-        prefix = self._series_prefix(instrument, channel, run_id, nuclide_of(attrs), dup)
+        series = (instrument, channel)
+        t = acq_ns // self.resolution_ns
+        last = self._last.get(series)
+        dup = last[1] + 1 if last is not None and last[0] == t else 0
+        self._last[series] = (t, dup)
+        nuclide = nuclide_of(attrs) if attrs else None
+        prefix = self._prefix.get((instrument, channel, run_id, nuclide, dup))
+        if prefix is None:
+            prefix = self._series_prefix(instrument, channel, run_id, nuclide, dup)
         u = self._units.get(unit)
         if u is None:
             u = self._units[unit] = string_field(unit)
-        fields = f"quality={quality}i,seq={seq}i,unit={u}"
-        if value is not None:
-            v = float_field(value)
-            if v is not None:
-                fields = f"value={v},{fields}"
+        # value - value is 0.0 for finite floats and NaN for NaN and the infinities.
+        if value is not None and value - value == 0.0:
+            fields = f"value={float(value)!r},quality={quality}i,seq={seq}i,unit={u}"
+        else:
+            fields = f"quality={quality}i,seq={seq}i,unit={u}"
         if reason:
             fields = f"{fields},reason={string_field(reason)}"
         return f"{prefix}{fields} {acq_ns}"
