@@ -455,8 +455,13 @@ class ModbusDriver(Driver):
             await self.close()
             client = self._make_client()
             self._client = client
+            # pymodbus has one timeout for connecting and for each request: give the connect
+            # connect_timeout_s, then set it back to the per-request timeout.
+            params = client.ctx.comm_params
+            params.timeout_connect = self.config.connect_timeout_s
             try:
                 ok = await client.connect()
+                params.timeout_connect = self._timeout_s
             except Exception as exc:  # pyserial raises SerialException, ValueError or OSError
                 await self.close()
                 raise ConnectError(f"{self.name}: cannot open {self.config.port}: {exc}") from exc
@@ -627,15 +632,29 @@ class ModbusDriver(Driver):
         """One poll of every unit id; per-unit failures come back as BAD readings.
 
         Raises :class:`ConnectError` when the link is gone and :class:`ReadTimeout` when
-        no unit id answered at all (the link is in doubt).
+        no unit id answered at all (the link is in doubt). A request that could not finish
+        within the poll's ``timeout_s`` is not sent: its channels are BAD (``timeout``) and
+        the values already read are kept, where the supervisor's timeout would drop them all.
         """
         out: list[Reading] = []
-        answered = timed_out = 0
+        answered = timed_out = sent = 0
         out_of_step: _UnitFailed | None = None
         clock = self.clock
+        budget_end = clock.monotonic_ns() + int(self.config.timeout_s * 1e9)
+        request_ns = int(self._timeout_s * 1e9)
         for unit in self._plan:
             failed = False
             for i, read in enumerate(unit.reads):
+                if sent and clock.monotonic_ns() + request_ns > budget_end:
+                    late = _UnitFailed(
+                        Reason.TIMEOUT,
+                        f"unit {unit.unit_id}: FC {read.function} at {read.address} not sent: "
+                        f"the poll's {self.config.timeout_s:g} s were spent",
+                    )
+                    out.extend(self._unit_bad(unit, unit.reads[i:], late))
+                    failed = True
+                    break
+                sent += 1
                 try:
                     response = await self._read(unit.unit_id, read)
                     acq_ns, mono_ns = clock.time_ns(), clock.monotonic_ns()
