@@ -349,3 +349,25 @@ async def test_a_slow_plc_keeps_what_fits_in_the_poll(
     assert late  # the rest were not sent, and say so
     assert {r.reason for r in late} == {"timeout"}
     assert all(r.attrs and "were spent" in r.attrs["error"] for r in late)
+
+
+async def test_rtu_keeps_the_inter_frame_gap() -> None:
+    sim = SynthModbusSimulator()
+    listener = await sim.serve("pty")
+    rtu = {"serial": {"parity": "N"}, "period_s": 2.0, "timeout_s": 1.9}
+    try:
+        plain = driver_for(listener.url, **rtu)
+        assert plain._gap_ns == int(3.5 * 11 / 19200 * 1e9)  # 3.5 characters at 19200 baud
+        spaced = driver_for(listener.url, frame_gap_s=0.05, **rtu)
+        await spaced.connect()
+        try:
+            await spaced.read()
+            start = asyncio.get_running_loop().time()
+            readings = await spaced.read()  # six requests: at least five gaps between them
+            elapsed = asyncio.get_running_loop().time() - start
+        finally:
+            await spaced.close()
+    finally:
+        await listener.close()
+    assert {r.quality for r in readings} == {Quality.GOOD}
+    assert elapsed >= 5 * 0.05
