@@ -153,3 +153,27 @@ async def test_prune_cli(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert cli(["verify", "--data-dir", str(data_dir)]) == 0
     assert cli(["audit", "--data-dir", str(data_dir)]) == 0
     assert " prune journal" in capsys.readouterr().out
+
+
+async def test_an_instrument_whose_readings_all_went_continues_its_sequence(data_dir: Path) -> None:
+    from daq.clock import SystemClock
+    from daq.journal import Journal
+    from daq.model import Quality, Reading
+
+    clock = SystemClock()
+    old = clock.time_ns() - 1000 * DAY_NS
+    journal = await Journal.open(data_dir, clock=clock)
+    for i in range(5):  # a calibrator since decommissioned, then one still in use
+        journal.append(Reading("old-dc", "activity", 1.0, "Bq", Quality.GOOD, old + i, i))
+    for i in range(5):
+        journal.append(Reading("dc1", "activity", 2.0, "Bq", Quality.GOOD, old + 10 + i, 10 + i))
+    await journal.close()
+    done = prune(data_dir, exports=[], retention_days=30, actor="qa")
+    assert done.rows["readings"] == 9  # everything but the chain's last row
+    assert verify_journal(data_dir).ok
+    journal = await Journal.open(data_dir, clock=clock)
+    again = Reading("old-dc", "activity", 1.0, "Bq", Quality.GOOD, clock.time_ns(), clock.monotonic_ns())
+    journal.append(again)
+    await journal.close()
+    assert again.seq == 6
+    assert verify_journal(data_dir).ok

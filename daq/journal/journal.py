@@ -161,6 +161,11 @@ class Journal:
             self._next_id[table] = self._tail[table][0]
         for instrument, seq in conn.execute("SELECT instrument, MAX(seq) FROM readings GROUP BY instrument"):
             self._seq[instrument] = seq
+        if "prunes" in CHAINED:
+            # Sequence numbers continue past readings that retention pruned (daq.runs.retention).
+            for (detail,) in conn.execute("SELECT detail FROM prunes WHERE table_name = 'readings'"):
+                for instrument, seq in (json.loads(detail or "{}").get("last_seq") or {}).items():
+                    self._seq[instrument] = max(self._seq.get(instrument, 0), int(seq))
         self._conn = conn
 
     async def close(self) -> None:

@@ -10,8 +10,8 @@ audited transaction, and it must leave the journal verifiable:
    against this journal (so the export's seal is the journal's).
 3. Only a *prefix* of ``readings`` and ``events`` goes: rows up to the first row that must
    stay (newer than the cutoff, or in a run without a verified export). The last row of each
-   instrument stays, so sequence numbers keep increasing across restarts, and so the chain
-   tails stay in the database.
+   table stays, so the chain tails stay in the database; the checkpoint records each
+   instrument's last pruned sequence number, from which the journal continues on restart.
 4. In one transaction: drop the ``*_no_delete`` guard, delete the prefix, re-create the guard,
    and append a chained ``prunes`` checkpoint (table, last pruned id, its chain hash) and a
    ``prune`` audit entry. ``daq verify`` then checks the remaining rows from the checkpoint's
@@ -81,11 +81,8 @@ def plan(conn: sqlite3.Connection, *, cutoff_ns: int, verified: set[str]) -> Pru
         f"SELECT MIN(id) FROM readings WHERE NOT (acq_ns < ? AND (run_id IS NULL OR {in_runs}))",
         (cutoff_ns, *sorted(prunable)),
     ).fetchone()[0]
-    last_per_instrument = conn.execute(
-        "SELECT MIN(m) FROM (SELECT MAX(id) AS m FROM readings GROUP BY instrument)"
-    ).fetchone()[0]
-    limits = [x - 1 for x in (first_keep, last_per_instrument) if x is not None]
-    through["readings"] = min(limits) if limits else 0
+    last_reading = _tail(conn, "readings")[0]
+    through["readings"] = max(0, min((first_keep or last_reading) - 1, last_reading - 1))
     # Events carry no run id: keep those from the start of the oldest run that stays.
     event_cut = min([cutoff_ns, *(r["started_ns"] for r in keep)])
     first_event = conn.execute("SELECT MIN(id) FROM events WHERE ts_ns >= ?", (event_cut,)).fetchone()[0]
@@ -158,11 +155,19 @@ def _apply(
             continue
         through = p.through[table]
         digest = conn.execute(f"SELECT hash FROM {table} WHERE id = ?", (through,)).fetchone()[0]
+        info: dict[str, Any] = {"cutoff_ns": p.cutoff_ns, "runs": p.runs}
+        if table == "readings":
+            # The journal continues each instrument's sequence numbers from here on restart.
+            info["last_seq"] = dict(
+                conn.execute(
+                    "SELECT instrument, MAX(seq) FROM readings WHERE id <= ? GROUP BY instrument", (through,)
+                )
+            )
         conn.execute(f"DROP TRIGGER {table}_no_delete")
         conn.execute(f"DELETE FROM {table} WHERE id <= ?", (through,))
         conn.execute(guards(table)[1])
         pid += 1
-        detail = dumps({"cutoff_ns": p.cutoff_ns, "runs": p.runs})
+        detail = dumps(info)
         row = (pid, now_ns, actor, table, through, bytes(digest).hex(), p.rows[table], detail)
         ph = chain.link(ph, chain.generic_payload(row))
         conn.execute(
