@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--reason", required=True)
     s.add_argument("--instrument", default=None)
     _api_args(s)
-    s = sub.add_parser("t0", help="mark t0 (separation/labelling) now or at --at")
+    s = sub.add_parser("t0", help="mark t0 (separation/labelling) now or at --at-ns")
     s.add_argument("--reason", required=True)
     s.add_argument("--instrument", default=None)
     s.add_argument(
@@ -145,11 +145,11 @@ def main(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(runs, indent=2, sort_keys=True))
             return 0
-        print(f"{'run':<36} {'batch':<16} {'product':<16} {'started':<33} {'ended':<33} sealed")
+        print(f"{'run':<40} {'batch':<24} {'product':<20} {'started':<33} {'ended':<33} sealed")
         for r in runs:
             end = iso(r["ended_ns"]) if r.get("ended_ns") else "open"
             print(
-                f"{r['run_id']:<36} {r.get('batch') or '-':<16} {r.get('product') or '-':<16} "
+                f"{r['run_id']:<40} {r.get('batch') or '-':<24} {r.get('product') or '-':<20} "
                 f"{iso(r['started_ns']):<33} {end:<33} {'yes' if r.get('seal') else 'no'}"
             )
         return 0
