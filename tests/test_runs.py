@@ -243,6 +243,9 @@ async def test_demo_synthesizer_starts_and_stops_a_run(tmp_path: Path) -> None:
     out = tmp_path / "export"
     write_export(data_dir, run["run_id"], out, "csv")
     assert verify_export(out, data_dir=data_dir).ok
+    closing = demo.summary(data_dir)  # what `daq demo` prints when it stops
+    assert "runs: 1 (1 sealed)" in closing
+    assert f"daq export {run['run_id']} --data-dir {data_dir}" in closing
 
 
 async def test_run_left_open_by_a_crash_is_closed_and_sealed_on_start(data_dir: Path) -> None:

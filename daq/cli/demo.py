@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from daq import logs
-from daq.cli import simulate, tlc
+from daq.cli import runs, simulate, tlc
 from daq.config.load import Config, load_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
@@ -248,6 +248,7 @@ def summary(data_dir: Path) -> str:
     report = verify_journal(data_dir)
     lines.append(f"  hash chains: {'intact' if report.ok else 'FAILED: ' + str(report.problem)}")
     lines.extend(tlc.summary_lines(data_dir))
+    lines.extend(runs.summary_lines(data_dir))
     return "\n".join(lines)
 
 

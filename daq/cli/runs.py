@@ -171,3 +171,19 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"{cmd} recorded for run {answer.get('run_id') or '-'} at {answer.get('ts')}")
     return 0
+
+
+def summary_lines(data_dir: Path) -> list[str]:
+    """The runs of a journal, for ``daq demo``'s closing summary."""
+    conn = open_journal(data_dir)
+    try:
+        runs = store.list_runs(conn)
+    finally:
+        conn.close()
+    lines = [f"  runs: {len(runs)} ({sum(1 for r in runs if r.get('seal'))} sealed)"]
+    for r in runs[-5:]:
+        state = f"sealed {r['seal'][:16]}..." if r.get("seal") else "open"
+        lines.append(f"    {r['run_id']}  batch {r.get('batch')}  {state}")
+    if runs:
+        lines.append(f"  export one: daq export {runs[-1]['run_id']} --data-dir {data_dir} --out export-dir")
+    return lines
