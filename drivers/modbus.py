@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialInstrument, StrictModel
 from daq.errors import ConnectError, DeviceError, ProtocolError, ReadTimeout, WriteRefused
 from daq.model import DeviceInfo, Quality, Reading, Reason
@@ -358,14 +359,15 @@ def compile_plan(config: ModbusConfig) -> list[_Unit]:
 
 
 class _Bus:
-    """One RS-485 bus: a lock, and the end of the last frame for the inter-frame gap."""
+    """One RS-485 bus: a lock, and the end of the last frame for the inter-frame gap.
+
+    An instrument owns its bus (the config refuses two instruments on one port, and the
+    port is opened exclusively), so the bus lives with the driver.
+    """
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.last_ns = 0
-
-
-_BUSES: dict[str, _Bus] = {}
 
 
 class _UnitFailed(Exception):
@@ -388,18 +390,18 @@ class ModbusDriver(Driver):
         "set": "write CHANNEL=VALUE to a writable holding register or coil (engineering units)",
     }
 
-    def __init__(self, config: ModbusConfig, clock: Any):
+    def __init__(self, config: ModbusConfig, clock: Clock):
         super().__init__(config, clock)
         self._client: Any = None
         self._plan = compile_plan(config)
         self._by_name = {c.name: c for c in config.all_channels}
         self._timeout_s = config.per_request_timeout_s()
-        self._bus: _Bus | None = None if config.is_tcp else _BUSES.setdefault(config.port, _Bus())
+        self._bus: _Bus | None = None if config.is_tcp else _Bus()
         self._gap_ns = int(self._frame_gap_s() * 1e9)
         # A fingerprint of the effective map (file and inline), journaled on every connect.
         effective = json.dumps([c.model_dump() for c in config.all_channels], sort_keys=True)
         self.map_sha256 = hashlib.sha256(effective.encode()).hexdigest()
-        #: Requests sent since connect, for status and benchmarks.
+        #: Requests sent by this driver, for status and benchmarks.
         self.requests = 0
 
     def _frame_gap_s(self) -> float:
