@@ -219,6 +219,7 @@ class SynthModbusSimulator(Simulator):
         self.writes: list[tuple[int, int, int, list[int] | list[bool]]] = []
         self._server: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._drop_handles: list[asyncio.TimerHandle] = []
         self._stopping = False
 
     def configure(self, options: dict[str, str]) -> None:
@@ -289,8 +290,8 @@ class SynthModbusSimulator(Simulator):
                 SimDevice(
                     uid,
                     simdata=(
-                        [SimData(0, count=_COIL_BITS, values=False, datatype=DataType.BITS)],
-                        [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+                        [SimData(0, values=list(image.coils), datatype=DataType.BITS)],
+                        [SimData(0, values=list(image.discretes), datatype=DataType.BITS)],
                         [SimData(0, values=list(image.holding), datatype=DataType.REGISTERS)],
                         [SimData(0, values=list(image.input), datatype=DataType.REGISTERS)],
                     ),
@@ -350,6 +351,12 @@ class SynthModbusSimulator(Simulator):
         if not ok:
             return ExcCodes.ILLEGAL_ADDRESS
         self.writes.append((uid, function_code, address, list(values)))
+        # Kept in the image too, so a written value survives a server restart.
+        image = self.images[uid]
+        if function_code in (5, 15):
+            image.coils[address] = bool(values[0])
+        else:
+            image.holding[address : address + len(values)] = [int(v) for v in values]
         return None
 
     def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
@@ -376,7 +383,6 @@ class SynthModbusSimulator(Simulator):
         """Serve at ``tcp://HOST:PORT`` (port 0 picks a free one) or ``pty`` (Modbus RTU)."""
         self._build_images()
         self._stopping = False
-        self._drop_handles: list[asyncio.TimerHandle] = []
         updater = asyncio.create_task(self._updater(), name=f"sim:{self.kind}:update")
         try:
             if listen == "pty":
@@ -390,7 +396,7 @@ class SynthModbusSimulator(Simulator):
             raise
         restarter: asyncio.Task[None] | None = None
         if self.faults.get("restart_every_s") and listen != "pty":
-            restarter = asyncio.create_task(self._restarts(url), name=f"sim:{self.kind}:restart")
+            restarter = asyncio.create_task(self._restarts(), name=f"sim:{self.kind}:restart")
 
         async def close() -> None:
             self._stopping = True
@@ -447,7 +453,7 @@ class SynthModbusSimulator(Simulator):
         if not self._stopping:
             await self._start_tcp(*self._bound)
 
-    async def _restarts(self, url: str) -> None:
+    async def _restarts(self) -> None:
         every = self.faults["restart_every_s"]
         down = self.faults.get("restart_down_s", 2.0)
         while True:

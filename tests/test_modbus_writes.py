@@ -117,3 +117,22 @@ async def test_a_write_the_plc_refuses_is_a_device_error_with_its_code() -> None
         await drv.close()
         await listener.close()
     assert sim.writes == []
+
+
+async def test_a_written_set_point_survives_a_plc_restart() -> None:
+    sim = SynthModbusSimulator()
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    drv = driver_for(listener.url, allow_writes=True)
+    try:
+        await drv.connect()
+        await drv.write("set", "reactor_setpoint=72.25")
+        await drv.write("set", "remote_hold=true")
+        await sim.restart(0.1)
+        await drv.close()
+        await drv.connect()
+        got = {r.channel: r.value for r in await drv.read()}
+    finally:
+        await drv.close()
+        await listener.close()
+    assert got["reactor_setpoint"] == pytest.approx(72.25)
+    assert got["remote_hold"] == 1.0
