@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from daq.clock import Clock
+from daq.errors import JournalError
 from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
 from daq.journal.journal import Journal, connect
@@ -249,13 +250,27 @@ class InfluxForwarder:
         log.info("sink stopped", sink=self.sink.name, cursor=self.cursor, backlog=self.pending)
 
     def _open_sync(self) -> sqlite3.Connection:
-        conn = connect(self.journal.path, read_only=True)
-        seed = conn.execute(
+        self._conn = connect(self.journal.path, read_only=True)
+        self._reseed_sync()
+        return self._conn
+
+    def _reseed_sync(self) -> None:
+        """Rebuild the formatter's collision state from the rows just before the cursor, so
+        the lines of the rows after it come out as they would have before a restart."""
+        assert self._conn is not None
+        f = self.formatter
+        self.formatter = LineFormatter(
+            site=f.site,
+            cell=f.cell,
+            kinds=f.kinds,
+            default_kind=f.default_kind,
+            resolution_ns=f.resolution_ns,
+        )
+        seed = self._conn.execute(
             f"{ROW_SELECT} WHERE id > ? AND id <= ? ORDER BY id",
             (max(0, self.cursor - SEED_WINDOW), self.cursor),
         ).fetchall()
         self.formatter.observe_all(seed)
-        return conn
 
     def _on_commit(self, readings: list[Any]) -> None:
         self._wake.set()
@@ -408,6 +423,21 @@ class InfluxForwarder:
     # -- sending ---------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._forward()
+            except (sqlite3.Error, JournalError, OSError) as exc:
+                # The journal could not be read or the cursor not written: the batches in
+                # hand are dropped and read again (their lines come out the same, see
+                # _reseed_sync); nothing is skipped.
+                self._note_error(f"journal: {exc}")
+                log.error("sink cannot use the journal; retrying", sink=self.sink.name, error=str(exc))
+                await self.clock.sleep(self.sink.backoff_cap_s)
+                assert self._executor is not None
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    await asyncio.get_running_loop().run_in_executor(self._executor, self._reseed_sync)
+
+    async def _forward(self) -> None:
         prefetch: asyncio.Task[Batch | None] | None = None
         try:
             while True:
