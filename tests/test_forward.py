@@ -700,3 +700,39 @@ async def test_demo_forwards_the_demo_cell_to_a_real_server(tmp_path: Path, vm: 
         cursor = r.sink_cursors()["demo-influx"]["last_id"]
     assert cursor > 20
     await wait_server_matches(vm, data_dir, through_id=cursor)
+
+
+async def test_daemon_killed_mid_backlog_resumes_from_its_cursor(
+    data_dir: Path, tmp_path: Path, vm: Victoria
+) -> None:
+    """SIGKILL, not a clean stop: whatever was sent but not acknowledged is sent again and
+    overwrites itself; nothing is lost and nothing stored twice."""
+    journal = await Journal.open(data_dir, clock=SystemClock())
+    await fill(journal, 10_000)
+    await journal.close()
+    config = tmp_path / "daq.toml"
+    config.write_text(cell_config(data_dir, None, sink_toml(vm.url, batch_size=100)).text)
+
+    def cursor() -> int:
+        with JournalReader(data_dir) as r:
+            return r.sink_cursors().get("central", {}).get("last_id", 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daq", "run", "--config", str(config)], stderr=subprocess.DEVNULL
+    )
+    try:
+        await wait_until(lambda: cursor() >= 2000, timeout=60, interval=0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    killed_at = cursor()
+    assert killed_at < 20_000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daq", "run", "--config", str(config)], stderr=subprocess.DEVNULL
+    )
+    try:
+        await wait_until(lambda: cursor() == 20_000, timeout=90, interval=0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    await wait_server_matches(vm, data_dir)
