@@ -348,6 +348,9 @@ class OpcUaDriver(Driver):
         client.application_uri = cfg.security.application_uri
         client.name = client.description = f"hotcell-daq {self.name}"
         client.product_uri = "urn:hotcell-daq"
+        # One minute rather than asyncua's hour: a session abandoned by a crashed daemon is
+        # cleaned up by the server soon, and servers rarely allow more than ten minutes.
+        client.session_timeout = 60_000
         self._client = client
         self._reset_state()
         try:
