@@ -7,9 +7,54 @@ State changes are logged once; nothing is logged per reading (a rendered line co
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
+
+#: structlog level name -> syslog priority, for journald's ``<N>`` line prefix.
+SYSLOG_PRIORITY = {
+    "critical": 2,
+    "exception": 3,
+    "error": 3,
+    "warning": 4,
+    "warn": 4,
+    "notice": 5,
+    "info": 6,
+    "debug": 7,
+}
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """Whether ``fd`` is the stream systemd connected to journald (``$JOURNAL_STREAM`` holds
+    its ``device:inode``, systemd.exec(5)): only then is a ``<N>`` prefix understood."""
+    env = os.environ if environ is None else environ
+    dev, _, ino = env.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+class PriorityPrefix:
+    """Wraps a structlog renderer and prefixes each line with ``<N>``, its syslog priority.
+
+    journald strips the prefix and stores it as ``PRIORITY`` (``SyslogLevelPrefix=`` is on by
+    default), so ``journalctl -p warning`` works while the message stays one JSON object.
+    """
+
+    def __init__(self, renderer: Callable[..., Any]):
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        level = str(event_dict.get("level", method_name)).lower()
+        priority = SYSLOG_PRIORITY.get(level, SYSLOG_PRIORITY["info"])
+        return f"<{priority}>{self.renderer(logger, method_name, event_dict)}"
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
@@ -24,11 +69,9 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     if use_json:
         processors.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
-        from daq import systemd
-
-        if systemd.stderr_is_journal():
+        if stderr_is_journal():
             # journald turns a "<N>" prefix into the entry's PRIORITY (journalctl -p).
-            renderer = systemd.PriorityPrefix(renderer)
+            renderer = PriorityPrefix(renderer)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daq.logs import get_logger
@@ -42,19 +42,8 @@ log = get_logger("daq.systemd")
 #: Seconds between ``STATUS=`` updates when systemd asked for no watchdog.
 STATUS_INTERVAL_S = 5.0
 
+
 #: journald's priorities (syslog(3)) for structlog's level names.
-SYSLOG_PRIORITY = {
-    "critical": 2,
-    "exception": 3,
-    "error": 3,
-    "warning": 4,
-    "warn": 4,
-    "notice": 5,
-    "info": 6,
-    "debug": 7,
-}
-
-
 def notify_address(value: str) -> str | bytes:
     """The socket address for a ``$NOTIFY_SOCKET`` value; raises :class:`ValueError` for a
     value that is neither an absolute path nor an abstract name (``@name``)."""
@@ -270,36 +259,6 @@ def service(daemon: Daemon) -> SystemdNotifier | None:
 
 
 # -- journald priorities ----------------------------------------------------------------------
-
-
-def stderr_is_journal(environ: Mapping[str, str] | None = None, fd: int = 2) -> bool:
-    """Whether ``fd`` is the stream systemd connected to journald (``$JOURNAL_STREAM`` holds
-    its ``device:inode``, systemd.exec(5)): only then is a ``<N>`` prefix understood."""
-    env = os.environ if environ is None else environ
-    dev, _, ino = env.get("JOURNAL_STREAM", "").partition(":")
-    if not (dev.isdigit() and ino.isdigit()):
-        return False
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    return st.st_dev == int(dev) and st.st_ino == int(ino)
-
-
-class PriorityPrefix:
-    """Wraps a structlog renderer and prefixes each line with ``<N>``, its syslog priority.
-
-    journald strips the prefix and stores it as ``PRIORITY`` (``SyslogLevelPrefix=`` is on by
-    default), so ``journalctl -p warning`` works while the message stays one JSON object.
-    """
-
-    def __init__(self, renderer: Callable[..., Any]):
-        self.renderer = renderer
-
-    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
-        level = str(event_dict.get("level", method_name)).lower()
-        priority = SYSLOG_PRIORITY.get(level, SYSLOG_PRIORITY["info"])
-        return f"<{priority}>{self.renderer(logger, method_name, event_dict)}"
 
 
 def _one_line(text: str) -> str:

@@ -32,13 +32,12 @@ import structlog
 
 from daq.cli import build_parser, main
 from daq.journal import verify_journal
+from daq.logs import PriorityPrefix, stderr_is_journal
 from daq.systemd import (
     Notifier,
     PipelineHealth,
-    PriorityPrefix,
     notify,
     notify_address,
-    stderr_is_journal,
     watchdog_interval_s,
 )
 from tests.helpers import config_text, free_port
