@@ -55,6 +55,10 @@ def config_text(
             lines.append(f"[instruments.{k}]")
             lines.extend(f"{kk} = {toml_value(vv)}" for kk, vv in table.items())
         lines.append("")
+    if "[api]" not in extra:
+        # Test daemons keep the local API off unless a test asks for it (on port 0), so
+        # parallel daemons never contend for the default port.
+        extra += "\n[api]\nenabled = false\n"
     return "\n".join(lines) + "\n" + extra
 
 
