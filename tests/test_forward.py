@@ -9,8 +9,11 @@ reading per millisecond per channel).
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import math
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -314,7 +317,13 @@ class ScriptedServer:
     refusing one bad point would. Bodies are kept (decompressed) with their headers.
     """
 
-    def __init__(self, script: list[tuple[int, dict[str, str]]] | None = None, default: int = 204):
+    def __init__(
+        self,
+        script: list[tuple[int, dict[str, str]]] | None = None,
+        default: int = 204,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        self.ssl_context = ssl_context
         self.script = list(script or [])
         self.default = default
         self.reject: str | None = None
@@ -344,10 +353,10 @@ class ScriptedServer:
         app.router.add_post("/api/v2/write", self._write)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -736,3 +745,64 @@ async def test_daemon_killed_mid_backlog_resumes_from_its_cursor(
         proc.terminate()
         proc.wait(timeout=30)
     await wait_server_matches(vm, data_dir)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA, and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hotcell-daq test server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_is_verified_by_default(data_dir: Path, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    async with ScriptedServer(ssl_context=ctx) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=10)
+        try:
+            # An unknown certificate: refused, retried, nothing sent.
+            await wait_until(lambda: fwd.retries >= 2)
+            assert fwd.last_error is not None
+            assert "certificate" in fwd.last_error.lower()
+            assert server.requests == []
+        finally:
+            await fwd.stop()
+        # The same server with its CA given: delivered.
+        fwd = InfluxForwarder(
+            make_sink(server.url, ca_file=str(cert)), journal, site="s", cell="c", kinds={}, clock=clock
+        )
+        await fwd.start()
+        try:
+            await wait_until(lambda: fwd.cursor == 10)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert len(server.accepted) == 10
