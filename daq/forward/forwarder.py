@@ -238,6 +238,7 @@ class InfluxForwarder:
             await self._client.close()
             self._client = None
         loop = asyncio.get_running_loop()
+        self.state = "stopped"
         if self._executor is not None:
             with contextlib.suppress(OSError):
                 await loop.run_in_executor(self._executor, self._write_status_sync, self.status())
