@@ -209,9 +209,7 @@ class SynthModbusSimulator(Simulator):
         super().__init__(**kw)
         bad = sorted(set(self.faults) & _UNSUPPORTED_FAULTS)
         if bad:
-            raise SimulatorError(
-                f"{self.kind}: fault(s) {', '.join(bad)} do not apply (pymodbus frames the bytes)"
-            )
+            raise SimulatorError(f"fault(s) {', '.join(bad)} do not apply here (pymodbus frames the bytes)")
         #: (unit id, function code, address, count) of the latest requests.
         self.request_log: collections.deque[tuple[int, int, int, int]] = collections.deque(maxlen=10_000)
         #: How many requests of each function code arrived.
