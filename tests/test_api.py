@@ -346,7 +346,7 @@ def test_config_refuses_non_loopback_without_the_setting(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as exc:
         parse_config(config_text(tmp_path, [], "[api]\nport = 70000\n"))
     assert exc.value.key_path == "api.port"
-    default = parse_config(config_text(tmp_path, []))
+    default = parse_config(f'[daemon]\ndata_dir = "{tmp_path}"\n')
     assert (default.model.api.enabled, default.model.api.listen, default.model.api.port) == (
         True,
         "127.0.0.1",
