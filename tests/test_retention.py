@@ -177,3 +177,31 @@ async def test_an_instrument_whose_readings_all_went_continues_its_sequence(data
     await journal.close()
     assert again.seq == 6
     assert verify_journal(data_dir).ok
+
+
+async def test_readings_a_sink_has_not_acknowledged_are_not_pruned(data_dir: Path, tmp_path: Path) -> None:
+    rec = await record_run(data_dir, readings=10)
+    with JournalReader(data_dir) as r:
+        run = store.get_run(r.conn, rec.run_id)
+        first_run_id = r.conn.execute(
+            "SELECT MIN(id) FROM readings WHERE run_id = ?", (rec.run_id,)
+        ).fetchone()[0]
+    # A sink has acknowledged only up to the reading before the run (the forwarder registers
+    # its cursor on start, at 0 before its first write).
+    conn = sqlite3.connect(data_dir / JOURNAL_FILE)
+    conn.execute(
+        "INSERT INTO sink_cursors (sink, last_id, updated_ns) VALUES ('central', ?, 0)", (first_run_id - 1,)
+    )
+    conn.commit()
+    conn.close()
+    out = tmp_path / "export"
+    write_export(data_dir, rec.run_id, out, "csv")
+    done = prune(
+        data_dir, exports=[out], retention_days=365, actor="qa", now_ns=run["ended_ns"] + 400 * DAY_NS
+    )
+    assert done.held_by_sinks == ["central"]
+    assert done.through["readings"] == first_run_id - 1
+    with JournalReader(data_dir) as r:
+        kept = r.conn.execute("SELECT COUNT(*) FROM readings WHERE run_id = ?", (rec.run_id,)).fetchone()[0]
+    assert kept == in_run
+    assert verify_journal(data_dir).ok

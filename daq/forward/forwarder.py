@@ -187,6 +187,9 @@ class InfluxForwarder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{self.sink.name}")
         loop = asyncio.get_running_loop()
         self.cursor = await self.journal.get_cursor(self.sink.name)
+        # Register the sink in the outbox before its first write: retention never prunes
+        # readings past the lowest cursor, and a sink that has sent nothing yet holds at 0.
+        await self.journal.set_cursor(self.sink.name, self.cursor)
         self._conn = await loop.run_in_executor(self._executor, self._open_sync)
         kwargs: dict[str, Any] = {}
         if self.sink.url.startswith("https://"):

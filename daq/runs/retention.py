@@ -9,7 +9,8 @@ audited transaction, and it must leave the journal verifiable:
    sealed, and come with an export that passes :func:`~daq.runs.export.verify_export`
    against this journal (so the export's seal is the journal's).
 3. Only a *prefix* of ``readings`` and ``events`` goes: rows up to the first row that must
-   stay (newer than the cutoff, or in a run without a verified export). The last row of each
+   stay (newer than the cutoff, in a run without a verified export, or not yet acknowledged
+   by every sink: the journal is the forwarders' outbox). The last row of each
    table stays, so the chain tails stay in the database; the checkpoint records each
    instrument's last pruned sequence number, from which the journal continues on restart.
 4. In one transaction: drop the ``*_no_delete`` guard, delete the prefix, re-create the guard,
@@ -52,6 +53,8 @@ class PrunePlan:
     through: dict[str, int]
     rows: dict[str, int]
     blocked_by: list[str]
+    #: Sinks whose cursor lies before the cutoff: readings they have not acknowledged stay.
+    held_by_sinks: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +86,12 @@ def plan(conn: sqlite3.Connection, *, cutoff_ns: int, verified: set[str]) -> Pru
     ).fetchone()[0]
     last_reading = _tail(conn, "readings")[0]
     through["readings"] = max(0, min((first_keep or last_reading) - 1, last_reading - 1))
+    # The journal is the outbox: nothing a sink has not acknowledged is pruned.
+    held_by: list[str] = []
+    for sink, cursor in conn.execute("SELECT sink, last_id FROM sink_cursors ORDER BY sink"):
+        if cursor < through["readings"]:
+            through["readings"] = int(cursor)
+            held_by.append(sink)
     # Events carry no run id: keep those from the start of the oldest run that stays.
     event_cut = min([cutoff_ns, *(r["started_ns"] for r in keep)])
     first_event = conn.execute("SELECT MIN(id) FROM events WHERE ts_ns >= ?", (event_cut,)).fetchone()[0]
@@ -91,7 +100,7 @@ def plan(conn: sqlite3.Connection, *, cutoff_ns: int, verified: set[str]) -> Pru
     for table in PRUNED_TABLES:
         row = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE id <= ?", (through[table],)).fetchone()
         rows[table] = int(row[0])
-    return PrunePlan(cutoff_ns, sorted(prunable), through, rows, blocked)
+    return PrunePlan(cutoff_ns, sorted(prunable), through, rows, blocked, held_by)
 
 
 def prune(
