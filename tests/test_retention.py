@@ -186,6 +186,7 @@ async def test_readings_a_sink_has_not_acknowledged_are_not_pruned(data_dir: Pat
         first_run_id = r.conn.execute(
             "SELECT MIN(id) FROM readings WHERE run_id = ?", (rec.run_id,)
         ).fetchone()[0]
+        in_run = r.conn.execute("SELECT COUNT(*) FROM readings WHERE run_id = ?", (rec.run_id,)).fetchone()[0]
     # A sink has acknowledged only up to the reading before the run (the forwarder registers
     # its cursor on start, at 0 before its first write).
     conn = sqlite3.connect(data_dir / JOURNAL_FILE)
