@@ -12,7 +12,12 @@ from hypothesis import HealthCheck, settings
 
 # "ci" is the default; "long" is the fuzzing profile of bench/fuzz.py (>= 100,000 examples).
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=100_000, deadline=None)
+settings.register_profile(
+    "long",
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "100000")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

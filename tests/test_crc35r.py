@@ -95,6 +95,7 @@ def test_corrupt_frames_raise_protocol_error_with_raw(raw: bytes, why: str) -> N
     assert info.value.raw == raw
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
     try:
@@ -107,6 +108,7 @@ def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
         assert value == value
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=40))
 def test_arbitrary_payloads_in_valid_frames_only_raise_protocol_error(payload: bytes) -> None:
     raw = (

@@ -72,6 +72,7 @@ def test_config_error_names_file_and_key(tmp_path: Path) -> None:
     assert info.value.key_path.startswith("instruments[0].pattern")
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=120))
 def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
     try:

@@ -99,6 +99,7 @@ def test_encode_refuses_what_does_not_fit() -> None:
 TYPES = ["int16", "uint16", "int32", "uint32", "float32", "float64", "bool", "bit"]
 
 
+@pytest.mark.fuzz
 @given(
     st.binary(max_size=20),
     st.integers(0, 12),

@@ -377,6 +377,7 @@ _variants = st.one_of(
 )
 
 
+@pytest.mark.fuzz
 @given(value=_variants, code=st.integers(min_value=0, max_value=2**32 - 1), ts=st.booleans())
 def test_any_datavalue_converts_without_raising(value: Any, code: int, ts: bool) -> None:
     driver = OpcUaDriver(opcua_config("opc.tcp://plc:4840", ["x"]), SystemClock())

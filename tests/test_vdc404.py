@@ -38,6 +38,7 @@ def test_bad_lines_raise_protocol_error_with_raw(raw: bytes) -> None:
     assert info.value.raw == raw
 
 
+@pytest.mark.fuzz
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
     try:
