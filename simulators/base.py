@@ -137,9 +137,14 @@ class Simulator(abc.ABC):
         self.requests: list[bytes] = []
 
     def configure(self, options: dict[str, str]) -> None:
-        """Apply ``--set KEY=VALUE`` options; raise :class:`SimulatorError` on unknown keys."""
+        """Apply ``--set KEY=VALUE`` options; raise :class:`SimulatorError` on unknown keys.
+
+        Subclasses pop the options they know, then call :meth:`reject_unknown`."""
+        self.reject_unknown(options)
+
+    def reject_unknown(self, options: dict[str, str]) -> None:
         if options:
-            raise SimulatorError(f"{self.kind} takes no options (got {', '.join(options)})")
+            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
 
     @abc.abstractmethod
     async def serve(self, listen: str) -> Listener:

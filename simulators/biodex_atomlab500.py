@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from simulators.base import FaultyWire, SerialSimulator, SimulatorError, float_option
-from simulators.source import CURIE_RANGES, SI_RANGES, DecayingSource, auto_range, display
+from simulators.base import FaultyWire, SerialSimulator, float_option
+from simulators.source import DecayingSource, auto_range, display, ranges_option
 
 
 class Atomlab500Simulator(SerialSimulator):
@@ -24,12 +24,8 @@ class Atomlab500Simulator(SerialSimulator):
         self.nuclide = options.pop("nuclide", "Tc-99m")
         self.activity_bq = float_option(options, "activity_mbq", 925.0) * 1e6
         self.noise = float_option(options, "noise", 0.002)
-        units = options.pop("units", "curie")
-        if units not in ("si", "curie"):
-            raise SimulatorError("option units: expected si or curie")
-        self.ranges = SI_RANGES if units == "si" else CURIE_RANGES
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.ranges = ranges_option(options, "curie")
+        self.reject_unknown(options)
         self.source: DecayingSource | None = None
         self.display_name: str | None = None
 

@@ -53,8 +53,7 @@ class Crc35rSimulator(SerialSimulator):
             raise SimulatorError("option chambers: expected 1 to 8")
         self.chambers = chambers
         self.noise = float_option(options, "noise", 0.002)
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.reject_unknown(options)
         self.sources: dict[int, DecayingSource] = {}
         self.settings: dict[int, str] = {}
 

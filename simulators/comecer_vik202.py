@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
-from simulators.base import FaultyWire, SerialSimulator, SimulatorError, float_option
+from simulators.base import FaultyWire, SerialSimulator, float_option
 from simulators.source import DecayingSource
 
 _FACTORS = {"F-18": "762", "Tc-99m": "236", "I-131": "447"}
@@ -29,8 +29,7 @@ class Vik202Simulator(SerialSimulator):
         self.activity_bq = float_option(options, "activity_mbq", 15000.0) * 1e6
         self.noise = float_option(options, "noise", 0.002)
         self.factor = options.pop("factor", _FACTORS.get(self.nuclide, "762"))
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.reject_unknown(options)
         self.source: DecayingSource | None = None
         self.background = False
         self.version = "VIK-202 2.10 (simulated)"

@@ -39,8 +39,7 @@ class LineSimulator(SerialSimulator):
         if poll not in ("0", "1"):
             raise SimulatorError("option poll: expected 0 or 1")
         self.poll = poll == "1"
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.reject_unknown(options)
         self.source: DecayingSource | None = None
 
     def line(self) -> bytes:

@@ -206,8 +206,7 @@ class RtlcScannerSimulator(SerialSimulator):
         self.time_scale = float_option(options, "time_scale", 1.0)
         if self.time_scale < 0 or self.window_mm <= 0 or self.activity_cps < 0 or self.background_cps < 0:
             raise SimulatorError("options time_scale, window_mm, activity_cps, background_cps: not negative")
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.reject_unknown(options)
         self.scans = 0
 
     def strip(self) -> Strip:

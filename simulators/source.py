@@ -8,6 +8,7 @@ import random
 
 from daq.clock import Clock
 from daq.physics import decay, nuclide
+from simulators.base import SimulatorError
 
 
 class DecayingSource:
@@ -67,3 +68,11 @@ def auto_range(value_bq: float, units: tuple[tuple[str, float], ...]) -> tuple[f
 
 SI_RANGES = (("GBq", 1e9), ("MBq", 1e6), ("kBq", 1e3), ("Bq", 1.0))
 CURIE_RANGES = (("Ci", 3.7e10), ("mCi", 3.7e7), ("uCi", 3.7e4))
+
+
+def ranges_option(options: dict[str, str], default: str) -> tuple[tuple[str, float], ...]:
+    """The ``units=si|curie`` option: which display ranges the calibrator autoranges over."""
+    units = options.pop("units", default)
+    if units not in ("si", "curie"):
+        raise SimulatorError("option units: expected si or curie")
+    return SI_RANGES if units == "si" else CURIE_RANGES

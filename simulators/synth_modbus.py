@@ -241,8 +241,7 @@ class SynthModbusSimulator(Simulator):
             raise SimulatorError("option word_order: big or little")
         if self.time_scale <= 0 or self.update_s <= 0:
             raise SimulatorError("options time_scale and update_s must be positive")
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.reject_unknown(options)
         self.images: dict[int, _UnitImage] = {}
 
     # -- the process -----------------------------------------------------------------

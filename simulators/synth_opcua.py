@@ -155,8 +155,7 @@ class SynthOpcUaSimulator(Simulator):
             if not sep or not name.strip() or not env.strip():
                 raise SimulatorError(f"users {pair!r}: expected NAME:ENV")
             self.users[name.strip()] = env.strip()
-        if options:
-            raise SimulatorError(f"{self.kind}: unknown option(s) {', '.join(options)}")
+        self.reject_unknown(options)
         self.process = SynthesisProcess(
             seed=self.rng.randrange(2**32),
             clock=self.clock,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from simulators.base import FaultyWire, SerialSimulator, SimulatorError, float_option
-from simulators.source import CURIE_RANGES, SI_RANGES, DecayingSource, auto_range, display
+from simulators.base import FaultyWire, SerialSimulator, float_option
+from simulators.source import DecayingSource, auto_range, display, ranges_option
 
 
 class Vdc404Simulator(SerialSimulator):
@@ -20,12 +20,8 @@ class Vdc404Simulator(SerialSimulator):
         self.nuclide = options.pop("nuclide", "F-18")
         self.activity_bq = float_option(options, "activity_mbq", 7400.0) * 1e6
         self.interval_s = float_option(options, "interval_s", 1.0)
-        units = options.pop("units", "si")
-        if units not in ("si", "curie"):
-            raise SimulatorError("option units: expected si or curie")
-        self.ranges = SI_RANGES if units == "si" else CURIE_RANGES
-        if options:
-            raise SimulatorError(f"unknown option(s) for {self.kind}: {', '.join(options)}")
+        self.ranges = ranges_option(options, "si")
+        self.reject_unknown(options)
         self.source: DecayingSource | None = None
 
     def line(self) -> bytes:
