@@ -9,6 +9,7 @@ the return of the group commit that accepted it, and the arrival times used for 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import itertools
 import os
 import platform
@@ -133,6 +134,8 @@ async def _lag_sampler(samples: list[float], stop: asyncio.Event) -> None:
 async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: float) -> dict[str, Any]:
     """Run the daemon for ``warmup_s + duration_s``; measure during the last ``duration_s``."""
     logs.configure("error")
+    # A benchmark that hangs should say where: dump every thread's stack if it overruns.
+    faulthandler.dump_traceback_later(warmup_s + duration_s + 120)
     daemon = Daemon(cfg, seed=1)
     result: dict[str, Any] = {}
 
@@ -174,6 +177,7 @@ async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: 
         d.request_stop()
 
     await daemon.run(on_ready=measure)
+    faulthandler.cancel_dump_traceback_later()
     # Over the whole run, once the journal is closed: every reading a supervisor handed to the
     # journal and not committed is lost (an overflow is recorded, but still counts here).
     assert daemon.journal is not None
