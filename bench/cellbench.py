@@ -147,6 +147,8 @@ async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: 
         lag: list[float] = []
         stop = asyncio.Event()
         sampler = asyncio.create_task(_lag_sampler(lag, stop))
+        for s in d.supervisors:
+            s.poll_lateness_ns.clear()
         probe.window_open = True
         c0, t0, rss0 = cpu_s(), time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         await asyncio.sleep(duration_s)
@@ -156,6 +158,9 @@ async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: 
         stop.set()
         await sampler
         appended = sum(s.readings for s in d.supervisors) - appended0
+        # Poll jitter: how late each poll started against its slot on the monotonic grid.
+        lateness = [ns / 1e6 for s in d.supervisors for ns in s.poll_lateness_ns]
+        arrivals = probe.jitter_ms()
         result.update(
             {
                 "daemon_cpu_percent_of_one_core": round(100 * cpu / wall, 1),
@@ -166,8 +171,13 @@ async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: 
                 "non_good_readings": probe.bad,
                 "overflowed": d.journal.overflowed,
                 "journal_commit_errors": d.journal.error is not None,
-                "poll_jitter_ms_p50": round(percentile(probe.jitter_ms(), 50), 2),
-                "poll_jitter_ms_p99": round(percentile(probe.jitter_ms(), 99), 2),
+                "polls": len(lateness),
+                "poll_jitter_ms_p50": round(percentile(lateness, 50), 2),
+                "poll_jitter_ms_p99": round(percentile(lateness, 99), 2),
+                # Deviation of consecutive arrivals of one channel from its period: includes the
+                # instrument's response time (and, for OPC UA, values that did not change).
+                "arrival_interval_deviation_ms_p50": round(percentile(arrivals, 50), 2),
+                "arrival_interval_deviation_ms_p99": round(percentile(arrivals, 99), 2),
                 "acq_to_journal_ms_p50": round(percentile(probe.latencies_ms, 50), 1),
                 "acq_to_journal_ms_p99": round(percentile(probe.latencies_ms, 99), 1),
                 "event_loop_lag_ms_p99": round(percentile(lag, 99), 2),
@@ -176,7 +186,14 @@ async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: 
         )
         d.request_stop()
 
-    await daemon.run(on_ready=measure)
+    run = asyncio.ensure_future(daemon.run(on_ready=measure))
+    done, _ = await asyncio.wait([run], timeout=warmup_s + duration_s + 60)
+    if not done:
+        # Say where it hangs: every task's stack, then give up on this measurement.
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=8, file=sys.stderr)
+        raise RuntimeError("the benchmark daemon did not stop in time")
+    run.result()
     faulthandler.cancel_dump_traceback_later()
     # Over the whole run, once the journal is closed: every reading a supervisor handed to the
     # journal and not committed is lost (an overflow is recorded, but still counts here).

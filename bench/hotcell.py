@@ -76,7 +76,7 @@ def max_rate(args: argparse.Namespace) -> dict[str, Any]:
     channels, rate = 228, 20.0
     steps: list[dict[str, Any]] = []
     best = 0
-    for n in range(1, args.max_synths + 1):
+    for n in range(args.start_synths, args.max_synths + 1):
         sims: list[SimProcess] = []
         try:
             instruments = modbus_instruments(n, channels, 1 / rate, sims)
@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--max-rate", action="store_true")
     ap.add_argument("--max-synths", type=int, default=12)
+    ap.add_argument("--start-synths", type=int, default=1)
     args = ap.parse_args()
     result = max_rate(args) if args.max_rate else realistic(args)
     print(json.dumps({"benchmark": "hotcell", "machine": machine(), **result}, indent=2))

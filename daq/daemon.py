@@ -201,6 +201,11 @@ class Daemon:
                 log.error("service failed to stop", service=svc.name, error=repr(exc))
         for task in self._tasks:
             task.cancel()
+        pending = set(self._tasks)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=2.0)
+            for task in pending:  # a cancellation a library swallowed is delivered again
+                task.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         for sup, result in zip(self.supervisors, results, strict=True):
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):

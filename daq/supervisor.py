@@ -8,6 +8,7 @@ the task keeps going until it is cancelled.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import math
 import random
@@ -30,6 +31,18 @@ class State(enum.Enum):
     CONNECTED = "connected"
     BACKOFF = "backoff"
     STOPPED = "stopped"
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancellation that a library swallowed.
+
+    On Python 3.11, ``asyncio.wait_for`` (used inside pymodbus) returns the result instead of
+    raising when a cancel arrives just as its future completes; the task then carries on with
+    ``cancelling()`` set. Checking it on every loop turn makes the daemon's stop reliable.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def backoff_delay(attempt: int, initial_s: float, cap_s: float, rng: random.Random) -> float:
@@ -72,6 +85,8 @@ class Supervisor:
         self.parse_errors = 0
         self.timeouts = 0
         self.overruns = 0
+        #: How late each recent poll started against its grid slot (the poll jitter), in ns.
+        self.poll_lateness_ns: collections.deque[int] = collections.deque(maxlen=10_000)
         self.last_error: str | None = None
         self.last_values: dict[str, Reading] = {}
         self._known_channels: dict[str, str] = dict(driver.channels())
@@ -135,6 +150,7 @@ class Supervisor:
         attempt = 0
         try:
             while True:
+                _raise_if_cancelled()
                 self._set_state(State.CONNECTING)
                 try:
                     async with asyncio.timeout(self.config.connect_timeout_s):
@@ -206,6 +222,7 @@ class Supervisor:
 
     async def _stream(self) -> None:
         while True:
+            _raise_if_cancelled()
             readings = await self._read_once()
             if readings:
                 self._store(readings)
@@ -219,10 +236,12 @@ class Supervisor:
         k = 0
         consecutive_timeouts = 0
         while True:
+            _raise_if_cancelled()
             due = start + k * period_ns
             wait = (due - self.clock.monotonic_ns()) / 1e9
             if wait > 0:
                 await self.clock.sleep(wait)
+            self.poll_lateness_ns.append(self.clock.monotonic_ns() - due)
             try:
                 async with asyncio.timeout(timeout_s):
                     readings = await self._read_once()

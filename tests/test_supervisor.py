@@ -165,3 +165,49 @@ async def test_poll_grid_does_not_drift_with_read_time(data_dir: Path) -> None:
     t0 = driver.starts[0]
     offsets = [(t - t0) / 1e9 for t in driver.starts[:20]]
     assert offsets == [float(k) for k in range(20)]
+
+
+class _SwallowsCancel(Driver):
+    """A polled driver whose library swallows a cancellation, as asyncio.wait_for can on 3.11."""
+
+    kind = "test-swallow"
+    config_model = InstrumentBase
+    streaming = False
+
+    def __init__(self) -> None:
+        super().__init__(
+            InstrumentBase(name="sw", kind="test-swallow", period_s=0.05, timeout_s=0.04), SystemClock()
+        )
+        self.reads = 0
+
+    async def connect(self) -> DeviceInfo:
+        return DeviceInfo(model="test")
+
+    async def read(self) -> list[Reading]:
+        self.reads += 1
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            pass  # the cancellation is lost here
+        return [self.reading("x", 1.0, "u")]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_supervisor_stops_even_when_a_library_swallows_the_cancellation(data_dir: Path) -> None:
+    journal = await Journal.open(data_dir, clock=SystemClock(), settings=JournalSection())
+    driver = _SwallowsCancel()
+    sup = Supervisor(driver, journal, SystemClock())
+    task = asyncio.create_task(sup.run())
+    await wait_until(lambda: driver.reads >= 3)
+    while not task.done():
+        task.cancel()  # once: the cancel lands in read(), is swallowed, and must still stop the loop
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 2.0)
+        except asyncio.CancelledError:
+            break
+        except TimeoutError:
+            raise AssertionError("the supervisor kept polling after it was cancelled") from None
+    assert task.cancelled()
+    await journal.close()
