@@ -79,11 +79,12 @@ def make_config(data_dir: Path, instruments: list[dict[str, Any]], **sections: A
     return parse_config(to_toml(data), path="<bench>")
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float, digits: int = 2) -> float | None:
+    """The ``q``-th percentile, rounded; ``None`` when there are no values (valid JSON)."""
     if not values:
-        return float("nan")
+        return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))], digits)
 
 
 @dataclass
@@ -172,15 +173,15 @@ async def run_daemon(cfg: Config, probe: Probe, *, warmup_s: float, duration_s: 
                 "overflowed": d.journal.overflowed,
                 "journal_commit_errors": d.journal.error is not None,
                 "polls": len(lateness),
-                "poll_jitter_ms_p50": round(percentile(lateness, 50), 2),
-                "poll_jitter_ms_p99": round(percentile(lateness, 99), 2),
+                "poll_jitter_ms_p50": percentile(lateness, 50, 2),
+                "poll_jitter_ms_p99": percentile(lateness, 99, 2),
                 # Deviation of consecutive arrivals of one channel from its period: includes the
                 # instrument's response time (and, for OPC UA, values that did not change).
-                "arrival_interval_deviation_ms_p50": round(percentile(arrivals, 50), 2),
-                "arrival_interval_deviation_ms_p99": round(percentile(arrivals, 99), 2),
-                "acq_to_journal_ms_p50": round(percentile(probe.latencies_ms, 50), 1),
-                "acq_to_journal_ms_p99": round(percentile(probe.latencies_ms, 99), 1),
-                "event_loop_lag_ms_p99": round(percentile(lag, 99), 2),
+                "arrival_interval_deviation_ms_p50": percentile(arrivals, 50, 2),
+                "arrival_interval_deviation_ms_p99": percentile(arrivals, 99, 2),
+                "acq_to_journal_ms_p50": percentile(probe.latencies_ms, 50, 1),
+                "acq_to_journal_ms_p99": percentile(probe.latencies_ms, 99, 1),
+                "event_loop_lag_ms_p99": percentile(lag, 99, 2),
                 "instruments": {s.name: s.state.value for s in d.supervisors},
             }
         )
