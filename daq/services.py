@@ -32,6 +32,12 @@ def _forward(daemon: Daemon) -> Service | None:
     return service(daemon)
 
 
+def _tlc(daemon: Daemon) -> Service | None:
+    from daq.tlc.service import service
+
+    return service(daemon)
+
+
 def _runs(daemon: Daemon) -> Service | None:
     from daq.runs.manager import build
 
@@ -51,13 +57,7 @@ def _api(daemon: Daemon) -> Service | None:
     return build_service(daemon)
 
 
-def _tlc(daemon: Daemon) -> Service | None:
-    from daq.tlc.service import service
-
-    return service(daemon)
-
-
-FACTORIES: list[ServiceFactory] = [_clock, _runs, _systemd, _forward, _api, _tlc]
+FACTORIES: list[ServiceFactory] = [_clock, _runs, _systemd, _forward, _tlc, _api]
 
 
 def build_services(daemon: Daemon) -> list[Service]:

@@ -61,10 +61,10 @@ def _build_config_model() -> type[StrictModel]:
         __base__=StrictModel,
         daemon=(DaemonSection, DaemonSection()),
         journal=(JournalSection, JournalSection()),
+        physics=(PhysicsSection, PhysicsSection()),
         api=(ApiSection, ApiSection()),
         runs=(RunsSection, RunsSection()),
         clock=(ClockSection, ClockSection()),
-        physics=(PhysicsSection, PhysicsSection()),
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
         sinks=(Sinks, []),
         tlc=(TlcSection, TlcSection()),
