@@ -135,7 +135,7 @@ def steps(data: RunData) -> list[dict[str, Any]]:
         if last.get(key, math.nan) != r["value"]:
             last[key] = r["value"]
             attrs = _attrs(r)
-            name = attrs.get("step_name") or attrs.get("label")  # a step number's name from its enum
+            name = attrs.get("text") or attrs.get("step_name") or attrs.get("label")  # the enum's name
             marks.append({"ts_ns": r["acq_ns"], "step": r["value"], "name": name, "channel": key})
     return marks
 
