@@ -28,7 +28,11 @@ from daq.clock import Clock
 from daq.config.base import InstrumentBase, SerialInstrument, SerialSettings
 from daq.errors import ConnectError, WriteRefused
 from daq.model import DeviceInfo, Quality, Reading
+from daq.physics import to_bq
 from daq.transport import Link, open_link
+
+#: ``activity_reading(cal=...)`` left out: the protocol has no calibration setting.
+_NO_CAL: Any = object()
 
 
 class Driver(abc.ABC):
@@ -103,6 +107,36 @@ class Driver(abc.ABC):
             mono_ns=self.clock.monotonic_ns() if mono_ns is None else mono_ns,
             device_ns=device_ns,
             raw=raw,
+            attrs=attrs,
+        )
+
+    def activity_reading(
+        self,
+        channel: str,
+        value: float,
+        unit: str,
+        *,
+        nuclide: str | None,
+        raw: bytes,
+        acq_ns: int,
+        mono_ns: int,
+        device_ns: int | None = None,
+        cal: Any = _NO_CAL,
+    ) -> Reading:
+        """A dose calibrator's reading: the activity in Bq (SI) as the value, and in ``attrs``
+        the instrument's own figure (``reported_value`` and ``reported_unit`` as displayed),
+        the ``nuclide`` and, where the protocol has one, the calibration setting (``cal``)."""
+        attrs: dict[str, Any] = {"nuclide": nuclide, "reported_value": value, "reported_unit": unit}
+        if cal is not _NO_CAL:
+            attrs["cal"] = cal
+        return self.reading(
+            channel,
+            to_bq(value, unit),
+            "Bq",
+            raw=raw,
+            acq_ns=acq_ns,
+            mono_ns=mono_ns,
+            device_ns=device_ns,
             attrs=attrs,
         )
 

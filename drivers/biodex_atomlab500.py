@@ -23,7 +23,6 @@ from daq.clock import Clock
 from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError
 from daq.model import DeviceInfo, Reading
-from daq.physics import to_bq
 from drivers.base import SerialDriver
 from drivers.line import CalibratorInstrument, LineConfig, LineParser, StaleWatch, exchange
 
@@ -93,14 +92,8 @@ class Atomlab500Driver(SerialDriver):
             exc.channel = cfg.channel
             raise
         out = [
-            self.reading(
-                cfg.channel,
-                to_bq(value, unit),
-                "Bq",
-                raw=raw,
-                acq_ns=acq_ns,
-                mono_ns=mono_ns,
-                attrs={"nuclide": nuc, "reported_value": value, "reported_unit": unit, "cal": nuc},
+            self.activity_reading(
+                cfg.channel, value, unit, nuclide=nuc, raw=raw, acq_ns=acq_ns, mono_ns=mono_ns, cal=nuc
             )
         ]
         return [self.stale(r) for r in out]

@@ -25,7 +25,6 @@ from daq.clock import Clock
 from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError
 from daq.model import DeviceInfo, Reading
-from daq.physics import to_bq
 from drivers.base import SerialDriver
 from drivers.line import CalibratorInstrument, StaleWatch, exchange, known_nuclide
 
@@ -156,20 +155,16 @@ class Crc35rDriver(SerialDriver):
                     channel=channel,
                 )
             out.append(
-                self.reading(
+                self.activity_reading(
                     channel,
-                    to_bq(value, unit),
-                    "Bq",
+                    value,
+                    unit,
+                    # A calibration number (digits, "&" for a division) names no nuclide.
+                    nuclide=known_nuclide(setting),
                     raw=raw,
                     acq_ns=acq_ns,
                     mono_ns=mono_ns,
-                    attrs={
-                        # A calibration number (digits, "&" for a division) names no nuclide.
-                        "nuclide": known_nuclide(setting),
-                        "reported_value": value,
-                        "reported_unit": unit,
-                        "cal": setting,
-                    },
+                    cal=setting,
                 )
             )
         return [self.stale(r) for r in out]

@@ -111,19 +111,15 @@ class Vik202Driver(SerialDriver):
             exc.channel = channel
             raise
         out = [
-            self.reading(
+            self.activity_reading(
                 channel,
                 value,
                 "Bq",
+                nuclide=self.factors.get(self._factor),
                 raw=raw,
                 acq_ns=acq_ns,
                 mono_ns=mono_ns,
-                attrs={
-                    "nuclide": self.factors.get(self._factor),
-                    "reported_value": value,
-                    "reported_unit": "Bq",
-                    "cal": self._factor,
-                },
+                cal=self._factor,
             )
         ]
         return [self.stale(r) for r in out]

@@ -23,7 +23,7 @@ from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Quality, Reading, Reason
-from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, nuclide, to_bq
+from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, nuclide
 from daq.transport import Link
 from drivers.base import SerialDriver
 
@@ -276,15 +276,15 @@ class LineDriver(SerialDriver):
             raise
         return [
             self.stale(
-                self.reading(
+                self.activity_reading(
                     cfg.channel,
-                    to_bq(value, unit),
-                    "Bq",
+                    value,
+                    unit,
+                    nuclide=nuc,
                     raw=raw,
                     acq_ns=acq_ns,
                     mono_ns=mono_ns,
                     device_ns=device_ns,
-                    attrs={"nuclide": nuc, "reported_value": value, "reported_unit": unit},
                 )
             )
         ]

@@ -16,7 +16,7 @@ from pydantic import Field
 from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Reading
-from daq.physics import UnknownUnit, canonical_unit, to_bq
+from daq.physics import UnknownUnit, canonical_unit
 from drivers.base import SerialDriver
 
 _LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9 -]{0,15}?)\s*:\s*(\S+)\s+(\S+)\s*$")
@@ -85,13 +85,7 @@ class Vdc404Driver(SerialDriver):
             exc.channel = self.config.channel
             raise
         return [
-            self.reading(
-                self.config.channel,
-                to_bq(value, unit),
-                "Bq",
-                raw=raw,
-                acq_ns=acq_ns,
-                mono_ns=mono_ns,
-                attrs={"nuclide": isotope, "reported_value": value, "reported_unit": unit},
+            self.activity_reading(
+                self.config.channel, value, unit, nuclide=isotope, raw=raw, acq_ns=acq_ns, mono_ns=mono_ns
             )
         ]
