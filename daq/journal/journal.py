@@ -192,12 +192,7 @@ class Journal:
     def append(self, reading: Reading) -> None:
         """Queue ``reading`` for the next group commit, assigning its sequence number."""
         if len(self._readings) >= self.settings.max_pending:
-            ov = self._overflow.get(reading.instrument)
-            if ov is None:
-                ov = self._overflow[reading.instrument] = _Overflow(reading.acq_ns)
-            ov.count += 1
-            ov.last_ns = reading.acq_ns
-            self.overflowed += 1
+            self._drop(reading.instrument, reading.acq_ns)
             return
         seq = self._seq.get(reading.instrument, 0) + 1
         self._seq[reading.instrument] = seq
@@ -208,6 +203,15 @@ class Journal:
         self._appended += 1
         self._wake.set()
 
+    def _drop(self, instrument: str, ts_ns: int) -> None:
+        """Count a row the full buffer cannot take; the next commit journals the overflow."""
+        ov = self._overflow.get(instrument)
+        if ov is None:
+            ov = self._overflow[instrument] = _Overflow(ts_ns)
+        ov.count += 1
+        ov.last_ns = ts_ns
+        self.overflowed += 1
+
     def append_many(self, readings: list[Reading]) -> None:
         for r in readings:
             self.append(r)
@@ -215,10 +219,7 @@ class Journal:
     def event(self, event: InstrumentEvent) -> None:
         """Queue an instrument event (connected, disconnected, parse error, ...)."""
         if len(self._events) >= self.settings.max_pending:
-            ov = self._overflow.setdefault(event.instrument, _Overflow(event.ts_ns))
-            ov.count += 1
-            ov.last_ns = event.ts_ns
-            self.overflowed += 1
+            self._drop(event.instrument, event.ts_ns)
             return
         self._events.append(event)
         self._appended += 1
