@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
-from daq.cli import demo, simulate
+from daq.cli import demo
 from daq.config.load import Config, load_config
 from daq.config.write import dump_config
 from simulators.base import Listener
@@ -19,28 +18,18 @@ from simulators.base import Listener
 class SimulatedCell:
     """Start with :meth:`start`; :attr:`config` then points every instrument at its simulator."""
 
-    def __init__(
-        self, config_path: Path | None = None, *, seed: int = 1, overrides: dict[str, Any] | None = None
-    ):
+    def __init__(self, config_path: Path | None = None, *, seed: int = 1):
         self.source = load_config(config_path or demo._default_config())
         self.seed = seed
-        self.overrides = overrides or {}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="simcell", daemon=True)
         self.listeners: list[Listener] = []
         self.config: Config | None = None
 
     async def _start(self) -> Config:
-        instruments = []
-        for inst in self.source.instruments:
-            spec = demo.SIMULATION[inst.name]
-            options = {**spec.options, **self.overrides.get(inst.name, {})}
-            listener = await simulate.start(
-                spec.kind, spec.listen, seed=self.seed, faults=spec.faults, options=options
-            )
-            self.listeners.append(listener)
-            instruments.append(demo.attach(inst, listener))
-        return self.source.with_instruments(instruments)
+        config, started = await demo.start_simulators(self.source, seed=self.seed)
+        self.listeners = [listener for _, _, listener in started]
+        return config
 
     def start(self) -> Config:
         self.thread.start()

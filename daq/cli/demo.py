@@ -195,8 +195,14 @@ async def _print_live(daemon: Daemon, printer: LivePrinter) -> None:
         sub.close()
 
 
-async def _demo(cfg: Config, args: argparse.Namespace) -> None:
-    listeners: list[Listener] = []
+async def start_simulators(cfg: Config, *, seed: int) -> tuple[Config, list[tuple[str, SimSpec, Listener]]]:
+    """Start the simulator :data:`SIMULATION` declares for each instrument of ``cfg``.
+
+    Returns ``cfg`` with every instrument pointed at its simulator, and ``(instrument, spec,
+    listener)`` for each; the caller closes the listeners. On failure, those already started
+    are closed before the error propagates.
+    """
+    started: list[tuple[str, SimSpec, Listener]] = []
     instruments = []
     try:
         for inst in cfg.instruments:
@@ -204,12 +210,24 @@ async def _demo(cfg: Config, args: argparse.Namespace) -> None:
             if spec is None:
                 raise DaqError(f"demo: no simulator declared for instrument {inst.name!r}")
             listener = await simulate.start(
-                spec.kind, spec.listen, seed=args.seed, faults=spec.faults, options=spec.options
+                spec.kind, spec.listen, seed=seed, faults=spec.faults, options=spec.options
             )
-            listeners.append(listener)
+            started.append((inst.name, spec, listener))
             instruments.append(attach(inst, listener))
-            print(f"simulator {spec.kind:<18} for {inst.name:<14} at {listener.url}", flush=True)
-        daemon = Daemon(cfg.with_instruments(instruments), seed=args.seed)
+    except BaseException:
+        for _, _, listener in started:
+            await listener.close()
+        raise
+    return cfg.with_instruments(instruments), started
+
+
+async def _demo(cfg: Config, args: argparse.Namespace) -> None:
+    cfg, started = await start_simulators(cfg, seed=args.seed)
+    listeners = [listener for _, _, listener in started]
+    for name, spec, listener in started:
+        print(f"simulator {spec.kind:<18} for {name:<14} at {listener.url}", flush=True)
+    try:
+        daemon = Daemon(cfg, seed=args.seed)
         printer = LivePrinter(args.every)
         printers: list[asyncio.Task[None]] = []
 
