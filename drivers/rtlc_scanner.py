@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import re
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -273,6 +273,22 @@ class RtlcScannerDriver(SerialDriver):
         scan = self.scan
         return scan if scan is not None and not scan.done.is_set() else None
 
+    def _scanner_error(
+        self, text: str, raw: bytes, acq_ns: int, mono_ns: int, attrs: dict[str, Any]
+    ) -> Reading:
+        """The BAD progress reading of an ``Error: <text>`` line (with the scan's attrs, if any)."""
+        return self.reading(
+            self.PROGRESS,
+            None,
+            "%",
+            quality=Quality.BAD,
+            reason=Reason.DEVICE_ERROR,
+            raw=raw,
+            acq_ns=acq_ns,
+            mono_ns=mono_ns,
+            attrs={**attrs, "error": text},
+        )
+
     async def read(self) -> list[Reading]:
         scan = self._active()
         if scan is None:
@@ -355,19 +371,7 @@ class RtlcScannerDriver(SerialDriver):
             ]
         else:
             scan.finish(acq_ns, complete=False, reason=f"scanner error: {line.text}")
-            out = [
-                self.reading(
-                    self.PROGRESS,
-                    None,
-                    "%",
-                    quality=Quality.BAD,
-                    reason=Reason.DEVICE_ERROR,
-                    raw=raw,
-                    acq_ns=acq_ns,
-                    mono_ns=mono_ns,
-                    attrs={**attrs, "error": line.text},
-                )
-            ]
+            out = [self._scanner_error(line.text, raw, acq_ns, mono_ns, attrs)]
         for r in out:
             if scan.run_id is not None:
                 r.run_id = scan.run_id
@@ -426,19 +430,7 @@ class RtlcScannerDriver(SerialDriver):
                     attrs={"end": True},
                 )
             ]
-        return [
-            self.reading(
-                self.PROGRESS,
-                None,
-                "%",
-                quality=Quality.BAD,
-                reason=Reason.DEVICE_ERROR,
-                raw=raw,
-                acq_ns=acq_ns,
-                mono_ns=mono_ns,
-                attrs={"error": line.text},
-            )
-        ]
+        return [self._scanner_error(line.text, raw, acq_ns, mono_ns, {})]
 
     async def close(self) -> None:
         self.abort_scan("connection closed")
