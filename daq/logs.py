@@ -1,6 +1,11 @@
 """structlog set-up: JSON lines when stdout is not a terminal, a readable console otherwise.
 Under systemd, each JSON line carries a ``<N>`` syslog-priority prefix for journald.
 
+Libraries (asyncua, pymodbus, asyncio itself) log through the standard :mod:`logging` tree;
+its root handler renders their records with the same processors and renderer, so the log
+stays one JSON object per line (a traceback becomes the ``exception`` field, never loose
+lines of text) and carries the library's logger name in ``logger``.
+
 State changes are logged once; nothing is logged per reading (a rendered line costs ~14 µs).
 """
 
@@ -57,13 +62,34 @@ class PriorityPrefix:
         return f"<{priority}>{self.renderer(logger, method_name, event_dict)}"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (as structlog's
+    PrintLogger is given it), so a replaced stream never gets a stale handle."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+#: The handler :func:`configure` put on the root logger (replaced on a second call).
+_ROOT_HANDLER: logging.Handler | None = None
+
+#: Libraries whose INFO lines are routine chatter (each connect, each session): kept from
+#: the log unless the level is debug. Their warnings and errors always come through.
+CHATTY_LIBRARIES = ("asyncua", "pymodbus")
+
+
 def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog for the process; ``json=None`` picks JSON when not on a TTY."""
+    """Configure structlog, and route the standard ``logging`` tree through the same renderer;
+    ``json=None`` picks JSON when not on a TTY."""
+    global _ROOT_HANDLER
     use_json = (not sys.stderr.isatty()) if json is None else json
+    level_no = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        timestamper,
     ]
     renderer: structlog.types.Processor
     if use_json:
@@ -76,12 +102,34 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level_no),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # Records of the standard library's loggers: the same fields, then the same renderer.
+    foreign: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        timestamper,
+    ]
+    final: list[structlog.types.Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if use_json:
+        final.append(structlog.processors.format_exc_info)
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=foreign, processors=[*final, renderer])
+    )
+    root = logging.getLogger()
+    if _ROOT_HANDLER is not None:
+        root.removeHandler(_ROOT_HANDLER)
+    root.addHandler(handler)
+    root.setLevel(level_no)
+    _ROOT_HANDLER = handler
+    for name in CHATTY_LIBRARIES:
+        library = logging.getLogger(name)
+        if library.level < logging.WARNING:
+            library.setLevel(level_no if level_no <= logging.DEBUG else max(level_no, logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
