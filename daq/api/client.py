@@ -112,10 +112,12 @@ def format_status(st: dict[str, Any]) -> str:
     sinks = st.get("sinks") or {}
     if sinks:
         lines.append("")
-        lines.append(f"{'sink':<18} {'backlog':>10}  last error")
+        lines.append(f"{'sink':<18} {'backlog':>10} {'quarantined':>11}  alarm / last error")
         for name, s in sorted(sinks.items()):
             backlog = "-" if s.get("backlog") is None else str(s["backlog"])
-            lines.append(f"{name:<18} {backlog:>10}  {s.get('last_error') or ''}".rstrip())
+            quarantined = "-" if s.get("quarantined") is None else str(s["quarantined"])
+            note = f"ALARM {s['alarm']}" if s.get("alarm") else s.get("last_error") or ""
+            lines.append(f"{name:<18} {backlog:>10} {quarantined:>11}  {note}".rstrip())
     alarms = st.get("alarms") or []
     if alarms:
         lines.append("")

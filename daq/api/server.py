@@ -134,7 +134,9 @@ def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     for sink, s in sorted(status.get("sinks", {}).items()):
-        if s.get("last_error"):
+        if s.get("alarm"):
+            out.append({"severity": "alarm", "subject": f"sink {sink}", "message": str(s["alarm"])})
+        elif s.get("last_error"):
             out.append({"severity": "warning", "subject": f"sink {sink}", "message": str(s["last_error"])})
     order = {"alarm": 0, "warning": 1}
     out.sort(key=lambda a: order.get(a["severity"], 2))

@@ -66,8 +66,11 @@ def main(args: argparse.Namespace) -> int:
     for name, s in sorted(data["sinks"].items()):
         age = "-" if s["oldest_pending_age_s"] is None else f"{s['oldest_pending_age_s']:.1f} s"
         rate = "-" if s["points_per_s"] is None else f"{s['points_per_s']:g}/s"
+        quarantined = "-" if s.get("quarantined") is None else str(s["quarantined"])
+        alarm = f", ALARM: {s['alarm']}" if s.get("alarm") else ""
         print(
             f"sink {name}: forwarded through id {s['forwarded_through_id']}, pending {s['pending']} "
-            f"(oldest {age}), {rate}, last error: {s['last_error'] or '-'}"
+            f"(oldest {age}), {rate}, {quarantined} quarantined, last error: {s['last_error'] or '-'}"
+            f"{alarm}"
         )
     return 0

@@ -13,11 +13,14 @@ Errors:
 * 5xx, 408, 429, timeouts and connection errors: retry the same batch, backing off from
   ``backoff_initial_s`` doubling (with jitter) to ``backoff_cap_s``, for as long as it
   takes; a 429's ``Retry-After`` is honoured. The backlog waits in the journal.
-* 400, 413, 422 (the server rejects the data): the batch is bisected until the rejected
-  points are isolated; each is *quarantined*: an audit entry ``sink_quarantine`` (subject =
-  the sink) records the reading id, the line, the status and the server's message, and the
-  rest is written. Should every point of a batch of two or more be rejected, the cause is
-  taken to be the server or its settings, not the data: the batch is kept and retried.
+* 400, 413, 422 (the server refuses the data): the batch is bisected until the refused
+  points are isolated; a point is *quarantined* only when it is shown to be poison (refused
+  again while the same server accepts another point right after, see
+  :mod:`daq.forward.policy`): an audit entry ``sink_quarantine`` (subject = the sink) records
+  the reading id, the line, the status and the server's message, and the rest is written.
+  Otherwise (a server refusing everything, or recovering meanwhile) it is a server fault:
+  nothing is quarantined, the sink is in alarm and the batch is read again and retried with
+  back-off.
 * 401, 403 and other 4xx (a bad token, a missing bucket): one alarm (audit entry
   ``sink_alarm`` and one error log line), then retries at ``backoff_cap_s``, no storm; when
   writes succeed again, ``sink_alarm_cleared`` is audited.
@@ -42,6 +45,7 @@ import random
 import sqlite3
 import ssl
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -54,6 +58,7 @@ from daq.clock import Clock
 from daq.errors import JournalError
 from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
+from daq.forward.policy import Accepted, Outcome, Rejected, Retry, classify, settle
 from daq.journal.journal import Journal, connect
 from daq.logs import get_logger
 from daq.secrets import resolve_secret
@@ -65,10 +70,6 @@ log = get_logger("daq.forward")
 
 #: Rows before the cursor replayed at start so the ``dup`` tags come out as they did before.
 SEED_WINDOW = 10_000
-#: Statuses meaning "the server rejects these points" (bisect and quarantine).
-REJECTED = frozenset({400, 413, 422})
-#: Statuses meaning "try again later" (back off).
-TRANSIENT = frozenset({408, 425, 429})
 STATUS_DIR = "sinks"
 STATUS_EVERY_S = 2.0
 #: How much of a quarantined line its audit entry keeps.
@@ -87,13 +88,6 @@ class Batch:
     ids: list[int] = field(default_factory=list)
     unformattable: list[tuple[int, str]] = field(default_factory=list)
     oldest_acq_ns: int = 0
-
-
-class _Rejected(Exception):
-    def __init__(self, status: int, message: str):
-        self.status = status
-        self.message = message
-        super().__init__(f"HTTP {status}: {message}")
 
 
 def _retry_after_s(value: str | None, now_s: float) -> float | None:
@@ -119,6 +113,15 @@ def _message(exc: Any) -> str:
             return str(json.loads(body)["message"])[:500]
         return body.strip()[:500]
     return str(getattr(exc, "reason", "") or exc)[:500]
+
+
+def _describe(exc: BaseException, timeout_s: float) -> str:
+    """A transport error as one line that says what happened (a bare ``TimeoutError`` has no
+    text of its own)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s (timeout)"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
 def _safe_url(url: str) -> str:
@@ -177,6 +180,9 @@ class InfluxForwarder:
         self._status_path = journal.data_dir / STATUS_DIR / f"{sink.name}.json"
         self._last_log = 0.0
         self._in_outage = False
+        #: A line this server accepted (see :func:`daq.forward.policy.settle`).
+        self._witness: str | None = None
+        self._fault_delay = sink.backoff_initial_s
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -460,7 +466,14 @@ class InfluxForwarder:
                         self._fetch(batch.last_id), name=f"forward-read:{self.sink.name}"
                     )
                 self.oldest_pending_ns = batch.oldest_acq_ns
-                await self._deliver(batch)
+                if not await self._deliver(batch):
+                    # Read the batch again: the backlog behind it may show which point is poison.
+                    if prefetch is not None:
+                        prefetch.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await prefetch
+                        prefetch = None
+                    continue
                 await self.journal.set_cursor(self.sink.name, batch.last_id)
                 self.cursor = batch.last_id
                 self.state = "idle"
@@ -470,43 +483,45 @@ class InfluxForwarder:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await prefetch
 
-    async def _deliver(self, batch: Batch) -> None:
-        """Write every line of ``batch``, quarantining only points the server rejects."""
-        while True:
-            rejected: list[tuple[int, str, int, str]] = []
-            stack = [(0, len(batch.lines))] if batch.lines else []
-            while stack:
-                lo, hi = stack.pop()
-                try:
-                    await self._send(batch.lines[lo:hi], batch.body if hi - lo == len(batch.lines) else None)
-                except _Rejected as exc:
-                    if hi - lo == 1:
-                        rejected.append((batch.ids[lo], batch.lines[lo], exc.status, exc.message))
-                    else:
-                        mid = (lo + hi) // 2
-                        stack.append((mid, hi))
-                        stack.append((lo, mid))
-            if len(batch.lines) > 1 and len(rejected) == len(batch.lines):
-                # Not one point accepted: the server or its settings, not the data.
-                status, message = rejected[0][2], rejected[0][3]
-                self._raise_alarm(status, f"every point of a batch of {len(batch.lines)} rejected: {message}")
-                await self.clock.sleep(self.sink.backoff_cap_s)
-                continue
-            break
-        for rid, line, status, message in rejected:
+    async def _deliver(self, batch: Batch) -> bool:
+        """Write every line of ``batch``, quarantining only points shown to be poison (see
+        :mod:`daq.forward.policy`). ``False``: the server refuses points not shown to be at
+        fault; nothing was quarantined, the sink is in alarm and the batch must be retried."""
+
+        async def send(lines: Sequence[str]) -> Accepted | Rejected:
+            return await self._send(lines, batch.body if lines is batch.lines else None)
+
+        result = await settle(batch.lines, send, self._witness)
+        self._witness = result.witness
+        if result.fault is not None:
+            fault = result.fault
+            self._raise_alarm(
+                fault.status,
+                f"points refused although not shown to be at fault (server fault): {fault.message}",
+            )
+            self.retries += 1
+            await self.clock.sleep(self._fault_delay * (1.0 + 0.2 * (self.rng.random() - 0.5)))
+            self._fault_delay = min(self.sink.backoff_cap_s, self._fault_delay * 2)
+            return False
+        self._fault_delay = self.sink.backoff_initial_s
+        if result.accepted:
+            self._acknowledged(result.accepted)
+        for index, refusal in result.poison:
+            line = batch.lines[index]
             # The reading itself stays in the journal; the audit keeps enough of the line to see why.
             detail = {
-                "status": status,
-                "error": message,
+                "status": refusal.status,
+                "error": refusal.message,
                 "line": line[:QUARANTINE_LINE_MAX],
                 "line_length": len(line),
             }
-            self._quarantine(rid, detail)
+            self._quarantine(batch.ids[index], detail)
         for rid, message in batch.unformattable:
             self._quarantine(rid, {"status": None, "error": message, "line": None})
-        if rejected or batch.unformattable:
+        if result.poison or batch.unformattable:
             # The audit entries must be durable before the cursor passes these readings.
             await self.journal.flush()
+        return True
 
     def _quarantine(self, reading_id: int, detail: dict[str, Any]) -> None:
         self.quarantined += 1
@@ -537,55 +552,57 @@ class InfluxForwarder:
         self.last_error = message
         self.last_error_ns = self.clock.time_ns()
 
-    def _encode(self, lines: list[str]) -> bytes:
+    def _encode(self, lines: Sequence[str]) -> bytes:
         body = "\n".join(lines).encode("utf-8")
         return gzip.compress(body, compresslevel=1) if self.sink.gzip else body
 
-    async def _send(self, lines: list[str], body: bytes | None = None) -> None:
-        """POST ``lines`` until the server answers 2xx; raises :class:`_Rejected` on 400/413/422."""
+    async def _post(self, body: bytes) -> Outcome:
+        """One write request, its answer classified by :func:`daq.forward.policy.classify`."""
         from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
+        self.requests += 1
+        try:
+            await self._write_api.post_write_async(
+                org=self.sink.org,
+                bucket=self.sink.bucket,
+                body=body,
+                precision=WritePrecision.NS,
+                content_type="text/plain; charset=utf-8",
+                async_req=False,
+                _return_http_data_only=False,
+                **self._encoding,
+            )
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            after = _retry_after_s(getattr(exc, "retry_after", None), self.clock.time_ns() / 1e9)
+            return classify(status, _message(exc), after)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Retry(_describe(exc, self.sink.timeout_s))
+        return Accepted()
+
+    async def _send(self, lines: Sequence[str], body: bytes | None = None) -> Accepted | Rejected:
+        """POST ``lines`` until the server accepts or refuses them, backing off meanwhile."""
         if body is None:
             body = self._encode(lines)
         delay = self.sink.backoff_initial_s
         while True:
             self.state = "sending" if self.alarm is None and not self._in_outage else self.state
-            wait: float
-            jittered = False
-            try:
-                self.requests += 1
-                await self._write_api.post_write_async(
-                    org=self.sink.org,
-                    bucket=self.sink.bucket,
-                    body=body,
-                    precision=WritePrecision.NS,
-                    content_type="text/plain; charset=utf-8",
-                    async_req=False,
-                    _return_http_data_only=False,
-                    **self._encoding,
-                )
-            except ApiException as exc:
-                status = int(exc.status or 0)
-                message = _message(exc)
-                if status in REJECTED:
-                    raise _Rejected(status, message) from None
-                if 400 <= status < 500 and status not in TRANSIENT:
-                    self._raise_alarm(status, message)
-                    wait = self.sink.backoff_cap_s
-                else:
-                    wait, jittered = delay, True
-                    if status == 429:
-                        after = _retry_after_s(getattr(exc, "retry_after", None), self.clock.time_ns() / 1e9)
-                        if after is not None:
-                            wait, jittered = min(after, self.sink.retry_after_max_s), False
-                    self._outage(f"HTTP {status}: {message}" if status else message)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                wait, jittered = delay, True
-                self._outage(f"{type(exc).__name__}: {exc}"[:500])
+            outcome = await self._post(body)
+            if isinstance(outcome, Accepted):
+                self._reachable()
+                return outcome
+            if isinstance(outcome, Rejected):
+                return outcome
+            wait, jittered = delay, True
+            if outcome.alarm:
+                assert outcome.status is not None
+                self._raise_alarm(outcome.status, outcome.message.partition(": ")[2])
+                wait, jittered = self.sink.backoff_cap_s, False
             else:
-                self._acknowledged(len(lines))
-                return
+                if outcome.after_s is not None:
+                    wait, jittered = min(outcome.after_s, self.sink.retry_after_max_s), False
+                self._outage(outcome.message)
             self.retries += 1
             if jittered:
                 # +-10 %: forwarders of many lines restarting together do not retry in step.
@@ -604,6 +621,9 @@ class InfluxForwarder:
     def _acknowledged(self, n: int) -> None:
         self.points_written += n
         self._rate.append((time.monotonic(), n))
+
+    def _reachable(self) -> None:
+        """The server accepted a write: an outage or an alarm is over."""
         if self._in_outage:
             self._in_outage = False
             log.info("sink reachable again", sink=self.sink.name, pending=self.pending)

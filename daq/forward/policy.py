@@ -1,0 +1,130 @@
+"""Delivery policy: what a server's answer to a write means, and which points are poison.
+
+The writer reports each request as one typed outcome; this module alone decides what it means:
+
+* :class:`Accepted`: the server stored the points (2xx).
+* :class:`Rejected`: the server refuses *this data* (400, 413, 422). Whether the fault is in
+  the data or in the server is not known yet: see :func:`settle`.
+* :class:`Retry`: try the same body again later (5xx, 408, 425, 429, timeouts, connection
+  errors; and, with ``alarm`` set, 401, 403, 404 and other 4xx, which need a person).
+
+A rejected point is *poison* (quarantined, the rest written) only when the same server is shown
+to accept other points around it: :func:`settle` isolates the refused points by bisection, sends
+each refused point once more, and then sends a point the server accepted before (a *witness*;
+sending it again is harmless, a replayed point overwrites itself). Only a point refused twice
+while the witness is accepted right after is poison. A server that refuses everything (no
+witness, or the witness refused too) or that recovers meanwhile (the point accepted on its
+second try) is a server fault: nothing is quarantined, the batch is retried with back-off and
+the sink is in alarm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+#: Statuses meaning "the server refuses these points" (isolate, then maybe quarantine).
+REJECTED = frozenset({400, 413, 422})
+#: 4xx statuses meaning "try again later" (back off, no alarm).
+TRANSIENT = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The server stored every point of the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The server refused the data of the request (not yet shown to be the data's fault)."""
+
+    status: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Send the same body again after a back-off (or after ``after_s``, a ``Retry-After``).
+
+    ``alarm``: the server will not accept anything until a person acts (a bad token, a missing
+    bucket): retry at the back-off cap and raise the sink's alarm."""
+
+    message: str
+    status: int | None = None
+    after_s: float | None = None
+    alarm: bool = False
+
+
+Outcome = Accepted | Rejected | Retry
+
+
+def classify(status: int, message: str, after_s: float | None = None) -> Outcome:
+    """The outcome of an HTTP answer with ``status`` (0: no HTTP answer at all)."""
+    if 200 <= status < 300:
+        return Accepted()
+    if status in REJECTED:
+        return Rejected(status, message)
+    text = f"HTTP {status}: {message}" if status else message
+    if 400 <= status < 500 and status not in TRANSIENT:
+        return Retry(text, status, alarm=True)
+    return Retry(text, status or None, after_s=after_s if status == 429 else None)
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What became of a batch: the indexes of poison points with the server's refusal, or a
+    server fault (nothing quarantined; retry the batch later)."""
+
+    poison: list[tuple[int, Rejected]] = field(default_factory=list)
+    fault: Rejected | None = None
+    #: A line the server accepted last (for the next batch's confirmations), if any.
+    witness: str | None = None
+    #: Lines the server accepted (each counted once).
+    accepted: int = 0
+
+
+#: Sends lines until the server accepts or refuses them (retries are the sender's business).
+Send = Callable[[Sequence[str]], Awaitable[Accepted | Rejected]]
+
+
+async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -> Settlement:
+    """Deliver ``lines`` through ``send``; find the poison points, if any (see the module doc).
+
+    ``witness`` is a line this server accepted before (``None`` if none is known). The whole
+    batch is sent as ``lines`` itself (the same object), so the caller can reuse its body."""
+    out = Settlement(witness=witness)
+    candidates: list[tuple[int, Rejected]] = []
+    stack = [(0, len(lines))] if lines else []
+    while stack:
+        lo, hi = stack.pop()
+        result = await send(lines if (lo, hi) == (0, len(lines)) else lines[lo:hi])
+        if isinstance(result, Accepted):
+            out.accepted += hi - lo
+            out.witness = lines[hi - 1]
+        elif hi - lo == 1:
+            candidates.append((lo, result))
+        else:
+            mid = (lo + hi) // 2
+            stack.append((mid, hi))
+            stack.append((lo, mid))
+    if not candidates:
+        return out
+    if out.witness is None:
+        # Not one point accepted, none before: nothing shows that the data is at fault.
+        out.fault = candidates[0][1]
+        return out
+    for index, _ in candidates:
+        again = await send(lines[index : index + 1])
+        if isinstance(again, Accepted):
+            # Refused once, accepted now: the server recovered; the point was never poison.
+            out.accepted += 1
+            out.witness = lines[index]
+            continue
+        check = await send([out.witness])
+        if isinstance(check, Rejected):
+            # The server now refuses a point it accepted before: the server, not the data.
+            out.fault = check
+            out.poison = []
+            return out
+        out.poison.append((index, again))
+    return out

@@ -1,0 +1,172 @@
+"""The delivery policy over real HTTP: quarantine only what is shown to be poison.
+
+A scripted server (real sockets, the real influxdb-client) refuses everything, recovers in the
+middle of a bisection, or refuses one point; the forwarder must quarantine exactly the poison
+points and treat everything else as a server fault (alarm, back-off, retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from daq.api.client import format_status
+from daq.forward.policy import Accepted, Rejected, Retry, classify
+from daq.journal import JournalReader
+from daq.model import Quality, Reading
+from tests.helpers import wait_until
+from tests.test_forward import RecordingClock, ScriptedServer, close_forwarder, open_forwarder
+
+
+def actions(data_dir: Path) -> list[str]:
+    with JournalReader(data_dir) as r:
+        return [a["action"] for a in r.audit() if a["subject"] == "central"]
+
+
+async def test_a_server_refusing_everything_never_quarantines_single_point_batches(data_dir: Path) -> None:
+    # One point per batch, as a calibrator read once a second gives: no batch shows a
+    # point accepted beside a refused one, so nothing is shown to be poison.
+    async with ScriptedServer(default=400) as server:
+        clock = RecordingClock()
+        clock.gate = asyncio.Event()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=6, batch_size=1)
+        try:
+            await wait_until(lambda: fwd.alarm is not None and clock.sleeping)
+            assert fwd.quarantined == 0
+            assert fwd.cursor == 0
+            assert fwd.status()["state"] == "alarm"
+            server.default = 204
+            clock.gate.set()
+            await wait_until(lambda: fwd.cursor == 6)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 0
+    assert len(set(server.accepted)) == 6
+    assert "sink_quarantine" not in actions(data_dir)
+    assert actions(data_dir) == ["sink_alarm", "sink_alarm_cleared"]
+
+
+async def test_a_server_that_starts_refusing_everything_is_a_fault_not_poison(data_dir: Path) -> None:
+    # The server accepted the first points (a witness is known), then refuses everything.
+    async with ScriptedServer([(204, {})] * 3, default=400) as server:
+        clock = RecordingClock()
+        clock.gate = asyncio.Event()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=8, batch_size=1)
+        try:
+            await wait_until(lambda: fwd.alarm is not None and clock.sleeping)
+            assert fwd.cursor == 3
+            assert fwd.quarantined == 0
+            server.default = 204
+            clock.gate.set()
+            await wait_until(lambda: fwd.cursor == 8)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 0
+    assert len(set(server.accepted)) == 8
+
+
+async def test_a_server_recovering_during_bisection_gets_no_point_quarantined(data_dir: Path) -> None:
+    # The batch, its first half, quarter, ... down to the first point are refused; then the
+    # server is well again. The first point was refused only because of the server.
+    async with ScriptedServer([(400, {})] * 6) as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=40)
+        try:
+            await wait_until(lambda: fwd.cursor == 40)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 0
+    assert len(set(server.accepted) - {""}) == 40
+    assert "sink_quarantine" not in actions(data_dir)
+
+
+async def test_a_poison_point_in_single_point_batches_is_quarantined(data_dir: Path) -> None:
+    async with ScriptedServer() as server:
+        server.reject = "seq=4i"
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=8, batch_size=1)
+        try:
+            await wait_until(lambda: fwd.cursor == 8)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.quarantined == 1
+    assert len(set(server.accepted)) == 7
+    with JournalReader(data_dir) as r:
+        (q,) = [a for a in r.audit() if a["action"] == "sink_quarantine"]
+        row = r.readings(after_id=q["detail"]["reading_id"] - 1, limit=1)[0]
+    assert row["seq"] == 4
+    assert "sink_alarm" not in actions(data_dir)
+
+
+class SlowServer(ScriptedServer):
+    """Answers every write after ``delay_s`` (longer than the sink's timeout)."""
+
+    delay_s = 1.0
+
+    async def _write(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.delay_s)
+        return await super()._write(request)
+
+
+async def test_a_timeout_says_what_happened(data_dir: Path) -> None:
+    async with SlowServer() as server:
+        clock = RecordingClock()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=3, timeout_s=0.2)
+        try:
+            await wait_until(lambda: fwd.last_error is not None)
+            server.delay_s = 0.0
+            await wait_until(lambda: fwd.cursor == 3)
+        finally:
+            await close_forwarder(journal, fwd)
+    assert fwd.last_error == "no answer within 0.2 s (timeout)"
+
+
+async def test_status_text_shows_quarantine_count_and_alarm(data_dir: Path) -> None:
+    async with ScriptedServer() as server:
+        server.reject = "seq=2i"
+        clock = RecordingClock()
+        clock.gate = asyncio.Event()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=5)
+        try:
+            await wait_until(lambda: fwd.cursor == 5)
+            server.reject = None
+            server.default = 401
+            journal.append(Reading("dc1", "activity", 1.0, "Bq", Quality.GOOD, clock.time_ns(), 0))
+            await wait_until(lambda: fwd.alarm is not None and clock.sleeping)
+            live = {
+                "daemon": {"site": "s", "cell": "c", "pid": 1, "uptime_s": 1.0, "config": "x"},
+                "instruments": {},
+                "sinks": {"central": {**fwd.status(), "backlog": fwd.pending}},
+            }
+            text = format_status(live)
+            await fwd.stop()  # writes the status file for ``daq status --data-dir``
+        finally:
+            clock.gate.set()
+            await close_forwarder(journal, fwd)
+    assert "quarantined" in text
+    sink_line = next(line for line in text.splitlines() if line.startswith("central"))
+    assert " 1 " in sink_line  # the quarantine count
+    assert "ALARM HTTP 401" in sink_line
+    proc = subprocess.run(
+        [sys.executable, "-m", "daq", "status", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("sink central"))
+    assert "1 quarantined" in line
+    assert "ALARM: HTTP 401" in line
+
+
+def test_outcomes_are_classified_in_one_place() -> None:
+    assert classify(204, "") == Accepted()
+    assert classify(400, "bad") == Rejected(400, "bad")
+    assert classify(413, "big") == Rejected(413, "big")
+    assert classify(401, "no") == Retry("HTTP 401: no", 401, alarm=True)
+    assert classify(404, "bucket") == Retry("HTTP 404: bucket", 404, alarm=True)
+    assert classify(429, "slow", 7.0) == Retry("HTTP 429: slow", 429, after_s=7.0)
+    assert classify(503, "down", 7.0) == Retry("HTTP 503: down", 503)
+    assert classify(0, "reset") == Retry("reset")
