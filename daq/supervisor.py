@@ -185,12 +185,14 @@ class Supervisor:
             await self.driver.close()
 
     async def _after_failure(self, reason: str, message: str, first: bool) -> None:
-        await self.driver.close()
+        # Recorded before close(): closing a hung link can itself take a timeout, and the gap
+        # and the event are stamped when the failure was detected, not when close gave up.
         if first:
             self._event(EventKind.DISCONNECTED, {"reason": reason, "error": message})
             log.warning("instrument unavailable", instrument=self.name, reason=reason, error=message)
         self.last_error = message
         self._gap(reason, message)
+        await self.driver.close()
 
     async def _backoff(self, attempt: int) -> None:
         delay = backoff_delay(attempt, self.config.backoff_initial_s, self.config.backoff_cap_s, self.rng)
@@ -248,9 +250,12 @@ class Supervisor:
             except (ReadTimeout, TimeoutError) as exc:
                 self.timeouts += 1
                 consecutive_timeouts += 1
-                self._gap(Reason.TIMEOUT, str(exc) or f"no reply within {timeout_s:g} s")
+                why = str(exc) or f"no reply within {timeout_s:g} s"
                 if consecutive_timeouts >= self.config.max_consecutive_timeouts:
-                    raise ReadTimeout(f"{consecutive_timeouts} polls in a row timed out") from exc
+                    # One gap record for this poll: the reconnect that follows writes it
+                    # (reason timeout), instead of a second BAD row per channel beside this one.
+                    raise ReadTimeout(f"{consecutive_timeouts} polls in a row timed out: {why}") from exc
+                self._gap(Reason.TIMEOUT, why)
                 readings = None
             else:
                 consecutive_timeouts = 0
