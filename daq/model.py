@@ -50,6 +50,12 @@ class EventKind:
     STOPPED = "stopped"
 
 
+#: Attributes of a reading that name the series it belongs to downstream (line-protocol tags,
+#: see :mod:`daq.forward.lineprotocol`). A gap reading carries those of the readings it
+#: interrupts, so that it lands in the same series.
+SERIES_ATTRS = ("nuclide",)
+
+
 @dataclasses.dataclass(slots=True)
 class Reading:
     """One value from one channel of one instrument.

@@ -19,7 +19,7 @@ from daq.clock import Clock
 from daq.errors import ConnectError, DeviceError, DriverError, ProtocolError, ReadTimeout
 from daq.journal.journal import Journal
 from daq.logs import get_logger
-from daq.model import DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
+from daq.model import SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
 from drivers.base import Driver
 
 log = get_logger("daq.supervisor")
@@ -132,11 +132,19 @@ class Supervisor:
                     acq_ns=now,
                     mono_ns=mono,
                     raw=raw,
-                    attrs={"error": message[:500]},
+                    attrs={**self._series_attrs(ch), "error": message[:500]},
                 )
                 for ch in names
             ]
         )
+
+    def _series_attrs(self, channel: str) -> dict[str, Any]:
+        """The series-naming attributes (the nuclide of a calibrator) of the channel's last
+        reading: the gap belongs to the series it interrupts."""
+        last = self.last_values.get(channel)
+        if last is None or not last.attrs:
+            return {}
+        return {k: last.attrs[k] for k in SERIES_ATTRS if last.attrs.get(k) is not None}
 
     def _set_state(self, state: State, **fields: Any) -> None:
         if state is not self.state:

@@ -15,11 +15,27 @@ from pathlib import Path
 from aiohttp import web
 
 from daq.api.client import format_status
+from daq.daemon import Daemon
 from daq.forward.policy import Accepted, Rejected, Retry, classify
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
+from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import wait_until
-from tests.test_forward import RecordingClock, ScriptedServer, close_forwarder, open_forwarder
+from tests.test_forward import (
+    RecordingClock,
+    ScriptedServer,
+    cell_config,
+    close_forwarder,
+    drain,
+    forwarder,
+    open_forwarder,
+    sink_toml,
+    vm,
+    wait_server_matches,
+)
+from tests.victoria import Victoria
+
+__all__ = ["vm"]  # the VictoriaMetrics fixture
 
 
 def actions(data_dir: Path) -> list[str]:
@@ -170,3 +186,36 @@ def test_outcomes_are_classified_in_one_place() -> None:
     assert classify(429, "slow", 7.0) == Retry("HTTP 429: slow", 429, after_s=7.0)
     assert classify(503, "down", 7.0) == Retry("HTTP 503: down", 503)
     assert classify(0, "reset") == Retry("reset")
+
+
+async def test_gap_readings_of_a_calibrator_land_in_the_series_they_interrupt(
+    data_dir: Path, vm: Victoria
+) -> None:
+    sim = await Vdc404Simulator(options={"interval_s": "0.02", "nuclide": "Lu-177"}).serve(
+        "tcp://127.0.0.1:0"
+    )
+    daemon = Daemon(cell_config(data_dir, sim.url, sink_toml(vm.url)))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: daemon.ready.is_set(), timeout=30)
+        fwd = forwarder(daemon)
+        await wait_until(lambda: fwd.points_written >= 5, timeout=30)
+        await sim.close()  # the calibrator goes away: the daemon journals a gap
+        with JournalReader(data_dir) as r:
+            await wait_until(
+                lambda: any(row["quality"] == Quality.BAD for row in r.readings(limit=100_000)), timeout=30
+            )
+    finally:
+        daemon.request_stop()
+        await task
+    await drain(data_dir, vm.url)
+    with JournalReader(data_dir) as r:
+        rows = r.readings(limit=100_000)
+    gaps = [row for row in rows if row["quality"] == Quality.BAD and row["channel"] == "activity"]
+    assert gaps
+    assert all(g["attrs"]["nuclide"] == "Lu-177" for g in gaps)
+    await wait_server_matches(vm, data_dir)
+    series = vm.export('{__name__=~".*_quality", channel="activity"}')
+    assert len(series) == 1  # GOOD readings and the gap: one series
+    assert series[0]["metric"]["nuclide"] == "Lu-177"
+    assert float(Quality.BAD) in series[0]["values"]
