@@ -10,11 +10,7 @@ than ``ac225_equilibrium_wait_s`` after it is UNCERTAIN with the reason
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
-
-from daq.config.base import StrictModel
+from daq.config.base import NonNegativeSeconds, StrictModel
 from daq.model import Quality, Reading, Reason
 from daq.physics import AC225_CHAIN, UnknownNuclide, equilibrium_time_s, nuclide
 
@@ -27,7 +23,7 @@ class PhysicsSection(StrictModel):
     """``[physics]``: settings of the decay physics applied to readings."""
 
     #: How long after a t0 (separation, end of labelling) an Ac-225 assay stays UNCERTAIN.
-    ac225_equilibrium_wait_s: Annotated[float, Field(ge=0)] = DEFAULT_AC225_WAIT_S
+    ac225_equilibrium_wait_s: NonNegativeSeconds = DEFAULT_AC225_WAIT_S
 
 
 class EquilibriumGate:

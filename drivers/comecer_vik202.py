@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from daq.clock import Clock
-from daq.config.base import SerialSettings
+from daq.config.base import NuclideName, SerialSettings
 from daq.errors import DeviceError, DriverError, ProtocolError
 from daq.model import DeviceInfo, Reading
 from drivers.base import SerialDriver
@@ -56,7 +56,7 @@ class Vik202Config(CalibratorInstrument):
     kind: Literal["comecer-vik202"]
     channel: str = "activity"
     #: Calibration factor -> nuclide, beyond (and overriding) :data:`FACTOR_NUCLIDES`.
-    factor_nuclides: dict[Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")], str] = Field(
+    factor_nuclides: dict[Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$")], NuclideName] = Field(
         default_factory=dict
     )
     #: Read the calibration factor every poll (it can change at the console).

@@ -19,7 +19,7 @@ from daq.journal import Journal, JournalReader, verify_journal
 from daq.journal.journal import dumps
 from daq.runs import store
 from daq.runs.export import verify_export, write_export
-from daq.runs.manager import RunError, build, take_lock
+from daq.runs.manager import RunError, take_lock
 from daq.runs.seal import seal_from_journal
 from simulators.synth_modbus import SynthModbusSimulator
 from simulators.veenstra_vdc404 import Vdc404Simulator
@@ -100,11 +100,11 @@ async def test_refusals_are_clear(data_dir: Path) -> None:
 
 
 def test_trigger_instrument_must_exist(data_dir: Path) -> None:
-    cfg = vdc_config(
-        data_dir, "socket://127.0.0.1:9", '[runs]\ntrigger_instrument = "synth"\ntrigger_channel = "x"\n'
-    )
+    # Refused when the config is loaded (check-config), not only when the daemon starts.
     with pytest.raises(ConfigError, match=r"runs.trigger_instrument.*no instrument named 'synth'"):
-        build(Daemon(cfg))  # the factory the daemon calls when it builds its services
+        vdc_config(
+            data_dir, "socket://127.0.0.1:9", '[runs]\ntrigger_instrument = "synth"\ntrigger_channel = "x"\n'
+        )
     with pytest.raises(ConfigError, match="must be given together"):
         vdc_config(data_dir, "socket://127.0.0.1:9", '[runs]\ntrigger_channel = "x"\n')
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from daq.config.base import PositiveSeconds, StrictModel
+from daq.config.base import Port, PositiveCount, Seconds, StrictModel
 
 
 class ApiSection(StrictModel):
@@ -30,14 +30,14 @@ class ApiSection(StrictModel):
     allow_non_loopback: bool = False
     listen: str = "127.0.0.1"
     #: 0 picks a free port (tests); the bound port is in the log and in ``/api/status``.
-    port: Annotated[int, Field(ge=0, le=65535)] = 8470
+    port: Port = 8470
     token_env: str | None = None
     token_credential: str | None = None
-    client_queue: Annotated[int, Field(ge=100, le=1_000_000)] = 20_000
-    client_write_timeout_s: PositiveSeconds = 10.0
+    client_queue: Annotated[PositiveCount, Field(ge=100, le=1_000_000)] = 20_000
+    client_write_timeout_s: Annotated[Seconds, Field(le=3600)] = 10.0
     #: How far back a client may ask for a replay (``since``), in readings.
-    replay_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 100_000
-    heartbeat_s: PositiveSeconds = 5.0
+    replay_limit: Annotated[PositiveCount, Field(le=1_000_000)] = 100_000
+    heartbeat_s: Annotated[Seconds, Field(le=3600)] = 5.0
 
     @field_validator("listen")
     @classmethod

@@ -1,22 +1,125 @@
 """Building blocks of the configuration, shared by the core and the drivers.
 
 Durations end in ``_s``; units stay in names. Unknown keys are rejected everywhere.
+
+Every number in a config has a finite, documented range, given by one of the annotated types
+below rather than by a ``Field(...)`` repeated at each key (the table is in
+``docs/configuration.md``). For every model built on :class:`StrictModel`: ``inf`` and ``nan``
+are refused wherever a number is expected, and ``true``/``false`` are never taken for a number
+(pydantic would otherwise read ``period_s = true`` as 1 s).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import types
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from daq.physics import UnknownNuclide, nuclide
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+
+#: One day: the longest period, timeout, back-off or interval any part of the daemon waits.
+DAY_S = 86_400.0
+#: The longest retention a site may ask for (a century; the journal must still be pruned sometime).
+MAX_RETENTION_DAYS = 36_500.0
+#: The largest count (queue, batch, buffer) any setting may ask for.
+MAX_COUNT = 10_000_000
+
+#: A duration in seconds: finite, above 0, at most one day.
+Seconds = Annotated[float, Field(gt=0, le=DAY_S, strict=True)]
+#: A duration in seconds that may be 0 (off / no wait), at most one day.
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=DAY_S, strict=True)]
+#: The name the drivers have always used for :data:`Seconds`.
+PositiveSeconds = Seconds
+#: A retention period in days: above 0, at most a century.
+Days = Annotated[float, Field(gt=0, le=MAX_RETENTION_DAYS, strict=True)]
+#: A count of things (readings, points, polls): 1 to ten million.
+PositiveCount = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
+#: A count that may be 0 (off): 0 to ten million.
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+#: A TCP port; 0 picks a free one.
+Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
+
+
+def _nuclide_symbol(text: str) -> str:
+    try:
+        return nuclide(text).symbol
+    except UnknownNuclide as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: A nuclide of the table, in any spelling it knows (``F18``, ``18F``); stored as the table's symbol.
+NuclideName = Annotated[str, AfterValidator(_nuclide_symbol)]
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """Whether ``annotation`` expects numbers somewhere and never a boolean."""
+    seen: set[type] = set()
+
+    def walk(tp: Any) -> None:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            walk(typing.get_args(tp)[0])
+        elif origin in (typing.Union, types.UnionType) or origin is not None:
+            for arg in typing.get_args(tp):
+                walk(arg)
+        elif isinstance(tp, type):
+            seen.add(tp)
+
+    walk(annotation)
+    return bool(seen & {int, float}) and bool not in seen
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_holds_bool(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_bool(v) for v in value.values())
+    return False
+
+
+class _BooleanGiven:
+    """Stands in for a ``true``/``false`` given where a number is expected, so that the key's
+    own validator refuses it (and the error keeps the key path) instead of reading it as 1/0."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"{str(self.value).lower()} (a boolean, not a number)"
+
+
+def _mark_bools(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _BooleanGiven(value)
+    if isinstance(value, list):
+        return [_mark_bools(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mark_bools(v) for k, v in value.items()}
+    return value
 
 
 class StrictModel(BaseModel):
-    """Rejects unknown keys; immutable once loaded."""
+    """Rejects unknown keys, ``inf``/``nan``, and booleans given for numbers; immutable once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is not None and _holds_bool(value) and _is_numeric(field.annotation):
+                out[key] = _mark_bools(value)
+        return out
 
 
 class SerialSettings(StrictModel):
@@ -42,12 +145,12 @@ class InstrumentBase(StrictModel):
     kind: str
     enabled: bool = True
     description: str = ""
-    period_s: PositiveSeconds = 1.0
-    timeout_s: PositiveSeconds = 0.5
-    connect_timeout_s: PositiveSeconds = 5.0
-    backoff_initial_s: PositiveSeconds = 0.2
-    backoff_cap_s: PositiveSeconds = 5.0
-    max_consecutive_timeouts: Annotated[int, Field(ge=1)] = 3
+    period_s: Seconds = 1.0
+    timeout_s: Seconds = 0.5
+    connect_timeout_s: Seconds = 5.0
+    backoff_initial_s: Seconds = 0.2
+    backoff_cap_s: Seconds = 5.0
+    max_consecutive_timeouts: Annotated[PositiveCount, Field(le=1000)] = 3
     #: State-changing commands (set nuclide, zero, writes to registers) stay refused unless true.
     allow_writes: bool = False
 

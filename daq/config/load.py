@@ -11,12 +11,12 @@ import hashlib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, create_model
 
 from daq.api.config import ApiSection
-from daq.config.base import PositiveSeconds, StrictModel
+from daq.config.base import PositiveCount, PositiveSeconds, Seconds, StrictModel
 from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
 from daq.forward.config import Sinks
@@ -35,17 +35,17 @@ class DaemonSection(StrictModel):
     data_dir: Path = Path("/var/lib/hotcell-daq")
     site: str = "site"
     cell: str = "cell"
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
 
 class JournalSection(StrictModel):
     """Group commit: a writer commits what arrived within ``commit_window_s``."""
 
-    commit_window_s: Annotated[float, Field(gt=0, le=0.1)] = 0.05
-    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    commit_window_s: Annotated[Seconds, Field(le=0.1)] = 0.05
+    max_batch: Annotated[PositiveCount, Field(le=100_000)] = 5000
     #: Readings waiting for a commit beyond this are dropped *and recorded* as an overflow.
-    max_pending: Annotated[int, Field(ge=1000)] = 200_000
-    retry_after_error_s: PositiveSeconds = 1.0
+    max_pending: Annotated[PositiveCount, Field(ge=1000)] = 200_000
+    retry_after_error_s: Annotated[Seconds, Field(le=60)] = 1.0
 
 
 def _instrument_union() -> Any:
@@ -133,6 +133,8 @@ def _expectation(err: Mapping[str, Any]) -> str:
         return "required key is missing"
     if kind == "union_tag_invalid":
         return f"unknown instrument kind {err.get('input')!r}; expected one of: {', '.join(REGISTRY)}"
+    if kind == "secret_in_value":  # never echo a secret back
+        return str(err["msg"])
     if kind == "union_tag_not_found":
         return f"missing 'kind'; expected one of: {', '.join(REGISTRY)}"
     return f"{err['msg']} (got {err.get('input')!r})"
@@ -153,6 +155,7 @@ def _find_inline_secrets(node: Any, path: str = "") -> list[str]:
 
 
 def _cross_check(model: Any, file: str) -> None:
+    _check_trigger(model, file)
     names: dict[str, int] = {}
     buses: dict[str, int] = {}
     for i, inst in enumerate(model.instruments):
@@ -174,12 +177,29 @@ def _cross_check(model: Any, file: str) -> None:
             buses[bus] = i
 
 
+def _check_trigger(model: Any, file: str) -> None:
+    """The run trigger names a configured instrument (``daq run`` would refuse it at start)."""
+    wanted = model.runs.trigger_instrument
+    names = [i.name for i in model.instruments]
+    if wanted is not None and wanted not in names:
+        expected = f"expected one of: {', '.join(names)}" if names else "no instrument is configured"
+        raise ConfigError(
+            f"no instrument named {wanted!r}; {expected}", file=file, key_path="runs.trigger_instrument"
+        )
+
+
 def parse_config(text: str, *, path: str = "<string>") -> Config:
     """Validate TOML text; raises :class:`ConfigError`."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=path) from exc
+    if not data:
+        # Every key has a default, so an empty (or all-comment) file would "validate" into a
+        # daemon that acquires nothing: almost always the wrong file or a truncated one.
+        raise ConfigError(
+            "the file is empty; expected at least an [[instruments]] table", file=path, key_path="(top level)"
+        )
     secrets = _find_inline_secrets(data)
     if secrets:
         raise ConfigError(

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daq.config.base import Name, PositiveSeconds, StrictModel
+from daq.config.base import Days, Name, Seconds, StrictModel
 from daq.physics import UnknownNuclide, nuclide
 
 
@@ -28,7 +28,7 @@ class RunsSection(StrictModel):
     operator: str = "automatic"
     method: str | None = None
     #: Journal data may be pruned only this long after its run ended (and once exported).
-    retention_days: Annotated[float, Field(gt=0)] = 365.0
+    retention_days: Days = 365.0
 
     @model_validator(mode="after")
     def _check_trigger(self) -> RunsSection:
@@ -54,10 +54,10 @@ class ClockSection(StrictModel):
     checks; NTP slewing changes it by at most 0.5 ms per second, so 0.1 s is far above slew.
     """
 
-    check_every_s: PositiveSeconds = 1.0
-    step_threshold_s: PositiveSeconds = 0.1
+    check_every_s: Annotated[Seconds, Field(le=3600)] = 1.0
+    step_threshold_s: Annotated[Seconds, Field(le=3600)] = 0.1
     #: The sync state is recorded at start, on every change, and at least this often.
-    sync_record_every_s: PositiveSeconds = 3600.0
+    sync_record_every_s: Seconds = 3600.0
     #: ``auto`` asks the kernel (adjtimex) and falls back to ``timedatectl``; ``none`` records unknown.
     sync_source: Literal["auto", "adjtimex", "timedatectl", "none"] = "auto"
     #: Mark GOOD readings UNCERTAIN (reason ``clock_unsynchronised``) while the clock is known
