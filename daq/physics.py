@@ -107,9 +107,24 @@ def from_bq(value_bq: float, unit: str) -> float:
     return value_bq / UNIT_TO_BQ[canonical_unit(unit)]
 
 
+class DecayOutOfRange(DaqError):
+    """A back-correction so far that the activity exceeds what a float can hold."""
+
+
 def decay(activity: float, symbol: str, elapsed_s: float) -> float:
-    """A(t) = A0 · exp(−λ t); a negative ``elapsed_s`` corrects back in time."""
-    return activity * math.exp(-nuclide(symbol).decay_constant * elapsed_s)
+    """A(t) = A0 · exp(−λ t); a negative ``elapsed_s`` corrects back in time.
+
+    Raises :class:`DecayOutOfRange` when a back-correction overflows (the answer would exceed
+    about 1.8e308); a forward decay over any span underflows quietly to 0.
+    """
+    exponent = -nuclide(symbol).decay_constant * elapsed_s
+    try:
+        return activity * math.exp(exponent)
+    except OverflowError:
+        raise DecayOutOfRange(
+            f"correcting {symbol} back by {-elapsed_s / 86400:.4g} d ({exponent / math.log(2):.4g} "
+            "half-lives) gives an activity too large to represent"
+        ) from None
 
 
 def decay_between(activity: float, symbol: str, from_ns: int, to_ns: int) -> float:

@@ -21,7 +21,7 @@ def test_parse_since() -> None:
     assert parse_since("2d", now_ns=200_000 * 10**9) == (200_000 - 172_800) * 10**9
     with pytest.raises(DaqError, match="no UTC offset"):
         parse_since("2026-01-01T00:00:00")
-    with pytest.raises(DaqError, match="expected ISO 8601"):
+    with pytest.raises(DaqError, match="expected an ISO 8601 time"):
         parse_since("yesterday")
 
 

@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from daq import timeparse
 from daq.model import Quality, Reading
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(text: str) -> float:
     """``"90s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"500ms"`` or plain seconds, as seconds.
 
-    Raises :class:`ValueError` naming what was expected.
+    Raises :class:`ValueError` naming what was expected (see :func:`daq.timeparse.parse_duration`).
     """
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"expected a duration such as 30s, 5m, 2h or 1d (got {text!r})")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return timeparse.parse_duration(text, "duration")
 
 
 def _split(values: Iterable[str]) -> list[str]:

@@ -7,40 +7,23 @@ their UTC offset; the journal stores UTC nanoseconds.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import re
-import time
 from pathlib import Path
 from typing import Any
 
-from daq.errors import DaqError
 from daq.journal.reader import JournalReader
 from daq.model import iso
 from daq.runs import store
 from daq.runs.seal import selector
+from daq.timeparse import parse_instant
 
 NAME = "audit"
 HELP = "list the audit trail (who did what, when and why), optionally since a time or for one run"
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_since(text: str, *, now_ns: int | None = None) -> int:
     """UTC nanoseconds from ISO 8601 (an offset is required, or ``Z``) or a duration ago (``90m``, ``2h``)."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if m:
-        now = time.time_ns() if now_ns is None else now_ns
-        return now - int(float(m.group(1)) * _UNITS[m.group(2)] * 1e9)
-    try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise DaqError(
-            f"--since: expected ISO 8601 with an offset or a duration like 2h, got {text!r}"
-        ) from None
-    if when.tzinfo is None:
-        raise DaqError(f"--since: {text!r} has no UTC offset; add one (e.g. Z or +01:00)")
-    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+    return parse_instant(text, "--since", now_ns=now_ns)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

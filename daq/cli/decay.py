@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from datetime import UTC, datetime, timedelta
 
 from daq.errors import DaqError
 from daq.physics import (
@@ -18,9 +17,9 @@ from daq.physics import (
     nuclide,
     to_bq,
 )
+from daq.timeparse import datetime_ns, parse_datetime
 
 NAME = "decay"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 HELP = "decay-correct an activity from one time to another (A = A0·exp(−λt), versioned half-lives)"
 
@@ -35,16 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_time(text: str, option: str) -> int:
-    """An ISO 8601 time with an offset (``Z`` accepted) to UTC nanoseconds."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise DaqError(
-            f"{option} {text!r}: expected an ISO 8601 time, e.g. 2026-03-01T09:30:00+01:00"
-        ) from None
-    if when.tzinfo is None:
-        raise DaqError(f"{option} {text!r}: give a UTC offset (e.g. +01:00 or Z); local time is ambiguous")
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+    """An ISO 8601 time with an offset (``Z`` accepted) to UTC nanoseconds (any year 1 to 9999)."""
+    return datetime_ns(parse_datetime(text, option))
 
 
 def _duration(seconds: float) -> str:
