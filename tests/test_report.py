@@ -41,6 +41,7 @@ async def test_report_pages_have_every_section_and_the_export_figures(
     write_export(data_dir, rec.run_id, export, "csv")
     capsys.readouterr()
     out = tmp_path / "report" / "run.png"
+    out.parent.mkdir()
     assert cli(["report", rec.run_id, "--data-dir", str(data_dir), "--out", str(out), "--png"]) == 0
     printed = capsys.readouterr().out
     files = sorted((tmp_path / "report").glob("run-p*.png"))

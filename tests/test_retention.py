@@ -125,8 +125,18 @@ async def test_daemon_continues_after_a_prune_and_prune_refuses_while_it_runs(
     assert len(set(seqs)) == len(seqs)
 
 
-async def test_prune_cli(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_prune_cli(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    import types
+
+    from daq.runs import retention
+
     rec = await record_run(data_dir, readings=5)
+    # The command keeps at least a day: prune as if two days had passed since the run.
+    later = types.SimpleNamespace(time_ns=lambda: time.time_ns() + 2 * DAY_NS, monotonic_ns=time.monotonic_ns)
+    monkeypatch.setattr(retention, "time", later)
     out = tmp_path / "export"
     write_export(data_dir, rec.run_id, out, "csv")
     capsys.readouterr()
@@ -137,7 +147,7 @@ async def test_prune_cli(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
         "--export",
         str(out),
         "--retention-days",
-        "0.0000000001",
+        "1",
         "--actor",
         "qa",
     ]

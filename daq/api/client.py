@@ -28,7 +28,20 @@ def default_api() -> str:
     return os.environ.get("DAQ_API") or DEFAULT_API
 
 
+def check_api_url(base: str) -> str:
+    """``base`` if it is an ``http(s)://HOST[:PORT]`` address; else :class:`DaqError` saying so."""
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise DaqError(f"API address {base!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DaqError(f"API address {base!r}: expected a URL such as {DEFAULT_API} (--api or $DAQ_API)")
+    return base
+
+
 def _url(base: str, path: str, params: Sequence[tuple[str, str]] = ()) -> str:
+    check_api_url(base)
     query = urllib.parse.urlencode(list(params))
     return base.rstrip("/") + path + (f"?{query}" if query else "")
 

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sqlite3
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 from daq import __version__
 from daq.cli import (
@@ -44,8 +48,15 @@ COMMANDS: list[ModuleType] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that points at ``--help`` (not the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="daq",
         description="hotcell-daq: journal-first data acquisition for radiopharmaceutical hot cells.",
     )
@@ -58,19 +69,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Sub-commands people type for ``daq runs ...`` after ``daq run`` (which starts the daemon).
+_RUNS_VERBS = {"list", "show", "start", "stop", "annotate", "t0", "review", "sign"}
+
+#: Exit status of an error the code did not expect (``EX_SOFTWARE``): a bug to report, never a
+#: silent success. ``DAQ_DEBUG=1`` prints its traceback.
+EXIT_INTERNAL = 70
+
+
+def _error(message: str) -> None:
+    # One line, whatever the message holds: a multi-line message would read as several errors.
+    print(f"daq: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _quiet_broken_pipe() -> int:
+    """``daq audit | head`` closed our stdout: stop quietly, as Unix tools do.
+
+    Python would otherwise report the failed flush of the closed pipe at exit; pointing stdout
+    at /dev/null first makes that flush a no-op.
+    """
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a killed writer of a pipe
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) >= 2 and argv[0] == "run" and argv[1] in _RUNS_VERBS:
+        _error(f"'daq run' starts the daemon; did you mean 'daq runs {argv[1]}'?")
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that went away is noticed here, not at interpreter exit
+        return code
     except ConfigError as exc:
-        print(f"daq: config error: {exc}", file=sys.stderr)
+        _error(f"config error: {exc}")
         return 2
     except DaqError as exc:
-        print(f"daq: error: {exc}", file=sys.stderr)
+        _error(f"error: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"error: {where}{exc.strerror or exc}")
+        return 1
+    except sqlite3.Error as exc:
+        _error(f"error: journal: {exc}")
+        return 1
+    except Exception as exc:
+        if os.environ.get("DAQ_DEBUG"):
+            raise
+        _error(
+            f"internal error: {type(exc).__name__}: {exc} "
+            "(a bug: please report it; DAQ_DEBUG=1 shows the traceback)"
+        )
+        return EXIT_INTERNAL

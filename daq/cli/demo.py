@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from daq import logs
 from daq.cli import runs, simulate, tlc
+from daq.cli.argtypes import seconds
 from daq.config.load import Config, load_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
@@ -85,7 +86,7 @@ def attach(instrument: Any, listener: Listener) -> Any:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration",
-        type=float,
+        type=seconds,
         default=None,
         metavar="S",
         help="stop after S seconds (default: Ctrl-C)",
@@ -94,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="the demo cell (default config/demo.toml)")
     p.add_argument(
         "--every",
-        type=float,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="show each channel at most every S seconds",

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from daq.cli.paths import out_dir
 from daq.runs.export import write_export
 
 NAME = "export"
@@ -21,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    manifest = write_export(args.data_dir, args.run_id, args.out, args.format)
+    manifest = write_export(args.data_dir, args.run_id, out_dir(args.out), args.format)
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
         return 0

@@ -19,6 +19,25 @@ HELP = (
 )
 
 
+#: Pruning keeps at least a day after a run ended: a shorter period is a typo, not a policy
+#: (``0`` or ``-1`` would prune a run that ended minutes ago).
+MIN_RETENTION_DAYS = 1.0
+MAX_RETENTION_DAYS = 100 * 365.25
+
+
+def retention_days(text: str) -> float:
+    """``--retention-days``: a finite number of days from :data:`MIN_RETENTION_DAYS` to 100 years."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"expected {MIN_RETENTION_DAYS:g} to {MAX_RETENTION_DAYS:g} days, got {text!r}"
+        )
+    return days
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
     p.add_argument(
@@ -26,10 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a verified export of a run to prune (repeat for several runs)",
     )  # fmt: skip
     p.add_argument("--config", default=None, help="take runs.retention_days from this config")
-    p.add_argument("--retention-days", type=float, default=None, help="override the retention period")
+    p.add_argument(
+        "--retention-days", type=retention_days, default=None, metavar="DAYS",
+        help=f"override the retention period ({MIN_RETENTION_DAYS:g} day at least)",
+    )  # fmt: skip
     p.add_argument("--actor", default=None, help="who prunes (default: the login name)")
     p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from daq import logs
+from daq.cli.argtypes import seconds
 from daq.config.load import load_config
 from daq.daemon import Daemon
 
@@ -16,7 +17,7 @@ HELP = "run the acquisition daemon (SIGTERM or SIGINT flush the journal and exit
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the TOML config file")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=seconds, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--data-dir", type=Path, default=None, help="override daemon.data_dir")
 
 

@@ -1,10 +1,10 @@
 """``daq runs start|stop|annotate|t0|list|show``: runs (batches).
 
 ``start``, ``stop``, ``annotate`` and ``t0`` ask the running daemon through its local API
-(``--api``, default ``http://127.0.0.1:8470``) with a bearer token read from the environment
-variable ``--token-env`` (default ``DAQ_API_TOKEN``) or a file ``--token-file`` (a systemd
-credential). ``list`` and ``show`` read the journal directly (``--data-dir``), so they work
-with the daemon stopped.
+(``--api``, else ``$DAQ_API``, else ``http://127.0.0.1:8470``, as ``daq status`` and ``daq tail``)
+with a bearer token read from the environment variable ``--token-env`` (default
+``DAQ_API_TOKEN``) or a file ``--token-file`` (a systemd credential). ``list`` and ``show``
+read the journal directly (``--data-dir``), so they work with the daemon stopped.
 """
 
 from __future__ import annotations
@@ -19,19 +19,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from daq.api.client import DEFAULT_API, check_api_url, default_api
 from daq.errors import DaqError
 from daq.model import iso
 from daq.runs import store
 from daq.runs.export import open_journal
+from daq.timeparse import parse_instant
 
 NAME = "runs"
 HELP = "start, stop, annotate and list runs (batches); mark t0"
 
-DEFAULT_API = "http://127.0.0.1:8470"
-
 
 def _api_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api", default=DEFAULT_API, help=f"the daemon's local API (default {DEFAULT_API})")
+    p.add_argument(
+        "--api", default=None, metavar="URL",
+        help=f"the daemon's local API (default $DAQ_API or {DEFAULT_API})",
+    )  # fmt: skip
     p.add_argument("--token-env", default="DAQ_API_TOKEN", metavar="NAME", help="variable holding the token")
     p.add_argument("--token-file", type=Path, default=None, help="file holding the token (a credential)")
     p.add_argument("--actor", default=None, help="who does this (default: the login name)")
@@ -41,34 +44,37 @@ def _api_args(p: argparse.ArgumentParser) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     s = sub.add_parser("start", help="open a run in the running daemon")
-    s.add_argument("--batch", required=True)
-    s.add_argument("--product", required=True)
-    s.add_argument("--nuclide", required=True)
-    s.add_argument("--operator", required=True)
-    s.add_argument("--method", default=None)
-    s.add_argument("--reason", default=None)
+    s.add_argument("--batch", required=True, help="the batch (lot) number the run produces")
+    s.add_argument("--product", required=True, help="the product, e.g. [177Lu]Lu-PSMA-617")
+    s.add_argument("--nuclide", required=True, help="the run's nuclide, e.g. Lu-177 (see daq decay)")
+    s.add_argument("--operator", required=True, help="who operates the cell for this run")
+    s.add_argument("--method", default=None, help="the method or batch record version followed")
+    s.add_argument("--reason", default=None, help="why the run is opened by hand (audited)")
     _api_args(s)
     s = sub.add_parser("stop", help="close and seal the open run")
-    s.add_argument("--reason", default=None)
+    s.add_argument("--reason", default=None, help="why the run is closed by hand (audited)")
     _api_args(s)
     s = sub.add_parser("annotate", help="add a note, with its reason, to the open run")
-    s.add_argument("text")
-    s.add_argument("--reason", required=True)
-    s.add_argument("--instrument", default=None)
+    s.add_argument("text", help="the note")
+    s.add_argument("--reason", required=True, help="why it is noted (audited)")
+    s.add_argument("--instrument", default=None, help="the instrument the note is about")
     _api_args(s)
-    s = sub.add_parser("t0", help="mark t0 (separation/labelling) now or at --at-ns")
-    s.add_argument("--reason", required=True)
-    s.add_argument("--instrument", default=None)
-    s.add_argument(
-        "--at-ns", type=int, default=None, metavar="NS", help="t0 as UTC nanoseconds (default: now)"
-    )
+    s = sub.add_parser("t0", help="mark t0 (separation/labelling) now or at --at")
+    s.add_argument("--reason", required=True, help="what happened at t0 (audited)")
+    s.add_argument("--instrument", default=None, help="only this instrument's assays (default: the run's)")
+    at = s.add_mutually_exclusive_group()
+    at.add_argument(
+        "--at", default=None, metavar="TIME",
+        help="t0 as ISO 8601 with a UTC offset, e.g. 2026-03-01T09:30:00+01:00 (default: now)",
+    )  # fmt: skip
+    at.add_argument("--at-ns", type=int, default=None, metavar="NS", help="t0 as UTC nanoseconds")
     _api_args(s)
     s = sub.add_parser("list", help="list the journal's runs")
-    s.add_argument("--data-dir", type=Path, required=True)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("show", help="one run's record")
-    s.add_argument("run_id")
-    s.add_argument("--data-dir", type=Path, required=True)
+    s.add_argument("run_id", metavar="RUN", help="the run id (see daq runs list)")
+    s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -88,8 +94,9 @@ def call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str,
     """POST ``body`` to the daemon's API; returns the JSON answer or raises naming the problem."""
     body = {k: v for k, v in body.items() if v is not None}
     body["actor"] = args.actor or getpass.getuser()
+    api = check_api_url(args.api or default_api())
     req = urllib.request.Request(  # noqa: S310 (the URL is the operator's own --api)
-        args.api.rstrip("/") + path,
+        api.rstrip("/") + path,
         data=json.dumps(body).encode(),
         method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {_token(args)}"},
@@ -105,7 +112,7 @@ def call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str,
             pass
         raise DaqError(f"the daemon refused ({exc.code}): {text}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise DaqError(f"cannot reach the daemon at {args.api}: {exc}") from None
+        raise DaqError(f"cannot reach the daemon at {api}: {exc}") from None
 
 
 def _print_run(run: dict[str, Any], out: Any = None) -> None:
@@ -162,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
         body = {"text": args.text, "reason": args.reason, "instrument": args.instrument}
         answer = call(args, "/api/runs/active/annotations", body)
     else:
-        body = {"reason": args.reason, "instrument": args.instrument, "ts_ns": args.at_ns}
+        at_ns = parse_instant(args.at, "--at", ago=False) if args.at else args.at_ns
+        body = {"reason": args.reason, "instrument": args.instrument, "ts_ns": at_ns}
         answer = call(args, "/api/runs/active/t0", body)
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))

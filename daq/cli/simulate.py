@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 import sys
+from urllib.parse import urlsplit
 
+from daq.cli.argtypes import seconds
 from daq.errors import DaqError
 from simulators import SIMULATORS
 from simulators.base import Listener, SimulatorError, parse_assignments
@@ -27,7 +30,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (noise, faults)")
     p.add_argument("--fault", action="append", metavar="NAME=VALUE", help="inject a fault (repeatable)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="options", help="simulator option")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=seconds, default=None, metavar="S", help="stop after S seconds")
+
+
+def check_listen(listen: str) -> None:
+    """Refuse a ``--listen`` address that is not on this machine's loopback, or a bad port.
+
+    Simulators are test equipment: they answer anyone who connects, so they never listen on an
+    address another machine can reach.
+    """
+    if listen == "pty":
+        return
+    parts = urlsplit(listen)
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise DaqError(f"--listen {listen!r}: {exc}") from None
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise DaqError(
+            f"--listen {listen!r}: simulators listen on loopback only (127.0.0.1, ::1 or localhost)"
+        )
 
 
 async def start(
@@ -42,6 +69,7 @@ async def start(
     cls = SIMULATORS.get(kind)
     if cls is None:
         raise DaqError(f"unknown simulator {kind!r}; known: {', '.join(SIMULATORS)}")
+    check_listen(listen)
     try:
         sim = cls(seed=seed, faults=faults, options=options)
         return await sim.serve(listen)

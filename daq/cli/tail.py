@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TextIO
 
 from daq.api.client import ApiUnavailable, default_api, stream
 from daq.api.filters import ReadingFilter, parse_duration
+from daq.cli.argtypes import seconds
 
 NAME = "tail"
 HELP = "follow live readings from the running daemon (optionally replaying the last minutes first)"
@@ -62,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api", default=None, metavar="URL", help=f"the daemon's API (default $DAQ_API or {default_api()})"
     )
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=seconds, default=None, metavar="S", help="stop after S seconds")
 
 
 class Printer:

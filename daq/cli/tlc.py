@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from daq.cli.argtypes import finite
 from daq.clock import SystemClock
 from daq.config.load import load_config
 from daq.errors import ConfigError, DaqError
@@ -75,9 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LABEL:KIND:RF_FROM:RF_TO",
         help=f"replace the ROIs (repeatable; KIND one of {', '.join(ROI_KINDS)})",
     )
-    re.add_argument("--origin-mm", type=float, default=None, help="override the origin position")
-    re.add_argument("--front-mm", type=float, default=None, help="override the solvent-front position")
-    re.add_argument("--limit", type=float, default=None, metavar="PERCENT", help="override the release limit")
+    re.add_argument("--origin-mm", type=finite, default=None, help="override the origin position")
+    re.add_argument("--front-mm", type=finite, default=None, help="override the solvent-front position")
+    re.add_argument(
+        "--limit", type=finite, default=None, metavar="PERCENT", help="override the release limit"
+    )
     re.add_argument("--actor", required=True, help="who re-integrates (recorded in the audit trail)")
     re.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
 

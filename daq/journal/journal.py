@@ -63,6 +63,14 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
+    if read_only:
+        # A damaged or foreign file opens without complaint; the first query is what fails.
+        # Ask once here so that every reader names the file instead of failing mid-way.
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(f"{path}: not a readable journal ({exc})") from None
     return conn
 
 
