@@ -38,11 +38,18 @@ def toml_value(v: Any) -> str:
 
 
 def config_text(
-    data_dir: Path, instruments: list[dict[str, Any]], extra: str = "", journal: dict[str, Any] | None = None
+    data_dir: Path,
+    instruments: list[dict[str, Any]],
+    extra: str = "",
+    journal: dict[str, Any] | None = None,
+    daemon: dict[str, Any] | None = None,
 ) -> str:
-    """A config file text with ``instruments`` as ``[[instruments]]`` tables (flat keys)."""
+    """A config file text with ``instruments`` as ``[[instruments]]`` tables (flat keys);
+    ``daemon`` adds keys to ``[daemon]`` (a config with a sink names its site and cell)."""
     journal = {"commit_window_s": 0.02, **(journal or {})}
-    lines = ["[daemon]", f"data_dir = {toml_value(str(data_dir))}", "", "[journal]"]
+    lines = ["[daemon]", f"data_dir = {toml_value(str(data_dir))}"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in (daemon or {}).items()]
+    lines += ["", "[journal]"]
     lines += [f"{k} = {toml_value(v)}" for k, v in journal.items()]
     lines.append("")
     for inst in instruments:
@@ -63,6 +70,10 @@ def config_text(
 
 
 def make_config(
-    data_dir: Path, instruments: list[dict[str, Any]], extra: str = "", journal: dict[str, Any] | None = None
+    data_dir: Path,
+    instruments: list[dict[str, Any]],
+    extra: str = "",
+    journal: dict[str, Any] | None = None,
+    daemon: dict[str, Any] | None = None,
 ) -> Config:
-    return parse_config(config_text(data_dir, instruments, extra, journal), path="test.toml")
+    return parse_config(config_text(data_dir, instruments, extra, journal, daemon), path="test.toml")

@@ -51,7 +51,9 @@ async def running_daemon(
             {"name": "dead", "kind": "veenstra-vdc404", "port": f"socket://127.0.0.1:{free_port()}",
              "backoff_initial_s": 0.2, "backoff_cap_s": 0.5, "connect_timeout_s": 1.0},
         )  # fmt: skip
-    cfg = make_config(data_dir, instruments, "[api]\nport = 0\n" + api)
+    cfg = make_config(
+        data_dir, instruments, "[api]\nport = 0\n" + api, daemon={"site": "test-site", "cell": "test-cell"}
+    )
     daemon = Daemon(cfg)
     task = asyncio.create_task(daemon.run(), name="test-daemon")
     try:

@@ -20,6 +20,7 @@ from daq.config.base import PositiveCount, PositiveSeconds, Seconds, StrictModel
 from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
 from daq.forward.config import Sinks
+from daq.forward.naming import check_naming
 from daq.runs.settings import ClockSection, RunsSection
 from daq.tlc.methods import TlcSection
 from daq.tlc.methods import check_config as check_tlc
@@ -219,6 +220,7 @@ def parse_config(text: str, *, path: str = "<string>") -> Config:
             _expectation(first) + more, file=path, key_path=_key_path(first["loc"], data)
         ) from None
     _cross_check(model, path)
+    check_naming(model, data, path)
     check_tlc(model, path)
     return Config(model, path=path, text=text)
 
