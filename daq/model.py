@@ -35,6 +35,8 @@ class Reason:
     SHUTDOWN = "shutdown"
     CLOCK_UNSYNCHRONISED = "clock_unsynchronised"
     DAUGHTERS_NOT_IN_EQUILIBRIUM = "daughters_not_in_equilibrium"
+    #: NaN, an infinity or no number at all where a value belongs (see daq.canonical).
+    NON_FINITE_VALUE = "non_finite_value"
 
 
 class EventKind:
@@ -48,6 +50,8 @@ class EventKind:
     OVERFLOW = "overflow"
     STARTED = "started"
     STOPPED = "stopped"
+    #: A record the journal could not encode or store, kept in its place (daq.journal).
+    REJECTED_RECORD = "rejected_record"
 
 
 #: Attributes of a reading that name the series it belongs to downstream (line-protocol tags,

@@ -8,6 +8,18 @@ one transaction on a dedicated thread, so an fsync never stalls the event loop. 
 If the pending buffer exceeds ``max_pending`` (the disk stalls, or is full), further
 readings are dropped *and counted*, and an explicit ``overflow`` event is journaled with the
 count and time span as soon as a commit succeeds again: never a silent gap.
+
+Every record is put in canonical form (:mod:`daq.canonical`) by the writer just before it is
+hashed, so what SQLite gives back re-hashes to the same chain. The writer never stops on
+one record: a record that still cannot be encoded or stored is taken out of its batch and a
+``rejected_record`` event, holding an always-encodable account of it and of the error, is
+journaled in its place; the rest of the batch commits. An unexpected exception in the
+writer is logged (once per cause), counted in :attr:`Journal.writer_errors` and retried;
+only an unrecoverable one (the database connection or the writer thread gone) ends the
+writer, loudly: logged, :attr:`Journal.fatal` set, every waiter failed and the
+:meth:`Journal.on_fatal` callbacks called. Commit hooks and subscribers run after the
+commit, each isolated: one that raises is logged once per cause and counted in
+:attr:`Journal.hook_errors`.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from daq import canonical
 from daq.clock import Clock
 from daq.config.load import JournalSection
 from daq.errors import JournalError
@@ -34,8 +47,16 @@ from daq.model import EventKind, InstrumentEvent, Reading
 log = get_logger("daq.journal")
 
 JOURNAL_FILE = "journal.sqlite3"
+#: Seconds :meth:`Journal.close` waits for the writer's last commit by default.
+CLOSE_TIMEOUT_S = 10.0
+#: Longest text of a refused record kept in its ``rejected_record`` event (the rest is counted).
+REJECTED_TEXT_MAX = 65_536
 
-_INSERT = {
+#: Errors of the database as a whole (disk full or failing, locked, corrupt): the batch is
+#: kept and retried. Any other error while storing one row belongs to that row.
+_DATABASE_ERRORS = (sqlite3.OperationalError,)
+
+_INSERT: dict[str, str] = {
     "readings": "INSERT INTO readings (id, instrument, channel, seq, acq_ns, mono_ns, device_ns, "
     "value, unit, quality, reason, raw, attrs, run_id, hash) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -108,6 +129,43 @@ class _Overflow:
         self.last_ns = ts
 
 
+class _Rejected:
+    """A record refused by the writer: what it was and why (becomes a ``rejected_record`` event)."""
+
+    __slots__ = ("error", "record", "table")
+
+    def __init__(self, table: str, record: Any, error: BaseException) -> None:
+        self.table = table
+        self.record = record
+        self.error = error
+
+
+def _database_wide(exc: BaseException) -> bool:
+    """An error of the database as a whole (full or failing disk, lock, corruption), not of
+    one row: the batch is kept and retried."""
+    return (
+        isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError)
+        or type(exc) is sqlite3.DatabaseError
+    )
+
+
+def _unrecoverable(exc: BaseException) -> bool:
+    """The writer cannot go on: its connection is closed or its thread pool shut down."""
+    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+        return True
+    return isinstance(exc, RuntimeError) and "shutdown" in str(exc)
+
+
+def _cause(exc: BaseException) -> tuple[str, str]:
+    """Where ``exc`` was raised (type and innermost frame): one log line per distinct cause."""
+    tb = exc.__traceback__
+    where = ""
+    while tb is not None:
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return type(exc).__name__, where
+
+
 class Journal:
     """The durable, append-only, hash-chained local journal. Use :meth:`open`."""
 
@@ -123,7 +181,7 @@ class Journal:
         self._seq: dict[str, int] = {}
         self._readings: list[Reading] = []
         self._events: list[InstrumentEvent] = []
-        self._audits: list[tuple[Any, ...]] = []
+        self._audits: list[canonical.AuditEntry] = []
         self._records: list[tuple[str, tuple[Any, ...]]] = []
         self._next_id: dict[str, int] = {}
         self._overflow: dict[str, _Overflow] = {}
@@ -133,8 +191,11 @@ class Journal:
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._subscribers: list[Subscription] = []
         self._commit_hooks: list[Callable[[list[Reading]], None]] = []
+        self._fatal_hooks: list[Callable[[BaseException], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None  # kept after close, for writer_running
         self._closing = False
+        self._logged_causes: set[tuple[str, ...]] = set()
         self.error: str | None = None
         self._failed_since_ns = 0
         self._failed_attempts = 0
@@ -143,6 +204,14 @@ class Journal:
         self.last_commit_s = 0.0
         self.last_commit_wall_ns = 0
         self.overflowed = 0
+        #: Records refused by the writer (each journaled as a ``rejected_record`` event).
+        self.rejected = 0
+        #: Exceptions raised by commit hooks and subscribers (isolated; the writer goes on).
+        self.hook_errors = 0
+        #: Unexpected exceptions in the writer loop (logged once per cause, retried).
+        self.writer_errors = 0
+        #: Set when the writer ended on an unrecoverable error (the daemon must stop).
+        self.fatal: BaseException | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -156,7 +225,7 @@ class Journal:
         except (sqlite3.Error, OSError) as exc:
             journal._executor.shutdown(wait=False)
             raise JournalError(f"cannot open journal {journal.path}: {exc}") from exc
-        journal._task = asyncio.create_task(journal._writer(), name="journal-writer")
+        journal._task = journal._writer_task = asyncio.create_task(journal._writer(), name="journal-writer")
         return journal
 
     def _open_sync(self) -> None:
@@ -176,23 +245,65 @@ class Journal:
                     self._seq[instrument] = max(self._seq.get(instrument, 0), int(seq))
         self._conn = conn
 
-    async def close(self) -> None:
-        """Commit everything pending, stop the writer and close the database."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Commit everything pending, stop the writer and close the database.
+
+        Waits at most ``timeout_s`` for the last commit; past that (a disk that does not
+        answer) the writer is cancelled, the records still pending are logged with their
+        count, and :class:`JournalError` is raised. A commit failure at close raises too.
+        """
         if self._task is None:
             return
         self._closing = True
         self._wake.set()
         task, self._task = self._task, None
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            self._abandon()
+            log.error(
+                "journal close timed out; records left uncommitted",
+                timeout_s=timeout_s, uncommitted=self.uncommitted, path=str(self.path),
+            )  # fmt: skip
+            raise JournalError(
+                f"journal close timed out after {timeout_s:g} s with {self.uncommitted} records uncommitted"
+            ) from None
+        except asyncio.CancelledError:
+            if not task.cancelled():  # close() itself was cancelled: stop the writer too
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                self._abandon()
+                raise
+        except BaseException:
+            self._abandon()
+            raise
+        if self.fatal is None:
+            await self._close_connection()
+        else:
+            self._executor.shutdown(wait=False)
+        self._fail_waiters(JournalError("journal closed before commit"))
+
+    def _abandon(self) -> None:
+        """Leave without waiting for the journal thread (it may be stuck in a commit)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._fail_waiters(JournalError("journal closed before commit"))
+
+    async def _close_connection(self) -> None:
         loop = asyncio.get_running_loop()
         if self._conn is not None:
             await loop.run_in_executor(self._executor, self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)
+
+    def _fail_waiters(self, exc: JournalError) -> None:
         for _, fut in self._waiters:
             if not fut.done():
-                fut.set_exception(JournalError("journal closed before commit"))
+                fut.set_exception(exc)
         self._waiters.clear()
 
     # -- producers (never block, never raise) -----------------------------------------
@@ -244,13 +355,13 @@ class Journal:
     ) -> None:
         """Queue an audit-trail entry, stamped now (the trail is written in true time)."""
         self._audits.append(
-            (
+            canonical.AuditEntry(
                 self.clock.time_ns(),
                 self.clock.monotonic_ns(),
                 actor,
                 action,
                 subject,
-                dumps(detail),
+                detail,
                 run_id if run_id is not None else self.run_id,
             )
         )
@@ -259,7 +370,8 @@ class Journal:
 
     def record(self, table: str, values: Mapping[str, Any]) -> int:
         """Queue a row for a chained table other than readings/events/audit (traces, runs, ...)
-        and return the id it will have. ``values`` must name every column but ``id``; see
+        and return the id it will have (unless the writer refuses an earlier row of that table,
+        which then shifts it). ``values`` must name every column but ``id``; see
         :mod:`daq.journal.schema` for how to declare a table."""
         columns = CHAINED[table]
         missing = set(columns[1:]) - set(values)
@@ -273,15 +385,33 @@ class Journal:
         self._wake.set()
         return rid
 
-    async def flush(self) -> None:
-        """Return once everything appended so far is committed (raises if the journal closes)."""
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """Return once everything appended so far is committed.
+
+        Raises :class:`JournalError` if the journal closes or its writer has failed first, or
+        when ``timeout_s`` (if given) passes; by default it waits as long as commits keep
+        failing (a full disk), since a record is accepted only once it is committed.
+        """
+        if self.fatal is not None:
+            raise JournalError(f"the journal writer has stopped: {self.fatal!r}")
         target = self._appended
         if self._committed >= target:
             return
+        if not self.writer_running:
+            raise JournalError(f"the journal is closed with {self.uncommitted} records uncommitted")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, fut))
         self._wake.set()
-        await fut
+        if timeout_s is None:
+            await fut
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(fut)
+        except TimeoutError:
+            raise JournalError(
+                f"journal flush timed out after {timeout_s:g} s ({self.uncommitted} records uncommitted)"
+            ) from None
 
     def next_seq(self, instrument: str) -> int:
         """The last sequence number assigned to ``instrument`` (0 before the first)."""
@@ -296,6 +426,21 @@ class Journal:
         """Rows appended but not yet committed: :attr:`pending` plus the batch in flight."""
         return self._appended - self._committed
 
+    @property
+    def writer_running(self) -> bool:
+        """False once the writer has ended (closed, or failed: see :attr:`fatal`)."""
+        return self._writer_task is not None and not self._writer_task.done()
+
+    def health(self) -> dict[str, Any]:
+        """The writer's counters for status pages and ``/healthz``."""
+        return {
+            "writer": "failed" if self.fatal is not None else "running" if self.writer_running else "stopped",
+            "fatal": None if self.fatal is None else repr(self.fatal),
+            "rejected": self.rejected,
+            "hook_errors": self.hook_errors,
+            "writer_errors": self.writer_errors,
+        }
+
     # -- consumers ---------------------------------------------------------------------
 
     def subscribe(self, maxsize: int = 1000) -> Subscription:
@@ -308,8 +453,33 @@ class Journal:
             self._subscribers.remove(sub)
 
     def on_commit(self, hook: Callable[[list[Reading]], None]) -> None:
-        """Call ``hook(readings)`` on the event loop after each successful commit."""
+        """Call ``hook(readings)`` on the event loop after each successful commit with the
+        readings as journaled (canonical). A hook that raises is logged and counted; the
+        writer and the other hooks go on."""
         self._commit_hooks.append(hook)
+
+    def on_fatal(self, hook: Callable[[BaseException], None]) -> None:
+        """Call ``hook(exc)`` if the writer ends on an unrecoverable error."""
+        self._fatal_hooks.append(hook)
+
+    def _isolated(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.hook_errors += 1
+            cause = (what, _safe_name(fn), *_cause(exc))
+            if cause not in self._logged_causes:
+                self._logged_causes.add(cause)
+                log.error(
+                    "journal consumer failed; isolated (logged once per cause)",
+                    consumer=what, hook=_safe_name(fn), error=canonical.safe_repr(exc), exc_info=exc,
+                )  # fmt: skip
+
+    def _notify(self, readings: list[Reading]) -> None:
+        for sub in list(self._subscribers):
+            self._isolated("subscriber", sub.offer, readings)
+        for hook in list(self._commit_hooks):
+            self._isolated("commit hook", hook, readings)
 
     # -- the writer ----------------------------------------------------------------------
 
@@ -335,147 +505,234 @@ class Journal:
         return events
 
     async def _writer(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Commit batches until closed. Never ends on one record or one unexpected error."""
         while True:
-            await self._wake.wait()
-            if not self._closing and len(self._readings) < self.settings.max_batch:
-                await asyncio.sleep(self.settings.commit_window_s)
-            self._wake.clear()
-            readings, self._readings = self._readings, []
-            events, self._events = self._events, []
-            audits, self._audits = self._audits, []
-            records, self._records = self._records, []
-            if self._overflow:
-                events.extend(self._overflow_events())
-            n = len(readings) + len(events) + len(audits) + len(records)
-            if n:
-                started = time.perf_counter()
-                try:
-                    await loop.run_in_executor(
-                        self._executor, self._commit, readings, events, audits, records
-                    )
-                except sqlite3.Error as exc:
-                    # Keep the batch (in order, ahead of newer data) and retry: the disk may be
-                    # full or busy. Overflow accounting bounds memory meanwhile.
-                    self._readings[:0] = readings
-                    self._events[:0] = events
-                    self._audits[:0] = audits
-                    self._records[:0] = records
-                    if self.error is None:
-                        log.error("journal commit failed; retrying", error=str(exc), path=str(self.path))
-                        self._failed_since_ns = self.clock.time_ns()
-                        self._failed_attempts = 0
-                    self._failed_attempts += 1
-                    self.error = str(exc)
-                    if self._closing:
-                        raise JournalError(f"journal commit failed at close: {exc}") from exc
-                    await asyncio.sleep(self.settings.retry_after_error_s)
-                    self._wake.set()
-                    continue
-                if self.error is not None:
-                    log.warning(
-                        "journal commits again", path=str(self.path), failed_attempts=self._failed_attempts
-                    )
-                    # The alarm goes into the audit trail as soon as the journal can hold it.
-                    self.audit(
-                        "journal_write_failed",
-                        detail={
-                            "error": self.error,
-                            "since_ns": self._failed_since_ns,
-                            "until_ns": self.clock.time_ns(),
-                            "attempts": self._failed_attempts,
-                            "overflowed_total": self.overflowed,
-                        },
-                    )
-                    self.error = None
-                self.last_commit_s = time.perf_counter() - started
-                self.last_commit_wall_ns = self.clock.time_ns()
-                self.commits += 1
-                self.readings_committed += len(readings)
-                self._committed += n
-                if readings:
-                    for sub in self._subscribers:
-                        sub.offer(readings)
-                    for hook in self._commit_hooks:
-                        hook(readings)
-            else:
-                self._committed = self._appended
-            while self._waiters and self._waiters[0][0] <= self._committed:
-                _, fut = self._waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-            if self._closing and not self.pending:
-                return
+            try:
+                if await self._cycle():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except JournalError:
+                raise  # a commit failure at close: close() reports it
+            except Exception as exc:
+                if _unrecoverable(exc):
+                    self._die(exc)
+                    return
+                self.writer_errors += 1
+                self.error = canonical.safe_repr(exc)
+                cause = ("writer", *_cause(exc))
+                if cause not in self._logged_causes:
+                    self._logged_causes.add(cause)
+                    log.error("journal writer error; retrying", error=self.error, exc_info=exc)
+                await asyncio.sleep(self.settings.retry_after_error_s)
+                self._wake.set()
+
+    def _die(self, exc: BaseException) -> None:
+        self.fatal = exc
+        self.error = canonical.safe_repr(exc)
+        log.critical(
+            "journal writer stopped: unrecoverable",
+            error=self.error,
+            uncommitted=self.uncommitted,
+            exc_info=exc,
+        )
+        self._fail_waiters(JournalError(f"the journal writer has stopped: {self.error}"))
+        for hook in list(self._fatal_hooks):
+            try:
+                hook(exc)
+            except Exception as hook_exc:
+                log.error("journal on_fatal hook failed", error=canonical.safe_repr(hook_exc))
+
+    async def _cycle(self) -> bool:
+        """Commit one batch; True when the journal is closing and nothing is left."""
+        loop = asyncio.get_running_loop()
+        await self._wake.wait()
+        if not self._closing and len(self._readings) < self.settings.max_batch:
+            await asyncio.sleep(self.settings.commit_window_s)
+        self._wake.clear()
+        readings, self._readings = self._readings, []
+        events, self._events = self._events, []
+        audits, self._audits = self._audits, []
+        records, self._records = self._records, []
+        if self._overflow:
+            events.extend(self._overflow_events())
+        n = len(readings) + len(events) + len(audits) + len(records)
+        if n:
+            started = time.perf_counter()
+            try:
+                committed, refused = await loop.run_in_executor(
+                    self._executor, self._commit, readings, events, audits, records
+                )
+            except Exception as exc:
+                # Keep the batch (in order, ahead of newer data) and retry: the disk may be
+                # full or busy. Overflow accounting bounds memory meanwhile.
+                self._readings[:0] = readings
+                self._events[:0] = events
+                self._audits[:0] = audits
+                self._records[:0] = records
+                if not isinstance(exc, sqlite3.Error) or _unrecoverable(exc):
+                    raise
+                if self.error is None:
+                    log.error("journal commit failed; retrying", error=str(exc), path=str(self.path))
+                    self._failed_since_ns = self.clock.time_ns()
+                    self._failed_attempts = 0
+                self._failed_attempts += 1
+                self.error = str(exc)
+                if self._closing:
+                    raise JournalError(f"journal commit failed at close: {exc}") from exc
+                await asyncio.sleep(self.settings.retry_after_error_s)
+                self._wake.set()
+                return False
+            if refused:
+                self._account_refused(refused)
+            if self.error is not None:
+                log.warning(
+                    "journal commits again", path=str(self.path), failed_attempts=self._failed_attempts
+                )
+                # The alarm goes into the audit trail as soon as the journal can hold it.
+                self.audit(
+                    "journal_write_failed",
+                    detail={
+                        "error": self.error,
+                        "since_ns": self._failed_since_ns,
+                        "until_ns": self.clock.time_ns(),
+                        "attempts": self._failed_attempts,
+                        "overflowed_total": self.overflowed,
+                    },
+                )
+                self.error = None
+            self.last_commit_s = time.perf_counter() - started
+            self.last_commit_wall_ns = self.clock.time_ns()
+            self.commits += 1
+            self.readings_committed += len(committed)
+            self._committed += n
+            if committed:
+                self._notify(committed)
+        else:
+            self._committed = self._appended
+        while self._waiters and self._waiters[0][0] <= self._committed:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        return self._closing and not self.pending
+
+    def _account_refused(self, refused: list[_Rejected]) -> None:
+        """After a commit that refused records (event loop): count, log once per cause, and
+        give back the ids of generic records that were never used."""
+        for rej in refused:
+            self.rejected += 1
+            if rej.table in self._next_id and rej.table not in ("readings", "events", "audit"):
+                self._next_id[rej.table] -= 1
+            cause = ("rejected", rej.table, type(rej.error).__name__)
+            if cause not in self._logged_causes:
+                self._logged_causes.add(cause)
+                log.error(
+                    "journal refused a record; kept as a rejected_record event (logged once per cause)",
+                    table=rej.table, error=canonical.safe_repr(rej.error),
+                )  # fmt: skip
+
+    def _rejected_event(self, rej: _Rejected, now_ns: int, now_mono: int) -> InstrumentEvent:
+        """The ``rejected_record`` event standing for a refused record: built from text that
+        always encodes (escaped reprs), the raw frame kept as it came."""
+        rec = rej.record
+        instrument = getattr(rec, "instrument", None)
+        raw = getattr(rec, "raw", None)
+        shown = canonical.safe_repr(rec)
+        detail: dict[str, Any] = {
+            "table": rej.table,
+            "error_type": type(rej.error).__name__,
+            "error": canonical.safe_str(rej.error),
+            "record": shown[:REJECTED_TEXT_MAX],
+        }
+        if len(shown) > REJECTED_TEXT_MAX:
+            detail["record_chars"] = len(shown)
+        seq = getattr(rec, "seq", None)
+        if isinstance(seq, int) and seq:
+            detail["seq"] = seq
+        return InstrumentEvent(
+            instrument=instrument if isinstance(instrument, str) else "journal",
+            kind=EventKind.REJECTED_RECORD,
+            ts_ns=now_ns,
+            mono_ns=now_mono,
+            detail=detail,
+            raw=bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else None,
+        )
 
     def _commit(
         self,
         readings: list[Reading],
         events: list[InstrumentEvent],
-        audits: list[tuple[Any, ...]],
+        audits: list[canonical.AuditEntry],
         records: list[tuple[str, tuple[Any, ...]]],
-    ) -> None:
-        """Hash and insert one batch in one transaction (runs on the journal thread)."""
+    ) -> tuple[list[Reading], list[_Rejected]]:
+        """Canonicalise, hash and insert one batch in one transaction (on the journal thread).
+
+        Returns the readings as journaled and the records refused (each stored as a
+        ``rejected_record`` event instead). A database-wide error propagates (batch retried).
+        """
         conn = self._conn
-        assert conn is not None
-        link = chain.link
+        if conn is None:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        now_ns, now_mono = self.clock.time_ns(), self.clock.monotonic_ns()
+        refused: list[_Rejected] = []
+        # One prepared row per record, ids assigned in order: (table, row, payload, canonical).
+        prepared: list[_Prepared] = []
+        next_id = {table: tail[0] for table, tail in self._tail.items()}
+
+        def prepare(table: str, record: Any, build: Callable[..., tuple[tuple[Any, ...], Any]]) -> None:
+            try:
+                row, canon = build(next_id[table] + 1, record, now_ns, now_mono)
+                payload = chain.payload_for(table)(row)
+            except Exception as exc:
+                refused.append(_Rejected(table, record, exc))
+                return
+            next_id[table] += 1
+            prepared.append((table, row, payload, canon))
+
+        for r in readings:
+            prepare("readings", r, _reading_row)
+        for e in events:
+            prepare("events", e, _event_row)
+        for a in audits:
+            prepare("audit", a, _audit_row)
+        for table, values in records:
+            prepare(table, values, _generic_row)
+
         tails = dict(self._tail)
-        rows_r: list[tuple[Any, ...]] = []
-        if readings:
-            rid, h = tails["readings"]
-            payload = chain.reading_payload
-            for r in readings:
-                rid += 1
-                value = None if r.value is None else float(r.value)
-                attrs = dumps(r.attrs)
-                row = (
-                    rid, r.instrument, r.channel, r.seq, r.acq_ns, r.mono_ns, r.device_ns, value,
-                    r.unit, int(r.quality), r.reason, r.raw, attrs, r.run_id,
-                )  # fmt: skip
-                h = link(h, payload(row))
-                rows_r.append((*row, h))
-            tails["readings"] = (rid, h)
-        rows_e: list[tuple[Any, ...]] = []
-        if events:
-            rid, h = tails["events"]
-            for e in events:
-                rid += 1
-                erow = (rid, e.instrument, e.kind, e.ts_ns, e.mono_ns, dumps(e.detail), e.raw)
-                h = link(h, chain.event_payload(erow))
-                rows_e.append((*erow, h))
-            tails["events"] = (rid, h)
-        rows_a: list[tuple[Any, ...]] = []
-        if audits:
-            rid, h = tails["audit"]
-            for a in audits:
-                rid += 1
-                row = (rid, *a)
-                h = link(h, chain.audit_payload(row))
-                rows_a.append((*row, h))
-            tails["audit"] = (rid, h)
-        generic: dict[str, list[tuple[Any, ...]]] = {}
-        for table, row in records:
-            _, h = tails[table]
-            h = link(h, chain.generic_payload(row))
-            generic.setdefault(table, []).append((*row, h))
-            tails[table] = (row[0], h)
         conn.execute("BEGIN")
         try:
-            for table, rows in generic.items():
-                cols = CHAINED[table]
-                marks = ", ".join("?" * (len(cols) + 1))
-                conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}, hash) VALUES ({marks})", rows)
-            if rows_r:
-                conn.executemany(_INSERT["readings"], rows_r)
-            if rows_e:
-                conn.executemany(_INSERT["events"], rows_e)
-            if rows_a:
-                conn.executemany(_INSERT["audit"], rows_a)
+            try:
+                stored = _insert_fast(conn, prepared, tails)
+            except Exception as exc:
+                if _database_wide(exc) or _unrecoverable(exc):
+                    raise
+                # One row failed: roll back and store row by row, refusing the failing ones.
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN")
+                tails = dict(self._tail)
+                stored = _insert_slow(conn, prepared, tails, refused)
+            # Each refused record's stand-in goes into the events chain after the batch.
+            for rej in refused:
+                try:
+                    row, _ = _event_row(tails["events"][0] + 1, self._rejected_event(rej, now_ns, now_mono),
+                                        now_ns, now_mono)  # fmt: skip
+                    _insert_one(conn, "events", row, tails)
+                except Exception as exc:
+                    if _database_wide(exc) or _unrecoverable(exc):
+                        raise
+                    minimal = InstrumentEvent(
+                        "journal", EventKind.REJECTED_RECORD, now_ns, now_mono,
+                        {"table": rej.table, "error_type": type(rej.error).__name__},
+                    )  # fmt: skip
+                    row, _ = _event_row(tails["events"][0] + 1, minimal, now_ns, now_mono)
+                    _insert_one(conn, "events", row, tails)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
         self._tail = tails
+        return [canon for table, _, _, canon in stored if table == "readings"], refused
 
     # -- sink cursors (the outbox) ---------------------------------------------------------
 
@@ -506,3 +763,96 @@ class Journal:
     def last_reading_id(self) -> int:
         """Id of the last *committed* reading."""
         return self._tail.get("readings", (0, b""))[0]
+
+
+# -- rows (on the journal thread) ---------------------------------------------------------
+
+_Prepared = tuple[str, tuple[Any, ...], bytes, Any]
+
+
+def _insert_sql(table: str) -> str:
+    sql = _INSERT.get(table)
+    if sql is None:
+        cols = CHAINED[table]
+        sql = _INSERT[table] = (
+            f"INSERT INTO {table} ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})"
+        )
+    return sql
+
+
+def _safe_name(fn: Any) -> str:
+    return canonical.text(getattr(fn, "__qualname__", None) or canonical.safe_repr(fn))
+
+
+def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], Reading]:
+    c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
+    row = (
+        rid, c.instrument, c.channel, c.seq, c.acq_ns, c.mono_ns, c.device_ns, c.value,
+        c.unit, int(c.quality), c.reason, c.raw, dumps(c.attrs), c.run_id,
+    )  # fmt: skip
+    return row, c
+
+
+def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
+    c = canonical.event(e, now_ns=now_ns, now_mono_ns=now_mono)
+    return (rid, c.instrument, c.kind, c.ts_ns, c.mono_ns, dumps(c.detail), c.raw), None
+
+
+def _audit_row(rid: int, a: canonical.AuditEntry, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
+    c = canonical.audit(a, now_ns=now_ns, now_mono_ns=now_mono)
+    return (rid, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, dumps(c.detail), c.run_id), None
+
+
+def _generic_row(
+    rid: int, values: tuple[Any, ...], now_ns: int, now_mono: int
+) -> tuple[tuple[Any, ...], None]:
+    return (rid, *map(canonical.column, values[1:])), None
+
+
+def _insert_one(
+    conn: sqlite3.Connection, table: str, row: tuple[Any, ...], tails: dict[str, tuple[int, bytes]]
+) -> None:
+    """Insert ``row`` as the next row of ``table`` (renumbered and re-hashed if needed)."""
+    rid, h = tails[table]
+    if row[0] != rid + 1:
+        row = (rid + 1, *row[1:])
+    h = chain.link(h, chain.payload_for(table)(row))
+    conn.execute(_insert_sql(table), (*row, h))
+    tails[table] = (rid + 1, h)
+
+
+def _insert_fast(
+    conn: sqlite3.Connection, prepared: list[_Prepared], tails: dict[str, tuple[int, bytes]]
+) -> list[_Prepared]:
+    """The whole batch, one ``executemany`` per table (the usual case)."""
+    by_table: dict[str, list[tuple[Any, ...]]] = {}
+    for table, row, payload, _ in prepared:
+        h = chain.link(tails[table][1], payload)
+        by_table.setdefault(table, []).append((*row, h))
+        tails[table] = (row[0], h)
+    for table, rows in by_table.items():
+        conn.executemany(_insert_sql(table), rows)
+    return prepared
+
+
+def _insert_slow(
+    conn: sqlite3.Connection,
+    prepared: list[_Prepared],
+    tails: dict[str, tuple[int, bytes]],
+    refused: list[_Rejected],
+) -> list[_Prepared]:
+    """Row by row after a row failed: a failing row is refused, the chain goes on without it."""
+    stored = []
+    for item in prepared:
+        table, row, _, canon = item
+        saved = tails[table]
+        try:
+            _insert_one(conn, table, row, tails)
+        except Exception as exc:
+            if _database_wide(exc) or _unrecoverable(exc):
+                raise
+            tails[table] = saved
+            refused.append(_Rejected(table, canon if canon is not None else (table, row), exc))
+            continue
+        stored.append(item)
+    return stored
