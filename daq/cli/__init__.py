@@ -26,6 +26,7 @@ from daq.cli import (
     status,
     tail,
     tlc,
+    users,
     verify,
 )
 from daq.errors import ConfigError, DaqError
@@ -45,6 +46,7 @@ COMMANDS: list[ModuleType] = [
     report,
     prune,
     tlc,
+    users,
 ]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from daq.api.config import ApiSection
 from daq.config.base import PositiveCount, PositiveSeconds, Seconds, StrictModel
@@ -21,6 +21,7 @@ from daq.equilibrium import PhysicsSection
 from daq.errors import ConfigError
 from daq.forward.config import Sinks
 from daq.forward.naming import check_naming
+from daq.runs.qc_settings import ReportSection, SigningSection, UsersSection
 from daq.runs.settings import ClockSection, RunsSection
 from daq.tlc.methods import TlcSection
 from daq.tlc.methods import check_config as check_tlc
@@ -37,6 +38,23 @@ class DaemonSection(StrictModel):
     site: str = "site"
     cell: str = "cell"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: The site's time zone (IANA name, e.g. ``Europe/Vienna``) for times people read (the run
+    #: report); empty: the system's. Stored times stay UTC.
+    timezone: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        if value:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {value!r} (expected an IANA name such as Europe/Vienna)"
+                ) from None
+        return value
 
 
 class JournalSection(StrictModel):
@@ -69,6 +87,9 @@ def _build_config_model() -> type[StrictModel]:
         instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
         sinks=(Sinks, []),
         tlc=(TlcSection, TlcSection()),
+        users=(UsersSection, UsersSection()),
+        signatures=(SigningSection, SigningSection()),
+        report=(ReportSection, ReportSection()),
     )
 
 

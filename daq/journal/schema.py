@@ -33,6 +33,10 @@ CHAINED: dict[str, tuple[str, ...]] = {
                "positions_mm", "counts", "raw"),
     "analyses": ("id", "analysis_id", "trace_id", "run_id", "ts_ns", "method", "method_version", "actor",
                  "reason", "supersedes", "results"),
+    # Migration 4 (users and e-signatures): account records (never deleted) and run signatures.
+    "users": ("id", "user_id", "kind", "ts_ns", "actor", "full_name", "roles", "pw_hash", "detail"),
+    "signatures": ("id", "signature_id", "run_id", "ts_ns", "mono_ns", "user_id", "printed_name", "meaning",
+                   "comment", "clock", "seal", "analyses", "detail"),
 }  # fmt: skip
 
 CHAINED_TABLES = tuple(CHAINED)
@@ -166,6 +170,42 @@ MIGRATIONS: dict[int, list[str]] = {
         *guards("run_events"),
         *guards("configs"),
         *guards("prunes"),
+    ],
+    4: [
+        # One row per account change (created, password_changed, disabled, unlocked); an
+        # account's state is the fold of its rows (daq.users).
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            full_name TEXT,
+            roles TEXT,
+            pw_hash TEXT,
+            detail TEXT,
+            hash BLOB NOT NULL)""",
+        "CREATE INDEX users_user ON users (user_id)",
+        # An electronic signature of a sealed run: who, the meaning, when (with the clock's
+        # state) and the hashes signed (the run's seal and the analysis versions it covers).
+        """CREATE TABLE signatures (
+            id INTEGER PRIMARY KEY,
+            signature_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            printed_name TEXT NOT NULL,
+            meaning TEXT NOT NULL,
+            comment TEXT,
+            clock TEXT,
+            seal TEXT NOT NULL,
+            analyses TEXT NOT NULL,
+            detail TEXT,
+            hash BLOB NOT NULL)""",
+        "CREATE INDEX signatures_run ON signatures (run_id)",
+        *guards("users"),
+        *guards("signatures"),
     ],
 }
 
