@@ -1,10 +1,11 @@
-"""``daq runs start|stop|annotate|t0|list|show``: runs (batches).
+"""``daq runs start|stop|annotate|t0|list|show|review|sign``: runs (batches).
 
 ``start``, ``stop``, ``annotate`` and ``t0`` ask the running daemon through its local API
 (``--api``, else ``$DAQ_API``, else ``http://127.0.0.1:8470``, as ``daq status`` and ``daq tail``)
 with a bearer token read from the environment variable ``--token-env`` (default
 ``DAQ_API_TOKEN``) or a file ``--token-file`` (a systemd credential). ``list`` and ``show``
 read the journal directly (``--data-dir``), so they work with the daemon stopped.
+``review`` and ``sign`` are QC's (:mod:`daq.cli.signing`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.api.client import DEFAULT_API, check_api_url, default_api
+from daq.cli import signing
 from daq.errors import DaqError
 from daq.model import iso
 from daq.runs import store
@@ -27,7 +29,7 @@ from daq.runs.export import open_journal
 from daq.timeparse import parse_instant
 
 NAME = "runs"
-HELP = "start, stop, annotate and list runs (batches); mark t0"
+HELP = "start, stop, annotate and list runs (batches); mark t0; review and sign them"
 
 
 def _api_args(p: argparse.ArgumentParser) -> None:
@@ -75,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("show", help="one run's record")
     s.add_argument("run_id", metavar="RUN", help="the run id (see daq runs list)")
     s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    signing.add_parsers(sub)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -140,6 +143,8 @@ def _print_run(run: dict[str, Any], out: Any = None) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cmd = args.runs_command
+    if cmd in ("review", "sign"):
+        return signing.main(args)
     if cmd in ("list", "show"):
         conn = open_journal(args.data_dir)
         try:

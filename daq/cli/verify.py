@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from daq.journal.verify import verify_journal
+from daq.journal.verify import VerifyReport, verify_journal
 
 NAME = "verify"
 HELP = "re-check the journal's hash chains and SQLite integrity; exit 1 naming the first bad record"
@@ -38,6 +38,24 @@ def _main_export(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _check_signatures(data_dir: Path, report: VerifyReport) -> None:
+    """Beyond the chains: each signature signs its own run's seal and analyses, by a signer
+    who could sign, and matches its audit entry (:func:`daq.runs.signatures.verify_signatures`)."""
+    from daq.journal.journal import JOURNAL_FILE, connect
+    from daq.runs.signatures import verify_signatures
+
+    conn = connect(Path(data_dir) / JOURNAL_FILE, read_only=True)
+    try:
+        problems = verify_signatures(conn)
+    finally:
+        conn.close()
+    if problems:
+        report.ok = False
+        report.problem = "; ".join(str(p) for p in problems)
+        report.table = "signatures"
+        report.row_id = problems[0].row_id or None
+
+
 def main(args: argparse.Namespace) -> int:
     if args.export is not None:
         return _main_export(args)
@@ -45,6 +63,8 @@ def main(args: argparse.Namespace) -> int:
         print("daq verify: give --data-dir DIR (the journal) or --export OUTDIR (an export)", file=sys.stderr)
         return 2
     report = verify_journal(args.data_dir)
+    if report.ok:
+        _check_signatures(args.data_dir, report)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     elif report.ok:

@@ -1,7 +1,7 @@
 """A run's export, and verifying a copy of it.
 
 ``OUTDIR`` holds one file per table of the run (``readings``, ``events``, ``audit``,
-``run_events``, ``configs`` and, when present, ``traces`` and ``analyses``) as CSV or JSON,
+``run_events``, ``configs`` and, when present, ``traces``, ``analyses`` and ``signatures``) as CSV or JSON,
 ``run.json`` (the run's metadata), ``summary.json`` (the report's figures) and
 ``manifest.json``. Every record carries its journal chain hash and the hash before it, so it
 can be re-hashed on its own. The manifest lists the SHA-256 of every file, the column types,
@@ -9,7 +9,8 @@ and the seal; it ends with the SHA-256 of itself (computed with that field absen
 
 Verification (:func:`verify_export`) checks, in order: the manifest against itself, each file
 against the manifest (naming the first file that differs), every record against its chain
-hash, the seal recomputed from the records, and the figures recomputed from the records.
+hash, the seal recomputed from the records, each signature against the run and seal it signs
+(:func:`daq.runs.signatures.check_exported`), and the figures recomputed from the records.
 Given the journal too, it checks the seal against the one recorded when the run was closed.
 
 In CSV, ``\\N`` marks a missing value (SQL NULL) and blobs are hexadecimal.
@@ -33,7 +34,8 @@ from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, connect
 from daq.model import Quality, iso
 from daq.runs import figures
-from daq.runs.seal import BASE_TABLES, SEAL_TABLES, compute_seal, current_through, seal_from_journal
+from daq.runs.seal import BASE_TABLES, compute_seal, current_through, seal_from_journal
+from daq.runs.signatures import check_exported
 from daq.runs.store import RunData, TableRows, get_run, load_run, runs_from_events
 
 Format = Literal["csv", "json"]
@@ -188,7 +190,7 @@ def write_export(data_dir: Path, run_id: str, outdir: Path, fmt: Format = "csv")
             os.fsync(f.fileno())
         files[name] = _sha256(path)
 
-    for table in SEAL_TABLES:
+    for table in data.tables:  # the seal's tables, then the signatures
         t = data.tables[table]
         name = f"{table}.{fmt}"
         write(name, _table_text(t, fmt))
@@ -264,6 +266,10 @@ def _read_table(path: Path, spec: dict[str, Any], fmt: Format) -> list[dict[str,
         row["hash"] = bytes.fromhex(raw["hash"])
         rows.append(row)
     return rows
+
+
+def spec_file(manifest: dict[str, Any], table: str) -> str:
+    return str(manifest["tables"][table]["file"])
 
 
 def verify_export(outdir: Path, *, data_dir: Path | None = None) -> ExportReport:
@@ -361,6 +367,13 @@ def _verify(outdir: Path, data_dir: Path | None, report: ExportReport, at: list[
     if seal != manifest["seal"] or (run.get("seal") and run["seal"] != seal):
         return fail(f"the records do not reproduce the seal {manifest['seal']} (got {seal})", MANIFEST)
     report.seal = seal
+    if "signatures" in tables:
+        problem = check_exported(
+            tables["signatures"].rows, run_id=str(manifest["run_id"]), seal=seal,
+            analyses=tables["analyses"].rows if "analyses" in tables else [],
+        )  # fmt: skip
+        if problem is not None:
+            return fail(problem, spec_file(manifest, "signatures"))
     at[0] = "summary.json"
     summary_text = (outdir / "summary.json").read_text(encoding="utf-8")
     if _json_text(figures.summarize(decoded(RunData(run, tables)))) != summary_text:

@@ -18,6 +18,9 @@ from daq.journal import chain
 from daq.journal.schema import CHAINED
 from daq.runs.seal import SEAL_TABLES, selector
 
+#: Tables of records about a sealed run, outside its seal (they sign it): exported with it.
+SIGNED_TABLES = tuple(t for t in ("signatures",) if t in CHAINED)
+
 
 class UnknownRun(DaqError):
     """No run with that id in the journal."""
@@ -134,10 +137,14 @@ class RunData:
 
 
 def load_run(conn: sqlite3.Connection, run_id: str) -> RunData:
-    """Read ``run_id`` and every record of it, each with its previous chain hash."""
+    """Read ``run_id`` and every record of it, each with its previous chain hash (the tables of
+    its seal, then its signatures when the journal has them)."""
     run = get_run(conn, run_id)
     tables: dict[str, TableRows] = {}
-    for table in SEAL_TABLES:
+    for table in SEAL_TABLES + SIGNED_TABLES:
+        q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+        if table in SIGNED_TABLES and conn.execute(q, (table,)).fetchone() is None:
+            continue  # a journal written before signatures existed, opened read-only
         cols = CHAINED[table]
         where, args = selector(table, run)
         sel = ", ".join(f"t.{c}" for c in cols)

@@ -1,0 +1,343 @@
+"""Electronic signatures of runs: review, approval, rejection.
+
+A signature is a hash-chained row of the journal's ``signatures`` table: the signer's user id
+and printed (full) name, the meaning (``reviewed``, ``approved``, ``rejected``), the time with
+the clock's sync state, an optional comment, and the hashes it signs: the run's seal and the
+chain hash of each analysis version it covers (the current analysis of each of the run's
+TLC traces). Each signature also has an ``run_signed`` audit entry repeating what it signs.
+
+Rules (:func:`sign`), each refusal audited (``signature_refused``) before it is raised:
+
+- the signer signs in with user id and password (:func:`daq.users.authenticate`);
+- ``reviewed`` needs the reviewer role, ``approved`` the approver role, ``rejected`` either;
+- only a sealed run whose records still match their chain hashes and its seal can be signed;
+- ``approved`` needs a ``reviewed`` signature covering the same analysis versions;
+- separation of duties (``[signatures]``): by default the approver neither operated the run
+  nor reviewed it.
+
+A re-integration after a signature appends a new analysis version: the signature keeps
+covering the version it signed, and :func:`signature_status` says it no longer covers the
+current one (reports and reviews show it).
+
+:func:`verify_signatures` checks, beyond the hash chains: each signature signs its run's
+recorded seal and analyses of that run with their recorded chain hashes; its signer had an
+active account with the role and that printed name when signing; and it matches its audit
+entry (so one removed, copied to another run or edited is named).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from daq.errors import DaqError
+from daq.journal.journal import Journal, dumps
+from daq.journal.schema import CHAINED
+from daq.runs.qc_settings import SigningSection, UsersSection
+from daq.runs.store import get_run, list_runs
+from daq.users import Account, authenticate, user_at
+
+Meaning = Literal["reviewed", "approved", "rejected"]
+MEANINGS: tuple[str, ...] = ("reviewed", "approved", "rejected")
+
+#: The roles that may sign with each meaning.
+ROLE_FOR: dict[str, tuple[str, ...]] = {
+    "reviewed": ("reviewer",),
+    "approved": ("approver",),
+    "rejected": ("reviewer", "approver"),
+}
+
+
+class SignatureRefused(DaqError):
+    """A signature was refused (the refusal is in the audit trail)."""
+
+
+def _table_exists(conn: sqlite3.Connection, table: str) -> bool:
+    q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+    return conn.execute(q, (table,)).fetchone() is not None
+
+
+def current_analyses(conn: sqlite3.Connection, run_id: str) -> dict[str, str]:
+    """The current (latest) analysis of each of ``run_id``'s traces: ``{analysis_id: chain hash hex}``."""
+    if "analyses" not in CHAINED or not _table_exists(conn, "analyses"):
+        return {}
+    latest: dict[str, tuple[str, str]] = {}
+    for trace_id, analysis_id, digest in conn.execute(
+        "SELECT trace_id, analysis_id, hash FROM analyses WHERE run_id = ? ORDER BY id", (run_id,)
+    ):
+        latest[trace_id] = (analysis_id, bytes(digest).hex())
+    return dict(sorted(latest.values()))
+
+
+def decode(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``signatures`` row with its JSON columns decoded."""
+    out = dict(row)
+    for col in ("clock", "analyses", "detail"):
+        if isinstance(out.get(col), str):
+            out[col] = json.loads(out[col])
+    out["analyses"] = out.get("analyses") or {}
+    return out
+
+
+def signatures_of(conn: sqlite3.Connection, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The signatures (decoded, with ``hash``), of ``run_id`` or of every run, in id order."""
+    if not _table_exists(conn, "signatures"):
+        return []
+    cols = CHAINED["signatures"]
+    sql = f"SELECT {', '.join(cols)}, hash FROM signatures"
+    args: tuple[Any, ...] = ()
+    if run_id is not None:
+        sql += " WHERE run_id = ?"
+        args = (run_id,)
+    out = []
+    for r in conn.execute(sql + " ORDER BY id", args):
+        row = decode(dict(zip(cols, r[:-1], strict=True)))
+        row["hash"] = bytes(r[-1])
+        out.append(row)
+    return out
+
+
+def signature_status(sig: Mapping[str, Any], current: Mapping[str, str]) -> dict[str, Any]:
+    """Whether ``sig`` covers the run's current analysis versions; if not, which of its versions
+    were superseded and which current ones it does not cover."""
+    signed = dict(sig.get("analyses") or {})
+    superseded = sorted(a for a in signed if a not in current)
+    uncovered = sorted(a for a in current if a not in signed)
+    return {
+        "covers_current": not superseded and not uncovered,
+        "superseded": superseded,
+        "uncovered": uncovered,
+    }
+
+
+def _operated(acct: Account, run: Mapping[str, Any]) -> bool:
+    names = {str(run.get("operator") or "").strip().lower(), str(run.get("started_by") or "").strip().lower()}
+    names.discard("")
+    return acct.user_id.lower() in names or acct.full_name.strip().lower() in names
+
+
+def sign(
+    journal: Journal,
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    meaning: str,
+    comment: str | None,
+    user_id: str,
+    password: str,
+    users: UsersSection,
+    policy: SigningSection,
+    clock_state: dict[str, Any],
+) -> dict[str, Any]:
+    """Sign ``run_id`` (see the module docstring for the rules); returns the signature as recorded.
+
+    ``conn`` is a read-only connection to the same journal; ``journal`` is opened for writing
+    (under the daemon lock) and receives the signature and every audit entry, refusals included.
+    """
+    from daq.runs.export import journal_run  # export imports this module
+
+    def refuse(reason: str, actor: str) -> SignatureRefused:
+        journal.audit(
+            "signature_refused",
+            actor=actor,
+            subject=run_id,
+            run_id=run_id,
+            detail={"reason": reason, "meaning": meaning, "user_id": user_id},
+        )
+        return SignatureRefused(f"signature refused: {reason}")
+
+    if meaning not in MEANINGS:
+        raise refuse(f"meaning must be one of {', '.join(MEANINGS)}", user_id or "-")
+    acct = authenticate(journal, conn, user_id, password, users, purpose=f"sign {meaning}", run_id=run_id)
+    allowed = ROLE_FOR[meaning]
+    if not any(r in acct.roles for r in allowed):
+        raise refuse(
+            f"{acct.user_id} has role(s) {', '.join(acct.roles)}; "
+            f"signing {meaning!r} needs {' or '.join(allowed)}",
+            acct.user_id,
+        )
+    try:
+        run = get_run(conn, run_id)
+    except DaqError as exc:
+        raise refuse(str(exc), acct.user_id) from None
+    if not run.get("seal"):
+        raise refuse(f"run {run_id} is not sealed (still open); only sealed runs can be signed", acct.user_id)
+    try:
+        _, seal, through = journal_run(conn, run_id)
+    except DaqError as exc:
+        raise refuse(f"run {run_id} fails verification: {exc}", acct.user_id) from None
+    covered = current_analyses(conn, run_id)
+    earlier = signatures_of(conn, run_id)
+    current_sigs = [s for s in earlier if signature_status(s, covered)["covers_current"]]
+    operated = _operated(acct, run)
+    if meaning == "approved":
+        if not any(s["meaning"] == "reviewed" for s in current_sigs):
+            raise refuse(
+                f"run {run_id} has no 'reviewed' signature for its current analysis versions; "
+                "it must be reviewed before it is approved",
+                acct.user_id,
+            )
+        if policy.approver_not_operator and operated:
+            raise refuse(
+                f"separation of duties: {acct.user_id} operated run {run_id} and may not approve it",
+                acct.user_id,
+            )
+        if policy.approver_not_reviewer and any(
+            s["meaning"] == "reviewed" and s["user_id"] == acct.user_id for s in current_sigs
+        ):
+            raise refuse(
+                f"separation of duties: {acct.user_id} reviewed run {run_id} and may not approve it",
+                acct.user_id,
+            )
+    if meaning == "reviewed" and policy.reviewer_not_operator and operated:
+        raise refuse(
+            f"separation of duties: {acct.user_id} operated run {run_id} and may not review it", acct.user_id
+        )
+    if any(s["meaning"] == meaning and s["user_id"] == acct.user_id for s in current_sigs):
+        raise refuse(
+            f"{acct.user_id} has already signed run {run_id} as {meaning} for these versions", acct.user_id
+        )
+    now = journal.clock.time_ns()
+    values = {
+        "signature_id": f"sig-{uuid.uuid4().hex[:16]}",
+        "run_id": run_id,
+        "ts_ns": now,
+        "mono_ns": journal.clock.monotonic_ns(),
+        "user_id": acct.user_id,
+        "printed_name": acct.full_name,
+        "meaning": meaning,
+        "comment": comment or None,
+        "clock": dumps(clock_state) or "{}",
+        "seal": seal,
+        "analyses": json.dumps(covered, sort_keys=True),
+        "detail": dumps({"roles": list(acct.roles), "seal_through": through, "policy": policy.model_dump()}),
+    }
+    journal.record("signatures", values)
+    journal.audit(
+        "run_signed", actor=acct.user_id, subject=run_id, run_id=run_id, detail=_audit_detail(values)
+    )
+    return decode(values)
+
+
+def _audit_detail(sig: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``run_signed`` audit entry repeats of its signature."""
+    analyses = sig["analyses"] if isinstance(sig["analyses"], dict) else json.loads(sig["analyses"])
+    return {
+        "signature_id": sig["signature_id"],
+        "meaning": sig["meaning"],
+        "printed_name": sig["printed_name"],
+        "seal": sig["seal"],
+        "analyses": analyses,
+        "ts_ns": sig["ts_ns"],
+    }
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SignatureProblem:
+    row_id: int
+    signature_id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"signatures record {self.row_id} ({self.signature_id}): {self.problem}"
+
+
+def verify_signatures(conn: sqlite3.Connection) -> list[SignatureProblem]:
+    """Check every signature against its run, the analyses it covers, its signer's account
+    and its audit entry; an empty list means all hold (the hash chains are checked elsewhere)."""
+    if not _table_exists(conn, "signatures"):
+        return []
+    runs = {r["run_id"]: r for r in list_runs(conn)}
+    analyses: dict[str, tuple[str | None, str]] = {}
+    if _table_exists(conn, "analyses"):
+        for aid, rid, digest in conn.execute("SELECT analysis_id, run_id, hash FROM analyses"):
+            analyses[aid] = (rid, bytes(digest).hex())
+    audit: dict[str, dict[str, Any]] = {}
+    for subject, detail in conn.execute("SELECT subject, detail FROM audit WHERE action = 'run_signed'"):
+        d = json.loads(detail or "{}")
+        audit[str(d.get("signature_id"))] = {**d, "run_id": subject}
+    problems: list[SignatureProblem] = []
+    sigs = signatures_of(conn)
+    for sig in sigs:
+        problems.extend(
+            _check_one(sig, runs.get(sig["run_id"]), analyses, audit.get(sig["signature_id"]), conn)
+        )
+    seen = {s["signature_id"] for s in sigs}
+    for sid, d in audit.items():
+        if sid not in seen:
+            problems.append(
+                SignatureProblem(
+                    0,
+                    sid,
+                    f"the audit trail records it (run {d['run_id']}) "
+                    "but the signatures table does not hold it (removed)",
+                )
+            )
+    return problems
+
+
+def _check_one(
+    sig: dict[str, Any],
+    run: dict[str, Any] | None,
+    analyses: Mapping[str, tuple[str | None, str]],
+    audit: dict[str, Any] | None,
+    conn: sqlite3.Connection,
+) -> list[SignatureProblem]:
+    out: list[SignatureProblem] = []
+
+    def bad(text: str) -> None:
+        out.append(SignatureProblem(sig["id"], sig["signature_id"], text))
+
+    rid = sig["run_id"]
+    if run is None:
+        bad(f"signs run {rid}, which is not in the journal")
+    elif sig["seal"] != run.get("seal"):
+        bad(
+            f"signs seal {sig['seal'][:16]}..., which is not the seal of run {rid} "
+            f"({(run.get('seal') or 'none')[:16]}...): copied from another run or altered"
+        )
+    for aid, digest in sorted(sig["analyses"].items()):
+        found = analyses.get(aid)
+        if found is None or found[0] != rid or found[1] != digest:
+            bad(f"covers analysis {aid} of run {rid}, which the journal does not hold with that hash")
+    state = user_at(conn, sig["user_id"], sig["ts_ns"])
+    if state is None:
+        bad(f"signer {sig['user_id']} had no account when signing")
+    else:
+        if not state["active"]:
+            bad(f"signer {sig['user_id']} was disabled when signing")
+        if state["full_name"] != sig["printed_name"]:
+            bad(f"printed name {sig['printed_name']!r} is not the account's full name {state['full_name']!r}")
+        if not any(r in state["roles"] for r in ROLE_FOR.get(sig["meaning"], ())):
+            bad(f"signer {sig['user_id']} did not have the role to sign {sig['meaning']!r}")
+    if audit is None:
+        bad("has no run_signed entry in the audit trail")
+    elif audit.get("run_id") != rid or any(audit.get(k) != v for k, v in _audit_detail(sig).items()):
+        bad("differs from its run_signed audit entry (copied or altered)")
+    return out
+
+
+def check_exported(
+    sigs: Iterable[Mapping[str, Any]], *, run_id: str, seal: str, analyses: Iterable[Mapping[str, Any]]
+) -> str | None:
+    """In an export: each signature must be of the exported run and sign its seal, and cover
+    analyses of the export with their exported chain hashes. Returns the first problem."""
+    hashes = {str(a["analysis_id"]): bytes(a["hash"]).hex() for a in analyses}
+    for raw in sigs:
+        sig = decode(raw)
+        name = f"signature record {sig['id']} ({sig['signature_id']})"
+        if sig["run_id"] != run_id:
+            return f"{name} is of run {sig['run_id']}, not of the exported run {run_id}"
+        if sig["seal"] != seal:
+            return f"{name} signs seal {sig['seal']}, not the exported seal {seal}"
+        for aid, digest in sig["analyses"].items():
+            if hashes.get(aid) != digest:
+                return f"{name} covers analysis {aid}, which the export does not hold with that hash"
+    return None
