@@ -243,6 +243,8 @@ class Daemon:
                     "reconnects": s.reconnects,
                     "parse_errors": s.parse_errors,
                     "last_error": s.last_error,
+                    # What the driver found lasting (starved channels, refused addresses or nodes).
+                    "problems": s.driver.problems(),
                 }
                 for s in self.supervisors
             },

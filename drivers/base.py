@@ -62,6 +62,12 @@ class Driver(abc.ABC):
     def channels(self) -> list[tuple[str, str]]:
         return []
 
+    def problems(self) -> dict[str, dict[str, Any]]:
+        """Lasting conditions no single reading shows, for status: kind -> {channel: detail}
+        (channels never read because the poll's time ran out, addresses or nodes the server
+        refuses). Each is logged once when it starts; empty when there is none."""
+        return {}
+
     #: Commands :meth:`write` accepts, with a one-line description each.
     write_commands: ClassVar[dict[str, str]] = {}
 

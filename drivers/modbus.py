@@ -13,6 +13,14 @@ it into an engineering value (scale, offset, unit). See :mod:`drivers.modbus_cod
 - A Modbus exception or a timeout on one unit id marks only the channels it covers BAD
   (reason ``device_error`` with ``exception_code``, or ``timeout``); the other unit ids'
   readings of the same poll stay GOOD. Only when no unit answers is the poll a timeout.
+- Exception 2 (illegal data address) to a coalesced read does not blank its block: the read
+  is split in halves, down to single values, in the same poll, until the refused address is
+  isolated. The narrower reads replace the block in the plan (the bisection is not repeated
+  every poll); the refused channel is BAD with the exception, logged once and listed in
+  :meth:`ModbusDriver.problems`, and the rest of the block stays GOOD.
+- Reads left unsent because the poll's ``timeout_s`` was spent (a slow server) are counted
+  per channel: the first poll that starves a channel is logged, and the counts are in
+  :meth:`ModbusDriver.problems` (``starved``) until that channel is read again.
 - Only read function codes (1 to 4) are sent, unless ``allow_writes = true``: then
   ``write("set", "CHANNEL=VALUE")`` writes a ``writable`` holding register (FC 6 or 16)
   or coil (FC 5), and the daemon audits it.
@@ -26,6 +34,7 @@ retries, because the supervisor owns both.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import json
@@ -295,6 +304,9 @@ class _Value:
     nbytes: int
     decode: Callable[[bytes, int], float]
     labels: dict[int, str] | None
+    #: The value's own protocol address and width (registers, or 1 bit): to re-plan it alone.
+    address: int
+    width: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -309,12 +321,27 @@ class _Read:
     def channels(self) -> list[str]:
         return [v.channel for v in self.values]
 
+    def halves(self) -> list[_Read]:
+        """This read as two narrower ones (values in address order), each as short as it can be."""
+        ordered = sorted(self.values, key=lambda v: v.address)
+        middle = len(ordered) // 2
+        return [self.narrowed(ordered[:middle]), self.narrowed(ordered[middle:])]
+
+    def narrowed(self, values: list[_Value]) -> _Read:
+        """A read of just ``values``: from the lowest address to the end of the highest value."""
+        address = min(v.address for v in values)
+        end = max(v.address + v.width for v in values)
+        per_item = 1 if self.function <= 2 else 2  # bit offsets, or byte offsets of registers
+        rebased = [dataclasses.replace(v, start=(v.address - address) * per_item) for v in values]
+        return _Read(self.table, self.function, address, end - address, rebased)
+
 
 @dataclasses.dataclass(slots=True)
 class _Unit:
     unit_id: int
     reads: list[_Read]
     down: bool = False  # for logging transitions only
+    error: str | None = None  # why it is down, for status
 
     @property
     def channels(self) -> list[str]:
@@ -352,7 +379,12 @@ def compile_plan(config: ModbusConfig) -> list[_Unit]:
                     offset = c.address - req.address
                     labels = {int(k): v for k, v in c.enum.items()} if c.enum else None
                     start = offset if bits else 2 * offset
-                    values.append(_Value(c.name, c.unit, start, 2 * codec.width, codec.decoder(), labels))
+                    width = 1 if bits else WIDTH[c.data_type]
+                    values.append(
+                        _Value(
+                            c.name, c.unit, start, 2 * codec.width, codec.decoder(), labels, c.address, width
+                        )
+                    )
                 reads.append(_Read(table, READ_FUNCTION[table], req.address, req.count, values))
         units.append(_Unit(uid, reads))
     return units
@@ -403,6 +435,10 @@ class ModbusDriver(Driver):
         self.map_sha256 = hashlib.sha256(effective.encode()).hexdigest()
         #: Requests sent by this driver, for status and benchmarks.
         self.requests = 0
+        #: channel -> why the server refuses its address (exception 2, isolated by splitting).
+        self.refused: dict[str, str] = {}
+        #: channel -> polls in a row in which its read was not sent (the poll's time was spent).
+        self.starved: dict[str, int] = {}
 
     def _frame_gap_s(self) -> float:
         if self.config.is_tcp:
@@ -644,17 +680,22 @@ class ModbusDriver(Driver):
         clock = self.clock
         budget_end = clock.monotonic_ns() + int(self.config.timeout_s * 1e9)
         request_ns = int(self._timeout_s * 1e9)
+        back: list[str] = []
+        again: list[str] = []
         for unit in self._plan:
             failed = False
-            for i, read in enumerate(unit.reads):
+            queue = collections.deque(unit.reads)
+            while queue:
+                read = queue.popleft()
                 if sent and clock.monotonic_ns() + request_ns > budget_end:
                     late = _UnitFailed(
                         Reason.TIMEOUT,
                         f"unit {unit.unit_id}: FC {read.function} at {read.address} not sent: "
                         f"the poll's {self.config.timeout_s:g} s were spent",
                     )
-                    out.extend(self._unit_bad(unit, unit.reads[i:], late))
-                    failed = True
+                    unsent = [read, *queue]
+                    out.extend(self._unit_bad(unit, unsent, late))
+                    self._starve(unit, unsent)
                     break
                 sent += 1
                 try:
@@ -662,13 +703,27 @@ class ModbusDriver(Driver):
                     acq_ns, mono_ns = clock.time_ns(), clock.monotonic_ns()
                     answered += 1
                     out.extend(self._decode(unit.unit_id, read, response, acq_ns, mono_ns))
+                    self._fed(read, back, again)
                 except _UnitFailed as failure:
+                    if failure.code == 2:
+                        # The unit answered; one address of the read is not mapped.
+                        answered += 1
+                        if len(read.values) > 1:
+                            # Isolate it: both halves are asked next, in this same poll.
+                            halves = read.halves()
+                            unit.reads[unit.reads.index(read) : unit.reads.index(read) + 1] = halves
+                            queue.extendleft(reversed(halves))
+                            continue
+                        out.extend(self._unit_bad(unit, [read], failure))
+                        self._refuse(unit, read, failure)
+                        self._fed(read, back, again, keep_refused=True)
+                        continue
                     failed = True
                     if failure.reason == Reason.PARSE_ERROR:
                         out_of_step = failure
                     if failure.reason == Reason.TIMEOUT or failure.code in _UNIT_DOWN_CODES:
                         # The unit is silent or reported itself down: skip its other reads.
-                        out.extend(self._unit_bad(unit, unit.reads[i:], failure))
+                        out.extend(self._unit_bad(unit, [read, *queue], failure))
                         timed_out += failure.reason == Reason.TIMEOUT
                         self._unit_state(unit, True, failure)
                         break
@@ -677,6 +732,10 @@ class ModbusDriver(Driver):
                     self._unit_state(unit, True, failure)
             if not failed:
                 self._unit_state(unit, False, None)
+        if back:
+            log.info("modbus channels read again after starving", instrument=self.name, channels=back)
+        if again:
+            log.info("modbus addresses answered again", instrument=self.name, channels=again)
         if out_of_step is not None:
             # Replies no longer match requests: drop the link, so the supervisor reconnects
             # with fresh transaction ids. This poll's readings are kept.
@@ -688,7 +747,63 @@ class ModbusDriver(Driver):
             raise ReadTimeout(f"{self.name}: no unit id answered within {self._timeout_s:g} s")
         return out
 
+    def _starve(self, unit: _Unit, reads: list[_Read]) -> None:
+        """Count polls in which these reads were not sent; log when a channel starts starving."""
+        newly = []
+        for read in reads:
+            for channel in read.channels:
+                count = self.starved.get(channel, 0)
+                self.starved[channel] = count + 1
+                if count == 0:
+                    newly.append(channel)
+        if newly:
+            log.warning(
+                "modbus channels starved: the poll's time was spent before their reads",
+                instrument=self.name,
+                unit_id=unit.unit_id,
+                channels=newly,
+                timeout_s=self.config.timeout_s,
+            )
+
+    def _fed(self, read: _Read, back: list[str], again: list[str], *, keep_refused: bool = False) -> None:
+        """The read was answered: its channels are no longer starved (nor refused); those
+        that were go to ``back`` and ``again``, logged once at the end of the poll."""
+        back.extend(c for c in read.channels if self.starved.pop(c, 0))
+        if not keep_refused:
+            again.extend(c for c in read.channels if self.refused.pop(c, None) is not None)
+
+    def _refuse(self, unit: _Unit, read: _Read, failure: _UnitFailed) -> None:
+        """Remember a channel whose own address the server refuses; log it once."""
+        channel = read.channels[0]
+        if channel in self.refused:
+            return
+        self.refused[channel] = (
+            f"unit {unit.unit_id} {read.table} {read.address} x{read.count}: "
+            f"exception {failure.code} ({EXCEPTION_NAMES.get(failure.code or 0, 'unknown exception')})"
+        )
+        log.warning(
+            "modbus address refused; the rest of its block is read without it",
+            instrument=self.name,
+            unit_id=unit.unit_id,
+            channel=channel,
+            table=read.table,
+            address=read.address,
+            exception_code=failure.code,
+        )
+
+    def problems(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        if self.starved:
+            out["starved"] = dict(self.starved)
+        if self.refused:
+            out["refused_addresses"] = dict(self.refused)
+        failing = {str(u.unit_id): u.error or "failing" for u in self._plan if u.down}
+        if failing:
+            out["units_failing"] = failing
+        return out
+
     def _unit_state(self, unit: _Unit, down: bool, failure: _UnitFailed | None) -> None:
+        unit.error = failure.message if down and failure is not None else None
         if down == unit.down:
             return
         unit.down = down

@@ -103,8 +103,9 @@ def _is_alarm_channel(channel: str) -> bool:
 def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
     """What needs a person's attention now, worst first.
 
-    Instruments not connected; channels whose last reading is BAD; alarm channels
-    (``alarm_*``, ``*_alarm``) reading non-zero; journal errors and overflows; sink errors.
+    Instruments not connected; lasting problems a driver reports (channels starved of poll
+    time, addresses or nodes the server refuses); channels whose last reading is BAD; alarm
+    channels (``alarm_*``, ``*_alarm``) reading non-zero; journal errors and overflows; sink errors.
     """
     out: list[dict[str, Any]] = []
     journal = status.get("journal") or {}
@@ -118,6 +119,9 @@ def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 {"severity": "alarm", "subject": name, "message": f"not connected ({inst['state']}){why}"}
             )
+        for kind, per_channel in sorted((inst.get("problems") or {}).items()):
+            listed = ", ".join(f"{ch} ({detail})" for ch, detail in sorted(per_channel.items()))
+            out.append({"severity": "warning", "subject": name, "message": f"{kind}: {listed}"})
         for ch, v in sorted(inst.get("channels", {}).items()):
             if v["quality"] == "BAD" and inst["state"] == "connected":
                 out.append(
