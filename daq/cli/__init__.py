@@ -23,6 +23,7 @@ from daq.cli import (
     run,
     runs,
     simulate,
+    sinks,
     status,
     tail,
     tlc,
@@ -45,6 +46,7 @@ COMMANDS: list[ModuleType] = [
     export,
     report,
     prune,
+    sinks,
     tlc,
     users,
 ]

@@ -33,6 +33,7 @@ from typing import Any
 from daq.errors import DaqError
 from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, connect, dumps
+from daq.journal.offline import append_audit, tail
 from daq.journal.schema import CHAINED, guards
 from daq.runs import store
 from daq.runs.export import verify_export
@@ -60,13 +61,6 @@ class PrunePlan:
         return dataclasses.asdict(self)
 
 
-def _tail(conn: sqlite3.Connection, table: str) -> tuple[int, bytes]:
-    row = conn.execute(f"SELECT id, hash FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
-    if row is not None:
-        return int(row[0]), bytes(row[1])
-    return 0, chain.GENESIS
-
-
 def plan(conn: sqlite3.Connection, *, cutoff_ns: int, verified: set[str]) -> PrunePlan:
     """What a prune at ``cutoff_ns`` may delete, given the runs with ``verified`` exports."""
     runs = store.list_runs(conn)
@@ -84,7 +78,7 @@ def plan(conn: sqlite3.Connection, *, cutoff_ns: int, verified: set[str]) -> Pru
         f"SELECT MIN(id) FROM readings WHERE NOT (acq_ns < ? AND (run_id IS NULL OR {in_runs}))",
         (cutoff_ns, *sorted(prunable)),
     ).fetchone()[0]
-    last_reading = _tail(conn, "readings")[0]
+    last_reading = tail(conn, "readings")[0]
     through["readings"] = max(0, min((first_keep or last_reading) - 1, last_reading - 1))
     # The journal is the outbox: nothing a sink has not acknowledged is pruned.
     held_by: list[str] = []
@@ -95,7 +89,7 @@ def plan(conn: sqlite3.Connection, *, cutoff_ns: int, verified: set[str]) -> Pru
     # Events carry no run id: keep those from the start of the oldest run that stays.
     event_cut = min([cutoff_ns, *(r["started_ns"] for r in keep)])
     first_event = conn.execute("SELECT MIN(id) FROM events WHERE ts_ns >= ?", (event_cut,)).fetchone()[0]
-    last_event = _tail(conn, "events")[0]
+    last_event = tail(conn, "events")[0]
     through["events"] = max(0, min((first_event or last_event) - 1, last_event - 1))
     for table in PRUNED_TABLES:
         row = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE id <= ?", (through[table],)).fetchone()
@@ -157,7 +151,7 @@ def _apply(
     retention_days: float,
     exports: dict[str, dict[str, Any]],
 ) -> None:
-    pid, ph = _tail(conn, "prunes")
+    pid, ph = tail(conn, "prunes")
     cols = CHAINED["prunes"]
     for table in PRUNED_TABLES:
         if not p.rows[table]:
@@ -183,18 +177,15 @@ def _apply(
             f"INSERT INTO prunes ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})",
             (*row, ph),
         )
-    aid, ah = _tail(conn, "audit")
-    audit_detail = dumps(
-        {"cutoff_ns": p.cutoff_ns, "retention_days": retention_days, "through": p.through, "rows": p.rows,
-         "runs": p.runs, "exports": exports}
+    append_audit(
+        conn,
+        "prune",
+        subject="journal",
+        actor=actor,
+        ts_ns=now_ns,
+        detail={"cutoff_ns": p.cutoff_ns, "retention_days": retention_days, "through": p.through,
+                "rows": p.rows, "runs": p.runs, "exports": exports},
     )  # fmt: skip
-    arow = (aid + 1, now_ns, time.monotonic_ns(), actor, "prune", "journal", audit_detail, None)
-    ah = chain.link(ah, chain.audit_payload(arow))
-    conn.execute(
-        "INSERT INTO audit (id, ts_ns, mono_ns, actor, action, subject, detail, run_id, hash) "
-        "VALUES (?,?,?,?,?,?,?,?,?)",
-        (*arow, ah),
-    )
 
 
 __all__ = ["PrunePlan", "PruneRefused", "plan", "prune"]
