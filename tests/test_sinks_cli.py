@@ -47,7 +47,8 @@ async def test_rewind_refills_a_store_that_lost_acknowledged_points(data_dir: Pa
         rows = r.readings(limit=1000)
         assert r.sink_cursors()["central"]["last_id"] == 200
     since = rows[120]
-    to = datetime.datetime.fromtimestamp(since["acq_ns"] / 1e9, tz=datetime.UTC).isoformat()
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    to = (epoch + datetime.timedelta(microseconds=since["acq_ns"] // 1000)).isoformat()
 
     dry = daq("sinks", "rewind", "central", "--to", to, "--data-dir", str(data_dir), "--dry-run")
     assert dry.returncode == 0, dry.stderr
