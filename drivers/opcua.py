@@ -22,7 +22,9 @@ kept), Bad -> BAD with the status name as reason and no value (never the last go
 Source and server timestamps go to ``attrs`` (``source_ns``, ``server_ns``); the source
 timestamp is also ``device_ns``. A node that does not resolve, or whose monitored item the
 server refuses, gives a BAD reading and is retried every ``node_retry_s``; the others keep
-streaming.
+streaming. Such a node is logged once (not at every retry or reconnect) and listed by
+:meth:`OpcUaDriver.problems` until it is acquired again. A sampling interval the server
+revised is recorded in the device information (``revised_sampling_ms``, per channel).
 
 Loss of the server is detected by asyncua's watchdog (a ServerState read every
 ``watchdog_s``), by the socket closing, and by the subscription's keep-alives stopping for
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 from datetime import UTC, datetime
@@ -331,6 +334,10 @@ class OpcUaDriver(Driver):
         self._next_poll_mono = 0
         self._next_retry_mono = 0
         self._next_handle = 1
+        #: channel -> why it is unavailable, as last logged (kept across reconnects: logged once).
+        self._logged_unavailable: dict[str, str] = {}
+        #: channel -> the sampling interval (ms) the server revised the requested one to.
+        self._revised_ms: dict[str, float] = {}
 
     def channels(self) -> list[tuple[str, str]]:
         return [(n.channel, n.unit) for n in self.config.nodes]
@@ -364,10 +371,16 @@ class OpcUaDriver(Driver):
                 await client.connect()
             except UaStatusCodeError as exc:
                 raise ConnectError(f"{self.name}: server refused the session: {_status_text(exc)}") from exc
-            self._info = await self._device_info(client)
+            info = await self._device_info(client)
             await self._resolve(client, self._items)
             if cfg.mode == "subscribe":
                 await self._subscribe(client)
+            if self._revised_ms:
+                info = dataclasses.replace(
+                    info, extra={**info.extra, "revised_sampling_ms": dict(self._revised_ms)}
+                )
+            self._info = info
+            self._note_unavailable()
         except ConnectError:
             await self.close()
             raise
@@ -388,6 +401,7 @@ class OpcUaDriver(Driver):
         self._lost = None
         self._sub_id = None
         self._last_seq = None
+        self._revised_ms = {}
         for item in self._items:
             item.node_id = None
             item.status = None
@@ -578,9 +592,15 @@ class OpcUaDriver(Driver):
         params.ItemsToCreate = requests
         params.TimestampsToReturn = ua.TimestampsToReturn.Both
         results = await client.uaclient.create_monitored_items(params)
-        for it, handle, res in zip(wanted, handles, results, strict=True):
+        for it, handle, req, res in zip(wanted, handles, requests, results, strict=True):
             if res.StatusCode.is_good():
                 it.status = None
+                asked = float(req.RequestedParameters.SamplingInterval)
+                revised = float(res.RevisedSamplingInterval)
+                if revised != asked:
+                    # The server samples at another rate than asked (its minimum, or a
+                    # multiple of its own cycle): what the values' spacing really means.
+                    self._revised_ms[it.node.channel] = revised
             else:
                 del self._by_handle[handle]
                 it.status = f"server refused to monitor the node: {res.StatusCode.name}"
@@ -722,6 +742,8 @@ class OpcUaDriver(Driver):
                     # The BAD notification is the record; the node is retried like an unresolved one.
                     gone.status = "node left the server's address space"
                     gone.report = False
+            if self._gone:
+                self._note_unavailable()
             self._gone.clear()
             if polled and mono >= self._next_poll_mono:
                 # On a fixed grid from connect: the period does not drift with read time.
@@ -767,6 +789,38 @@ class OpcUaDriver(Driver):
             log.warning("opcua buffer overflow", instrument=self.name, channels=len(dropped))
         return out
 
+    def _note_unavailable(self) -> None:
+        """Log a node that became unavailable (or changed why) once, and one that is back."""
+        logged = self._logged_unavailable
+        back = []
+        for it in self._items:
+            channel, why = it.node.channel, it.status
+            if why is None:
+                if logged.pop(channel, None) is not None:
+                    back.append(channel)
+            elif logged.get(channel) != why:
+                logged[channel] = why
+                log.warning(
+                    "opcua node unavailable",
+                    instrument=self.name,
+                    channel=channel,
+                    node=it.node.node_id or it.node.browse_path,
+                    error=why,
+                )
+        if back:
+            log.info("opcua nodes available again", instrument=self.name, channels=back)
+
+    def problems(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        unavailable = {
+            it.node.channel: f"{it.node.node_id or it.node.browse_path}: {it.status}"
+            for it in self._items
+            if it.status is not None
+        }
+        if unavailable:
+            out["unavailable_nodes"] = unavailable
+        return out
+
     def _unavailable(self) -> list[Reading]:
         """One BAD record per unavailable node: at connect, then at each retry that fails."""
         out = []
@@ -795,9 +849,7 @@ class OpcUaDriver(Driver):
                 )
         except (OSError, TimeoutError, UaError) as exc:
             raise ConnectError(f"{self.name}: retrying nodes failed: {_describe(exc)}") from exc
-        back = [it.node.channel for it in failed if it.status is None]
-        if back:
-            log.info("opcua nodes available again", instrument=self.name, channels=back)
+        self._note_unavailable()
 
     async def _poll(self, client: Client) -> list[Reading]:
         from asyncua.ua.attribute_ids import AttributeIds

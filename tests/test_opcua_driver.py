@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import structlog
 from asyncua import ua
 from asyncua.ua.uatypes import UInt32
 from hypothesis import given
@@ -193,6 +194,49 @@ async def test_one_missing_node_does_not_stop_the_others(sim: Any) -> None:
     assert bad["lost"].attrs is not None
     assert "BadNoMatch" in bad["lost"].attrs["error"]
     assert sum(r.channel == "reactor_temp" and r.quality is Quality.GOOD for r in rows) >= 5
+
+
+@module_loop
+async def test_missing_nodes_are_logged_once_across_retries_and_reconnects_and_listed(sim: Any) -> None:
+    _, url = sim
+    cfg = opcua_config(url, [], node_retry_s=0.1, nodes=[
+        {"channel": "reactor_temp", "node_id": node_id("reactor_temp")},
+        {"channel": "ghost", "node_id": "ns=2;s=Synth.no_such_node"},
+        {"channel": "lost", "browse_path": "/2:Synth/2:no_such_node"},
+    ])  # fmt: skip
+    driver = OpcUaDriver(cfg, SystemClock())
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):  # a reconnect does not log them again
+            await driver.connect()
+            rows = await collect(driver, lambda rs: sum(r.channel == "ghost" for r in rs) >= 3)
+            problems = driver.problems()
+            await driver.close()
+            assert sum(r.channel == "lost" for r in rows) >= 2  # BAD at every retry, as before
+    unavailable = [e for e in logs if e["event"] == "opcua node unavailable"]
+    assert sorted(e["channel"] for e in unavailable) == ["ghost", "lost"]
+    assert "BadNoMatch" in next(e["error"] for e in unavailable if e["channel"] == "lost")
+    assert set(problems) == {"unavailable_nodes"}
+    assert set(problems["unavailable_nodes"]) == {"ghost", "lost"}
+    assert "BadNodeIdUnknown" in problems["unavailable_nodes"]["ghost"]
+    assert problems["unavailable_nodes"]["lost"].startswith(
+        "/2:Synth/2:no_such_node: browse path does not resolve"
+    )
+
+
+@module_loop
+async def test_a_sampling_interval_the_server_revised_is_in_the_device_info(sim: Any) -> None:
+    _, url = sim
+    # asyncua's server samples at the publishing interval whatever is asked.
+    cfg = opcua_config(url, [], publishing_interval_ms=100, sampling_interval_ms=100, nodes=[
+        {"channel": "reactor_temp", "node_id": node_id("reactor_temp"), "sampling_interval_ms": 20},
+        {"channel": "gas_flow", "node_id": node_id("gas_flow")},
+    ])  # fmt: skip
+    driver = OpcUaDriver(cfg, SystemClock())
+    try:
+        info = await driver.connect()
+    finally:
+        await driver.close()
+    assert info.extra["revised_sampling_ms"] == {"reactor_temp": 100.0}
 
 
 @module_loop
