@@ -7,8 +7,10 @@ batch record is only as good as the constant behind it.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import re
+from decimal import Decimal
 
 from daq.errors import DaqError
 
@@ -74,19 +76,33 @@ def nuclide(symbol: str) -> Nuclide:
     return NUCLIDES[key]
 
 
-#: Activity units to becquerel. 1 Ci = 3.7e10 Bq exactly, so 1 mCi = 37 MBq exactly.
-UNIT_TO_BQ: dict[str, float] = {
-    "Bq": 1.0,
-    "kBq": 1e3,
-    "MBq": 1e6,
-    "GBq": 1e9,
-    "TBq": 1e12,
-    "uCi": 3.7e4,
-    "µCi": 3.7e4,
-    "mCi": 3.7e7,
-    "Ci": 3.7e10,
+def canonical_nuclide(text: str) -> str:
+    """The table's spelling of ``text`` (``Tc99m`` -> ``Tc-99m``) when it names a known
+    nuclide, else ``text`` stripped (a nuclide the table lacks keeps its given name)."""
+    try:
+        return nuclide(text).symbol
+    except UnknownNuclide:
+        return text.strip()
+
+
+#: Activity units to becquerel, exactly. 1 Ci = 3.7e10 Bq exactly, so 1 mCi = 37 MBq exactly.
+UNIT_FACTORS: dict[str, Decimal] = {
+    "Bq": Decimal(1),
+    "kBq": Decimal(10) ** 3,
+    "MBq": Decimal(10) ** 6,
+    "GBq": Decimal(10) ** 9,
+    "TBq": Decimal(10) ** 12,
+    "uCi": Decimal(37) * 10**3,
+    "µCi": Decimal(37) * 10**3,
+    "mCi": Decimal(37) * 10**6,
+    "Ci": Decimal(37) * 10**9,
 }
+#: The same factors as floats (each is exactly representable).
+UNIT_TO_BQ: dict[str, float] = {k: float(v) for k, v in UNIT_FACTORS.items()}
 _UNIT_KEYS = {k.lower(): k for k in UNIT_TO_BQ}
+# Enough digits that the product of a displayed figure and a factor is exact before the one
+# rounding to float.
+_EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Overflow])
 
 
 def canonical_unit(unit: str) -> str:
@@ -97,9 +113,34 @@ def canonical_unit(unit: str) -> str:
     return key
 
 
-def to_bq(value: float, unit: str) -> float:
-    """Convert an activity to becquerel."""
-    return value * UNIT_TO_BQ[canonical_unit(unit)]
+def to_bq(value: float | str | Decimal, unit: str) -> float:
+    """Convert an activity to becquerel, rounding once.
+
+    ``value`` is best given as the decimal text an instrument displayed (``"16.56"``): it is
+    multiplied exactly by the unit's exact factor, then rounded to the nearest float, so
+    16.56 MBq is 16560000.0 Bq, not the 16559999.999999998 of a float multiplication. A float
+    is taken as its shortest decimal spelling (``16.56``), which is what was typed or shown.
+    Raises :class:`ValueError` for text that is not a finite decimal number.
+    """
+    factor = UNIT_FACTORS[canonical_unit(unit)]
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except decimal.InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
+    else:
+        number = Decimal(repr(float(value)))
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    try:
+        bq = float(_EXACT.multiply(number, factor))
+    except (decimal.InvalidOperation, decimal.Overflow):
+        bq = math.inf
+    if not math.isfinite(bq):
+        raise ValueError(f"{value!r} {unit} is out of range")
+    return bq
 
 
 def from_bq(value_bq: float, unit: str) -> float:

@@ -223,11 +223,21 @@ class Supervisor:
         """One driver read; frame and device errors are recorded and do not drop the link."""
         try:
             async with self.io_lock:
-                return await self.driver.read()
+                readings = await self.driver.read()
         except ProtocolError as exc:
             self._bad_frame(exc)
         except DeviceError as exc:
             self._device_error(exc)
+        else:
+            # A polled driver with several channels reports a bad frame of one channel as that
+            # channel's BAD parse_error reading (the others still count); it gets the same
+            # event and counter as a frame that failed the whole read.
+            for r in readings:
+                if r.quality is Quality.BAD and r.reason == Reason.PARSE_ERROR:
+                    self.parse_errors += 1
+                    error = r.attrs.get("error") if r.attrs else None
+                    self._event(EventKind.PARSE_ERROR, {"reason": error, "channel": r.channel}, raw=r.raw)
+            return readings
         return None
 
     async def _stream(self) -> None:

@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 
 from daq.clock import Clock
 from daq.config.base import InstrumentBase, SerialInstrument, SerialSettings
-from daq.errors import ConnectError, WriteRefused
+from daq.errors import ConnectError, ProtocolError, WriteRefused
 from daq.model import DeviceInfo, Quality, Reading
-from daq.physics import to_bq
+from daq.physics import canonical_nuclide, to_bq
 from daq.transport import Link, open_link
 
 #: ``activity_reading(cal=...)`` left out: the protocol has no calibration setting.
@@ -119,7 +119,7 @@ class Driver(abc.ABC):
     def activity_reading(
         self,
         channel: str,
-        value: float,
+        figure: str,
         unit: str,
         *,
         nuclide: str | None,
@@ -128,16 +128,39 @@ class Driver(abc.ABC):
         mono_ns: int,
         device_ns: int | None = None,
         cal: Any = _NO_CAL,
+        nuclide_shown: bool = True,
     ) -> Reading:
-        """A dose calibrator's reading: the activity in Bq (SI) as the value, and in ``attrs``
-        the instrument's own figure (``reported_value`` and ``reported_unit`` as displayed),
-        the ``nuclide`` and, where the protocol has one, the calibration setting (``cal``)."""
-        attrs: dict[str, Any] = {"nuclide": nuclide, "reported_value": value, "reported_unit": unit}
+        """A dose calibrator's reading, the one way every calibrator driver builds it.
+
+        ``figure`` is the activity exactly as the instrument displayed it (decimal text, as
+        checked by :func:`drivers.line.display_figure`) in ``unit``. The value is that figure
+        in Bq (SI), converted exactly and rounded once (:func:`daq.physics.to_bq`), so
+        ``16.56`` MBq is 16560000.0 Bq. ``attrs`` keeps the instrument's own figure:
+        ``reported_text`` (the text, trailing zeros included), ``reported_value`` (the same
+        as a number) and ``reported_unit``; ``nuclide`` in the nuclide table's spelling
+        (``Tc-99m``; a name the table lacks is kept as given) and, when ``nuclide_shown``, the
+        instrument's own spelling as ``nuclide_shown`` (``Tc99m``); and, where the protocol has
+        one, the calibration setting exactly as shown (``cal``).
+        Raises :class:`~daq.errors.ProtocolError` (with ``raw``) for a figure out of range.
+        """
+        try:
+            value_bq = to_bq(figure, unit)
+        except ValueError as exc:
+            raise ProtocolError(f"activity {figure!r} {unit}: {exc}", raw=raw, channel=channel) from None
+        name = None if nuclide is None or not nuclide.strip() else nuclide.strip()
+        attrs: dict[str, Any] = {
+            "nuclide": None if name is None else canonical_nuclide(name),
+            "reported_value": float(figure),
+            "reported_text": figure,
+            "reported_unit": unit,
+        }
+        if nuclide_shown and name is not None:
+            attrs["nuclide_shown"] = name
         if cal is not _NO_CAL:
             attrs["cal"] = cal
         return self.reading(
             channel,
-            to_bq(value, unit),
+            value_bq,
             "Bq",
             raw=raw,
             acq_ns=acq_ns,

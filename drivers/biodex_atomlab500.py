@@ -24,10 +24,12 @@ from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError
 from daq.model import DeviceInfo, Reading
 from drivers.base import SerialDriver
-from drivers.line import CalibratorInstrument, LineConfig, LineParser, StaleWatch, exchange
+from drivers.line import CalibratorInstrument, LineConfig, LineParser, ReadoutChecks, exchange
 
+#: ``<isotope> <activity> <unit>``, the activity a displayed figure (digits, optionally a
+#: point and digits): a reply that lost a byte (``Tc99m .34 mCi``) does not match.
 DEFAULT_REPLY = (
-    r"^\s*(?P<nuclide>[A-Za-z0-9-]{1,8})\s+(?P<activity>[-+]?[0-9]*\.?[0-9]+)\s*(?P<unit>[A-Za-zµ]{1,4})\s*$"
+    r"^\s*(?P<nuclide>[A-Za-z0-9-]{1,8})\s+(?P<activity>-?[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-zµ]{1,4})\s*$"
 )
 
 #: Spellings of the activity query (DOMAIN.md: ``^C`` or ``1``).
@@ -72,7 +74,7 @@ class Atomlab500Driver(SerialDriver):
 
     def __init__(self, config: Atomlab500Config, clock: Clock):
         super().__init__(config, clock)
-        self.stale = StaleWatch(config.stale_repeats)
+        self.checks = ReadoutChecks(config)
         self.parser = make_parser(config.reply_pattern)
 
     async def connect(self) -> DeviceInfo:
@@ -87,16 +89,22 @@ class Atomlab500Driver(SerialDriver):
         raw = await exchange(self.link, QUERIES[cfg.query], b"\r\n", cfg.timeout_s)
         acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
         try:
-            value, unit, nuc, _ = self.parser.parse(raw)
+            figure, unit, shown, _ = self.parser.parse(raw)
+            reading = self.activity_reading(
+                cfg.channel,
+                figure,
+                unit,
+                nuclide=shown,
+                raw=raw,
+                acq_ns=acq_ns,
+                mono_ns=mono_ns,
+                # The isotope setting exactly as the instrument showed it.
+                cal=shown,
+            )
         except ProtocolError as exc:
             exc.channel = cfg.channel
             raise
-        out = [
-            self.activity_reading(
-                cfg.channel, value, unit, nuclide=nuc, raw=raw, acq_ns=acq_ns, mono_ns=mono_ns, cal=nuc
-            )
-        ]
-        return [self.stale(r) for r in out]
+        return [self.checks(reading)]
 
     async def write(self, command: str, value: str | None = None) -> str:
         self.check_write(command)

@@ -15,7 +15,6 @@ frame that way, so a corrupted reply is caught); the acknowledgement text of ``I
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, ClassVar, Literal
 
@@ -24,9 +23,9 @@ from pydantic import Field, field_validator
 from daq.clock import Clock
 from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError
-from daq.model import DeviceInfo, Reading
+from daq.model import DeviceInfo, Quality, Reading, Reason
 from drivers.base import SerialDriver
-from drivers.line import CalibratorInstrument, StaleWatch, exchange, known_nuclide
+from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
 
 STX = 0x02
 ETX = 0x03
@@ -72,10 +71,12 @@ def unframe(raw: bytes) -> bytes:
     return payload
 
 
-def parse_reply(raw: bytes) -> tuple[int, str, float, str]:
-    """Parse a ``DR`` reply frame into ``(chamber, setting, activity, unit)``.
+def parse_reply(raw: bytes) -> tuple[int, str, str, str]:
+    """Parse a ``DR`` reply frame into ``(chamber, setting, figure, unit)``.
 
-    ``setting`` is the nuclide or calibration number as shown (``&`` kept: it is data).
+    ``setting`` is the nuclide or calibration number as shown (``&`` kept: it is data);
+    ``figure`` the six-character activity field stripped of its padding, a displayed figure
+    (:func:`~drivers.line.display_figure`). Raises :class:`ProtocolError` carrying ``raw``.
     """
     payload = unframe(raw)
     try:
@@ -88,13 +89,13 @@ def parse_reply(raw: bytes) -> tuple[int, str, float, str]:
     chamber, setting, number, code = match.groups()
     if code not in UNIT_CODES:
         raise ProtocolError(f"unknown unit code {code!r}", raw=raw)
-    try:
-        value = float(number.strip())
-    except ValueError:
-        raise ProtocolError(f"activity {number!r} is not a number", raw=raw) from None
-    if not math.isfinite(value):
-        raise ProtocolError(f"activity {number!r} is not finite", raw=raw)
-    return int(chamber), setting.strip(), value, UNIT_CODES[code]
+    return int(chamber), setting.strip(), display_figure(number, raw), UNIT_CODES[code]
+
+
+def names_nuclide(setting: str) -> bool:
+    """A setting with a letter names a nuclide (``Tc99m``); digits and ``&`` are a
+    calibration number, which names none."""
+    return any(c.isalpha() for c in setting)
 
 
 class Crc35rConfig(CalibratorInstrument):
@@ -126,7 +127,7 @@ class Crc35rDriver(SerialDriver):
 
     def __init__(self, config: Crc35rConfig, clock: Clock):
         super().__init__(config, clock)
-        self.stale = StaleWatch(config.stale_repeats)
+        self.checks = ReadoutChecks(config)
 
     async def connect(self) -> DeviceInfo:
         await self.open()
@@ -138,36 +139,49 @@ class Crc35rDriver(SerialDriver):
         return [(f"chamber{n}", "Bq") for n in self.config.chambers]
 
     async def read(self) -> list[Reading]:
+        """One poll: every configured chamber gets exactly one reading, GOOD or BAD.
+
+        A bad reply on one chamber (checksum, length byte, unknown unit code, a reply for
+        another chamber, an unparsable figure) becomes that chamber's BAD ``parse_error``
+        reading with the raw bytes and the reason; the other chambers are still asked. A
+        timeout or a lost link ends the poll (the supervisor records it for every chamber).
+        """
         out = []
         for n in self.config.chambers:
             channel = f"chamber{n}"
-            raw = await exchange(self.link, frame(b"R%d" % n), bytes([ETX]), self.config.timeout_s)
-            acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
+            raw = b""
             try:
-                chamber, setting, value, unit = parse_reply(raw)
-            except ProtocolError as exc:
-                exc.channel = channel
-                raise
-            if chamber != n:
-                raise ProtocolError(
-                    f"asked for chamber {n}, reply is for chamber {chamber}",
-                    raw=raw,
-                    channel=channel,
-                )
-            out.append(
-                self.activity_reading(
+                raw = await exchange(self.link, frame(b"R%d" % n), bytes([ETX]), self.config.timeout_s)
+                acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
+                chamber, setting, figure, unit = parse_reply(raw)
+                if chamber != n:
+                    raise ProtocolError(f"asked for chamber {n}, reply is for chamber {chamber}", raw=raw)
+                reading = self.activity_reading(
                     channel,
-                    value,
+                    figure,
                     unit,
                     # A calibration number (digits, "&" for a division) names no nuclide.
-                    nuclide=known_nuclide(setting),
+                    nuclide=setting if names_nuclide(setting) else None,
                     raw=raw,
                     acq_ns=acq_ns,
                     mono_ns=mono_ns,
                     cal=setting,
                 )
-            )
-        return [self.stale(r) for r in out]
+            except ProtocolError as exc:
+                out.append(
+                    self.reading(
+                        channel,
+                        None,
+                        "Bq",
+                        quality=Quality.BAD,
+                        reason=Reason.PARSE_ERROR,
+                        raw=exc.raw or raw,
+                        attrs={"error": exc.reason[:500]},
+                    )
+                )
+                continue
+            out.append(self.checks(reading))
+        return out
 
     async def write(self, command: str, value: str | None = None) -> str:
         self.check_write(command)

@@ -13,25 +13,40 @@ answers with the value alone while only commands answer ``>OK``.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from daq.clock import Clock
 from daq.config.base import NuclideName, SerialSettings
-from daq.errors import DeviceError, DriverError, ProtocolError
+from daq.errors import DeviceError, DriverError, ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Reading
 from drivers.base import SerialDriver
-from drivers.line import CalibratorInstrument, StaleWatch, exchange
+from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
 
 #: Calibration factors DOMAIN.md names; a site adds its own with ``factor_nuclides``.
 FACTOR_NUCLIDES: dict[str, str] = {"762": "F-18", "236": "Tc-99m", "447": "I-131"}
 
 CR = b"\r"
+#: The acknowledgement of a command (DOMAIN.md); some firmware also sends it after a value.
+ACK = ">OK"
 
 
 def parse_number(raw: bytes) -> float:
-    """A decimal reply (``!R``, ``!GQ``, ``!V``, ``!GF``); only raises :class:`ProtocolError`."""
+    """A decimal reply (``!R``, ``!GF``); only raises :class:`ProtocolError`.
+
+    The number alone (an exponent is allowed: ``1.5E+10``); see :func:`reply_figure`.
+    """
+    return float(reply_figure(raw))
+
+
+def reply_figure(raw: bytes) -> str:
+    """The decimal text of a value reply, exactly as sent (``740000000``, ``1.5E+10``).
+
+    Strict: an acknowledgement (``>OK``), a ``?``, a unit suffix or a figure that lost a byte
+    (``.5E+10``) raises :class:`ProtocolError` carrying ``raw``.
+    """
     try:
         text = raw.decode("ascii").strip()
     except UnicodeDecodeError as exc:
@@ -39,12 +54,26 @@ def parse_number(raw: bytes) -> float:
     if text.startswith(">"):
         raise ProtocolError(f"expected a number, got {text!r}", raw=raw)
     try:
-        value = float(text)
-    except ValueError:
+        return display_figure(text, raw, exponent=True)
+    except ProtocolError:
         raise ProtocolError(f"expected a number, got {text[:40]!r}", raw=raw) from None
-    if not math.isfinite(value):
-        raise ProtocolError(f"{text!r} is not finite", raw=raw)
-    return value
+
+
+#: A device-information reply: a number, optionally followed by its unit (``1.25E-11 A``).
+_INFO = re.compile(r"([-+]?[0-9]*\.?[0-9]+(?:[Ee][-+]?[0-9]{1,3})?)\s*([A-Za-z]{0,3})")
+
+
+def info_value(raw: bytes) -> float | None:
+    """The number in a device-information reply (``!GQ``, ``!V``), or ``None`` when there is
+    none (``?``, text): device information is best effort and never refuses a connection."""
+    text = raw.decode("ascii", "replace").strip()
+    if text.endswith(ACK):
+        text = text[: -len(ACK)].strip()
+    match = _INFO.fullmatch(text)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value if math.isfinite(value) else None
 
 
 def factor_text(value: float) -> str:
@@ -79,22 +108,87 @@ class Vik202Driver(SerialDriver):
 
     def __init__(self, config: Vik202Config, clock: Clock):
         super().__init__(config, clock)
-        self.stale = StaleWatch(config.stale_repeats)
+        self.checks = ReadoutChecks(config)
         self.factors = {**FACTOR_NUCLIDES, **config.factor_nuclides}
         self._factor: str | None = None
 
     async def _ask(self, command: bytes) -> bytes:
         return await exchange(self.link, command + CR, CR, self.config.timeout_s)
 
+    async def _query(self, command: bytes) -> bytes:
+        """Send a query and return its value line.
+
+        A bare ``>OK`` line is an acknowledgement, not the value: it is skipped, and a ``>OK``
+        the instrument appended to the value line is cut off (``297 V>OK``).
+        """
+        link = self.link
+        link.discard_input()
+        await link.write(command + CR)
+        loop_deadline = self.clock.monotonic_ns() + int(self.config.timeout_s * 1e9)
+        while True:
+            remaining = max(0.001, (loop_deadline - self.clock.monotonic_ns()) / 1e9)
+            line = await link.read_until(CR, remaining)
+            text = line.strip(b"\r\n ")
+            if text and text != ACK.encode():
+                break
+        # A later complete value line already buffered is newer (a late reply was read first).
+        for extra in link.discard_input().split(CR)[:-1]:
+            extra = extra.strip(b"\r\n ")
+            if extra and extra != ACK.encode():
+                line = extra + CR
+        if line.rstrip(b"\r\n ").endswith(ACK.encode()):
+            line = line.rstrip(b"\r\n ")[: -len(ACK)] + CR
+        return line
+
     async def connect(self) -> DeviceInfo:
+        """Open the port and ask for device information, best effort.
+
+        ``!GV``, ``!GQ``, ``!V`` and ``!GF`` are asked once each; a reply with a unit suffix,
+        a ``?``, a ``>OK`` or no reply leaves that item out (listed in ``unanswered``) and
+        never fails the connection: acquiring activity does not depend on them. After the
+        first query without any reply the rest are not asked (the instrument is busy or does
+        not know them), so connecting stays short.
+        """
         await self.open()
         extra: dict[str, Any] = {}
-        version = (await self._ask(b"!GV")).decode("ascii", "replace").strip()
-        extra["chamber_current_a"] = parse_number(await self._ask(b"!GQ"))
-        extra["hv_battery_v"] = parse_number(await self._ask(b"!V"))
-        self._factor = factor_text(parse_number(await self._ask(b"!GF")))
-        extra["cal_factor"] = self._factor
-        return DeviceInfo(model="Comecer VIK-202", firmware=version or None, extra=extra)
+        unanswered: list[str] = []
+        version: str | None = None
+        silent = False
+        for command in (b"!GV", b"!GQ", b"!V", b"!GF"):
+            name = command.decode()
+            if silent:
+                unanswered.append(name)
+                continue
+            try:
+                raw = await self._query(command)
+            except ReadTimeout:
+                silent = True
+                unanswered.append(name)
+                continue
+            except ProtocolError:
+                unanswered.append(name)
+                continue
+            text = raw.decode("ascii", "replace").strip()
+            if command == b"!GV":
+                version = text if text and text != "?" else None
+                if version is None:
+                    unanswered.append(name)
+                continue
+            if command == b"!GF":
+                try:
+                    self._factor = factor_text(parse_number(raw))
+                    extra["cal_factor"] = self._factor
+                except ProtocolError:
+                    unanswered.append(name)
+                continue
+            value = info_value(raw)
+            if value is None:
+                unanswered.append(name)
+            else:
+                extra["chamber_current_a" if command == b"!GQ" else "hv_battery_v"] = value
+        if unanswered:
+            extra["unanswered"] = ",".join(unanswered)
+        return DeviceInfo(model="Comecer VIK-202", firmware=version, extra=extra)
 
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
@@ -103,26 +197,29 @@ class Vik202Driver(SerialDriver):
         channel = self.config.channel
         try:
             if self.config.read_factor or self._factor is None:
-                self._factor = factor_text(parse_number(await self._ask(b"!GF")))
-            raw = await self._ask(b"!R")
+                try:
+                    self._factor = factor_text(parse_number(await self._query(b"!GF")))
+                except ProtocolError:
+                    pass  # the factor keeps its last known value; the activity still counts
+            raw = await self._query(b"!R")
             acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
-            value = parse_number(raw)
-        except ProtocolError as exc:
-            exc.channel = channel
-            raise
-        out = [
-            self.activity_reading(
+            nuclide = None if self._factor is None else self.factors.get(self._factor)
+            reading = self.activity_reading(
                 channel,
-                value,
+                reply_figure(raw),
                 "Bq",
-                nuclide=self.factors.get(self._factor),
+                nuclide=nuclide,
                 raw=raw,
                 acq_ns=acq_ns,
                 mono_ns=mono_ns,
                 cal=self._factor,
+                # The instrument shows a factor; the name comes from the factor table.
+                nuclide_shown=False,
             )
-        ]
-        return [self.stale(r) for r in out]
+        except ProtocolError as exc:
+            exc.channel = channel
+            raise
+        return [self.checks(reading)]
 
     async def write(self, command: str, value: str | None = None) -> str:
         self.check_write(command)

@@ -11,7 +11,7 @@ It also holds :func:`exchange`, the request/reply step the polled calibrator dri
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
@@ -23,7 +23,7 @@ from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Quality, Reading, Reason
-from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, nuclide
+from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, decay_between, nuclide
 from daq.transport import Link
 from drivers.base import SerialDriver
 
@@ -47,13 +47,29 @@ async def exchange(link: Link, request: bytes, terminator: bytes, timeout_s: flo
     return frame
 
 
-def canonical_nuclide(text: str) -> str:
-    """The table's symbol for ``text`` when it names a known nuclide, else ``text`` stripped."""
-    text = text.strip()
-    try:
-        return nuclide(text).symbol
-    except UnknownNuclide:
-        return text
+#: A displayed figure: digits, optionally a point and more digits (``7.403``, ``16.560``,
+#: ``740``), optionally negative (a background-subtracted reading near zero). No exponent and
+#: no bare point: ``.403`` is what a dropped byte leaves of ``7.403``, not a figure.
+_FIGURE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+#: The same with an optional exponent, for protocols that print one (``1.5E+10``).
+_FIGURE_EXP = re.compile(r"[-+]?[0-9]+(?:\.[0-9]+)?(?:[Ee][-+]?[0-9]{1,3})?")
+
+#: Reason of a reading far from what the previous one predicts (see :class:`JumpWatch`).
+IMPLAUSIBLE_JUMP = "implausible_jump"
+
+
+def display_figure(text: str, raw: bytes, *, exponent: bool = False) -> str:
+    """``text`` stripped, checked to be a figure as a calibrator displays it.
+
+    Raises :class:`ProtocolError` (carrying ``raw``) otherwise: a line without a checksum
+    that lost a byte (``.403`` for ``7.403``) must be refused, not stored as a value.
+    """
+    shown = text.strip()
+    pattern = _FIGURE_EXP if exponent else _FIGURE
+    if pattern.fullmatch(shown) is None:
+        what = "digits with an optional decimal point" + (" and exponent" if exponent else "")
+        raise ProtocolError(f"activity {shown[:40]!r} is not a displayed figure ({what})", raw=raw)
+    return shown
 
 
 def known_nuclide(text: str) -> str | None:
@@ -76,9 +92,16 @@ class CalibratorInstrument(SerialInstrument):
     taken as frozen and further identical readings are UNCERTAIN with the reason ``stale``
     (0 = off). A live chamber's noise and the decay change the last digit; a long-lived
     nuclide on a coarse display may not, so it is off unless a site turns it on.
+
+    ``jump_factor``: a reading more than this factor above or below the decay-predicted
+    value of the channel's previous reading (same nuclide and setting) is UNCERTAIN with the
+    reason ``implausible_jump``; its value is kept. ``jump_floor_bq``: when both figures are
+    below it (an empty chamber's background) they are not compared.
     """
 
     stale_repeats: Annotated[int, Field(ge=0)] = 0
+    jump_factor: Annotated[float, Field(ge=1.5, le=1000.0)] = 5.0
+    jump_floor_bq: Annotated[float, Field(ge=0.0, le=1e12)] = 1e5
 
 
 class StaleWatch:
@@ -91,15 +114,75 @@ class StaleWatch:
     def __call__(self, reading: Reading) -> Reading:
         if not self.repeats or reading.attrs is None:
             return reading
-        shown = (reading.attrs.get("reported_value"), reading.attrs.get("reported_unit"))
+        shown = (reading.attrs.get("reported_text"), reading.attrs.get("reported_unit"))
         last, count = self._last.get(reading.channel, (None, 0))
         count = count + 1 if shown == last else 1
         self._last[reading.channel] = (shown, count)
-        if count > self.repeats:
-            reading.quality = Quality.UNCERTAIN
-            reading.reason = Reason.STALE
-            reading.attrs = {**reading.attrs, "unchanged_polls": count}
+        if count > self.repeats and reading.quality is Quality.GOOD:
+            return dataclasses.replace(
+                reading,
+                quality=Quality.UNCERTAIN,
+                reason=Reason.STALE,
+                attrs={**reading.attrs, "unchanged_polls": count},
+            )
         return reading
+
+
+class JumpWatch:
+    """Marks UNCERTAIN/``implausible_jump`` a reading that departs from the decay-predicted
+    value of the previous reading of the same channel by more than ``factor``.
+
+    A protocol without a checksum can lose a digit and still parse (``743`` for ``7403``);
+    the decay law says what the next reading of the same vial can be. The first reading
+    after a vial is changed is flagged too: the flag asks for a look, the value is kept.
+    Readings with another nuclide or calibration setting than the previous one start afresh.
+    """
+
+    def __init__(self, factor: float, floor_bq: float):
+        self.factor = factor
+        self.floor_bq = floor_bq
+        self._last: dict[str, tuple[float, int, object, object]] = {}
+
+    def __call__(self, reading: Reading) -> Reading:
+        attrs = reading.attrs or {}
+        value = reading.value
+        if value is None or reading.quality is Quality.BAD:
+            return reading
+        setting = (attrs.get("nuclide"), attrs.get("cal"))
+        last = self._last.get(reading.channel)
+        self._last[reading.channel] = (value, reading.acq_ns, *setting)
+        if last is None or (last[2], last[3]) != setting:
+            return reading
+        predicted = last[0]
+        if isinstance(setting[0], str):
+            try:
+                predicted = decay_between(last[0], setting[0], last[1], reading.acq_ns)
+            except UnknownNuclide:
+                pass
+        if max(abs(predicted), abs(value)) < self.floor_bq:
+            return reading
+        if predicted > 0 and value > 0 and max(value / predicted, predicted / value) <= self.factor:
+            return reading
+        if reading.quality is not Quality.GOOD:
+            return reading
+        return dataclasses.replace(
+            reading,
+            quality=Quality.UNCERTAIN,
+            reason=IMPLAUSIBLE_JUMP,
+            attrs={**attrs, "predicted_bq": float(f"{predicted:.6g}"), "jump_factor": self.factor},
+        )
+
+
+class ReadoutChecks:
+    """The checks every calibrator driver runs on its own readings, in order: an implausible
+    jump (:class:`JumpWatch`), then a frozen readout (:class:`StaleWatch`)."""
+
+    def __init__(self, config: CalibratorInstrument):
+        self.jump = JumpWatch(config.jump_factor, config.jump_floor_bq)
+        self.stale = StaleWatch(config.stale_repeats)
+
+    def __call__(self, reading: Reading) -> Reading:
+        return self.stale(self.jump(reading))
 
 
 class LineConfig(CalibratorInstrument):
@@ -188,7 +271,10 @@ class LineParser:
         self.terminator = _unescape(config.terminator).encode(config.encoding)
         self.tz = ZoneInfo(config.device_tz)
 
-    def parse(self, raw: bytes) -> tuple[float, str, str | None, int | None]:
+    def parse(self, raw: bytes) -> tuple[str, str, str | None, int | None]:
+        """``(figure, unit, nuclide as shown or configured, device_ns)``; ``figure`` is the
+        activity text exactly as it arrived (:func:`display_figure`; an exponent is allowed,
+        as a configured pattern may match one)."""
         cfg = self.config
         body = raw[: -len(self.terminator)] if raw.endswith(self.terminator) else raw
         try:
@@ -199,20 +285,14 @@ class LineParser:
         if match is None:
             raise ProtocolError("line does not match the configured pattern", raw=raw)
         groups = match.groupdict()
-        number = (groups.get("activity") or "").strip()
-        try:
-            value = float(number)
-        except ValueError:
-            raise ProtocolError(f"activity {number!r} is not a number", raw=raw) from None
-        if not math.isfinite(value):
-            raise ProtocolError(f"activity {number!r} is not finite", raw=raw)
+        figure = display_figure(groups.get("activity") or "", raw, exponent=True)
         unit_text = groups.get("unit") or cfg.unit or ""
         try:
             unit = canonical_unit(unit_text)
         except UnknownUnit as exc:
             raise ProtocolError(str(exc), raw=raw) from None
         found = groups.get("nuclide")
-        nuc = canonical_nuclide(found) if found and found.strip() else cfg.nuclide
+        nuc = found.strip() if found and found.strip() else cfg.nuclide
         device_ns = None
         stamp = groups.get("device_time")
         if stamp is not None and cfg.device_time_format:
@@ -223,7 +303,7 @@ class LineParser:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=self.tz)
             device_ns = int(when.timestamp() * 1e9)
-        return value, unit, nuc, device_ns
+        return figure, unit, nuc, device_ns
 
 
 class LineDriver(SerialDriver):
@@ -240,7 +320,7 @@ class LineDriver(SerialDriver):
     def __init__(self, config: LineConfig, clock: Clock):
         super().__init__(config, clock)
         self.parser = LineParser(config)
-        self.stale = StaleWatch(config.stale_repeats)
+        self.checks = ReadoutChecks(config)
         self.streaming = config.poll_command is None  # type: ignore[misc]
         self._request = (
             None
@@ -270,21 +350,18 @@ class LineDriver(SerialDriver):
             raw = await exchange(self.link, self._request, self.parser.terminator, cfg.timeout_s)
         acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
         try:
-            value, unit, nuc, device_ns = self.parser.parse(raw)
+            figure, unit, nuc, device_ns = self.parser.parse(raw)
+            reading = self.activity_reading(
+                cfg.channel,
+                figure,
+                unit,
+                nuclide=nuc,
+                raw=raw,
+                acq_ns=acq_ns,
+                mono_ns=mono_ns,
+                device_ns=device_ns,
+            )
         except ProtocolError as exc:
             exc.channel = cfg.channel
             raise
-        return [
-            self.stale(
-                self.activity_reading(
-                    cfg.channel,
-                    value,
-                    unit,
-                    nuclide=nuc,
-                    raw=raw,
-                    acq_ns=acq_ns,
-                    mono_ns=mono_ns,
-                    device_ns=device_ns,
-                )
-            )
-        ]
+        return [self.checks(reading)]

@@ -7,25 +7,29 @@ listens: it sends nothing, so it cannot disturb a measurement at the console.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
+from daq.clock import Clock
+from daq.config.base import PositiveSeconds, SerialSettings
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Reading
 from daq.physics import UnknownUnit, canonical_unit
 from drivers.base import SerialDriver
+from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure
 
 _LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9 -]{0,15}?)\s*:\s*(\S+)\s+(\S+)\s*$")
 
 
-def parse_line(raw: bytes) -> tuple[str, float, str]:
-    """Parse one line into ``(isotope, activity, unit)``.
+def parse_line(raw: bytes) -> tuple[str, str, str]:
+    """Parse one line into ``(isotope as shown, figure as shown, unit)``.
 
-    Raises :class:`ProtocolError` (carrying ``raw``) for anything else; never another error.
+    The line has no checksum, so its fixed format is checked strictly: the activity is a
+    displayed figure (:func:`~drivers.line.display_figure`), and ``Lu-177: .403 GBq`` (a
+    dropped byte) is refused. Raises :class:`ProtocolError` (carrying ``raw``) for anything
+    else; never another error.
     """
     try:
         text = raw.decode("ascii")
@@ -35,20 +39,15 @@ def parse_line(raw: bytes) -> tuple[str, float, str]:
     if match is None:
         raise ProtocolError("expected '<isotope>: <activity> <unit>'", raw=raw)
     isotope, number, unit = match.groups()
-    try:
-        value = float(number)
-    except ValueError as exc:
-        raise ProtocolError(f"activity {number!r} is not a number", raw=raw) from exc
-    if not math.isfinite(value):
-        raise ProtocolError(f"activity {number!r} is not finite", raw=raw)
+    figure = display_figure(number, raw)
     try:
         unit = canonical_unit(unit)
     except UnknownUnit as exc:
         raise ProtocolError(str(exc), raw=raw) from exc
-    return isotope.strip(), value, unit
+    return isotope.strip(), figure, unit
 
 
-class Vdc404Config(SerialInstrument):
+class Vdc404Config(CalibratorInstrument):
     kind: Literal["veenstra-vdc404"]
     channel: str = "activity"
     #: Silence longer than this is treated as a lost link (the calibrator sends every ~1 s).
@@ -63,6 +62,10 @@ class Vdc404Driver(SerialDriver):
         baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
     config: Vdc404Config
+
+    def __init__(self, config: Vdc404Config, clock: Clock):
+        super().__init__(config, clock)
+        self.checks = ReadoutChecks(config)
 
     async def connect(self) -> DeviceInfo:
         await self.open()
@@ -80,12 +83,11 @@ class Vdc404Driver(SerialDriver):
         if not raw.strip():
             return []
         try:
-            isotope, value, unit = parse_line(raw)
+            isotope, figure, unit = parse_line(raw)
+            reading = self.activity_reading(
+                self.config.channel, figure, unit, nuclide=isotope, raw=raw, acq_ns=acq_ns, mono_ns=mono_ns
+            )
         except ProtocolError as exc:
             exc.channel = self.config.channel
             raise
-        return [
-            self.activity_reading(
-                self.config.channel, value, unit, nuclide=isotope, raw=raw, acq_ns=acq_ns, mono_ns=mono_ns
-            )
-        ]
+        return [self.checks(reading)]

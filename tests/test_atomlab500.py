@@ -20,24 +20,26 @@ from simulators.biodex_atomlab500 import Atomlab500Simulator
 
 PARSER = make_parser()
 
+# The parser keeps the figure and the isotope exactly as shown; the reading adds the table's
+# spelling of the nuclide (see test_driver_polls_with_either_query).
 GOLDEN = [
-    (b"Tc99m 12.34 mCi\r\n", (12.34, "mCi", "Tc-99m")),
-    (b"F18 1.234 GBq\r\n", (1.234, "GBq", "F-18")),
-    (b"  I-131  450.0 MBq\r\n", (450.0, "MBq", "I-131")),
-    (b"Lu177 7.40 GBq\r\n", (7.4, "GBq", "Lu-177")),
-    (b"Co57 12.0 uCi\r\n", (12.0, "uCi", "Co57")),  # not in the table: kept as shown
+    (b"Tc99m 12.34 mCi\r\n", ("12.34", "mCi", "Tc99m")),
+    (b"F18 1.234 GBq\r\n", ("1.234", "GBq", "F18")),
+    (b"  I-131  450.0 MBq\r\n", ("450.0", "MBq", "I-131")),
+    (b"Lu177 7.40 GBq\r\n", ("7.40", "GBq", "Lu177")),
+    (b"Co57 12.0 uCi\r\n", ("12.0", "uCi", "Co57")),  # not in the table: kept as shown
 ]
 
 
 @pytest.mark.parametrize(("raw", "expected"), GOLDEN)
-def test_golden_replies(raw: bytes, expected: tuple[float, str, str]) -> None:
+def test_golden_replies(raw: bytes, expected: tuple[str, str, str]) -> None:
     value, unit, nuclide, device_ns = PARSER.parse(raw)
     assert (value, unit, nuclide) == expected
     assert device_ns is None
 
 
 @pytest.mark.parametrize("raw", [b"\r\n", b"OK\r\n", b"?\r\n", b"Tc99m 12.3 furlongs\r\n", b"Tc99m nan mCi\r\n",
-                                 b"\xff\xfe 1 mCi\r\n"])  # fmt: skip
+                                 b"\xff\xfe 1 mCi\r\n", b"Tc99m .34 mCi\r\n", b"Tc99m 12. mCi\r\n"])  # fmt: skip
 def test_bad_replies_raise_protocol_error_with_raw(raw: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
         PARSER.parse(raw)
@@ -48,11 +50,11 @@ def test_bad_replies_raise_protocol_error_with_raw(raw: bytes) -> None:
 @given(st.binary(max_size=80))
 def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
     try:
-        value, unit, _, _ = PARSER.parse(raw)
+        figure, unit, _, _ = PARSER.parse(raw)
     except ProtocolError as exc:
         assert exc.raw == raw
     else:
-        assert value == value
+        assert float(figure) == float(figure)
         assert unit in {"Bq", "kBq", "MBq", "GBq", "TBq", "uCi", "µCi", "mCi", "Ci"}
 
 
@@ -77,6 +79,8 @@ async def test_driver_polls_with_either_query(query: str) -> None:
     assert reading.attrs is not None
     assert reading.attrs["reported_unit"] == "mCi"
     assert reading.attrs["nuclide"] == "Tc-99m"
+    # What the instrument showed is kept: the isotope setting and its spelling.
+    assert reading.attrs["cal"] == reading.attrs["nuclide_shown"] == "Tc99m"
     # 925 MBq = 25 mCi; 1 mCi = 37 MBq exactly.
     assert reading.value == pytest.approx(reading.attrs["reported_value"] * 37e6)
     assert reading.value == pytest.approx(925e6, rel=0.01)
@@ -88,7 +92,7 @@ def test_reply_pattern_is_configurable_and_checked() -> None:
         reply_pattern=r"^A=(?P<activity>[0-9.]+)(?P<unit>[A-Za-z]+)$",
     )  # fmt: skip
     parser = make_parser(cfg.reply_pattern)
-    assert parser.parse(b"A=12.5MBq\r\n")[:2] == (12.5, "MBq")
+    assert parser.parse(b"A=12.5MBq\r\n")[:2] == ("12.5", "MBq")
     with pytest.raises(ValidationError, match="named groups"):
         Atomlab500Config(
             name="al", kind="biodex-atomlab500", port="/dev/ttyS0", reply_pattern=r"(?P<activity>\S+)"

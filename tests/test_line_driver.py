@@ -6,6 +6,7 @@ The simulator's line format is this project's own, illustrative one (simulators/
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from daq.clock import ManualClock, SystemClock
 from daq.errors import ConfigError, ProtocolError
-from drivers.line import LineConfig, LineDriver, LineParser
+from drivers.line import LineConfig, LineDriver, LineParser, display_figure
 from simulators.line import PATTERN, TIME_FORMAT, LineSimulator
 from tests.helpers import make_config
 
@@ -29,7 +30,7 @@ def cfg(**kw: object) -> LineConfig:
 def test_golden_line_with_device_time() -> None:
     parser = LineParser(cfg())
     value, unit, nuclide, device_ns = parser.parse(b"A=1.202 GBq N=Ga-68 T=2026-01-01 00:00:05\r\n")
-    assert (value, unit, nuclide) == (1.202, "GBq", "Ga-68")
+    assert (value, unit, nuclide) == ("1.202", "GBq", "Ga-68")
     assert device_ns == int(datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC).timestamp()) * 10**9
 
 
@@ -44,7 +45,7 @@ def test_fixed_unit_and_nuclide_and_other_terminator_and_encoding() -> None:
             encoding="latin-1", device_time_format=None)  # fmt: skip
     parser = LineParser(c)
     assert parser.terminator == b"\x03"
-    assert parser.parse(b"ACT 12.5\x03") == (12.5, "mCi", "Tc-99m", None)
+    assert parser.parse(b"ACT 12.5\x03") == ("12.5", "mCi", "Tc-99m", None)
 
 
 @pytest.mark.parametrize(
@@ -76,11 +77,11 @@ def test_config_error_names_file_and_key(tmp_path: Path) -> None:
 @given(st.binary(max_size=120))
 def test_arbitrary_bytes_only_raise_protocol_error(raw: bytes) -> None:
     try:
-        value, _, _, _ = LineParser(cfg()).parse(raw)
+        figure, _, _, _ = LineParser(cfg()).parse(raw)
     except ProtocolError as exc:
         assert exc.raw == raw
     else:
-        assert value == value
+        assert float(figure) == float(figure)
 
 
 @pytest.mark.parametrize("listen", ["tcp://127.0.0.1:0", "pty"])
@@ -116,3 +117,22 @@ async def test_listening_mode_sends_nothing() -> None:
     assert driver.streaming
     assert sim.requests == []
     assert len(readings) == 3
+
+
+@pytest.mark.fuzz
+@given(st.text(max_size=30), st.booleans())
+def test_display_figure_only_raises_protocol_error(text: str, exponent: bool) -> None:
+    try:
+        figure = display_figure(text, b"raw", exponent=exponent)
+    except ProtocolError as exc:
+        assert exc.raw == b"raw"
+    else:
+        assert figure == text.strip()
+        assert float(figure) == float(figure)
+        assert figure[0] in "+-0123456789"
+
+
+@given(st.decimals(min_value=-1000, max_value=10**6, places=4, allow_nan=False, allow_infinity=False))
+def test_display_figure_accepts_every_plain_decimal(value: Decimal) -> None:
+    text = f"{value:f}"
+    assert display_figure(f" {text} ", b"") == text

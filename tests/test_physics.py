@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import math
 import subprocess
+from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daq.clock import ManualClock
 from daq.physics import (
@@ -155,3 +158,43 @@ def test_daq_decay_rejects_bad_input_clearly(args: list[str], message: str) -> N
     proc = subprocess.run([*DAQ, "decay", *args], capture_output=True, text=True)
     assert proc.returncode == 1
     assert message in proc.stderr
+
+
+# -- exact conversion of a displayed figure ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "bq"),
+    [("16.56", "MBq", 16560000.0), ("9.322", "mCi", 344914000.0), ("32.01", "GBq", 32010000000.0),
+     ("7.400", "GBq", 7400000000.0), ("0.512", "uCi", 18944.0), ("1", "Ci", 3.7e10)],
+)  # fmt: skip
+def test_to_bq_converts_the_displayed_text_exactly(text: str, unit: str, bq: float) -> None:
+    assert to_bq(text, unit) == bq
+    assert to_bq(float(text), unit) == bq  # a float is taken as its shortest decimal spelling
+
+
+@given(
+    st.decimals(min_value=0, max_value=99999, places=3, allow_nan=False, allow_infinity=False),
+    st.sampled_from(["kBq", "MBq", "GBq", "uCi", "mCi", "Ci"]),
+)
+def test_to_bq_rounds_once(figure: Decimal, unit: str) -> None:
+    factor = {
+        "kBq": 10**3,
+        "MBq": 10**6,
+        "GBq": 10**9,
+        "uCi": 37 * 10**3,
+        "mCi": 37 * 10**6,
+        "Ci": 37 * 10**9,
+    }
+    assert to_bq(str(figure), unit) == float(figure * factor[unit])
+
+
+@pytest.mark.fuzz
+@given(st.text(max_size=30))
+def test_to_bq_text_only_raises_value_error(text: str) -> None:
+    try:
+        bq = to_bq(text, "MBq")
+    except ValueError:
+        pass
+    else:
+        assert math.isfinite(bq)

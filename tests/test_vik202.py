@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from daq.clock import SystemClock
 from daq.errors import ProtocolError
-from drivers.comecer_vik202 import FACTOR_NUCLIDES, Vik202Config, Vik202Driver, factor_text, parse_number
+from drivers.comecer_vik202 import (
+    FACTOR_NUCLIDES,
+    Vik202Config,
+    Vik202Driver,
+    factor_text,
+    info_value,
+    parse_number,
+    reply_figure,
+)
 from simulators.comecer_vik202 import Vik202Simulator
 
 GOLDEN = [
@@ -77,10 +85,36 @@ async def test_device_info_and_reading_over_a_pty() -> None:
     assert info.extra["chamber_current_a"] > 0
     assert info.extra["hv_battery_v"] == 512.0
     assert reading.unit == "Bq"
+    assert reading.attrs is not None
     assert reading.attrs == {
         "nuclide": "Tc-99m",
         "reported_value": reading.value,
+        "reported_text": reading.attrs["reported_text"],
         "reported_unit": "Bq",
         "cal": "236",
     }
+    assert float(reading.attrs["reported_text"]) == reading.value
     assert reading.value == pytest.approx(800e6, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(b"1.25E-11 A\r", 1.25e-11), (b"297 V\r", 297.0), (b"297\r", 297.0), (b"297 V>OK\r", 297.0),
+     (b"?\r", None), (b">OK\r", None), (b"VIK\r", None), (b"nan\r", None), (b"\xff\r", None)],
+)  # fmt: skip
+def test_device_info_values(raw: bytes, expected: float | None) -> None:
+    assert info_value(raw) == expected
+
+
+@pytest.mark.fuzz
+@given(st.binary(max_size=40))
+def test_device_info_values_never_raise(raw: bytes) -> None:
+    value = info_value(raw)
+    assert value is None or abs(value) < float("inf")
+
+
+@pytest.mark.parametrize("raw", [b".5E+10\r", b"740000000 Bq\r", b"7.4e\r", b"1,5\r"])
+def test_activity_reply_is_strict(raw: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        reply_figure(raw)
+    assert info.value.raw == raw

@@ -63,7 +63,12 @@ def main(args: argparse.Namespace) -> int:
         raise DaqError(f"activity {args.activity!r}: expected a finite, non-negative number")
     t1 = parse_time(args.t_from, "--from")
     t2 = parse_time(args.t_to, "--to")
-    result = from_bq(decay_between(to_bq(a0, unit), nuc.symbol, t1, t2), out_unit)
+    try:
+        # The typed text, converted exactly: "16.56 MBq" is 16560000 Bq, not a float's neighbour.
+        a0_bq = to_bq(args.activity, unit)
+    except ValueError as exc:
+        raise DaqError(f"activity {args.activity!r}: {exc}") from None
+    result = from_bq(decay_between(a0_bq, nuc.symbol, t1, t2), out_unit)
     print(f"{result:.6g} {out_unit}")
     print(
         f"  {nuc.symbol} {a0:g} {unit} at {args.t_from} -> {args.t_to} ({_duration((t2 - t1) / 1e9)}); "
