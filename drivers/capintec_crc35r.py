@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from daq.clock import Clock
 from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError
-from daq.model import DeviceInfo, Quality, Reading, Reason
+from daq.model import SERIES_ATTRS, DeviceInfo, Quality, Reading, Reason
 from drivers.base import SerialDriver
 from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
 
@@ -128,6 +128,9 @@ class Crc35rDriver(SerialDriver):
     def __init__(self, config: Crc35rConfig, clock: Clock):
         super().__init__(config, clock)
         self.checks = ReadoutChecks(config)
+        #: Each chamber's series attributes (its nuclide) from its last reading, which a BAD
+        #: record of that chamber carries too, so it lands in the series it interrupts.
+        self._series: dict[str, dict[str, object]] = {}
 
     async def connect(self) -> DeviceInfo:
         await self.open()
@@ -176,10 +179,12 @@ class Crc35rDriver(SerialDriver):
                         quality=Quality.BAD,
                         reason=Reason.PARSE_ERROR,
                         raw=exc.raw or raw,
-                        attrs={"error": exc.reason[:500]},
+                        attrs={**self._series.get(channel, {}), "error": exc.reason[:500]},
                     )
                 )
                 continue
+            attrs = reading.attrs or {}
+            self._series[channel] = {k: attrs[k] for k in SERIES_ATTRS if attrs.get(k) is not None}
             out.append(self.checks(reading))
         return out
 

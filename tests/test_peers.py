@@ -101,6 +101,18 @@ async def test_crc35r_every_chamber_gets_one_reading_or_one_bad_record(listen: s
         assert why in r.attrs["error"]
 
 
+async def test_crc35r_bad_record_stays_in_the_chamber_series() -> None:
+    peer = Crc35rPeer({1: ("Lu177", "7.403", "5"), 2: ("F18", "1.234", "4")})
+    async with connected(peer, Crc35rDriver, "tcp", kind="capintec-crc35r", chambers=[1, 2]) as d:
+        await d.read()
+        peer.replies = {2: crc35r_wrap(b"DR2,F18   , 1.2349")}
+        one, two = await d.read()
+    assert one.quality is Quality.GOOD
+    assert two.quality is Quality.BAD
+    assert two.attrs is not None
+    assert two.attrs["nuclide"] == "F-18"
+
+
 # -- exact becquerels, the figure as displayed, the nuclide table's spelling ------------------
 
 
