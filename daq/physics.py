@@ -148,6 +148,21 @@ def from_bq(value_bq: float, unit: str) -> float:
     return value_bq / UNIT_TO_BQ[canonical_unit(unit)]
 
 
+_SI_STEPS = ("Bq", "kBq", "MBq", "GBq", "TBq")
+
+
+def display_activity(value_bq: float) -> tuple[str, str]:
+    """``(figure, unit)`` for people: the SI multiple that puts the figure in 1..999, four
+    significant digits (``1.504e10`` Bq -> ``("15.04", "GBq")``). Storage keeps becquerels."""
+    if not math.isfinite(value_bq) or value_bq == 0:
+        return f"{value_bq:g}", "Bq"
+    step = min(max(math.floor(math.log10(abs(value_bq)) / 3), 0), len(_SI_STEPS) - 1)
+    figure = value_bq / 1000**step
+    if round(abs(figure), 1) >= 1000 and step < len(_SI_STEPS) - 1:
+        step, figure = step + 1, figure / 1000
+    return (f"{figure:.0f}" if abs(figure) >= 1000 else f"{figure:.4g}"), _SI_STEPS[step]
+
+
 class DecayOutOfRange(DaqError):
     """A back-correction so far that the activity exceeds what a float can hold."""
 

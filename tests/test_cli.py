@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +34,22 @@ def test_simulate_rejects_unknown_fault() -> None:
 
 def test_demo_shows_live_readings_and_summary(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
-    proc = subprocess.run(
-        [*DAQ, "demo", "--duration", "4", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    # Another program holds the live page's usual port: the demo takes a free one and says where.
+    with contextlib.ExitStack() as stack:
+        holder = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already held by someone else: busy all the same
+            holder.bind(("127.0.0.1", 8470))
+            holder.listen()
+        proc = subprocess.run(
+            [*DAQ, "demo", "--duration", "4", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
+    page = re.search(r"^live page: http://127\.0\.0\.1:(\d+)/$", out, re.MULTILINE)
+    assert page is not None, out
+    assert page.group(1) != "8470"
+    assert f"DAQ_API=http://127.0.0.1:{page.group(1)} DAQ_API_TOKEN=demo daq runs annotate" in out
     assert "GOOD" in out
     assert "summary" in out
     assert str(data_dir / "journal.sqlite3") in out

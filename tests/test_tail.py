@@ -137,6 +137,17 @@ def test_status_asks_the_running_daemon(tmp_path: Path) -> None:
             text=True,
             timeout=60,
         )
+        # A filter that matches nothing says so and ends on time, not after the stream's timeout.
+        started = time.monotonic()
+        nosuch = subprocess.run(
+            [*DAQ, "tail", "--api", url, "--instrument", "nosuch", "--duration", "2"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        quiet = subprocess.run(
+            [*DAQ, "tail", "--api", url, "--channel", "no_such_*", "--duration", "2"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        both_s = time.monotonic() - started
     finally:
         stop(daemon)
         stop(sim)
@@ -154,8 +165,16 @@ def test_status_asks_the_running_daemon(tmp_path: Path) -> None:
     assert text_tail.returncode == 0, text_tail.stderr
     rows = text_tail.stdout.splitlines()
     assert len(rows) > 5
-    assert all("dc1" in r and "activity" in r and "GOOD" in r and " Bq " in r for r in rows)
+    assert all("dc1" in r and "activity" in r and "GOOD" in r for r in rows)
+    assert all(re.search(r" [kMGT]?Bq ", r) for r in rows)  # activities in display units
     assert "\x1b[" not in text_tail.stdout  # no colour when not on a terminal
+    assert nosuch.returncode == 1
+    assert nosuch.stderr.strip() == f"daq: error: no instrument 'nosuch' in the daemon at {url} (it has: dc1)"
+    assert quiet.returncode == 0, quiet.stderr
+    assert "no channel seen so far matches no_such_*" in quiet.stderr
+    assert "lost" not in quiet.stderr
+    assert "retrying" not in quiet.stderr
+    assert both_s < 15  # the quiet tail ended at --duration, not after 20 s of silence
 
 
 def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
@@ -178,7 +197,7 @@ def test_tail_columns_align_and_colour_by_quality() -> None:
     assert "\x1b[32mGOOD" in good
     assert bad.startswith("\x1b[31m")
     assert re.search(r"BAD +timeout", bad)
-    assert "7.4e+09 Bq" in good
+    assert re.search(r" 7\.4 GBq ", good)  # 7.4e9 Bq in the unit people read
     shown = p.line({**base, "instrument": "dc1", "channel": "activity", "value": 7.4e9, "quality": "GOOD",
                     "attrs": {"reported_value": 7.4, "reported_unit": "GBq", "nuclide": "Lu-177"}})  # fmt: skip
     assert re.search(r"GOOD +\(7.4 GBq, Lu-177\)", shown)
@@ -186,3 +205,10 @@ def test_tail_columns_align_and_colour_by_quality() -> None:
     a = plain.line({**base, "instrument": "dc1", "channel": "activity", "value": 1.0, "quality": "GOOD"})
     b = plain.line({**base, "instrument": "dc1", "channel": "reactor_temp", "value": 2.0, "quality": "GOOD"})
     assert a.index("GOOD") == b.index("GOOD")  # the columns line up
+    c = Printer(Out(), as_json=False, colour=False).line(  # type: ignore[arg-type]
+        {**base, "instrument": "synth-modbus", "channel": "reactor_temp", "value": 2.0, "quality": "GOOD"}
+    )
+    d = Printer(Out(), as_json=False, colour=False).line(  # type: ignore[arg-type]
+        {**base, "instrument": "dc1", "channel": "activity", "value": 1.5e10, "quality": "GOOD"}
+    )
+    assert c.index("GOOD") == d.index("GOOD")  # fixed widths: separate tails line up too

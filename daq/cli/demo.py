@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from daq.errors import ConfigError, DaqError
 from daq.journal.reader import JournalReader
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
+from daq.physics import display_activity
 from simulators.base import Listener
 
 NAME = "demo"
@@ -102,6 +105,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=1, help="simulator seed")
     p.add_argument(
+        "--api-port", type=int, default=None, metavar="PORT",
+        help=f"the live page's port on 127.0.0.1 (default {DEFAULT_API_PORT}, or a free one if it is busy)",
+    )  # fmt: skip
+    p.add_argument(
         "--influx-url",
         default=None,
         metavar="URL",
@@ -140,6 +147,39 @@ def _with_influx(cfg: Config, args: argparse.Namespace) -> Config:
     return Config(cfg.model.model_copy(update={"sinks": [sink]}), path=cfg.path, text=cfg.text)
 
 
+#: The live page's usual port; ``daq demo`` takes a free one when another program holds it.
+DEFAULT_API_PORT = 8470
+#: The demo-only token: set when the variable the demo config names is unset.
+DEMO_TOKEN = "demo"  # noqa: S105 (a published demo value, not a secret)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _with_api_port(cfg: Config, requested: int | None) -> Config:
+    """The demo's API on ``requested``, else on its configured port if free, else on a free one."""
+    api = cfg.model.api
+    if not api.enabled:
+        return cfg
+    if requested is not None:
+        if not 0 <= requested <= 65535:
+            raise DaqError(f"--api-port {requested}: expected 0 to 65535")
+        port = requested
+    else:
+        port = api.port if _port_free(api.port) else 0
+    return Config(
+        cfg.model.model_copy(update={"api": api.model_copy(update={"port": port})}),
+        path=cfg.path,
+        text=cfg.text,
+    )
+
+
 def _default_config() -> Path:
     return _REPO_CONFIG if _REPO_CONFIG.exists() else _PACKAGED_CONFIG
 
@@ -168,7 +208,13 @@ class LivePrinter:
         stamp = (
             time.strftime("%H:%M:%S", time.localtime(r.acq_ns / 1e9)) + f".{r.acq_ns // 1_000_000 % 1000:03d}"
         )
-        value = "-" if r.value is None else f"{r.value:.6g}"
+        unit = r.unit
+        if r.value is None:
+            value = "-"
+        elif unit == "Bq":
+            value, unit = display_activity(r.value)
+        else:
+            value = f"{r.value:.6g}"
         extra = ""
         if r.attrs and "reported_value" in r.attrs:
             a = r.attrs
@@ -177,7 +223,7 @@ class LivePrinter:
             extra = f" ({r.attrs['text']})"  # a state's name, e.g. a synthesis step
         reason = f" {r.reason}" if r.reason else ""
         line = (
-            f"{stamp}  {r.instrument:<14} {r.channel:<20} {value:>14} {r.unit:<6} "
+            f"{stamp}  {r.instrument:<14} {r.channel:<20} {value:>14} {unit:<6} "
             f"{r.quality.name:<9}{reason}{extra}"
         )
         if self.colour and r.quality is not Quality.GOOD:
@@ -233,9 +279,20 @@ async def _demo(cfg: Config, args: argparse.Namespace) -> None:
         printers: list[asyncio.Task[None]] = []
 
         async def on_ready(d: Daemon) -> None:
-            api_url = getattr(d.services.get("api"), "url", None)
+            api = d.services.get("api")
+            api_url = getattr(api, "url", None)
+            if api is not None and not api_url:
+                print(f"live page: not serving yet ({getattr(api, 'error', None)}); retrying", flush=True)
             if api_url:
-                print(f"live page: {api_url}/  (daq tail, daq status)\n", flush=True)
+                token_env = cfg.model.api.token_env
+                print(f"live page: {api_url}/", flush=True)
+                print(f"  try:     DAQ_API={api_url} daq status   (or daq tail)", flush=True)
+                if token_env and os.environ.get(token_env) == DEMO_TOKEN:
+                    print(
+                        f"  control: DAQ_API={api_url} DAQ_API_TOKEN={DEMO_TOKEN} daq runs annotate "
+                        "'vial 1 dispensed' --reason demo\n",
+                        flush=True,
+                    )
             printers.append(asyncio.create_task(_print_live(d, printer), name="demo-printer"))
 
         print(f"journal: {cfg.daemon.data_dir}/journal.sqlite3 — Ctrl-C to stop\n", flush=True)
@@ -275,6 +332,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or _default_config()).with_data_dir(args.data_dir)
     if args.influx_url:
         cfg = _with_influx(cfg, args)
+    cfg = _with_api_port(cfg, args.api_port)
+    if cfg.model.api.token_env:
+        os.environ.setdefault(cfg.model.api.token_env, DEMO_TOKEN)
     logs.configure("warning")
     try:
         asyncio.run(_demo(cfg, args))

@@ -16,15 +16,19 @@ import time
 from datetime import datetime
 from typing import Any, ClassVar, TextIO
 
-from daq.api.client import ApiUnavailable, default_api, stream
+from daq.api.client import ApiUnavailable, default_api, get_json, stream
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.cli.argtypes import seconds
+from daq.errors import DaqError
+from daq.physics import display_activity
 
 NAME = "tail"
 HELP = "follow live readings from the running daemon (optionally replaying the last minutes first)"
 
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_CAP_S = 5.0
+#: Longest silence on the stream before the daemon counts as gone (it sends heartbeats more often).
+STREAM_SILENCE_S = 20.0
 
 
 def _duration(text: str) -> float:
@@ -67,29 +71,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Printer:
-    """Aligned columns that widen to fit; colour by quality on a terminal (not with NO_COLOR)."""
+    """Fixed-width columns (instrument 14, channel 20, value 10, unit 4), so that lines of different
+    instruments line up; longer names widen their column and everything after it shifts once.
+    Activities in becquerels show in the SI multiple people read (``15.04 GBq``); colour by quality
+    on a terminal (not with NO_COLOR). ``--json`` prints the stored values unchanged."""
 
     COLOURS: ClassVar[dict[str, str]] = {"GOOD": "\x1b[32m", "UNCERTAIN": "\x1b[33m", "BAD": "\x1b[31m"}
+    WIDTHS: ClassVar[dict[str, int]] = {"instrument": 14, "channel": 20, "value": 10, "unit": 4}
 
     def __init__(self, out: TextIO, *, as_json: bool, colour: bool | None = None):
         self.out = out
         self.as_json = as_json
         self.colour = (out.isatty() and "NO_COLOR" not in os.environ) if colour is None else colour
-        self.widths = {"instrument": 10, "channel": 12, "unit": 4}
+        self.widths = dict(self.WIDTHS)
 
     def line(self, r: dict[str, Any]) -> str:
         if self.as_json:
             return json.dumps(r, separators=(",", ":"))
+        if r["value"] is None:
+            value, unit = "-", r["unit"]
+        elif r["unit"] == "Bq":
+            value, unit = display_activity(r["value"])
+        else:
+            value, unit = f"{r['value']:.6g}", r["unit"]
         w = self.widths
-        for key in w:
-            w[key] = max(w[key], len(str(r.get(key) or "")))
+        for key, text in (("instrument", r["instrument"]), ("channel", r["channel"]), ("unit", unit)):
+            w[key] = max(w[key], len(str(text or "")))
         stamp = datetime.fromtimestamp(r["acq_ns"] / 1e9).astimezone().isoformat(timespec="milliseconds")
-        value = "-" if r["value"] is None else f"{r['value']:.6g}"
         quality = r["quality"]
         reason = f" {r['reason']}" if r.get("reason") else ""
         text = (
             f"{stamp}  {r['instrument']:<{w['instrument']}}  {r['channel']:<{w['channel']}}  "
-            f"{value:>12} {r['unit']:<{w['unit']}}  "
+            f"{value:>{w['value']}} {unit:<{w['unit']}}  "
         )
         attrs = r.get("attrs") or {}
         if "reported_value" in attrs:
@@ -107,6 +120,35 @@ class Printer:
 
     def show(self, r: dict[str, Any]) -> None:
         print(self.line(r), file=self.out, flush=True)
+
+
+def check_filter(api: str, flt: ReadingFilter, err: TextIO = sys.stderr) -> None:
+    """Refuse instruments the daemon does not have; warn when no channel it has seen matches.
+
+    Without this, a typo in ``--instrument`` shows nothing at all, which reads as a quiet cell.
+    A daemon that does not answer is left to :func:`follow`, which waits for it.
+    """
+    if flt.everything:
+        return
+    try:
+        status = get_json(api, "/api/status")
+    except ApiUnavailable:
+        return
+    instruments: dict[str, Any] = status.get("instruments") or {}
+    unknown = sorted(flt.instruments - set(instruments))
+    if unknown:
+        raise DaqError(
+            f"no instrument {', '.join(map(repr, unknown))} in the daemon at {api} "
+            f"(it has: {', '.join(sorted(instruments)) or 'none'})"
+        )
+    if flt.channels:
+        chosen = [n for n in instruments if not flt.instruments or n in flt.instruments]
+        if not any(flt.match(n, ch, 0) for n in chosen for ch in instruments[n].get("channels") or {}):
+            print(
+                f"daq tail: no channel seen so far matches {', '.join(flt.channels)}; waiting for one",
+                file=err,
+                flush=True,
+            )
 
 
 def follow(
@@ -132,8 +174,12 @@ def follow(
             params.append(("since_ns", str(since_ns)))
         elif down:
             params.append(("since_ns", str(started_ns)))
+        # The read timeout bounds silence: never past --duration, so a quiet filter ends on time.
+        timeout = STREAM_SILENCE_S if deadline is None else min(STREAM_SILENCE_S, deadline - time.monotonic())
+        if timeout <= 0:
+            return
         try:
-            for obj in stream(api, params):
+            for obj in stream(api, params, timeout=max(timeout, 0.05)):
                 if down:
                     print(f"daq tail: reconnected to {api}", file=err, flush=True)
                     down = False
@@ -149,6 +195,8 @@ def follow(
                     return
             raise ApiUnavailable(f"{api} ended the stream")
         except ApiUnavailable as exc:
+            if deadline is not None and time.monotonic() >= deadline - 0.05:
+                return  # the silence was --duration running out, not a lost daemon
             if not down:
                 print(f"daq tail: {exc}; retrying", file=err, flush=True)
                 down = True
@@ -166,8 +214,10 @@ def main(args: argparse.Namespace) -> int:
     since_ns = None if args.since is None else time.time_ns() - int(args.since * 1e9)
     deadline = None if args.duration is None else time.monotonic() + args.duration
     printer = Printer(sys.stdout, as_json=args.json)
+    api = args.api or default_api()
+    check_filter(api, flt)
     try:
-        follow(args.api or default_api(), flt, since_ns, printer, deadline=deadline)
+        follow(api, flt, since_ns, printer, deadline=deadline)
     except BrokenPipeError:
         # `daq tail | head`: the reader left; exit quietly.
         sys.stderr.close()
