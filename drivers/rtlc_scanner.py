@@ -100,6 +100,13 @@ def start_line(batch: str, operator: str, range_mm: int, time_min: int) -> bytes
     return f"{batch},{operator},{range_mm},{time_min}\n".encode("ascii")
 
 
+def scan_positions_mm(range_mm: float) -> list[float]:
+    """The positions a scan of ``range_mm`` measures, defined once: the scanner steps 0.5 mm
+    from the origin before each count, so 0.5, 1.0, ... up to ``range_mm`` (``range_mm x 2``
+    positions, which is also what the dwell time divides the scan time by)."""
+    return [k * STEP_MM for k in range(1, round(range_mm / STEP_MM) + 1)]
+
+
 def dwell_s(range_mm: int, time_min: int) -> float:
     """Counting time at each position: ``time_min x 60 / (range_mm x 2)`` seconds."""
     return time_min * 60.0 / (range_mm * 2)
@@ -154,7 +161,7 @@ class Scan:
 
     @property
     def expected_points(self) -> int:
-        return self.range_mm * 2
+        return len(scan_positions_mm(self.range_mm))
 
     @property
     def progress_percent(self) -> float:
@@ -380,19 +387,23 @@ class RtlcScannerDriver(SerialDriver):
         return out
 
     def _check_sequence(self, scan: Scan, point: ScanPoint, raw: bytes) -> None:
-        """The protocol has no checksum, but positions climb in 0.5 mm steps: a line whose
-        position is off that grid, not beyond the last one, or past the range is corrupt
-        (a dropped digit turns ``305; 12`` into ``35; 12``) and is refused, never stored."""
+        """The protocol has no checksum, but positions climb in 0.5 mm steps from 0.5 mm to the
+        range (:func:`scan_positions_mm`): a line whose position is off that grid, not beyond
+        the last one, at the origin or past the range is corrupt (a dropped digit turns
+        ``305; 12`` into ``35; 12``) and is refused, never stored, so a scan never holds
+        more positions than it defines."""
         tenths = round(point.position_mm * 10)
         last = scan.positions_mm[-1] if scan.positions_mm else None
         problem = None
         if tenths % 5:
             problem = "is not on the 0.5 mm grid"
+        elif tenths < 5:
+            problem = "is the origin, not a counting position (the first is 0.5 mm)"
         elif last is None and point.position_mm > FIRST_MAX_MM:
             problem = "cannot start a scan (the scanner may be finishing one not started here)"
         elif last is not None and point.position_mm <= last:
             problem = f"does not follow {last:g} mm"
-        elif point.position_mm > scan.range_mm + STEP_MM:
+        elif point.position_mm > scan.range_mm:
             problem = f"is beyond the {scan.range_mm} mm range"
         if problem is not None:
             scan.bad_lines += 1

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daq.clock import SystemClock
 from daq.config.load import parse_config
@@ -18,7 +20,7 @@ from daq.errors import ConfigError
 from daq.tlc.analysis import analyse
 from daq.tlc.methods import TlcMethod
 from daq.tlc.peaks import propose_rois
-from drivers.rtlc_scanner import RtlcScannerConfig, RtlcScannerDriver, Scan
+from drivers.rtlc_scanner import RtlcScannerConfig, RtlcScannerDriver, Scan, scan_positions_mm
 from simulators.rtlc_scanner import RtlcScannerSimulator
 from tests.helpers import config_text
 from tests.tlc_helpers import METHOD_TOML, NO_API
@@ -226,3 +228,37 @@ def test_a_position_missing_inside_an_roi_withholds_the_verdict() -> None:
     res = analyse([x for x, _ in between], [c for _, c in between], method(), complete=True)
     assert res["missing_positions"] == 1
     assert res["passed"] is True
+
+
+@given(st.integers(1, 200), st.sets(st.integers(1, 200), max_size=20))
+def test_with_the_range_every_unmeasured_position_counts_once(last: int, holes: set[int]) -> None:
+    # A scan of 100 mm (positions 0.5 .. 100 mm) that said 'end' after position ``last`` and
+    # lost the lines ``holes``.
+    positions = [k * 0.5 for k in range(1, last + 1) if k not in holes]
+    counts = [1000 if 75 <= x < 78 else 1 for x in positions]
+    m = method()
+    res = analyse(positions, counts, m, complete=True, range_mm=100)
+    assert res["missing_positions"] == 200 - len(positions)
+    assert res["points"] == len(positions)
+    span = m.front_mm - m.origin_mm
+    missing = [k * 0.5 for k in range(1, 201) if k * 0.5 not in positions]
+    in_roi = [x for x in missing if any(r.rf_from <= (x - m.origin_mm) / span < r.rf_to for r in m.rois)]
+    if in_roi:
+        assert res["passed"] is None
+    elif res["rcp_percent"] is not None:
+        assert res["passed"] is (res["rcp_percent"] >= m.limit_percent)
+
+
+def test_an_roi_beyond_the_scan_range_withholds_the_verdict() -> None:
+    positions = [k * 0.5 for k in range(1, 161)]  # a scan of 80 mm: the product ROI reaches 95.5 mm
+    counts = [1000 if 75 <= x < 78 else 1 for x in positions]
+    res = analyse(positions, counts, method(), complete=True, range_mm=80)
+    assert res["missing_positions"] == 0
+    assert res["passed"] is None
+    assert any("beyond the scanned positions" in w for w in res["warnings"])
+
+
+def test_scan_positions_are_defined_once() -> None:
+    assert scan_positions_mm(100)[:2] == [0.5, 1.0]
+    assert scan_positions_mm(100)[-1] == 100.0
+    assert len(scan_positions_mm(100)) == 200

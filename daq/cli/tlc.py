@@ -396,7 +396,14 @@ async def reintegrate(args: argparse.Namespace) -> dict[str, Any]:
         history = store.analyses(reader, trace["trace_id"])
         current = history[-1] if history else None
         method = build_method(args, reader, current)
-    results = analyse(trace["positions_mm"], trace["counts"], method, complete=trace["complete"])
+    range_mm = trace["params"].get("range_mm")
+    results = analyse(
+        trace["positions_mm"],
+        trace["counts"],
+        method,
+        complete=trace["complete"],
+        range_mm=range_mm if isinstance(range_mm, int | float) else None,
+    )
     clock = SystemClock()
     analysis_id = analysis_id_for(trace["trace_id"], len(history) + 1)
     supersedes = current["analysis_id"] if current else None

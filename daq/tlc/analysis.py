@@ -6,8 +6,11 @@ negative net (an empty ROI after background subtraction) counts as zero in the R
 stored ``net_counts`` keep the sign, so nothing is hidden.
 
 The verdict is never a pass for an incomplete trace: ``passed`` is ``None`` then, as it is
-when no ROI holds counts and when positions are missing inside an ROI (a line lost to a bad
-frame leaves a hole in the integral; the RCP figure is still shown, with a warning).
+when no ROI holds counts and when positions inside an ROI were never measured: a line lost to
+a bad frame leaves a hole, and a scan that printed ``end`` before covering its range leaves
+the rest unmeasured (the RCP figure is still shown, with a warning). With the scan's range,
+the positions it should have measured are those the protocol defines
+(:func:`drivers.rtlc_scanner.scan_positions_mm`), each counted once.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from typing import Any
 
 from daq.tlc.methods import TlcMethod
 from daq.tlc.peaks import propose_rois
-
-STEP_MM = 0.5
+from drivers.rtlc_scanner import STEP_MM, scan_positions_mm
 
 
 def _r(x: float, digits: int = 3) -> float:
@@ -32,8 +34,14 @@ def analyse(
     method: TlcMethod,
     *,
     complete: bool,
+    range_mm: float | None = None,
 ) -> dict[str, Any]:
-    """Integrate ``counts`` at ``positions_mm`` with ``method``; returns the ``results`` JSON."""
+    """Integrate ``counts`` at ``positions_mm`` with ``method``; returns the ``results`` JSON.
+
+    ``range_mm`` is the scan's range: every position it defines that is not in the trace is
+    missing (an early ``end`` included). Without it, only holes between measured positions
+    are known to be missing.
+    """
     if len(positions_mm) != len(counts):
         raise ValueError("positions and counts differ in length")
     span = method.front_mm - method.origin_mm
@@ -63,13 +71,22 @@ def analyse(
             warnings.append("no scanned position in the background region; background taken as 0")
 
     rois: list[dict[str, Any]] = []
+    beyond: list[str] = []
     for roi in method.rois:
         pts = [c for rf, c in zip(rfs, counts, strict=True) if inside(rf, roi.rf_from, roi.rf_to)]
         gross = sum(pts)
         background = per_point * len(pts)
         lo_mm, hi_mm = method.mm(roi.rf_from), method.mm(roi.rf_to)
-        if positions_mm and (lo_mm < min(positions_mm) - STEP_MM or hi_mm > max(positions_mm) + STEP_MM):
-            warnings.append(f"ROI {roi.label!r} extends beyond the scanned positions")
+        if range_mm is not None:
+            scanned = (STEP_MM, float(range_mm))
+        elif positions_mm:
+            scanned = (min(positions_mm), max(positions_mm))
+        else:
+            scanned = None
+        if scanned is not None and (lo_mm < scanned[0] - STEP_MM or hi_mm > scanned[1] + STEP_MM):
+            # Part of the ROI lies where the scan never goes: its integral is truncated.
+            warnings.append(f"ROI {roi.label!r} extends beyond the scanned positions: no verdict")
+            beyond.append(roi.label)
         rois.append(
             {
                 "label": roi.label,
@@ -95,9 +112,13 @@ def analyse(
         warnings.append("no net counts in any ROI; RCP undefined")
 
     missing_mm: list[float] = []
-    for a, b in itertools.pairwise(positions_mm):
-        gap = round((b - a) / STEP_MM)
-        missing_mm.extend(a + k * STEP_MM for k in range(1, gap))
+    if range_mm is not None:
+        measured = {round(x / STEP_MM) for x in positions_mm}
+        missing_mm = [x for x in scan_positions_mm(range_mm) if round(x / STEP_MM) not in measured]
+    else:
+        for a, b in itertools.pairwise(positions_mm):
+            gap = round((b - a) / STEP_MM)
+            missing_mm.extend(a + k * STEP_MM for k in range(1, gap))
     in_rois = [
         x
         for x in missing_mm
@@ -112,7 +133,7 @@ def analyse(
         warnings.append("trace incomplete (scan did not reach 'end'): no verdict")
 
     passed: bool | None = None
-    if complete and rcp is not None and not in_rois:
+    if complete and rcp is not None and not in_rois and not beyond:
         passed = rcp >= method.limit_percent
     return {
         "method": method.name,

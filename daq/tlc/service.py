@@ -277,7 +277,9 @@ class TlcService:
             "passed": None,
         }
         if method is not None:
-            results = analyse(scan.positions_mm, scan.counts, method, complete=scan.complete)
+            results = analyse(
+                scan.positions_mm, scan.counts, method, complete=scan.complete, range_mm=scan.range_mm
+            )
             analysis_id = analysis_id_for(scan.scan_id, 1)
             journal.record(
                 "analyses",
