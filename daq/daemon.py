@@ -27,7 +27,10 @@ from daq.equilibrium import EquilibriumGate
 from daq.errors import DaqError, WriteRefused
 from daq.journal.journal import Journal
 from daq.logs import get_logger
-from daq.model import EventKind, InstrumentEvent, Reading
+from daq.model import EventKind, InstrumentEvent
+from daq.pipeline import Pipeline, reading_pipeline
+from daq.runs.attribution import RunAttribution
+from daq.runs.clock import ClockFlag
 from daq.supervisor import Supervisor
 from drivers import REGISTRY
 
@@ -56,12 +59,19 @@ class Daemon:
         self.journal: Journal | None = None
         self.supervisors: list[Supervisor] = []
         self.services: dict[str, Service] = {}
-        #: Applied by every supervisor to every reading before it is journaled.
-        self.reading_filters: list[Callable[[Reading], None]] = []
-        #: Flags Ac-225 assays taken before the daughters are back in equilibrium; the runs
-        #: feature calls ``daemon.equilibrium.set_t0(...)`` when a t0 event is recorded.
+        # The stages of the reading pipeline, owned here and driven by the services: the run
+        # manager opens and closes runs through ``run_attribution``, records t0 with
+        # ``equilibrium.set_t0(...)``; the clock monitor keeps ``clock_flag`` informed.
+        self.run_attribution = RunAttribution()
         self.equilibrium = EquilibriumGate(config.model.physics.ac225_equilibrium_wait_s)
-        self.reading_filters.append(self.equilibrium)
+        self.clock_flag = ClockFlag(config.model.clock.flag_unsynchronised)
+        #: Every reading of every supervisor passes this, in order, before it is journaled.
+        self.pipeline: Pipeline = reading_pipeline(
+            clock=self.clock,
+            runs=self.run_attribution,
+            equilibrium=self.equilibrium,
+            clock_flag=self.clock_flag,
+        )
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,7 +96,7 @@ class Daemon:
                     self.clock,
                     offset_s=offset,
                     rng=random.Random(self.rng.random()),
-                    filters=self.reading_filters,
+                    pipeline=self.pipeline,
                 )
             )
         return supervisors

@@ -10,6 +10,8 @@ than ``ac225_equilibrium_wait_s`` after it is UNCERTAIN with the reason
 
 from __future__ import annotations
 
+import dataclasses
+
 from daq.config.base import NonNegativeSeconds, StrictModel
 from daq.model import Quality, Reading, Reason
 from daq.physics import AC225_CHAIN, UnknownNuclide, equilibrium_time_s, nuclide
@@ -27,10 +29,11 @@ class PhysicsSection(StrictModel):
 
 
 class EquilibriumGate:
-    """A reading filter (see :attr:`daq.daemon.Daemon.reading_filters`).
+    """The ``equilibrium`` stage of the reading pipeline (:mod:`daq.pipeline`).
 
     :meth:`set_t0` records a t0 for one instrument, one run, or (neither given) every reading.
-    A reading is judged against the latest t0 that applies to it and is not after it.
+    A reading is judged against the latest t0 that applies to it and is not after it. The
+    stage comes after run attribution, so a run's t0 applies to every reading of that run.
     """
 
     def __init__(self, wait_s: float = DEFAULT_AC225_WAIT_S, *, parent: str = AC225_CHAIN[0]):
@@ -73,18 +76,21 @@ class EquilibriumGate:
         except UnknownNuclide:
             return False
 
-    def __call__(self, reading: Reading) -> None:
+    def __call__(self, reading: Reading) -> Reading:
         if reading.quality is not Quality.GOOD or not self._is_parent(reading):
-            return
+            return reading
         t0 = self.t0_for(reading)
         if t0 is None or reading.acq_ns - t0 >= self.wait_ns:
-            return
-        reading.quality = Quality.UNCERTAIN
-        reading.reason = Reason.DAUGHTERS_NOT_IN_EQUILIBRIUM
-        reading.attrs = {
-            **(reading.attrs or {}),
-            "t0_ns": t0,
-            "since_t0_s": round((reading.acq_ns - t0) / 1e9, 3),
-            "equilibrium_wait_s": self.wait_s,
-        }
+            return reading
         self.flagged += 1
+        return dataclasses.replace(
+            reading,
+            quality=Quality.UNCERTAIN,
+            reason=Reason.DAUGHTERS_NOT_IN_EQUILIBRIUM,
+            attrs={
+                **(reading.attrs or {}),
+                "t0_ns": t0,
+                "since_t0_s": round((reading.acq_ns - t0) / 1e9, 3),
+                "equilibrium_wait_s": self.wait_s,
+            },
+        )

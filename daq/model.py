@@ -60,15 +60,18 @@ class EventKind:
 SERIES_ATTRS = ("nuclide",)
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, frozen=True)
 class Reading:
-    """One value from one channel of one instrument.
+    """One value from one channel of one instrument. Frozen: a change is a new reading
+    (``dataclasses.replace``), so no part of the daemon alters a reading another holds.
 
     ``acq_ns`` is UTC wall time in nanoseconds taken when the value arrived, ``mono_ns`` the
     monotonic clock at the same instant. ``value`` is ``None`` only for BAD readings (a gap).
     ``seq`` is assigned by the journal when the reading is accepted (per instrument, strictly
-    increasing across restarts). ``attrs`` holds protocol specifics (nuclide, the reported
-    value and unit, a calibration factor, OPC UA timestamps) as JSON-able scalars.
+    increasing across restarts). ``run_id`` is set by the ``runs`` stage of the reading
+    pipeline (:mod:`daq.pipeline`), never by a driver. ``attrs`` holds protocol specifics
+    (nuclide, the reported value and unit, a calibration factor, OPC UA timestamps) as
+    JSON-able scalars.
     """
 
     instrument: str

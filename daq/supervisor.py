@@ -12,7 +12,7 @@ import collections
 import enum
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from daq.clock import Clock
@@ -63,7 +63,7 @@ class Supervisor:
         *,
         offset_s: float = 0.0,
         rng: random.Random | None = None,
-        filters: Sequence[Callable[[Reading], None]] = (),
+        pipeline: Callable[[Reading], Reading] | None = None,
     ):
         self.driver = driver
         self.config = driver.config
@@ -72,9 +72,9 @@ class Supervisor:
         self.clock = clock
         self.offset_s = offset_s
         self.rng = rng or random.Random()
-        #: Called on every reading before it is journaled; may set quality, reason or run id
-        #: (the equilibrium gate, run triggers). Shared with the daemon, so it can grow.
-        self.filters = filters
+        #: Every reading passes this before it is journaled (:mod:`daq.pipeline`; the daemon's
+        #: run attribution, equilibrium gate, clock flag); by default readings pass unchanged.
+        self.pipeline = pipeline
         #: Held around every driver call, so a write never interleaves with a poll.
         self.io_lock = asyncio.Lock()
         self.state = State.STARTING
@@ -106,10 +106,9 @@ class Supervisor:
         )
 
     def _store(self, readings: list[Reading]) -> None:
-        for r in readings:
-            for f in self.filters:
-                f(r)
-            self.journal.append(r)
+        for made in readings:
+            r = made if self.pipeline is None else self.pipeline(made)
+            r = self.journal.append(r) or r
             self.last_values[r.channel] = r
             self._known_channels.setdefault(r.channel, r.unit)
         self.readings += len(readings)

@@ -148,8 +148,6 @@ class Scan:
     counts: list[int] = dataclasses.field(default_factory=list)
     raw: bytearray = dataclasses.field(default_factory=bytearray)
     bad_lines: int = 0
-    #: The run id the first journaled reading of this scan carried (set by the journal/filters).
-    first_reading: Reading | None = None
     ended_ns: int | None = None
     complete: bool = False
     abort_reason: str | None = None
@@ -379,11 +377,6 @@ class RtlcScannerDriver(SerialDriver):
         else:
             scan.finish(acq_ns, complete=False, reason=f"scanner error: {line.text}")
             out = [self._scanner_error(line.text, raw, acq_ns, mono_ns, attrs)]
-        for r in out:
-            if scan.run_id is not None:
-                r.run_id = scan.run_id
-        if scan.first_reading is None:
-            scan.first_reading = out[0]
         return out
 
     def _check_sequence(self, scan: Scan, point: ScanPoint, raw: bytes) -> None:

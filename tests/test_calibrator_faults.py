@@ -85,10 +85,11 @@ async def test_fault_stays_on_its_instrument(case: Case, data_dir: Path) -> None
     counts: Counter[tuple[str, str]] = Counter()
     healthy_good_after_fault: list[int] = [0]
 
-    def watch(r: Reading) -> None:
+    def watch(r: Reading) -> Reading:
         counts[(r.instrument, r.reason or "good")] += 1
         if r.instrument == "healthy" and r.quality is Quality.GOOD and faulted():
             healthy_good_after_fault[0] += 1
+        return r
 
     def faulted() -> bool:
         if case.absorbed:
@@ -96,7 +97,7 @@ async def test_fault_stays_on_its_instrument(case: Case, data_dir: Path) -> None
         return any(counts[("faulty", reason)] for reason in case.reasons)
 
     daemon = Daemon(make_config(data_dir, instruments))
-    daemon.reading_filters.append(watch)
+    daemon.pipeline.insert("watch", watch)
     task = asyncio.create_task(daemon.run())
     try:
         await wait_until(lambda: faulted() and healthy_good_after_fault[0] >= 5, timeout=30)

@@ -95,11 +95,12 @@ async def test_outage_is_recorded_and_recovered(
     await ep.start()
     seen: Counter[Quality] = Counter()
 
-    def count(r: Reading) -> None:
+    def count(r: Reading) -> Reading:
         seen[r.quality] += 1
+        return r
 
     daemon = Daemon(make_config(data_dir, [pair.instrument("dc", ep.url)]))
-    daemon.reading_filters.append(count)
+    daemon.pipeline.insert("count", count)
     task = asyncio.create_task(daemon.run())
     try:
         await wait_until(lambda: seen[Quality.GOOD] >= 3, timeout=20)

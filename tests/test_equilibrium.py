@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -38,21 +39,18 @@ def test_default_wait_covers_bi213_within_one_percent() -> None:
 def test_ten_minutes_after_t0_is_uncertain_and_after_the_wait_good() -> None:
     clock = ManualClock()
     gate = EquilibriumGate()
-    before = reading(clock)
-    gate(before)
+    before = gate(reading(clock))
     assert before.quality is Quality.GOOD  # no t0 yet: nothing to judge against
     gate.set_t0(clock.time_ns(), instrument="dc1")
     clock.advance(600)
-    early = reading(clock)
-    gate(early)
+    early = gate(reading(clock))
     assert early.quality is Quality.UNCERTAIN
     assert early.reason == Reason.DAUGHTERS_NOT_IN_EQUILIBRIUM == "daughters_not_in_equilibrium"
     assert early.attrs is not None
     assert early.attrs["since_t0_s"] == 600
     assert early.value == 1e9  # the value is kept; only its quality says why to doubt it
     clock.advance(DEFAULT_AC225_WAIT_S - 600 + 1)
-    late = reading(clock)
-    gate(late)
+    late = gate(reading(clock))
     assert late.quality is Quality.GOOD
     assert late.reason is None
 
@@ -72,8 +70,7 @@ def test_only_ac225_and_only_the_instrument_or_run_the_t0_belongs_to() -> None:
         "other run": (reading(clock, instrument="dc2", run_id="B-43"), Quality.GOOD),
     }
     for name, (r, want) in cases.items():
-        gate(r)
-        assert r.quality is want, name
+        assert gate(r).quality is want, name
 
 
 def test_a_global_t0_applies_to_all_and_a_bad_reading_stays_bad() -> None:
@@ -82,12 +79,10 @@ def test_a_global_t0_applies_to_all_and_a_bad_reading_stays_bad() -> None:
     gate.set_t0(clock.time_ns())
     clock.advance(10)
     r = reading(clock, instrument="anything")
-    gate(r)
-    assert r.quality is Quality.UNCERTAIN
-    bad = reading(clock)
-    bad.quality, bad.reason = Quality.BAD, Reason.PARSE_ERROR
-    gate(bad)
-    assert (bad.quality, bad.reason) == (Quality.BAD, Reason.PARSE_ERROR)
+    assert gate(r).quality is Quality.UNCERTAIN
+    assert r.quality is Quality.GOOD  # frozen: the gate returns a new reading
+    bad = dataclasses.replace(reading(clock), quality=Quality.BAD, reason=Reason.PARSE_ERROR)
+    assert gate(bad) is bad
 
 
 def test_a_reading_taken_before_the_t0_is_not_judged_by_it() -> None:
@@ -95,8 +90,7 @@ def test_a_reading_taken_before_the_t0_is_not_judged_by_it() -> None:
     gate = EquilibriumGate()
     r = reading(clock)
     gate.set_t0(clock.time_ns() + 10**9)
-    gate(r)
-    assert r.quality is Quality.GOOD
+    assert gate(r) is r
 
 
 def test_wait_is_configurable_and_checked(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
@@ -308,19 +309,22 @@ class Journal:
 
     # -- producers (never block, never raise) -----------------------------------------
 
-    def append(self, reading: Reading) -> None:
-        """Queue ``reading`` for the next group commit, assigning its sequence number."""
+    def append(self, reading: Reading) -> Reading | None:
+        """Queue ``reading`` for the next group commit with its sequence number, and return the
+        queued reading (``None`` when the full buffer dropped it, counted as an overflow).
+
+        The reading keeps the ``run_id`` it came with: run attribution is the reading
+        pipeline's (:mod:`daq.pipeline`), not the journal's."""
         if len(self._readings) >= self.settings.max_pending:
             self._drop(reading.instrument, reading.acq_ns)
-            return
+            return None
         seq = self._seq.get(reading.instrument, 0) + 1
         self._seq[reading.instrument] = seq
-        reading.seq = seq
-        if reading.run_id is None:
-            reading.run_id = self.run_id
+        reading = dataclasses.replace(reading, seq=seq)
         self._readings.append(reading)
         self._appended += 1
         self._wake.set()
+        return reading
 
     def _drop(self, instrument: str, ts_ns: int) -> None:
         """Count a row the full buffer cannot take; the next commit journals the overflow."""

@@ -7,6 +7,11 @@ the two through the injected :class:`~daq.clock.Clock` every ``check_every_s``: 
 ``clock_step`` audit entry records by how much. The sync state (synchronised or not, from the
 kernel's NTP state via ``adjtimex`` or from ``timedatectl``) is audited at start, on every
 change, and at least every ``sync_record_every_s``.
+
+With ``flag_unsynchronised``, the :class:`ClockFlag` stage of the reading pipeline marks GOOD
+readings UNCERTAIN (``clock_unsynchronised``) while the monitor knows the clock is not
+synchronised. It is the last stage (:mod:`daq.pipeline`): the run trigger has seen the
+instrument's own value before the flag is added.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import shutil
 import subprocess
 import time
@@ -101,6 +107,23 @@ def read_sync_state(source: str) -> dict[str, Any]:
     return state or {"synchronised": None, "source": source if source == "none" else "unavailable"}
 
 
+class ClockFlag:
+    """The ``clock`` stage: GOOD readings become UNCERTAIN while the clock is known unsynchronised.
+
+    Off unless ``enabled`` (``[clock] flag_unsynchronised``). :class:`ClockMonitor` keeps
+    ``synchronised`` up to date (``None``: not known, nothing is flagged).
+    """
+
+    def __init__(self, enabled: bool = False):
+        self.enabled = enabled
+        self.synchronised: bool | None = None
+
+    def __call__(self, reading: Reading) -> Reading:
+        if not self.enabled or self.synchronised is not False or reading.quality is not Quality.GOOD:
+            return reading
+        return dataclasses.replace(reading, quality=Quality.UNCERTAIN, reason=Reason.CLOCK_UNSYNCHRONISED)
+
+
 class ClockMonitor:
     """The ``"clock"`` service (phase 0). ``check()`` compares the clocks once."""
 
@@ -110,14 +133,26 @@ class ClockMonitor:
     def __init__(self, daemon: Daemon, settings: ClockSection):
         self.daemon = daemon
         self.settings = settings
+        #: The pipeline's clock stage, which this monitor keeps informed of the sync state.
+        self.flag: ClockFlag = daemon.clock_flag
         self.clock = daemon.clock
-        self.sync: dict[str, Any] = {"synchronised": None, "source": "not read yet"}
+        self._sync: dict[str, Any] = {"synchronised": None, "source": "not read yet"}
         self.steps = 0
         self.last_step: dict[str, Any] | None = None
         self._offset = 0
         self._task: asyncio.Task[None] | None = None
         self._sync_recorded = 0.0
         self._sync_polled = 0.0
+
+    @property
+    def sync(self) -> dict[str, Any]:
+        """The last sync state read (``synchronised``: true, false or ``None`` for unknown)."""
+        return self._sync
+
+    @sync.setter
+    def sync(self, state: dict[str, Any]) -> None:
+        self._sync = state
+        self.flag.synchronised = state.get("synchronised")
 
     def _now_offset(self) -> tuple[int, int, int]:
         wall, mono = self.clock.time_ns(), self.clock.monotonic_ns()
@@ -126,8 +161,6 @@ class ClockMonitor:
     async def start(self) -> None:
         _, _, self._offset = self._now_offset()
         await self.poll_sync(force=True)
-        if self.settings.flag_unsynchronised:
-            self.daemon.reading_filters.append(self._flag)
         self._task = asyncio.create_task(self._loop(), name="clock-monitor")
 
     async def stop(self) -> None:
@@ -136,8 +169,6 @@ class ClockMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(ValueError):
-            self.daemon.reading_filters.remove(self._flag)
 
     def check(self) -> dict[str, Any] | None:
         """Compare wall and monotonic time; audit and return a step if there was one."""
@@ -177,11 +208,6 @@ class ClockMonitor:
             if journal is not None:
                 journal.audit("clock_sync", subject="wall clock", detail=state)
         return state
-
-    def _flag(self, reading: Reading) -> None:
-        if self.sync.get("synchronised") is False and reading.quality is Quality.GOOD:
-            reading.quality = Quality.UNCERTAIN
-            reading.reason = Reason.CLOCK_UNSYNCHRONISED
 
     async def _loop(self) -> None:
         # Paced on the event loop's own clock: the injected clock is what is being checked.

@@ -2,9 +2,12 @@
 
 A run is opened by :meth:`RunManager.start` (through the API, ``daq runs start``) or by the
 configured trigger channel rising, and closed by :meth:`RunManager.stop` or the channel
-falling. While it is open ``journal.run_id`` holds its id, so every reading acquired then
-carries it. Closing a run seals it (see :mod:`daq.runs.seal`) and records the seal in the
-run's ``stop`` record and the audit trail.
+falling. While it is open the ``runs`` stage of the reading pipeline
+(:class:`daq.runs.attribution.RunAttribution`) attributes every reading to it, and
+``journal.run_id`` holds its id for audit entries. The trigger is called by that stage, ahead
+of every stage that adds a quality flag, so it sees the instrument's own value. Closing a
+run seals it (see :mod:`daq.runs.seal`) and records the seal in the run's ``stop`` record and
+the audit trail.
 
 On start the service also takes ``daemon.lock`` in the data directory (so retention never
 prunes under a running daemon), records the config text and audits its diff from the previous
@@ -31,6 +34,7 @@ from daq.logs import get_logger
 from daq.model import Quality, Reading, iso
 from daq.physics import UnknownNuclide, nuclide
 from daq.runs import store
+from daq.runs.attribution import RunAttribution
 from daq.runs.seal import current_through, seal_from_journal
 from daq.runs.settings import RunsSection
 
@@ -97,6 +101,8 @@ class RunManager:
         self._known_ids: set[str] = set()
         self.runs_started = 0
         self.runs_sealed = 0
+        #: The pipeline's ``runs`` stage: it calls the trigger and attributes readings to runs.
+        self.attribution: RunAttribution = daemon.run_attribution
 
     @property
     def journal(self) -> Journal:
@@ -150,11 +156,11 @@ class RunManager:
         await self._record_config()
         await self._recover()
         if self.settings.trigger_instrument is not None:
-            self.daemon.reading_filters.append(self._trigger)
+            self.attribution.trigger = self._trigger
 
     async def _stop_service(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.daemon.reading_filters.remove(self._trigger)
+        if self.attribution.trigger == self._trigger:
+            self.attribution.trigger = None
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
         if self._active is not None:
@@ -393,6 +399,7 @@ class RunManager:
             "clock": getattr(clock, "sync", None),
         }
         self._run_event("start", run_id, actor, reason, None, meta, now)
+        self.attribution.run_id = run_id
         self.journal.run_id = run_id
         self.journal.audit(
             "run_start", actor=actor, subject=run_id, detail={**meta, "reason": reason}, run_id=run_id
@@ -419,6 +426,8 @@ class RunManager:
         _required(actor=actor)
         run = self._require_active()
         self._active = None
+        if self.attribution.run_id == run["run_id"]:
+            self.attribution.run_id = None
         if self.journal.run_id == run["run_id"]:
             self.journal.run_id = None
         now = self.daemon.clock.time_ns()
@@ -462,6 +471,11 @@ class RunManager:
     # -- the trigger ---------------------------------------------------------------------------
 
     def _trigger(self, reading: Reading) -> None:
+        """Open a run on the trigger channel's rising edge, close it on the falling one.
+
+        Called by the ``runs`` stage with the reading as its driver made it; the stage then
+        attributes the reading, so the rising reading belongs to the new run and the falling
+        one to none."""
         s = self.settings
         if reading.instrument != s.trigger_instrument or reading.channel != s.trigger_channel:
             return
@@ -485,7 +499,6 @@ class RunManager:
             return
         if not high and self._active is not None and self._active.get("started_by") == actor:
             closing = self._close(actor=actor, reason=f"{s.trigger_channel} fell to {reading.value:g}")
-            reading.run_id = None
             task = asyncio.get_running_loop().create_task(self._seal(closing), name="runs-seal")
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -496,7 +509,6 @@ class RunManager:
             batch=batch, product=s.product, nuclide=s.nuclide, operator=s.operator, method=s.method,
             actor=actor, reason=f"{s.trigger_channel} rose to {reading.value:g}",
         )  # fmt: skip
-        reading.run_id = self.journal.run_id
 
 
 def build(daemon: Daemon) -> RunManager:

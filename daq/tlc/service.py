@@ -180,12 +180,22 @@ class TlcService:
             raise DaqError(f"tlc: {instrument} is not connected ({sup.state.value})")
         # Readings of this scan get ids above this one: where recovery looks for them.
         after_reading_id = self.journal.last_reading_id
+        # A scan belongs to one run: the one asked for, or the one open when it starts. Its
+        # readings are attributed to that run (the pipeline's runs stage) until it is recorded.
+        attribution = self.daemon.run_attribution
+        if run_id is None:
+            run_id = attribution.run_id
+        if run_id is not None:
+            attribution.pin(instrument, run_id)
         try:
             scan = await driver.start_scan(
                 batch=batch, operator=operator, range_mm=range_mm, time_min=time_min, run_id=run_id
             )
-        except ValueError as exc:
-            raise DaqError(f"tlc: {instrument}: {exc}") from None
+        except BaseException as exc:
+            attribution.unpin(instrument)
+            if isinstance(exc, ValueError):
+                raise DaqError(f"tlc: {instrument}: {exc}") from None
+            raise
         self.scans_started += 1
         detail = {
             "scan_id": scan.scan_id,
@@ -239,15 +249,13 @@ class TlcService:
             return await self._record(scan, method, actor)
         finally:
             self._watchers.pop(scan.scan_id, None)
+            if scan.run_id is not None:
+                self.daemon.run_attribution.unpin(scan.instrument)
 
     async def _record(self, scan: Scan, method: TlcMethod | None, actor: str) -> dict[str, Any]:
         journal = self.journal
-        # Readings carry the run id the journal (or a run filter) gave them; the trace follows.
-        run_id = scan.run_id
-        if run_id is None and scan.first_reading is not None:
-            run_id = scan.first_reading.run_id
-        if run_id is None:
-            run_id = journal.run_id
+        # The scan's run (see start_scan), else the run open now, like the scan's readings.
+        run_id = scan.run_id if scan.run_id is not None else journal.run_id
         params: dict[str, Any] = {
             "batch": scan.batch,
             "operator": scan.operator,
