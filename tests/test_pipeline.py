@@ -189,3 +189,23 @@ async def test_a_run_level_t0_flags_the_runs_ac225_readings(data_dir: Path) -> N
     for x in after_t0:
         assert (x["quality"], x["reason"]) == (Quality.UNCERTAIN, Reason.DAUGHTERS_NOT_IN_EQUILIBRIUM)
         assert x["attrs"]["t0_ns"] == t0["ts_ns"]
+
+
+async def test_a_scan_started_for_a_run_keeps_its_readings_in_that_run(data_dir: Path) -> None:
+    """The scanner driver no longer sets ``run_id``: the TLC service pins the scanner to the
+    scan's run, and the ``runs`` stage attributes the scan's readings to it."""
+    from tests.tlc_helpers import record_scans
+
+    await record_scans(
+        data_dir,
+        {"sim": {"rcp": "97"}, "scan": {"batch": "LU-0421", "operator": "jd", "run_id": "RUN-7"}},
+        {"sim": {"rcp": "99"}, "seed": 2},
+    )
+    with JournalReader(data_dir) as r:
+        counts = [x for x in r.readings(limit=100_000) if x["channel"] == "counts" and x["value"] is not None]
+        traces = r.conn.execute("SELECT run_id FROM traces ORDER BY id").fetchall()
+    scans: dict[str, set[str | None]] = {}
+    for x in counts:
+        scans.setdefault(x["attrs"]["scan_id"], set()).add(x["run_id"])
+    assert list(scans.values()) == [{"RUN-7"}, {None}]  # the second scan had no run: none pinned
+    assert traces == [("RUN-7",), (None,)]
