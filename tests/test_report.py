@@ -48,7 +48,7 @@ async def test_report_pages_have_every_section_and_the_export_figures(
     assert len(files) >= len(SECTIONS)
     assert all(str(f) in printed for f in files)
     pages = _pages(files)
-    assert [p["Sections"] for p in pages][: len(SECTIONS)] == list(SECTIONS)
+    assert list(dict.fromkeys(p["Sections"] for p in pages)) == list(SECTIONS)
     summary = json.loads((export / "summary.json").read_text())
     # The figures behind every page are the export's figures.
     for page in pages:
@@ -73,7 +73,12 @@ async def test_report_pages_have_every_section_and_the_export_figures(
     assert "LOT 42/A" in header
     assert rec.run["seal"] in header
     assert "Veenstra VDC-404" in header
-    assert f"yield {dc['yield_percent']:.2f} %" in header
+    # The activity table: the last GOOD reading, decay-corrected to EOS.
+    qc = json.loads(pages[0]["QC"])
+    row = next(a for a in qc["activity"] if a["channel"] == "dc1/activity")
+    assert row["measured_bq"] == float(last["value"])
+    assert row["corrected_bq"] == pytest.approx(last_eos, rel=1e-12)
+    assert qc["yield"] == {"configured": False}
     assert rec.annotation in header
     assert "shield cracked" in header
     audit_text = "\n".join(p["Text"] for p in pages if p["Sections"] == "audit")
@@ -82,10 +87,10 @@ async def test_report_pages_have_every_section_and_the_export_figures(
     if TLC:
         tlc = next(p["Text"] for p in pages if p["Sections"] == "tlc")
         assert "T-1" in tlc
-        assert "96.25 | 95.0 | PASS | current" in tlc
-        assert "91.50 | 95.0 | FAIL | superseded" in tlc
+        assert "A-2 | psma-tlc 2 | 96.25 % | PASS | current | carol" in tlc
+        assert "A-1 | psma-tlc 1 | 91.50 % | FAIL | superseded | daemon" in tlc
         assert "tlc_reintegrate" in audit_text  # the re-integration, made after the run, is in its report
-        assert "RCP 96.25 % (limit 95.0 %) PASS" in header
+        assert "T-1: 96.25 % (limit 95.0 %) PASS, psma-tlc v2" in header
 
 
 async def test_report_pdf(data_dir: Path, tmp_path: Path) -> None:
@@ -101,7 +106,7 @@ async def test_report_pdf(data_dir: Path, tmp_path: Path) -> None:
     assert pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") + pdf.count(b"/Type /Page>") >= len(
         SECTIONS
     )
-    assert result["sections"][: len(SECTIONS)] == list(SECTIONS)
+    assert list(dict.fromkeys(result["sections"])) == list(SECTIONS)
     assert result["figures"]["seal"] == rec.run["seal"]
 
 

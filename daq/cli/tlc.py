@@ -33,6 +33,7 @@ from daq.journal.reader import JournalReader
 from daq.model import iso
 from daq.tlc import store
 from daq.tlc.analysis import analyse
+from daq.tlc.colours import KIND_COLOURS, OTHER_COLOUR
 from daq.tlc.methods import TlcMethod
 from daq.tlc.service import analysis_id_for, analysis_values
 
@@ -242,9 +243,6 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-_KIND_COLOURS = {"product": "tab:green", "free": "tab:red", "colloid": "tab:orange", "impurity": "tab:purple"}
-
-
 def plot_png(trace: dict[str, Any], analysis: dict[str, Any] | None, path: Path) -> None:
     """The chromatogram (counts per position) with the ROIs of ``analysis`` shaded."""
     from matplotlib.figure import Figure  # the Agg canvas; no display needed
@@ -256,7 +254,7 @@ def plot_png(trace: dict[str, Any], analysis: dict[str, Any] | None, path: Path)
     if analysis is not None:
         res = analysis["results"]
         for r in res["rois"]:
-            colour = _KIND_COLOURS.get(r["kind"], "tab:grey")
+            colour = KIND_COLOURS.get(r["kind"], OTHER_COLOUR)
             ax.axvspan(r["mm_from"], r["mm_to"], color=colour, alpha=0.2, label=f"{r['label']} ({r['kind']})")
         bg = res["background"]["counts_per_point"]
         if bg:

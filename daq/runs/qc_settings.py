@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -54,12 +54,17 @@ class ReportSection(StrictModel):
     """What the run report states (:mod:`daq.runs.report`).
 
     The radiochemical yield is the product activity over the starting activity, both
-    decay-corrected to the reference time (and also given uncorrected); each is the last GOOD
-    reading of an ``INSTRUMENT/CHANNEL`` (activity in Bq, or MBq/GBq/kBq/mCi for probes).
+    decay-corrected to the reference time (and also given uncorrected); each is a GOOD reading
+    (``*_take``: first, last or max) of an ``INSTRUMENT/CHANNEL`` holding an activity (Bq, or
+    MBq/GBq/kBq/mCi for synthesizer probes).
     """
 
     yield_start: str | None = None
+    #: Which GOOD reading of the start channel holds the starting activity.
+    yield_start_take: Literal["first", "last", "max"] = "first"
     yield_product: str | None = None
+    #: Which GOOD reading of the product channel holds the product activity.
+    yield_product_take: Literal["first", "last", "max"] = "last"
     #: The activity table's reference time: ``eos`` (end of synthesis) or an ISO 8601 time with offset.
     reference: str = "eos"
     #: Process plots, grouped and ordered; without groups the report plots every process channel
