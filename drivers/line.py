@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from daq.clock import Clock
-from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
+from daq.config.base import Count, PositiveSeconds, SerialInstrument, SerialSettings
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Quality, Reading, Reason
 from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, decay_between, nuclide
@@ -99,7 +99,7 @@ class CalibratorInstrument(SerialInstrument):
     below it (an empty chamber's background) they are not compared.
     """
 
-    stale_repeats: Annotated[int, Field(ge=0)] = 0
+    stale_repeats: Count = 0
     jump_factor: Annotated[float, Field(ge=1.5, le=1000.0)] = 5.0
     jump_floor_bq: Annotated[float, Field(ge=0.0, le=1e12)] = 1e5
 

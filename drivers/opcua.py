@@ -54,7 +54,15 @@ import structlog
 from pydantic import Field, model_validator
 
 from daq.clock import Clock
-from daq.config.base import InstrumentBase, Name, PositiveSeconds, StrictModel
+from daq.config.base import (
+    InstrumentBase,
+    Milliseconds,
+    Name,
+    NonNegativeMilliseconds,
+    PositiveCount,
+    PositiveSeconds,
+    StrictModel,
+)
 from daq.errors import ConnectError, ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
 from drivers.base import Driver
@@ -106,7 +114,7 @@ class OpcUaNode(StrictModel):
     unit: str = ""
     description: str = ""
     #: Overrides the instrument's sampling interval for this node (ms; 0 = as fast as possible).
-    sampling_interval_ms: Annotated[float, Field(ge=0)] | None = None
+    sampling_interval_ms: NonNegativeMilliseconds | None = None
     #: Overrides the instrument's server-side queue size for this node.
     queue_size: Annotated[int, Field(ge=1, le=10_000)] | None = None
     #: Read this node by polling every ``period_s`` instead of subscribing to it.
@@ -190,8 +198,8 @@ class OpcUaConfig(InstrumentBase):
     url: Annotated[str, Field(pattern=r"^opc\.tcp://[^@/\s]+(/\S*)?$")]
     #: ``subscribe`` (default) or ``poll`` (every node read each ``period_s``).
     mode: Literal["subscribe", "poll"] = "subscribe"
-    publishing_interval_ms: Annotated[float, Field(gt=0)] = 100.0
-    sampling_interval_ms: Annotated[float, Field(ge=0)] = 100.0
+    publishing_interval_ms: Milliseconds = 100.0
+    sampling_interval_ms: NonNegativeMilliseconds = 100.0
     #: Server-side queue per monitored item: values sampled between two publishes.
     queue_size: Annotated[int, Field(ge=1, le=10_000)] = 10
     #: The server sends a keep-alive at least this often when nothing changes.
@@ -204,7 +212,7 @@ class OpcUaConfig(InstrumentBase):
     #: Nodes that failed to resolve or subscribe are retried this often.
     node_retry_s: PositiveSeconds = 10.0
     #: Readings buffered between two ``read()`` calls; default: sized from the map.
-    max_pending: Annotated[int, Field(ge=10)] | None = None
+    max_pending: Annotated[PositiveCount, Field(ge=10)] | None = None
     username: str | None = None
     password_env: str | None = None
     password_credential: str | None = None

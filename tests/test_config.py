@@ -272,3 +272,35 @@ def test_sink_url_with_credentials_refused(
     assert "sinks[0].url: the URL carries" in err
     assert "token_credential" in err
     assert "hunter2" not in err  # the error never echoes the secret
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("max_pending = 1e12", "valid integer"),
+        ("max_pending = 100000000000", "less than or equal to 10000000"),
+        ("publishing_interval_ms = inf", "finite number"),
+        ("publishing_interval_ms = 1e300", "less than or equal to 86400000"),
+        ("sampling_interval_ms = true", "a boolean, not a number"),
+    ],
+)
+def test_driver_sizes_and_intervals_are_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, expected: str
+) -> None:
+    opcua = f"""
+[[instruments]]
+name = "plc"
+kind = "opcua"
+url = "opc.tcp://127.0.0.1:4840"
+{line}
+
+[[instruments.nodes]]
+channel = "cell_pressure"
+node_id = "ns=2;s=Cell.Pressure"
+"""
+    assert load_config(write(tmp_path, GOOD + opcua.replace(line, ""))).instruments[1].kind == "opcua"
+    code, err = check(tmp_path, GOOD + opcua, capsys)
+    assert code == 2
+    assert f"instruments[1].{line.split(' = ')[0]}: " in err
+    assert expected in err
+    assert "more)" not in err  # the only error

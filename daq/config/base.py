@@ -34,6 +34,10 @@ Seconds = Annotated[float, Field(gt=0, le=DAY_S, strict=True)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, le=DAY_S, strict=True)]
 #: The name the drivers have always used for :data:`Seconds`.
 PositiveSeconds = Seconds
+#: A duration in milliseconds (OPC UA's intervals): above 0, at most one day.
+Milliseconds = Annotated[float, Field(gt=0, le=DAY_S * 1000, strict=True)]
+#: A duration in milliseconds that may be 0 (OPC UA: "as fast as the server can"), at most one day.
+NonNegativeMilliseconds = Annotated[float, Field(ge=0, le=DAY_S * 1000, strict=True)]
 #: A retention period in days: above 0, at most a century.
 Days = Annotated[float, Field(gt=0, le=MAX_RETENTION_DAYS, strict=True)]
 #: A count of things (readings, points, polls): 1 to ten million.

@@ -65,8 +65,8 @@ class TlcMethod(StrictModel):
     version: Annotated[str, Field(min_length=1, max_length=40)]
     product: str = ""
     description: str = ""
-    origin_mm: Annotated[float, Field(ge=0)]
-    front_mm: Annotated[float, Field(gt=0)]
+    origin_mm: Annotated[float, Field(ge=0, le=1000)]
+    front_mm: Annotated[float, Field(gt=0, le=1000)]
     rois: Annotated[list[Roi], Field(min_length=1)]
     background: Background = Background()
     #: Release limit: the batch passes when RCP >= limit_percent.
