@@ -59,6 +59,7 @@ from daq.errors import JournalError
 from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
 from daq.forward.policy import Accepted, Outcome, Rejected, Retry, classify, settle
+from daq.journal.anchors import SINK_ANCHOR_EVERY_S
 from daq.journal.journal import Journal, connect
 from daq.logs import get_logger
 from daq.secrets import resolve_secret
@@ -476,6 +477,8 @@ class InfluxForwarder:
                     continue
                 await self.journal.set_cursor(self.sink.name, batch.last_id)
                 self.cursor = batch.last_id
+                # What a store outside holds is anchored in the journal too (throttled).
+                self.journal.anchors.anchor(f"sink:{self.sink.name}", min_interval_s=SINK_ANCHOR_EVERY_S)
                 self.state = "idle"
         finally:
             if prefetch is not None:

@@ -41,6 +41,7 @@ from daq.clock import Clock
 from daq.config.load import JournalSection
 from daq.errors import JournalError
 from daq.journal import chain
+from daq.journal.anchors import Anchors
 from daq.journal.schema import CHAINED, migrate
 from daq.logs import get_logger
 from daq.model import EventKind, InstrumentEvent, Reading
@@ -192,6 +193,9 @@ class Journal:
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         self._subscribers: list[Subscription] = []
         self._commit_hooks: list[Callable[[list[Reading]], None]] = []
+        #: Each chain's head written down now and then (daq.journal.anchors).
+        self.anchors = Anchors(self)
+        self._commit_hooks.append(self.anchors.on_commit)
         self._fatal_hooks: list[Callable[[BaseException], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None  # kept after close, for writer_running
@@ -762,6 +766,10 @@ class Journal:
             )
 
         await asyncio.get_running_loop().run_in_executor(self._executor, q)
+
+    def committed_heads(self) -> dict[str, tuple[int, bytes]]:
+        """Each chained table's last committed row: ``{table: (id, chain hash)}``."""
+        return dict(self._tail)
 
     @property
     def last_reading_id(self) -> int:

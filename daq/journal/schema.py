@@ -37,6 +37,9 @@ CHAINED: dict[str, tuple[str, ...]] = {
     "users": ("id", "user_id", "kind", "ts_ns", "actor", "full_name", "roles", "pw_hash", "detail"),
     "signatures": ("id", "signature_id", "run_id", "ts_ns", "mono_ns", "user_id", "printed_name", "meaning",
                    "comment", "clock", "seal", "analyses", "detail"),
+    # Migration 5 (anchors): each chain's head (last id and hash) at a point in time, so that
+    # rows deleted from the end of a chain are detected (daq.journal.anchors).
+    "anchors": ("id", "ts_ns", "cause", "heads"),
 }  # fmt: skip
 
 CHAINED_TABLES = tuple(CHAINED)
@@ -206,6 +209,16 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX signatures_run ON signatures (run_id)",
         *guards("users"),
         *guards("signatures"),
+    ],
+    5: [
+        # heads: canonical JSON {table: [last id, chain hash hex]} of every other chained table.
+        """CREATE TABLE anchors (
+            id INTEGER PRIMARY KEY,
+            ts_ns INTEGER NOT NULL,
+            cause TEXT NOT NULL,
+            heads TEXT NOT NULL,
+            hash BLOB NOT NULL)""",
+        *guards("anchors"),
     ],
 }
 

@@ -211,7 +211,39 @@ def write_export(data_dir: Path, run_id: str, outdir: Path, fmt: Format = "csv")
     body = _json_text(manifest)
     manifest["manifest_sha256"] = hashlib.sha256(body.encode()).hexdigest()
     (outdir / MANIFEST).write_text(_json_text(manifest), encoding="utf-8")
+    _anchor_export(Path(data_dir), run_id)
     return manifest
+
+
+def _anchor_export(data_dir: Path, run_id: str) -> None:
+    """Anchor the chains' heads at an export (daq.journal.anchors) when the daemon is stopped;
+    a running daemon's journal anchors itself, and the export's seal is kept outside."""
+    import time
+
+    from daq.journal.anchors import TABLE, anchor_offline
+    from daq.runs.manager import take_lock
+
+    try:
+        lock = take_lock(data_dir)
+    except (DaqError, OSError):
+        return  # the daemon runs (it anchors), or the journal is a read-only copy
+    try:
+        conn = connect(data_dir / JOURNAL_FILE)
+        try:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    anchor_offline(conn, f"export:{run_id}", time.time_ns())
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # best effort: the export itself is complete and carries its seal
+    finally:
+        lock.close()
 
 
 def decoded(data: RunData) -> RunData:

@@ -463,6 +463,8 @@ class RunManager:
                 "run_sealed", actor=actor, subject=run["run_id"], detail=detail, run_id=run["run_id"]
             )
             await journal.flush()
+            # The heads now include the seal: deleting the run's rows from the end is detected.
+            journal.anchors.anchor(f"seal:{run['run_id']}")
         run.update(ended_by=actor, stop_reason=reason, seal=digest, seal_through=through)
         self.runs_sealed += 1
         log.info("run sealed", run_id=run["run_id"], seal=digest)
