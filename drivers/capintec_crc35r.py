@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from daq.clock import Clock
 from daq.config.base import SerialSettings
-from daq.errors import DriverError, ProtocolError
+from daq.errors import DriverError, ProtocolError, ReadTimeout
 from daq.model import SERIES_ATTRS, DeviceInfo, Quality, Reading, Reason
 from drivers.base import SerialDriver
 from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
@@ -146,15 +146,29 @@ class Crc35rDriver(SerialDriver):
 
         A bad reply on one chamber (checksum, length byte, unknown unit code, a reply for
         another chamber, an unparsable figure) becomes that chamber's BAD ``parse_error``
-        reading with the raw bytes and the reason; the other chambers are still asked. A
-        timeout or a lost link ends the poll (the supervisor records it for every chamber).
+        reading with the raw bytes and the reason; a chamber that does not answer in time
+        gets a BAD ``timeout`` reading. The other chambers are still asked, each within a fair
+        share of what is left of the poll's ``timeout_s`` (the driver keeps a tenth of it to
+        hand back what it read). When no
+        chamber answers at all, :class:`ReadTimeout` is raised (the link is in doubt); a lost
+        link ends the poll (the supervisor records it for every chamber).
         """
-        out = []
-        for n in self.config.chambers:
+        out: list[Reading] = []
+        timeout_s = self.config.timeout_s
+        deadline = self.clock.monotonic_ns() + int(timeout_s * 0.9 * 1e9)
+        answered = 0
+        chambers = self.config.chambers
+        for i, n in enumerate(chambers):
             channel = f"chamber{n}"
             raw = b""
+            # A fair share of what is left, so a silent chamber cannot starve those after it.
+            remaining = (deadline - self.clock.monotonic_ns()) / 1e9 / (len(chambers) - i)
+            if remaining <= 0:
+                out.append(self._bad(channel, Reason.TIMEOUT, "not asked: the poll's time was spent", None))
+                continue
             try:
-                raw = await exchange(self.link, frame(b"R%d" % n), bytes([ETX]), self.config.timeout_s)
+                raw = await exchange(self.link, frame(b"R%d" % n), bytes([ETX]), remaining)
+                answered += 1
                 acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
                 chamber, setting, figure, unit = parse_reply(raw)
                 if chamber != n:
@@ -170,23 +184,32 @@ class Crc35rDriver(SerialDriver):
                     mono_ns=mono_ns,
                     cal=setting,
                 )
+            except ReadTimeout:
+                out.append(self._bad(channel, Reason.TIMEOUT, f"no reply within {remaining:.3g} s", None))
+                continue
             except ProtocolError as exc:
-                out.append(
-                    self.reading(
-                        channel,
-                        None,
-                        "Bq",
-                        quality=Quality.BAD,
-                        reason=Reason.PARSE_ERROR,
-                        raw=exc.raw or raw,
-                        attrs={**self._series.get(channel, {}), "error": exc.reason[:500]},
-                    )
-                )
+                if not raw:  # too many bytes without ETX: the chamber answered, with garbage
+                    answered += 1
+                out.append(self._bad(channel, Reason.PARSE_ERROR, exc.reason, exc.raw or raw))
                 continue
             attrs = reading.attrs or {}
             self._series[channel] = {k: attrs[k] for k in SERIES_ATTRS if attrs.get(k) is not None}
             out.append(self.checks(reading))
+        if not answered:
+            raise ReadTimeout(f"{self.name}: no chamber answered within {timeout_s:g} s")
         return out
+
+    def _bad(self, channel: str, reason: str, message: str, raw: bytes | None) -> Reading:
+        """A chamber's BAD record of this poll, in the chamber's series (its last nuclide)."""
+        return self.reading(
+            channel,
+            None,
+            "Bq",
+            quality=Quality.BAD,
+            reason=reason,
+            raw=raw,
+            attrs={**self._series.get(channel, {}), "error": message[:500]},
+        )
 
     async def write(self, command: str, value: str | None = None) -> str:
         self.check_write(command)

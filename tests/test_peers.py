@@ -16,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from daq.clock import SystemClock
-from daq.errors import ProtocolError
+from daq.errors import ProtocolError, ReadTimeout
 from daq.model import Quality, Reading, Reason
 from drivers.base import SerialDriver
 from drivers.biodex_atomlab500 import Atomlab500Driver
@@ -99,6 +99,27 @@ async def test_crc35r_every_chamber_gets_one_reading_or_one_bad_record(listen: s
         assert r.raw == peer.replies[n]
         assert r.attrs is not None
         assert why in r.attrs["error"]
+
+
+async def test_crc35r_a_silent_chamber_times_out_alone() -> None:
+    peer = Crc35rPeer({1: ("Lu177", "7.403", "5"), 3: ("F18", "1.234", "4")})  # chamber 2 never answers
+    async with connected(
+        peer, Crc35rDriver, "tcp", kind="capintec-crc35r", chambers=[1, 2, 3], timeout_s=0.6, period_s=1.0
+    ) as d:
+        one, two, three = await d.read()
+    assert (one.quality, one.value) == (Quality.GOOD, 7403000000.0)
+    assert (two.quality, two.reason, two.value) == (Quality.BAD, Reason.TIMEOUT, None)
+    assert (three.quality, three.value) == (Quality.GOOD, 1234000.0)
+    assert peer.requests == [frame(b"R1"), frame(b"R2"), frame(b"R3")]
+
+
+async def test_crc35r_no_chamber_answering_is_a_timed_out_poll() -> None:
+    peer = Crc35rPeer({})
+    async with connected(
+        peer, Crc35rDriver, "tcp", kind="capintec-crc35r", chambers=[1, 2], timeout_s=0.2
+    ) as d:
+        with pytest.raises(ReadTimeout):
+            await d.read()
 
 
 async def test_crc35r_bad_record_stays_in_the_chamber_series() -> None:

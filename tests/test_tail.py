@@ -201,6 +201,9 @@ def test_tail_columns_align_and_colour_by_quality() -> None:
     shown = p.line({**base, "instrument": "dc1", "channel": "activity", "value": 7.4e9, "quality": "GOOD",
                     "attrs": {"reported_value": 7.4, "reported_unit": "GBq", "nuclide": "Lu-177"}})  # fmt: skip
     assert re.search(r"GOOD +\(7.4 GBq, Lu-177\)", shown)
+    exact = p.line({**base, "instrument": "dc1", "channel": "activity", "value": 7.4e9, "quality": "GOOD",
+                    "attrs": {"reported_value": 7.4, "reported_text": "7.400", "reported_unit": "GBq"}})  # fmt: skip
+    assert "(7.400 GBq)" in exact  # the figure as the instrument displayed it
     plain = Printer(Out(), as_json=False, colour=False)  # type: ignore[arg-type]
     a = plain.line({**base, "instrument": "dc1", "channel": "activity", "value": 1.0, "quality": "GOOD"})
     b = plain.line({**base, "instrument": "dc1", "channel": "reactor_temp", "value": 2.0, "quality": "GOOD"})

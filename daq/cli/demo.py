@@ -218,7 +218,8 @@ class LivePrinter:
         extra = ""
         if r.attrs and "reported_value" in r.attrs:
             a = r.attrs
-            extra = f" ({a['reported_value']} {a.get('reported_unit', '')}, {a.get('nuclide', '')})"
+            figure = a.get("reported_text", a["reported_value"])  # as displayed
+            extra = f" ({figure} {a.get('reported_unit', '')}, {a.get('nuclide', '')})"
         elif r.attrs and r.attrs.get("text"):
             extra = f" ({r.attrs['text']})"  # a state's name, e.g. a synthesis step
         reason = f" {r.reason}" if r.reason else ""

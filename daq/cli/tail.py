@@ -107,7 +107,8 @@ class Printer:
         attrs = r.get("attrs") or {}
         if "reported_value" in attrs:
             # What the instrument displayed, beside the value stored in SI units.
-            shown = f"{attrs['reported_value']} {attrs.get('reported_unit', '')}".rstrip()
+            figure = attrs.get("reported_text", attrs["reported_value"])  # as displayed
+            shown = f"{figure} {attrs.get('reported_unit', '')}".rstrip()
             if attrs.get("nuclide"):
                 shown += f", {attrs['nuclide']}"
             reason += f" ({shown})"
