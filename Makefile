@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck bench clean
+.PHONY: demo test check lint typecheck bench clean peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The node-opcua server the OPC UA driver is tested against, as pinned by its lock file
+# (npm writes node_modules/.package-lock.json on each install).
+PEER_OPCUA := tests/peers/opcua-node
+$(PEER_OPCUA)/node_modules/.package-lock.json: $(PEER_OPCUA)/package-lock.json
+	cd $(PEER_OPCUA) && npm ci --no-audit --no-fund --loglevel=error
+
+peers: $(PEER_OPCUA)/node_modules/.package-lock.json
+
 demo: $(STAMP)
 	$(BIN)/daq demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) peers
 	$(BIN)/ruff check daq drivers simulators tests bench
 	$(BIN)/ruff format --check daq drivers simulators tests bench
 	$(BIN)/mypy
