@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 
+from daq import canonical
 from daq.clock import Clock
 from daq.model import Reading
 
@@ -35,16 +36,17 @@ Stage = Callable[[Reading], Reading]
 
 
 def canonicalise(clock: Clock) -> Stage:
-    """The head of the pipeline: readings in the form the journal can store and hash bit for
-    bit, before any stage looks at them.
+    """The head of the pipeline: the reading in the form the journal stores and hashes bit for
+    bit (:func:`daq.canonical.reading`), before any stage looks at it.
 
-    A slot for the canonicalisation rules (:mod:`daq.canonical`); until they are wired in, it
-    passes readings on unchanged (the journal writer applies the same rules before hashing).
+    So every stage sees what will be journaled: a NaN or infinite value is already BAD
+    (``non_finite_value``) when the run trigger sees it, a timestamp out of range is already
+    "no timestamp". The journal writer applies the same rules again before hashing (they leave
+    a canonical reading as it is), for records that do not come through this pipeline.
     """
-    del clock
 
     def stage(reading: Reading) -> Reading:
-        return reading
+        return canonical.reading(reading, now_ns=clock.time_ns(), now_mono_ns=clock.monotonic_ns())
 
     return stage
 

@@ -209,3 +209,26 @@ async def test_a_scan_started_for_a_run_keeps_its_readings_in_that_run(data_dir:
         scans.setdefault(x["attrs"]["scan_id"], set()).add(x["run_id"])
     assert list(scans.values()) == [{"RUN-7"}, {None}]  # the second scan had no run: none pinned
     assert traces == [("RUN-7",), (None,)]
+
+
+def test_every_stage_sees_the_canonical_reading(tmp_path: Path) -> None:
+    """The head of the pipeline applies the journal's canonical form: a NaN is BAD before the
+    run trigger sees it, ``-0.0`` is ``0.0``, and a canonical reading passes unchanged."""
+    clock = ManualClock()
+    daemon = Daemon(parse_config(config_text(tmp_path, []), path="cell.toml"), clock=clock)
+    seen: list[Reading] = []
+
+    def probe(r: Reading) -> Reading:
+        seen.append(r)
+        return r
+
+    daemon.pipeline.insert("probe", probe, after="canonicalise")
+    nan = dataclasses.replace(ac225(clock), value=float("nan"))
+    out = daemon.pipeline(nan)
+    assert (seen[0].quality, seen[0].reason, seen[0].value) == (Quality.BAD, Reason.NON_FINITE_VALUE, None)
+    assert out.quality is Quality.BAD
+    zero = daemon.pipeline(dataclasses.replace(ac225(clock), value=-0.0))
+    assert zero.value == 0.0
+    assert str(zero.value) == "0.0"
+    good = ac225(clock)
+    assert daemon.pipeline(good) == good
