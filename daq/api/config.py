@@ -14,6 +14,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from daq.config.base import Port, PositiveCount, Seconds, StrictModel
 
+#: A DNS name or an IP address (IPv6 optionally in brackets).
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$|^\[?[0-9A-Fa-f:.]+\]?$")]
+
 
 class ApiSection(StrictModel):
     """The local HTTP API and live page (``http://127.0.0.1:8470/`` by default).
@@ -38,6 +41,10 @@ class ApiSection(StrictModel):
     #: How far back a client may ask for a replay (``since``), in readings.
     replay_limit: Annotated[PositiveCount, Field(le=1_000_000)] = 100_000
     heartbeat_s: Annotated[Seconds, Field(le=3600)] = 5.0
+    #: Host names (besides loopback names and the listen address) by which browsers may reach
+    #: the API, e.g. the line PC's name behind a reverse proxy. Requests whose ``Host`` or
+    #: ``Origin`` names another host are refused (DNS rebinding, cross-site posts).
+    allowed_hosts: list[HostName] = Field(default_factory=list)
 
     @field_validator("listen")
     @classmethod

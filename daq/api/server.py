@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from daq import __version__
-from daq.api import metrics
+from daq.api import guard, metrics
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.filters import ReadingFilter, parse_duration
@@ -47,6 +47,7 @@ from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
 from daq.errors import DaqError
 from daq.logs import get_logger
 from daq.model import Quality, Reading
+from daq.timeparse import MAX_NS, MIN_NS
 
 if TYPE_CHECKING:
     from daq.daemon import Daemon
@@ -363,25 +364,32 @@ def _query_filter(request: web.Request) -> ReadingFilter:
 
 
 def _query_since(request: web.Request, now_ns: int, default: str | None) -> int | None:
+    """``since_ns`` (UTC ns, 1970 to 2200) or ``since`` (a duration ago), range-checked."""
     q = request.query
+    if "since_ns" in q:
+        return guard.int_param("since_ns", q["since_ns"], MIN_NS, MAX_NS, "ns since the epoch (1970 to 2200)")
+    text = q.get("since", default)
+    if text is None:
+        return None
     try:
-        if "since_ns" in q:
-            return int(q["since_ns"])
-        text = q.get("since", default)
-        if text is None:
-            return None
-        return now_ns - int(parse_duration(text) * 1e9)
+        since = now_ns - round(parse_duration(text) * 1e9)
     except ValueError as exc:
         raise _json_error(web.HTTPBadRequest, f"since: {exc}") from None
+    if since < MIN_NS:
+        raise _json_error(web.HTTPBadRequest, f"since: {text!r} reaches back before 1970")
+    return since
 
 
 async def _body(request: web.Request, fields: tuple[set[str], set[str]]) -> tuple[dict[str, Any], str]:
     """The JSON body checked against (required, optional) fields, and the actor."""
     required, optional = fields
     if request.can_read_body:
+        text = await request.text()
+        if not guard.json_depth_ok(text):
+            raise _json_error(web.HTTPBadRequest, f"the body nests deeper than {guard.MAX_BODY_DEPTH} levels")
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(text)
+        except (ValueError, RecursionError):
             raise _json_error(web.HTTPBadRequest, "the body must be a JSON object") from None
     else:
         body = {}
@@ -409,6 +417,8 @@ async def _body(request: web.Request, fields: tuple[set[str], set[str]]) -> tupl
         if not ok and value is not None:
             expected = "an integer (ns since the epoch)" if key == "ts_ns" else "a string"
             raise _json_error(web.HTTPBadRequest, f"{key}: expected {expected}")
+        if key == "ts_ns" and value is not None:
+            guard.instant_ns(key, value)
     return body, actor
 
 
@@ -446,10 +456,11 @@ def make_app(svc: ApiService) -> web.Application:
         flt = _query_filter(request)
         since = _query_since(request, now, "5m")
         assert since is not None
-        try:
-            limit = min(int(request.query.get("limit", "10000")), settings.replay_limit)
-        except ValueError:
-            raise _json_error(web.HTTPBadRequest, "limit: expected an integer") from None
+        # limit: the newest N readings; at least 1 (0 or a negative number is refused, not
+        # read as "all"); more than replay_limit is cut to replay_limit.
+        asked = request.query.get("limit", "10000")
+        limit = guard.int_param("limit", asked, 1, 2**63 - 1, "a number of readings")
+        limit = min(limit, settings.replay_limit)
         rows, truncated = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: query_journal(
@@ -541,7 +552,8 @@ def make_app(svc: ApiService) -> web.Application:
     async def mark_t0(request: web.Request) -> web.Response:
         return await control(request, T0_FIELDS, "mark_t0")
 
-    app = web.Application()
+    hosts = guard.HostPolicy(settings.listen, settings.allowed_hosts)
+    app = web.Application(middlewares=[hosts.middleware()])
     app.add_routes(routes)
     app.router.add_static("/static/", STATIC_DIR)
     return app
