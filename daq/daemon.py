@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -31,10 +35,14 @@ from daq.model import EventKind, InstrumentEvent
 from daq.pipeline import Pipeline, reading_pipeline
 from daq.runs.attribution import RunAttribution
 from daq.runs.clock import ClockFlag
+from daq.supervision import EXIT_TASK_FAILED, TaskRecord, TaskTree, arm_from_env, hang_point
 from daq.supervisor import Supervisor
 from drivers import REGISTRY
 
 log = get_logger("daq.daemon")
+
+#: The longest a single shutdown step (one service's stop, the last commit) may take.
+STEP_CAP_S = 5.0
 
 
 class Service(Protocol):
@@ -75,9 +83,52 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Every long-lived task runs under this tree (policies in :mod:`daq.supervision`).
+        self.tasks = TaskTree(
+            on_fault=self._journal_fault,
+            on_fatal=self._fatal,
+            time_ns=self.clock.time_ns,
+            rng=random.Random(self.rng.random()),
+        )
+        #: The process's exit status: non-zero once a task without a safe restart failed.
+        self.exit_code = 0
+        #: Shutdown steps that failed or ran out of time (logged, and audited at daemon_stop).
+        self.unfinished: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: asyncio.Task[Any] | None = None
+        self._aborting = False
+        self._hard_exit_allowed = False
+        self._hard_exit: threading.Timer | None = None
 
     def request_stop(self) -> None:
         self.stop_event.set()
+
+    def _journal_fault(self, rec: TaskRecord, exc: BaseException) -> None:
+        journal = self.journal
+        if journal is None:
+            return
+        instrument = rec.component.partition(":")[2] if rec.family == "supervisor" else "daemon"
+        journal.event(
+            InstrumentEvent(
+                instrument, EventKind.TASK_FAILED, self.clock.time_ns(), self.clock.monotonic_ns(),
+                {
+                    "component": rec.component,
+                    "exception": type(exc).__name__,
+                    "message": str(exc)[:500],
+                    "policy": rec.policy.value,
+                    "failures": rec.failures,
+                },
+            )
+        )  # fmt: skip
+
+    def _fatal(self, rec: TaskRecord) -> None:
+        self.exit_code = EXIT_TASK_FAILED
+        self._arm_hard_exit()
+        if not self.ready.is_set() and self._runner is not None and not self._aborting:
+            # Starting: a start step may be waiting on the failed task; stop it there.
+            self._aborting = True
+            self._runner.cancel()
+        self.request_stop()
 
     def _build_supervisors(self, journal: Journal) -> list[Supervisor]:
         instruments = [i for i in self.config.instruments if i.enabled]
@@ -108,14 +159,56 @@ class Daemon:
         on_ready: Callable[[Daemon], Awaitable[None]] | None = None,
         install_signals: bool = False,
     ) -> None:
-        """Run until :meth:`request_stop`, a signal, or ``duration_s`` elapses."""
+        """Run until :meth:`request_stop`, a signal, or ``duration_s`` elapses.
+
+        With ``install_signals`` (the ``daq run`` process), SIGTERM and SIGINT stop the daemon
+        and arm a last-resort hard exit after ``daemon.shutdown_timeout_s``: whatever hangs,
+        the process ends within the bound.
+        """
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._runner = asyncio.current_task()
+        previous: dict[signal.Signals, Any] = {}
         if install_signals:
+            self._hard_exit_allowed = True
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.request_stop)
+                # A Python-level handler (not loop.add_signal_handler): it runs even while a
+                # callback holds the event loop, so the hard-exit timer is always armed.
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            await self._start()
+            if on_ready is not None:
+                await on_ready(self)
+            if duration_s is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), duration_s)
+            else:
+                await self.stop_event.wait()
+        except asyncio.CancelledError:
+            # A task without a safe restart failed while the daemon was starting (a start
+            # step waiting on a dead journal writer would wait forever): stop now.
+            if not self._aborting or self._runner is None:
+                raise
+            self._runner.uncancel()
+        finally:
+            try:
+                await self._shutdown()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                if self._hard_exit is not None:
+                    self._hard_exit.cancel()
+
+    async def _start(self) -> None:
         cfg = self.config
+        arm_from_env()
         journal = await Journal.open(cfg.daemon.data_dir, clock=self.clock, settings=cfg.journal)
         self.journal = journal
+        self.tasks.watch(
+            "journal-writer", "journal-writer", journal.writer_task, expected_end=lambda: journal.closing
+        )
+        # The writer retries what it can; when it stops for good it logs why and says so here.
+        journal.on_fatal(lambda exc: self.tasks.report_failure("journal-writer", exc, logged=True))
         journal.audit(
             "daemon_start",
             detail={"version": __version__, "pid": _pid(), "instruments": len(cfg.instruments)},
@@ -135,7 +228,7 @@ class Daemon:
                     {"kind": sup.config.kind},
                 )
             )  # fmt: skip
-            self._tasks.append(asyncio.create_task(sup.run(), name=f"supervisor:{sup.name}"))
+            self._tasks.append(self.tasks.spawn(f"supervisor:{sup.name}", "supervisor", sup.run))
         for svc in services:
             if svc.phase > 0:
                 await self._start_service(svc)
@@ -145,19 +238,51 @@ class Daemon:
             instruments=[s.name for s in self.supervisors],
         )
         self.ready.set()
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._arm_hard_exit()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.request_stop)
+
+    def _arm_hard_exit(self) -> None:
+        """Start the last-resort timer (a thread: a blocked event loop cannot hold it up)."""
+        if not self._hard_exit_allowed or self._hard_exit is not None:
+            return
+        bound = self.config.daemon.shutdown_timeout_s
+        timer = threading.Timer(bound, self._exit_now, args=(bound,))
+        timer.daemon = True
+        self._hard_exit = timer
+        timer.start()
+
+    def _exit_now(self, bound: float) -> None:
+        journal = self.journal
+        log.critical(
+            "shutdown exceeded its bound; exiting now",
+            shutdown_timeout_s=bound,
+            uncommitted=journal.uncommitted if journal is not None else None,
+            unfinished=self.unfinished,
+        )
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+            sys.stdout.flush()
+        os._exit(EXIT_TASK_FAILED)
+
+    async def _bounded(self, step: str, aw: Awaitable[Any], timeout_s: float) -> bool:
+        """Await one shutdown step for at most ``timeout_s``; a step that fails or overruns
+        is logged and noted in :attr:`unfinished`, and the next step runs."""
         try:
-            if on_ready is not None:
-                await on_ready(self)
-            if duration_s is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), duration_s)
-            else:
-                await self.stop_event.wait()
-        finally:
-            await self._shutdown()
-            if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+            await asyncio.wait_for(aw, max(0.0, timeout_s))
+        except TimeoutError:
+            log.error("shutdown step timed out", step=step, timeout_s=round(timeout_s, 3))
+            self.unfinished[step] = "timed out"
+            return False
+        except Exception as exc:
+            log.error("shutdown step failed", step=step, error=repr(exc))
+            self.unfinished[step] = repr(exc)[:200]
+            return False
+        return True
 
     def supervisor(self, name: str) -> Supervisor:
         for sup in self.supervisors:
@@ -204,22 +329,35 @@ class Daemon:
         self.services[svc.name] = svc
 
     async def _shutdown(self) -> None:
+        """Stop in order, within ``daemon.shutdown_timeout_s``: the services (but forwarders),
+        the supervisors, their stop events, a commit of everything pending, then the
+        forwarders' final drain, the ``daemon_stop`` audit (with whatever could not be done
+        in time) and the journal's close. Each step is bounded by what is left of the time."""
+        bound = self.config.daemon.shutdown_timeout_s
+        started = time.monotonic()
+        hang_point("shutdown")
+        # A second in hand for the audit entry and the journal's last commit.
+        deadline = started + max(bound * 0.5, bound - 1.0)
+
+        def left(cap: float | None = None) -> float:
+            remaining = max(0.0, deadline - time.monotonic())
+            return remaining if cap is None else min(cap, remaining)
+
+        drainers = [svc for svc in self.services.values() if getattr(svc, "drains_on_stop", False)]
         for svc in reversed(list(self.services.values())):
-            try:
-                await svc.stop()
-            except Exception as exc:  # one service failing to stop must not block the rest
-                log.error("service failed to stop", service=svc.name, error=repr(exc))
+            if svc not in drainers:
+                await self._bounded(f"stop {svc.name}", svc.stop(), left(STEP_CAP_S))
         for task in self._tasks:
             task.cancel()
         pending = set(self._tasks)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=2.0)
+        while pending and left() > 0:
+            _, pending = await asyncio.wait(pending, timeout=left(1.0))
             for task in pending:  # a cancellation a library swallowed is delivered again
                 task.cancel()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for sup, result in zip(self.supervisors, results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("supervisor failed", instrument=sup.name, error=repr(result))
+        if pending:
+            names = sorted(t.get_name() for t in pending)
+            log.error("supervisors did not stop in time", tasks=names)
+            self.unfinished["supervisors_not_stopped"] = len(names)
         self._tasks.clear()
         journal = self.journal
         if journal is None:
@@ -231,9 +369,28 @@ class Daemon:
                     {"readings": sup.readings},
                 )
             )  # fmt: skip
-        journal.audit("daemon_stop", detail={"readings_committed": journal.readings_committed})
-        await journal.close()
-        log.info("daemon stopped", journal=str(journal.path))
+        if not journal.writer_task.done():
+            # The last readings and the stop events are committed before the final drain.
+            await self._bounded("commit the last readings", journal.flush(), left(STEP_CAP_S))
+        for svc in drainers:
+            # The drain gets what is left, less a second for the forwarder to end between
+            # requests; the step's own bound is the backstop.
+            drain_s = max(0.0, left() - 1.0)
+            await self._bounded(f"stop {svc.name}", svc.stop(drain_s=drain_s), left())  # type: ignore[call-arg]
+        detail: dict[str, Any] = {"readings_committed": journal.readings_committed}
+        if self.unfinished:
+            detail["unfinished"] = dict(self.unfinished)
+            log.error("shutdown incomplete", unfinished=self.unfinished)
+        if self.exit_code:
+            detail["exit_code"] = self.exit_code
+        journal.audit("daemon_stop", detail=detail)
+        close_s = max(0.5, started + bound - 0.2 - time.monotonic())
+        closed = await self._bounded(
+            "close the journal", journal.close(timeout_s=max(0.1, close_s - 0.1)), close_s
+        )
+        if not closed:
+            log.error("journal not closed cleanly", uncommitted=journal.uncommitted)
+        log.info("daemon stopped", journal=str(journal.path), exit_code=self.exit_code)
 
     def status(self) -> dict[str, Any]:
         """A snapshot for status displays (instruments, the journal, and each service)."""
@@ -245,6 +402,7 @@ class Daemon:
                 services[name] = fn()
         return {
             "services": services,
+            "tasks": self.tasks.status(),
             "instruments": {
                 s.name: {
                     "kind": s.config.kind,
@@ -271,6 +429,4 @@ class Daemon:
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()

@@ -52,6 +52,8 @@ class EventKind:
     STOPPED = "stopped"
     #: A record the journal could not encode or store, kept in its place (daq.journal).
     REJECTED_RECORD = "rejected_record"
+    #: A long-lived task raised (component, exception, message, policy): see daq.supervision.
+    TASK_FAILED = "task_failed"
 
 
 #: Attributes of a reading that name the series it belongs to downstream (line-protocol tags,

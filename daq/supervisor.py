@@ -20,6 +20,7 @@ from daq.errors import ConnectError, DeviceError, DriverError, ProtocolError, Re
 from daq.journal.journal import Journal
 from daq.logs import get_logger
 from daq.model import SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
+from daq.supervision import fault_point
 from drivers.base import Driver
 
 log = get_logger("daq.supervisor")
@@ -68,6 +69,8 @@ class Supervisor:
         self.driver = driver
         self.config = driver.config
         self.name = driver.name
+        #: This supervisor's name in the daemon's task tree (daq.supervision).
+        self.component = f"supervisor:{driver.name}"
         self.journal = journal
         self.clock = clock
         self.offset_s = offset_s
@@ -245,6 +248,7 @@ class Supervisor:
             readings = await self._read_once()
             if readings:
                 self._store(readings)
+            fault_point(self.component)
 
     async def _poll(self) -> None:
         period_ns = int(self.config.period_s * 1e9)
@@ -278,6 +282,7 @@ class Supervisor:
                 consecutive_timeouts = 0
             if readings:
                 self._store(readings)
+            fault_point(self.component)
             now = self.clock.monotonic_ns()
             next_k = k + 1
             behind = math.floor((now - start) / period_ns) + 1

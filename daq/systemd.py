@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from daq.logs import get_logger
+from daq.supervision import fault_point, spawn
 from daq.supervisor import State
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ class SystemdNotifier:
         self.status_line = self._summary(None)
         self.notifier.send(READY=1, STATUS=self.status_line)
         log.info("systemd notified ready", watchdog_s=self.watchdog_s)
-        self._task = asyncio.create_task(self._loop(), name="systemd-notifier")
+        self._task = spawn(self.daemon.tasks, "systemd", "systemd", self._loop)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -213,6 +214,7 @@ class SystemdNotifier:
         while True:
             await self.daemon.clock.sleep(self.interval_s)
             self.tick()
+            fault_point("systemd")
 
     def tick(self) -> None:
         """One round: judge progress, update the status line, ping if healthy."""

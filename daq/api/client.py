@@ -131,6 +131,14 @@ def format_status(st: dict[str, Any]) -> str:
             quarantined = "-" if s.get("quarantined") is None else str(s["quarantined"])
             note = f"ALARM {s['alarm']}" if s.get("alarm") else s.get("last_error") or ""
             lines.append(f"{name:<18} {backlog:>10} {quarantined:>11}  {note}".rstrip())
+    failed = {c: t for c, t in (st.get("tasks") or {}).items() if t.get("failures")}
+    if failed:
+        lines.append("")
+        lines.append(f"{'task':<24} {'state':<11} {'failures':>8} {'restarts':>8}  last error")
+        for name, t in sorted(failed.items()):
+            lines.append(
+                f"{name:<24} {t['state']:<11} {t['failures']:>8} {t['restarts']:>8}  {t['last_error'] or ''}"
+            )
     alarms = st.get("alarms") or []
     if alarms:
         lines.append("")

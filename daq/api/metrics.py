@@ -188,6 +188,19 @@ def render(
             for ch, r in sorted(s.last_values.items())
         ),
     )
+    tasks = daemon.tasks.status()
+    out.family(
+        "daq_task_failures_total",
+        "counter",
+        "Unexpected exceptions of the daemon's long-lived tasks, by component and policy.",
+        (({"component": c, "policy": t["policy"]}, t["failures"]) for c, t in tasks.items()),
+    )
+    out.family(
+        "daq_task_up",
+        "gauge",
+        "1 while the long-lived task runs, 0 while it waits for a restart or has failed.",
+        (({"component": c}, int(t["state"] in ("running", "stopped"))) for c, t in tasks.items()),
+    )
     j = daemon.journal
     if j is not None:
         out.histogram(

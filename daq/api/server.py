@@ -47,6 +47,7 @@ from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
 from daq.errors import DaqError
 from daq.logs import get_logger
 from daq.model import Quality, Reading
+from daq.supervision import fault_point, spawn
 from daq.timeparse import MAX_NS, MIN_NS
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ log = get_logger("daq.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Seconds between attempts to bind the port when it is taken.
 BIND_RETRY_S = 5.0
+#: Seconds between checks of the listening site by the supervised ``api`` task.
+SERVE_CHECK_S = 1.0
 #: A journal with records pending and no commit for this long is reported unhealthy.
 STALLED_COMMIT_S = 10.0
 
@@ -138,6 +141,20 @@ def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
                 "message": f"{journal['overflowed']} records dropped on overflow (recorded as events)",
             }
         )
+    for component, t in sorted((status.get("tasks") or {}).items()):
+        if t["state"] in ("restarting", "failed"):
+            what = "waiting to restart" if t["state"] == "restarting" else "failed; the daemon stops"
+            out.append(
+                {"severity": "alarm", "subject": f"task {component}", "message": f"{what}: {t['last_error']}"}
+            )
+        elif t["failures"]:
+            out.append(
+                {
+                    "severity": "warning",
+                    "subject": f"task {component}",
+                    "message": f"failed {t['failures']} time(s), restarted; last: {t['last_error']}",
+                }
+            )
     for sink, s in sorted(status.get("sinks", {}).items()):
         if s.get("alarm"):
             out.append({"severity": "alarm", "subject": f"sink {sink}", "message": str(s["alarm"])})
@@ -190,7 +207,7 @@ class ApiService:
         self.url: str | None = None
         self.error: str | None = None
         self.started_ns = daemon.clock.time_ns()
-        self._retry: asyncio.Task[None] | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -201,8 +218,8 @@ class ApiService:
         self.runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=2.0)
         await self.runner.setup()
         self.lag.start()
-        if not await self._bind():
-            self._retry = asyncio.create_task(self._bind_until_done(), name="api-bind-retry")
+        await self._bind()
+        self._serving = spawn(self.daemon.tasks, "api", "api", self._serve)
 
     async def _bind(self) -> bool:
         assert self.runner is not None
@@ -225,17 +242,29 @@ class ApiService:
         log.info("api listening", url=self.url)
         return True
 
-    async def _bind_until_done(self) -> None:
-        while not await self._bind():
-            await asyncio.sleep(BIND_RETRY_S)
+    async def _serve(self) -> None:
+        """Keep the site listening: bind while the port is taken, then watch it. Under the task
+        tree: should this fail, the site is closed and the tree starts this again (a new bind)."""
+        try:
+            while self.site is None and not await self._bind():
+                await asyncio.sleep(BIND_RETRY_S)
+            while True:
+                await asyncio.sleep(SERVE_CHECK_S)
+                fault_point("api")
+        except Exception:
+            site, self.site = self.site, None
+            self.url = None
+            if site is not None:
+                await site.stop()
+            raise
 
     async def stop(self) -> None:
         self.hub.close_all()
-        if self._retry is not None:
-            self._retry.cancel()
+        if self._serving is not None:
+            self._serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
-            self._retry = None
+                await self._serving
+            self._serving = None
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -316,6 +345,7 @@ class ApiService:
             "sinks": extract_sinks(base["services"]),
             "run": self.active_run(),
             "services": base["services"],
+            "tasks": base["tasks"],
         }
         out["alarms"] = compute_alarms(out)
         return out
@@ -341,6 +371,7 @@ class ApiService:
                 problems.append(f"journal has {j.pending} records pending and no commit for {age:.0f} s")
         if not self.daemon.ready.is_set():
             problems.append("daemon is starting")
+        problems.extend(self.daemon.tasks.problems())
         return not problems, problems
 
     def runs_service(self) -> Any:
@@ -434,7 +465,10 @@ def make_app(svc: ApiService) -> web.Application:
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:
         ok, problems = svc.health()
-        return web.json_response({"ok": ok, "problems": problems}, status=200 if ok else 503)
+        failures = {c: t["failures"] for c, t in svc.daemon.tasks.status().items() if t["failures"]}
+        return web.json_response(
+            {"ok": ok, "problems": problems, "task_failures": failures}, status=200 if ok else 503
+        )
 
     @routes.get("/metrics")
     async def metrics_page(request: web.Request) -> web.Response:

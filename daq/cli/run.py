@@ -28,4 +28,4 @@ def main(args: argparse.Namespace) -> int:
     logs.configure(cfg.daemon.log_level)
     daemon = Daemon(cfg)
     asyncio.run(daemon.run(duration_s=args.duration, install_signals=True))
-    return 0
+    return daemon.exit_code

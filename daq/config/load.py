@@ -41,6 +41,9 @@ class DaemonSection(StrictModel):
     #: The site's time zone (IANA name, e.g. ``Europe/Vienna``) for times people read (the run
     #: report); empty: the system's. Stored times stay UTC.
     timezone: str = ""
+    #: SIGTERM ends the process within this many seconds, whatever hangs: the stop steps
+    #: share it, and a last-resort exit (logged) follows when it runs out.
+    shutdown_timeout_s: Annotated[float, Field(ge=1, le=600, strict=True)] = 15.0
 
     @field_validator("timezone")
     @classmethod

@@ -79,6 +79,9 @@ class InfluxSink(StrictModel):
     retry_after_max_s: Seconds = 600.0
     #: How often the sink's progress (backlog, oldest pending, rate, last error) is logged.
     log_every_s: Seconds = 60.0
+    #: At a clean stop, how long the forwarder may go on sending what is committed (the final
+    #: drain); a request on the wire then is never cut, so it may end up to ``timeout_s`` later.
+    drain_on_stop_s: Annotated[float, Field(ge=0, le=60, strict=True)] = 5.0
 
     @model_validator(mode="after")
     def _check(self) -> InfluxSink:

@@ -63,6 +63,7 @@ from daq.journal.anchors import SINK_ANCHOR_EVERY_S
 from daq.journal.journal import Journal, connect
 from daq.logs import get_logger
 from daq.secrets import resolve_secret
+from daq.supervision import TaskTree, fault_point, spawn
 
 if TYPE_CHECKING:
     from daq.daemon import Daemon
@@ -89,6 +90,10 @@ class Batch:
     ids: list[int] = field(default_factory=list)
     unformattable: list[tuple[int, str]] = field(default_factory=list)
     oldest_acq_ns: int = 0
+
+
+class _DrainEnded(Exception):
+    """A write failed during the final drain at stop: the rest waits in the journal."""
 
 
 def _retry_after_s(value: str | None, now_s: float) -> float | None:
@@ -148,9 +153,13 @@ class InfluxForwarder:
         clock: Clock,
         token: str | None = None,
         rng: random.Random | None = None,
+        tasks: TaskTree | None = None,
     ):
         self.sink = sink
+        self.tasks = tasks
         self.name = f"sink:{sink.name}"
+        #: The name of its task in the daemon's task tree (daq.supervision).
+        self.component = f"forwarder:{sink.name}"
         self.journal = journal
         self.clock = clock
         self.token = token
@@ -181,6 +190,9 @@ class InfluxForwarder:
         self._status_path = journal.data_dir / STATUS_DIR / f"{sink.name}.json"
         self._last_log = 0.0
         self._in_outage = False
+        #: Set by stop(): the final drain runs; then set when its time is over.
+        self._draining = False
+        self._drain_over = False
         #: A line this server accepted (see :func:`daq.forward.policy.settle`).
         self._witness: str | None = None
         self._fault_delay = sink.backoff_initial_s
@@ -231,19 +243,46 @@ class InfluxForwarder:
             backlog=self.pending,
         )
         self._tasks = [
-            asyncio.create_task(self._run(), name=f"forward:{self.sink.name}"),
-            asyncio.create_task(self._report(), name=f"forward-status:{self.sink.name}"),
+            spawn(self.tasks, self.component, "forwarder", self._run, ended=lambda: self._draining),
+            spawn(self.tasks, f"{self.component}:status", "forwarder", self._report),
         ]
 
-    async def stop(self) -> None:
-        """Stop sending; what was not acknowledged stays in the journal for next time."""
-        for t in self._tasks:
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Stop sending, after a final drain of what is committed.
+
+        For up to ``drain_s`` (at most the sink's ``drain_on_stop_s``) the forwarder keeps
+        sending without waiting for full batches. It ends itself between requests: a request
+        on the wire is never cancelled (it ends within the sink's ``timeout_s``), so the
+        server never stores a batch whose acknowledgement was lost. The drain ends early when
+        a write fails (no retries while stopping). What was not acknowledged stays in the
+        journal for next time; it is logged and audited (``sink_drain_incomplete``) with counts.
+        """
+        drain = (
+            self.sink.drain_on_stop_s
+            if drain_s is None
+            else max(0.0, min(drain_s, self.sink.drain_on_stop_s))
+        )
+        run = self._tasks[0] if self._tasks else None
+        for t in self._tasks[1:]:
             t.cancel()
+        if run is not None and not run.done():
+            self._draining = True
+            self._wake.set()
+            done, _ = await asyncio.wait({run}, timeout=drain)
+            if not done:
+                self._drain_over = True
+                self._wake.set()
+                done, _ = await asyncio.wait({run}, timeout=self.sink.timeout_s + 1.0)
+            if not done:
+                log.error("sink request outlived its timeout; cancelled", sink=self.sink.name)
+                run.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                 log.error("sink task failed", sink=self.sink.name, error=repr(r))
         self._tasks = []
+        if run is not None:
+            self._drain_report(drain)
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -259,6 +298,26 @@ class InfluxForwarder:
             self._executor = None
         self.state = "stopped"
         log.info("sink stopped", sink=self.sink.name, cursor=self.cursor, backlog=self.pending)
+
+    def _drain_report(self, drain_s: float) -> None:
+        left = self.pending
+        if not left:
+            log.info("sink drained", sink=self.sink.name, cursor=self.cursor)
+            return
+        detail = {
+            "pending": left,
+            "forwarded_through_id": self.cursor,
+            "drain_s": round(drain_s, 3),
+            "last_error": self.last_error,
+        }
+        log.warning("sink not drained at stop; the rest waits in the journal", sink=self.sink.name, **detail)
+        self.journal.audit("sink_drain_incomplete", subject=self.sink.name, detail=detail)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait before a retry; while stopping, end the final drain instead."""
+        if self._draining:
+            raise _DrainEnded
+        await self.clock.sleep(seconds)
 
     def _open_sync(self) -> sqlite3.Connection:
         self._conn = connect(self.journal.path, read_only=True)
@@ -415,7 +474,7 @@ class InfluxForwarder:
         """Return once a full batch is committed, or the first pending one is ``max_age_s`` old."""
         while True:
             pending = self.pending
-            if pending >= self.sink.batch_size:
+            if pending >= self.sink.batch_size or self._draining:
                 return
             timeout: float | None = None
             if pending > 0:
@@ -437,13 +496,16 @@ class InfluxForwarder:
         while True:
             try:
                 await self._forward()
+                return  # the final drain is over
+            except _DrainEnded:
+                return
             except (sqlite3.Error, JournalError, OSError) as exc:
                 # The journal could not be read or the cursor not written: the batches in
                 # hand are dropped and read again (their lines come out the same, see
                 # _reseed_sync); nothing is skipped.
                 self._note_error(f"journal: {exc}")
                 log.error("sink cannot use the journal; retrying", sink=self.sink.name, error=str(exc))
-                await self.clock.sleep(self.sink.backoff_cap_s)
+                await self._pause(self.sink.backoff_cap_s)
                 assert self._executor is not None
                 with contextlib.suppress(sqlite3.Error, OSError):
                     await asyncio.get_running_loop().run_in_executor(self._executor, self._reseed_sync)
@@ -452,6 +514,8 @@ class InfluxForwarder:
         prefetch: asyncio.Task[Batch | None] | None = None
         try:
             while True:
+                if self._draining and (self._drain_over or not self.pending):
+                    return  # between requests: nothing is cut off
                 if prefetch is None:
                     await self._wait_for_batch()
                     batch = await self._fetch(self.cursor)
@@ -480,6 +544,7 @@ class InfluxForwarder:
                 # What a store outside holds is anchored in the journal too (throttled).
                 self.journal.anchors.anchor(f"sink:{self.sink.name}", min_interval_s=SINK_ANCHOR_EVERY_S)
                 self.state = "idle"
+                fault_point(self.component)
         finally:
             if prefetch is not None:
                 prefetch.cancel()
@@ -503,7 +568,7 @@ class InfluxForwarder:
                 f"points refused although not shown to be at fault (server fault): {fault.message}",
             )
             self.retries += 1
-            await self.clock.sleep(self._fault_delay * (1.0 + 0.2 * (self.rng.random() - 0.5)))
+            await self._pause(self._fault_delay * (1.0 + 0.2 * (self.rng.random() - 0.5)))
             self._fault_delay = min(self.sink.backoff_cap_s, self._fault_delay * 2)
             return False
         self._fault_delay = self.sink.backoff_initial_s
@@ -610,7 +675,7 @@ class InfluxForwarder:
             if jittered:
                 # +-10 %: forwarders of many lines restarting together do not retry in step.
                 wait *= 1.0 + 0.2 * (self.rng.random() - 0.5)
-            await self.clock.sleep(wait)
+            await self._pause(wait)
             delay = min(self.sink.backoff_cap_s, delay * 2)
 
     def _outage(self, message: str) -> None:
@@ -654,6 +719,9 @@ class ForwardService:
 
     name = "forward"
     phase = 1
+    #: The daemon stops this service after the supervisors' last readings are committed, so
+    #: the final drain (:meth:`InfluxForwarder.stop`) sends them.
+    drains_on_stop = True
 
     def __init__(self, forwarders: list[InfluxForwarder]):
         self.forwarders = forwarders
@@ -669,9 +737,9 @@ class ForwardService:
                 await fwd.stop()
             raise
 
-    async def stop(self) -> None:
-        for fwd in reversed(self.forwarders):
-            await fwd.stop()
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Stop every forwarder; their final drains run side by side within ``drain_s``."""
+        await asyncio.gather(*(fwd.stop(drain_s) for fwd in self.forwarders))
 
     def status(self) -> dict[str, Any]:
         return {"sinks": {fwd.sink.name: fwd.status() for fwd in self.forwarders}}
@@ -696,6 +764,7 @@ def service(daemon: Daemon) -> ForwardService | None:
             clock=daemon.clock,
             token=sink_token(sink, i),
             rng=daemon.rng,
+            tasks=daemon.tasks,
         )
         for i, sink in sinks
     ]

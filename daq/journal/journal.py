@@ -45,6 +45,7 @@ from daq.journal.anchors import Anchors
 from daq.journal.schema import CHAINED, migrate
 from daq.logs import get_logger
 from daq.model import EventKind, InstrumentEvent, Reading
+from daq.supervision import fault_point
 
 log = get_logger("daq.journal")
 
@@ -232,6 +233,17 @@ class Journal:
             raise JournalError(f"cannot open journal {journal.path}: {exc}") from exc
         journal._task = journal._writer_task = asyncio.create_task(journal._writer(), name="journal-writer")
         return journal
+
+    @property
+    def writer_task(self) -> asyncio.Task[None]:
+        """The writer task, for the daemon's task tree to watch (see daq.supervision)."""
+        assert self._writer_task is not None, "the journal is not open"
+        return self._writer_task
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called: the writer ending then is expected."""
+        return self._closing
 
     def _open_sync(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -515,6 +527,8 @@ class Journal:
     async def _writer(self) -> None:
         """Commit batches until closed. Never ends on one record or one unexpected error."""
         while True:
+            # Test seam (daq.supervision): a failure outside the writer's own error handling.
+            fault_point("journal-writer")
             try:
                 if await self._cycle():
                     return

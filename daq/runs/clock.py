@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from daq.logs import get_logger
 from daq.model import Quality, Reading, Reason, iso
 from daq.runs.settings import ClockSection
+from daq.supervision import fault_point, spawn
 
 if TYPE_CHECKING:
     from daq.daemon import Daemon
@@ -161,7 +162,7 @@ class ClockMonitor:
     async def start(self) -> None:
         _, _, self._offset = self._now_offset()
         await self.poll_sync(force=True)
-        self._task = asyncio.create_task(self._loop(), name="clock-monitor")
+        self._task = spawn(self.daemon.tasks, "clock", "clock", self._loop)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -215,6 +216,7 @@ class ClockMonitor:
         while True:
             await asyncio.sleep(self.settings.check_every_s)
             self.check()
+            fault_point("clock")
             if time.monotonic() - self._sync_polled >= poll_every:
                 await self.poll_sync()
 

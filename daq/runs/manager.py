@@ -161,14 +161,17 @@ class RunManager:
     async def _stop_service(self) -> None:
         if self.attribution.trigger == self._trigger:
             self.attribution.trigger = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        if self._active is not None:
-            await self.stop_run(actor="daemon", reason="daemon stopping")
-        await self.journal.flush()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        try:
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+            if self._active is not None:
+                await self.stop_run(actor="daemon", reason="daemon stopping")
+            await self.journal.flush()
+        finally:
+            # Released even when the journal cannot commit any more (the daemon is stopping).
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
 
     async def _record_config(self) -> None:
         """Snapshot the config text and audit its diff from the previous snapshot."""

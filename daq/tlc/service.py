@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from daq.journal.journal import Journal
 from daq.journal.reader import JournalReader
 from daq.logs import get_logger
 from daq.model import InstrumentEvent
+from daq.supervision import fault_point, spawn
 from daq.supervisor import State, Supervisor
 from daq.tlc.analysis import analyse
 from daq.tlc.methods import TlcMethod, TlcSection
@@ -126,7 +128,9 @@ class TlcService:
         await self.recover()
         for sup in self.scanners.values():
             if self._driver(sup).config.scan_every_s is not None:
-                self._periodic.append(asyncio.create_task(self._every(sup), name=f"tlc-schedule:{sup.name}"))
+                self._periodic.append(
+                    spawn(self.daemon.tasks, f"tlc:{sup.name}", "tlc", functools.partial(self._every, sup))
+                )
 
     async def stop(self) -> None:
         for task in self._periodic:
@@ -361,8 +365,10 @@ class TlcService:
         assert every is not None
         failing = False
         while True:
-            while sup.state is not State.CONNECTED or not driver.connected:
+            fault_point(f"tlc:{sup.name}")
+            if sup.state is not State.CONNECTED or not driver.connected:
                 await self.clock.sleep(0.2)
+                continue
             began = self.clock.monotonic_ns()
             try:
                 trace_id = await self.start_scan(sup.name, actor="schedule")
