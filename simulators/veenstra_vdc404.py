@@ -7,6 +7,7 @@ one line per measurement, unprompted. Lines end CR LF.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 from simulators.base import FaultyWire, SerialSimulator, float_option
 from simulators.source import DecayingSource, auto_range, display, ranges_option
@@ -15,6 +16,10 @@ from simulators.source import DecayingSource, auto_range, display, ranges_option
 class Vdc404Simulator(SerialSimulator):
     kind = "veenstra-vdc404"
     description = "Veenstra VDC-404 dose calibrator (unsolicited ASCII lines, 9600 baud)"
+    extra_faults: ClassVar[dict[str, str]] = {
+        # An empty chamber after zeroing: the display shows a negative zero.
+        "zeroed": "1 = the display reads -0.000 MBq (an empty chamber after zeroing)",
+    }
 
     def configure(self, options: dict[str, str]) -> None:
         self.nuclide = options.pop("nuclide", "F-18")
@@ -27,6 +32,8 @@ class Vdc404Simulator(SerialSimulator):
     def line(self) -> bytes:
         if self.source is None:
             self.source = DecayingSource(self.nuclide, self.activity_bq, self.clock, self.rng)
+        if self.faults.get("zeroed"):
+            return f"{self.source.symbol}: -0.000 MBq\r\n".encode("ascii")
         value, unit = auto_range(self.source.reading(bool(self.faults.get("freeze"))), self.ranges)
         return f"{self.source.symbol}: {display(value)} {unit}\r\n".encode("ascii")
 

@@ -71,7 +71,16 @@ _INSERT: dict[str, str] = {
 
 
 def dumps(obj: Mapping[str, Any] | None) -> str | None:
-    """Canonical JSON for ``attrs`` and ``detail`` columns (sorted keys, no spaces)."""
+    """Canonical JSON for ``attrs`` and ``detail`` columns (sorted keys, no spaces), the object
+    first put in canonical form (:func:`daq.canonical.json_object`, changes noted in it)."""
+    if not obj:
+        return None
+    notes = canonical.Notes()
+    return _dumps(canonical.with_notes(canonical.json_object(obj, notes), notes))
+
+
+def _dumps(obj: Mapping[str, Any] | None) -> str | None:
+    """JSON of an object already in canonical form."""
     if not obj:
         return None
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -814,19 +823,19 @@ def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tupl
     c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
     row = (
         rid, c.instrument, c.channel, c.seq, c.acq_ns, c.mono_ns, c.device_ns, c.value,
-        c.unit, int(c.quality), c.reason, c.raw, dumps(c.attrs), c.run_id,
+        c.unit, int(c.quality), c.reason, c.raw, _dumps(c.attrs), c.run_id,
     )  # fmt: skip
     return row, c
 
 
 def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
     c = canonical.event(e, now_ns=now_ns, now_mono_ns=now_mono)
-    return (rid, c.instrument, c.kind, c.ts_ns, c.mono_ns, dumps(c.detail), c.raw), None
+    return (rid, c.instrument, c.kind, c.ts_ns, c.mono_ns, _dumps(c.detail), c.raw), None
 
 
 def _audit_row(rid: int, a: canonical.AuditEntry, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
     c = canonical.audit(a, now_ns=now_ns, now_mono_ns=now_mono)
-    return (rid, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, dumps(c.detail), c.run_id), None
+    return (rid, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, _dumps(c.detail), c.run_id), None
 
 
 def _generic_row(

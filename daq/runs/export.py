@@ -109,13 +109,17 @@ def _table_text(t: TableRows, fmt: Format) -> str:
         return head[:-1] + ', "rows": [\n' + ",\n".join(lines) + "\n]}\n"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    # With "\n" as the line end, the csv module does not quote a field holding a lone "\r",
+    # which a reader then takes for a line break: such a row has every field quoted.
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     extra = list(_derived(t.name, t.rows[0])) if t.rows else []
     writer.writerow([*t.columns, *extra, "prev_hash", "hash"])
     for r in t.rows:
         cells = [
             NULL if r[c] is None else _cell(r[c], typ) for c, typ in zip(t.columns, t.types, strict=True)
         ]
-        writer.writerow([*cells, *_derived(t.name, r).values(), r["prev_hash"].hex(), r["hash"].hex()])
+        line = [*cells, *_derived(t.name, r).values(), r["prev_hash"].hex(), r["hash"].hex()]
+        (quoted if any(isinstance(c, str) and "\r" in c for c in line) else writer).writerow(line)
     return buf.getvalue()
 
 
@@ -366,7 +370,9 @@ def _verify(outdir: Path, data_dir: Path | None, report: ExportReport, at: list[
             return fail(f"{name} cannot be read: {exc}", name)
         # Written back, the records must give the file byte for byte: nothing else is in it.
         again = _table_text(TableRows(table, tuple(spec["columns"]), spec["types"], rows), fmt)
-        if again != (outdir / name).read_text(encoding="utf-8"):
+        with (outdir / name).open(encoding="utf-8", newline="") as f:
+            written = f.read()  # as written: a "\r" inside a field is data, not a line end
+        if again != written:
             return fail(f"{name} holds more or other than its records (altered)", name)
         previous: dict[str, Any] | None = None
         for row in rows:
