@@ -78,6 +78,7 @@ readings = st.builds(
     device_ns=st.one_of(st.none(), timestamps),
     raw=raws,
     attrs=attrs,
+    run_id=st.just(RUN_ID),
 )
 events = st.builds(
     InstrumentEvent, instrument=texts, kind=texts, ts_ns=timestamps, mono_ns=ints, detail=attrs, raw=raws
@@ -100,9 +101,10 @@ async def journal_all(
             {"run_id": RUN_ID, "kind": "start", "ts_ns": NOW, "mono_ns": MONO, "actor": "op", "reason": None,
              "instrument": None, "detail": dumps({"batch": "B-1", "product": "P", "nuclide": "F-18"})},
         )  # fmt: skip
-        journal.run_id = RUN_ID
-        for r in rs:
-            journal.append(r)
+        for i, r in enumerate(rs):
+            queued = journal.append(r)
+            assert queued is not None
+            rs[i] = queued  # with the sequence number the journal gave it
         for e in es:
             journal.event(e)
         for action, actor, subject, detail in aus:
