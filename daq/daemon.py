@@ -424,6 +424,8 @@ class Daemon:
                 "readings_committed": j.readings_committed,
                 "overflowed": j.overflowed,
                 "error": j.error,
+                # Records refused (kept as rejected_record events), hook and writer errors.
+                **j.health(),
             },
         }
 

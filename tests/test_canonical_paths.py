@@ -80,6 +80,19 @@ async def test_non_utf8_text_through_the_cli_and_the_api_is_journaled_escaped(
         assert journal is not None
         await asyncio.wait_for(journal.flush(), 5)
         await asyncio.to_thread(post, "/api/runs/active/stop", b'{"reason": "done \\ud800"}', "K\xe4the")
+        # A record the journal cannot store is refused, kept as an event, and shown.
+        journal.record("configs", {"ts_ns": 1, "sha256": "x", "path": None, "text": {"not": "text"}})
+        await asyncio.wait_for(journal.flush(), 5)
+
+        def get(path: str) -> bytes:
+            with urllib.request.urlopen(api.url + path, timeout=10) as resp:
+                return bytes(resp.read())
+
+        status = json.loads(await asyncio.to_thread(get, "/api/status"))
+        assert status["journal"]["rejected"] == 1
+        assert any("1 records refused" in a["message"] for a in status["alarms"])
+        assert b"daq_journal_rejected_total 1" in await asyncio.to_thread(get, "/metrics")
+        assert json.loads(await asyncio.to_thread(get, "/healthz"))["journal"]["rejected"] == 1
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)

@@ -107,6 +107,7 @@ def format_status(st: dict[str, Any]) -> str:
         f"daemon {d['site']}/{d['cell']} pid {d['pid']}, up {_age(d['uptime_s'])}, config {d['config']}",
         f"journal {j.get('path', '-')}: {j.get('size_bytes', 0) / 1e6:.1f} MB, "
         f"{j.get('readings_committed', 0)} readings committed since start, pending {j.get('pending', 0)}"
+        + (f", {j['rejected']} records refused" if j.get("rejected") else "")
         + (f", ERROR {j['error']}" if j.get("error") else ""),
     ]
     run = st.get("run")

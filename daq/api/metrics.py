@@ -207,6 +207,18 @@ def render(
             "daq_journal_commit_seconds", "Duration of journal group commits.", counters.commit_seconds
         )
         out.family("daq_journal_commits_total", "counter", "Journal group commits.", [({}, j.commits)])
+        out.family(
+            "daq_journal_rejected_total",
+            "counter",
+            "Records the journal could not store, each kept as a rejected_record event.",
+            [({}, j.rejected)],
+        )
+        out.family(
+            "daq_journal_hook_errors_total",
+            "counter",
+            "Exceptions of commit hooks and live subscribers (isolated from the journal writer).",
+            [({}, j.hook_errors)],
+        )
         out.family("daq_journal_pending", "gauge", "Records waiting for the next commit.", [({}, j.pending)])
         out.family(
             "daq_journal_overflowed_total",

@@ -141,6 +141,22 @@ def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
                 "message": f"{journal['overflowed']} records dropped on overflow (recorded as events)",
             }
         )
+    if journal.get("rejected"):
+        out.append(
+            {
+                "severity": "warning",
+                "subject": "journal",
+                "message": f"{journal['rejected']} records refused (each kept as a rejected_record event)",
+            }
+        )
+    if journal.get("hook_errors"):
+        out.append(
+            {
+                "severity": "warning",
+                "subject": "journal",
+                "message": f"{journal['hook_errors']} errors in commit hooks or subscribers (isolated)",
+            }
+        )
     for component, t in sorted((status.get("tasks") or {}).items()):
         if t["state"] in ("restarting", "failed"):
             what = "waiting to restart" if t["state"] == "restarting" else "failed; the daemon stops"
@@ -467,7 +483,8 @@ def make_app(svc: ApiService) -> web.Application:
         ok, problems = svc.health()
         failures = {c: t["failures"] for c, t in svc.daemon.tasks.status().items() if t["failures"]}
         return web.json_response(
-            {"ok": ok, "problems": problems, "task_failures": failures}, status=200 if ok else 503
+            {"ok": ok, "problems": problems, "task_failures": failures, "journal": svc.journal.health()},
+            status=200 if ok else 503,
         )
 
     @routes.get("/metrics")
