@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 
 import daq.users
 from daq.cli import main as cli
+from daq.cli import signing
 from daq.clock import SystemClock
 from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, Journal
@@ -232,6 +233,11 @@ async def test_signing_rules_each_refusal_audited(data_dir: Path) -> None:
     assert "REVIEWED" in out
     assert "APPROVED" in out
     assert "unsigned: nothing" in out
+    # daq demo's closing summary prints the QC commands for the last sealed run.
+    qc = "\n".join(signing.summary_lines(data_dir))
+    assert f"daq runs review {rec.run_id} --data-dir {data_dir}" in qc
+    assert f"daq runs sign {rec.run_id} --meaning approved --data-dir {data_dir}" in qc
+    assert f"daq report {rec.run_id} --data-dir {data_dir} --out" in qc
     assert (await arun(["verify", *d]))[0] == 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from daq import logs
-from daq.cli import runs, simulate, tlc
+from daq.cli import runs, signing, simulate, tlc
 from daq.cli.argtypes import seconds
 from daq.config.load import Config, load_config
 from daq.daemon import Daemon
@@ -326,6 +326,7 @@ def summary(data_dir: Path) -> str:
     lines.append(f"  hash chains: {'intact' if report.ok else 'FAILED: ' + str(report.problem)}")
     lines.extend(tlc.summary_lines(data_dir))
     lines.extend(runs.summary_lines(data_dir))
+    lines.extend(signing.summary_lines(data_dir))
     return "\n".join(lines)
 
 

@@ -163,3 +163,29 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         file=out,
     )
     return 0
+
+
+def summary_lines(data_dir: Path) -> list[str]:
+    """For ``daq demo``'s closing summary: the commands that take the last sealed run through QC."""
+    from daq.runs import store
+    from daq.runs.export import open_journal
+
+    conn = open_journal(data_dir)
+    try:
+        sealed = [r for r in store.list_runs(conn) if r.get("seal")]
+    finally:
+        conn.close()
+    if not sealed:
+        return []
+    run, d = sealed[-1]["run_id"], f"--data-dir {data_dir}"
+    return [
+        "  QC: review, sign and report the last sealed run (docs/qc-guide.md walks through it):",
+        f'    daq users add qa-admin --name "QA Admin" --roles admin {d}   # the first account: an admin',
+        f'    daq users add rev --name "Rita Reviewer" --roles reviewer {d}   # asks for an admin',
+        f'    daq users add appr --name "Arno Approver" --roles approver {d}',
+        f"    daq runs review {run} {d}",
+        f"    daq runs sign {run} --meaning reviewed {d}",
+        f"    daq runs sign {run} --meaning approved {d}",
+        f"    daq report {run} {d} --out {run}.pdf",
+        f"    daq export {run} {d} --out {run}-export && daq verify --export {run}-export",
+    ]

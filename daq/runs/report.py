@@ -481,7 +481,7 @@ def _activity(ctx: Context, table: list[dict[str, Any]], ref: tuple[int, str], y
                 "nuclide check",
             ],
             rows,
-            [0.16, 0.1, 0.14, 0.24, 0.12, 0.09, 0.15],
+            [0.17, 0.09, 0.11, 0.22, 0.11, 0.09, 0.21],
         )
     else:
         fig.text(0.06, y, "No dose calibrator readings in this run.", fontsize=9, va="top")
@@ -511,9 +511,10 @@ def _activity(ctx: Context, table: list[dict[str, Any]], ref: tuple[int, str], y
             )
         ylines.append(f"  yield, decay-corrected to the reference time: {_pct(yld.get('corrected_percent'))}")
         ylines.append(f"  yield, not decay-corrected: {_pct(yld['uncorrected_percent'])}")
-    for text in ylines:
-        fig.text(0.06, ytext, text, fontsize=8, va="top", fontweight="bold" if text == ylines[0] else None)
-        ytext -= 0.018
+    for i, text in enumerate(ylines):
+        for part in textwrap.wrap(text, 112, subsequent_indent="      ") or [""]:
+            fig.text(0.06, ytext, part, fontsize=8, va="top", fontweight="bold" if i == 0 else None)
+            ytext -= 0.018
     _note(fig, *ylines)
     ax = fig.add_axes((0.1, 0.08, 0.84, ytext - 0.14))
     for key in (e["channel"] for e in table):
@@ -606,14 +607,17 @@ def _process(ctx: Context) -> list[Figure]:
     steps = ctx.summary["steps"]
     for gi, (title, channels) in enumerate(groups, 1):
         fig = _page(f"Process values: {title} ({gi} of {len(groups)})", "process")
-        fig.text(0.06, 0.905, note, fontsize=7.5, va="top", wrap=True)
+        y = 0.905
+        for part in textwrap.wrap(note, 130):
+            fig.text(0.06, y, part, fontsize=7.5, va="top")
+            y -= 0.014
         _note(fig, note)
         axes = fig.subplots(
             len(channels),
             1,
             squeeze=False,
             sharex=True,
-            gridspec_kw={"top": 0.84, "bottom": 0.08, "left": 0.16, "right": 0.94},
+            gridspec_kw={"top": 0.76, "bottom": 0.08, "left": 0.16, "right": 0.94},
         )[:, 0]
         for ax, key in zip(axes, channels, strict=True):
             inst, ch = key.split("/", 1)
@@ -782,7 +786,7 @@ def _tlc(ctx: Context) -> list[Figure]:
                 (0.06, y - 0.022 * (len(hist) + 1), 0.88, 0.022 * (len(hist) + 1)),
                 ["analysis", "method", "RCP", "verdict", "", "by", "at"],
                 hist,
-                [0.17, 0.17, 0.1, 0.1, 0.11, 0.1, 0.25],
+                [0.3, 0.14, 0.09, 0.08, 0.1, 0.09, 0.2],
                 size=6.5,
             )
             y -= 0.03 + 0.022 * (len(hist) + 1)
