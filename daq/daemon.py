@@ -35,7 +35,14 @@ from daq.model import EventKind, InstrumentEvent
 from daq.pipeline import Pipeline, reading_pipeline
 from daq.runs.attribution import RunAttribution
 from daq.runs.clock import ClockFlag
-from daq.supervision import EXIT_TASK_FAILED, TaskRecord, TaskTree, arm_from_env, hang_point
+from daq.supervision import (
+    EXIT_TASK_FAILED,
+    StallWatch,
+    TaskRecord,
+    TaskTree,
+    arm_from_env,
+    hang_point,
+)
 from daq.supervisor import Supervisor
 from drivers import REGISTRY
 
@@ -90,6 +97,8 @@ class Daemon:
             time_ns=self.clock.time_ns,
             rng=random.Random(self.rng.random()),
         )
+        #: Notices the whole process standing still and journals it (a ``stall`` event).
+        self.stall_watch = StallWatch(self._journal_stall)
         #: The process's exit status: non-zero once a task without a safe restart failed.
         self.exit_code = 0
         #: Shutdown steps that failed or ran out of time (logged, and audited at daemon_stop).
@@ -120,6 +129,16 @@ class Daemon:
                 },
             )
         )  # fmt: skip
+
+    def _journal_stall(self, from_ns: int, until_ns: int, stalled_s: float) -> None:
+        log.warning("process stood still", stalled_s=round(stalled_s, 3))
+        if self.journal is not None:
+            self.journal.event(
+                InstrumentEvent(
+                    "daemon", EventKind.STALL, self.clock.time_ns(), self.clock.monotonic_ns(),
+                    {"stalled_s": round(stalled_s, 3), "from_ns": from_ns, "until_ns": until_ns},
+                )
+            )  # fmt: skip
 
     def _fatal(self, rec: TaskRecord) -> None:
         self.exit_code = EXIT_TASK_FAILED
@@ -214,6 +233,7 @@ class Daemon:
             detail={"version": __version__, "pid": _pid(), "instruments": len(cfg.instruments)},
         )
         journal.audit("config_loaded", subject=cfg.path, detail={"sha256": cfg.sha256, "path": cfg.path})
+        self._tasks.append(self.tasks.spawn("stall-watch", "stall-watch", self.stall_watch.run))
         from daq.services import build_services
 
         services = sorted(build_services(self), key=lambda svc: svc.phase)
@@ -403,6 +423,7 @@ class Daemon:
         return {
             "services": services,
             "tasks": self.tasks.status(),
+            "stalls": self.stall_watch.status(),
             "instruments": {
                 s.name: {
                     "kind": s.config.kind,

@@ -37,6 +37,9 @@ class Reason:
     DAUGHTERS_NOT_IN_EQUILIBRIUM = "daughters_not_in_equilibrium"
     #: NaN, an infinity or no number at all where a value belongs (see daq.canonical).
     NON_FINITE_VALUE = "non_finite_value"
+    #: Poll slots of a polled instrument passed without a poll (a process stall, reads slower
+    #: than the period); the span is in attrs (daq.supervisor).
+    MISSED_POLLS = "missed_polls"
 
 
 class EventKind:
@@ -54,6 +57,8 @@ class EventKind:
     REJECTED_RECORD = "rejected_record"
     #: A long-lived task raised (component, exception, message, policy): see daq.supervision.
     TASK_FAILED = "task_failed"
+    #: The whole process stood still (SIGSTOP, a long pause of the host): span in detail.
+    STALL = "stall"
 
 
 #: Attributes of a reading that name the series it belongs to downstream (line-protocol tags,

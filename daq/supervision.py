@@ -30,6 +30,7 @@ family                    policy     why
 ``clock``                 restart    The clock monitor compares clocks; a restart re-reads the sync.
 ``systemd``               restart    The notifier only reports; a restart resumes the pings (the
                                      watchdog catches a notifier that stays down).
+``stall-watch``           restart    :class:`StallWatch` only observes the event loop.
 ========================  =========  =================================================================
 
 Restarts back off from :data:`RESTART_INITIAL_S` doubling (with jitter) up to
@@ -85,6 +86,7 @@ POLICIES: dict[str, Policy] = {
     "tlc": Policy.RESTART,
     "clock": Policy.RESTART,
     "systemd": Policy.RESTART,
+    "stall-watch": Policy.RESTART,
 }
 
 
@@ -304,6 +306,47 @@ class TaskTree:
             for rec in self.records.values()
             if rec.state in ("restarting", "failed")
         ]
+
+
+class StallWatch:
+    """Notices the whole process standing still (SIGSTOP, a paused virtual machine, a host
+    that stopped scheduling it, a callback holding the event loop) and reports each stall
+    once, as data: ``on_stall(from_ns, until_ns, stalled_s)`` in wall time.
+
+    It wakes every ``tick_s`` and compares the monotonic time that passed with the time it
+    slept; a wake-up later than ``threshold_s`` is a stall. Instruments' own timeouts then
+    know that the silence was the process's, not the device's.
+    """
+
+    def __init__(
+        self,
+        on_stall: Callable[[int, int, float], None],
+        *,
+        tick_s: float = 0.25,
+        threshold_s: float = 1.0,
+    ):
+        self.on_stall = on_stall
+        self.tick_s = tick_s
+        self.threshold_s = threshold_s
+        self.stalls = 0
+        self.last_stall_s: float | None = None
+
+    async def run(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            late = now - last - self.tick_s
+            if late >= self.threshold_s:
+                self.stalls += 1
+                self.last_stall_s = round(late, 3)
+                until = time.time_ns()
+                self.on_stall(until - int(late * 1e9), until, late)
+            last = now
+            fault_point("stall-watch")
+
+    def status(self) -> dict[str, Any]:
+        return {"stalls": self.stalls, "last_stall_s": self.last_stall_s}
 
 
 def spawn(

@@ -21,6 +21,7 @@ from daq.journal.journal import Journal
 from daq.logs import get_logger
 from daq.model import SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
 from daq.supervision import fault_point
+from daq.transport import overdue
 from drivers.base import Driver
 
 log = get_logger("daq.supervisor")
@@ -117,9 +118,15 @@ class Supervisor:
         self.readings += len(readings)
 
     def _gap(
-        self, reason: str, message: str, channels: list[str] | None = None, raw: bytes | None = None
+        self,
+        reason: str,
+        message: str,
+        channels: list[str] | None = None,
+        raw: bytes | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Write one BAD reading per channel: the gap is recorded, never interpolated."""
+        """Write one BAD reading per channel: the gap is recorded, never interpolated.
+        ``extra`` goes into each record's attrs (the span of missed polls)."""
         now, mono = self.clock.time_ns(), self.clock.monotonic_ns()
         names = channels if channels is not None else list(self._known_channels)
         self._store(
@@ -134,7 +141,7 @@ class Supervisor:
                     acq_ns=now,
                     mono_ns=mono,
                     raw=raw,
-                    attrs={**self._series_attrs(ch), "error": message[:500]},
+                    attrs={**self._series_attrs(ch), **(extra or {}), "error": message[:500]},
                 )
                 for ch in names
             ]
@@ -258,6 +265,7 @@ class Supervisor:
         start = self.clock.monotonic_ns() + int(self.offset_s * 1e9)
         k = 0
         consecutive_timeouts = 0
+        loop = asyncio.get_running_loop()
         while True:
             _raise_if_cancelled()
             due = start + k * period_ns
@@ -265,19 +273,25 @@ class Supervisor:
             if wait > 0:
                 await self.clock.sleep(wait)
             self.poll_lateness_ns.append(self.clock.monotonic_ns() - due)
+            started = loop.time()
+            readings: list[Reading] | None = None
             try:
                 async with asyncio.timeout(timeout_s):
                     readings = await self._read_once()
             except (ReadTimeout, TimeoutError) as exc:
-                self.timeouts += 1
-                consecutive_timeouts += 1
-                why = str(exc) or f"no reply within {timeout_s:g} s"
-                if consecutive_timeouts >= self.config.max_consecutive_timeouts:
-                    # One gap record for this poll: the reconnect that follows writes it
-                    # (reason timeout), instead of a second BAD row per channel beside this one.
-                    raise ReadTimeout(f"{consecutive_timeouts} polls in a row timed out: {why}") from exc
-                self._gap(Reason.TIMEOUT, why)
-                readings = None
+                if overdue(loop, started, timeout_s):
+                    # The process stood still during the poll: the silence was its own, not
+                    # the device's. The slot is recorded as missed, not as a device timeout.
+                    self._missed_polls(due, due, 1, "the process stood still during the poll")
+                else:
+                    self.timeouts += 1
+                    consecutive_timeouts += 1
+                    why = str(exc) or f"no reply within {timeout_s:g} s"
+                    if consecutive_timeouts >= self.config.max_consecutive_timeouts:
+                        # One gap record for this poll: the reconnect that follows writes it
+                        # (reason timeout), instead of a second BAD row per channel beside this one.
+                        raise ReadTimeout(f"{consecutive_timeouts} polls in a row timed out: {why}") from exc
+                    self._gap(Reason.TIMEOUT, why)
             else:
                 consecutive_timeouts = 0
             if readings:
@@ -288,5 +302,24 @@ class Supervisor:
             behind = math.floor((now - start) / period_ns) + 1
             if behind > next_k:
                 self.overruns += behind - next_k
+                self._missed_polls(
+                    start + next_k * period_ns, start + (behind - 1) * period_ns, behind - next_k
+                )
                 next_k = behind
             k = next_k
+
+    def _missed_polls(
+        self, first_due_mono: int, last_due_mono: int, missed: int, why: str = "passed without a poll"
+    ) -> None:
+        """Record poll slots that passed without a poll (the process stood still, or a read
+        outlasted the period) as one gap: the slots' span, in wall and monotonic time."""
+        wall, mono = self.clock.time_ns(), self.clock.monotonic_ns()
+        span = {
+            "missed": missed,
+            "period_s": self.config.period_s,
+            "first_slot_ns": wall - (mono - first_due_mono),
+            "last_slot_ns": wall - (mono - last_due_mono),
+            "span_s": round((last_due_mono - first_due_mono) / 1e9 + self.config.period_s, 6),
+        }
+        log.warning("poll slots missed", instrument=self.name, **span)
+        self._gap(Reason.MISSED_POLLS, f"{missed} poll slot(s): {why}", extra=span)

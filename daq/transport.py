@@ -19,6 +19,16 @@ from daq.errors import ConnectError, ProtocolError, ReadTimeout
 MAX_FRAME = 4096
 
 
+#: A timeout that fires this much later than due was held up by a stalled process.
+STALL_TOLERANCE_S = 0.5
+
+
+def overdue(loop: asyncio.AbstractEventLoop, started: float, timeout_s: float) -> bool:
+    """Whether a ``timeout_s`` timer started at loop time ``started`` fired late enough that
+    the process (not the peer) must have stood still: compares loop-time progress."""
+    return loop.time() - started - timeout_s > STALL_TOLERANCE_S
+
+
 class Link:
     """A duplex byte stream built on asyncio streams."""
 
@@ -41,11 +51,22 @@ class Link:
         when the link closes, and :class:`ProtocolError` (with the bytes) when more than
         :data:`MAX_FRAME` bytes arrive without a terminator, after discarding them.
         """
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout_s):
-                return await self._reader.readuntil(terminator)
-        except TimeoutError as exc:
-            raise ReadTimeout(f"no frame from {self.url} within {timeout_s:g} s") from exc
+            for attempt in (1, 2):
+                started = loop.time()
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        return await self._reader.readuntil(terminator)
+                except TimeoutError as exc:
+                    # A timer that fired long after it was due means the process stood still
+                    # (SIGSTOP, a paused host), not that the device went silent: what it sent
+                    # meanwhile waits in the socket. One fresh window, starting now, reads it
+                    # instead of dropping the link (and those frames) as a device fault.
+                    if attempt == 1 and overdue(loop, started, timeout_s):
+                        continue
+                    raise ReadTimeout(f"no frame from {self.url} within {timeout_s:g} s") from exc
+            raise AssertionError("unreachable")
         except asyncio.IncompleteReadError as exc:
             raise ConnectError(f"{self.url} closed the connection") from exc
         except asyncio.LimitOverrunError as exc:

@@ -96,7 +96,7 @@ async def test_each_component_fails_in_turn_and_is_restarted(
     daemon = Daemon(cfg)
     daemon.tasks.initial_s = 0.05
     task = asyncio.create_task(daemon.run(), name="chaos-daemon")
-    components = ["supervisor:a", "forwarder:central", "api", "tlc:tlc1", "clock", "systemd"]
+    components = ["supervisor:a", "forwarder:central", "api", "tlc:tlc1", "clock", "systemd", "stall-watch"]
     try:
         await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
         api = daemon.services["api"]
@@ -220,7 +220,7 @@ async def test_a_restarted_supervisor_keeps_the_process_and_sigterm_ends_it(
 
 def test_policy_table_covers_every_family() -> None:
     assert set(supervision.POLICIES) == {
-        "journal-writer", "supervisor", "forwarder", "api", "tlc", "clock", "systemd",
+        "journal-writer", "supervisor", "forwarder", "api", "tlc", "clock", "systemd", "stall-watch",
     }  # fmt: skip
     assert supervision.POLICIES["journal-writer"] is Policy.EXIT
     assert all(p is Policy.RESTART for f, p in supervision.POLICIES.items() if f != "journal-writer")
