@@ -683,7 +683,7 @@ class ModbusDriver(Driver):
         back: list[str] = []
         again: list[str] = []
         for unit in self._plan:
-            failed = False
+            failed = split = False
             queue = collections.deque(unit.reads)
             while queue:
                 read = queue.popleft()
@@ -713,6 +713,7 @@ class ModbusDriver(Driver):
                             halves = read.halves()
                             unit.reads[unit.reads.index(read) : unit.reads.index(read) + 1] = halves
                             queue.extendleft(reversed(halves))
+                            split = True
                             continue
                         out.extend(self._unit_bad(unit, [read], failure))
                         self._refuse(unit, read, failure)
@@ -730,6 +731,10 @@ class ModbusDriver(Driver):
                     out.extend(self._unit_bad(unit, [read], failure))
                     answered += failure.reason != Reason.PARSE_ERROR
                     self._unit_state(unit, True, failure)
+            else:
+                if split:
+                    # Every half was answered or refused: read the rest in blocks again.
+                    self._recoalesce(unit)
             if not failed:
                 self._unit_state(unit, False, None)
         if back:
@@ -746,6 +751,37 @@ class ModbusDriver(Driver):
         elif not answered and timed_out:
             raise ReadTimeout(f"{self.name}: no unit id answered within {self._timeout_s:g} s")
         return out
+
+    def _recoalesce(self, unit: _Unit) -> None:
+        """Plan the unit's reads again once refused addresses are known: each refused value
+        alone, the others coalesced as usual but never across a refused address."""
+        cfg = self.config
+        refused = self.refused
+        reads: list[_Read] = []
+        by_function: dict[int, list[_Read]] = {}
+        for r in unit.reads:
+            by_function.setdefault(r.function, []).append(r)
+        for function, group in by_function.items():
+            model = group[0]
+            values = sorted((v for r in group for v in r.values), key=lambda v: v.address)
+            cuts = sorted(
+                {a for v in values if v.channel in refused for a in range(v.address, v.address + v.width)}
+            )
+            segments: dict[int, list[_Value]] = {}
+            for v in values:
+                covered = [a for a in cuts if v.address <= a < v.address + v.width]
+                if v.channel in refused or covered:
+                    reads.append(model.narrowed([v]))
+                    continue
+                # Values between the same two refused addresses may share a read.
+                segments.setdefault(sum(a < v.address for a in cuts), []).append(v)
+            limit = cfg.max_bits_per_request if function <= 2 else cfg.max_registers_per_request
+            for segment in segments.values():
+                spans = [Span(i, v.address, v.width) for i, v in enumerate(segment)]
+                for req in plan_requests(spans, limit, cfg.max_gap):
+                    reads.append(model.narrowed([segment[k] for k in req.keys]))
+        order = {t: i for i, t in enumerate(("coil", "discrete", "holding", "input"))}
+        unit.reads = sorted(reads, key=lambda r: (order[r.table], r.address))
 
     def _starve(self, unit: _Unit, reads: list[_Read]) -> None:
         """Count polls in which these reads were not sent; log when a channel starts starving."""
