@@ -15,9 +15,10 @@ it into an engineering value (scale, offset, unit). See :mod:`drivers.modbus_cod
   readings of the same poll stay GOOD. Only when no unit answers is the poll a timeout.
 - Exception 2 (illegal data address) to a coalesced read does not blank its block: the read
   is split in halves, down to single values, in the same poll, until the refused address is
-  isolated. The narrower reads replace the block in the plan (the bisection is not repeated
-  every poll); the refused channel is BAD with the exception, logged once and listed in
-  :meth:`ModbusDriver.problems`, and the rest of the block stays GOOD.
+  isolated. The plan is then made again around it (the refused value alone, the rest in
+  blocks that never cover it), so the search is not repeated every poll. The refused
+  channel is BAD with the exception, logged once and listed in
+  :meth:`ModbusDriver.problems`; the rest of the block stays GOOD.
 - Reads left unsent because the poll's ``timeout_s`` was spent (a slow server) are counted
   per channel: the first poll that starves a channel is logged, and the counts are in
   :meth:`ModbusDriver.problems` (``starved``) until that channel is read again.
