@@ -27,7 +27,8 @@ The rules (also in ``docs/data-integrity.md``):
   decimal text with a note; ``mono_ns`` outside the range takes the journal's monotonic time.
 * **attrs and detail** are JSON objects: keys are text (named the way JSON names them),
   tuples become lists, floats are finite (a non-finite one is kept as the text ``nan``,
-  ``inf`` or ``-inf`` with a note), anything else is kept as its ``str()`` text.
+  ``inf`` or ``-inf`` with a note), bytes as their ``repr`` (``b'...'``), anything else as
+  its ``str()`` text.
 * **Notes** go into the record's ``attrs`` (readings) or ``detail`` (events, audit entries)
   under the key :data:`NOTE_KEY` (``canonical``), as one text; a record that needed no
   change gets no note, so existing valid data is stored exactly as before.
@@ -252,8 +253,10 @@ def json_value(value: Any, notes: Notes, path: str = "") -> Any:
             return f + 0.0  # -0.0 -> 0.0
         notes.add(f"{path or 'value'}: non-finite number {f!r} kept as text")
         return repr(f)
-    if isinstance(value, str | bytes | bytearray | memoryview):
+    if isinstance(value, str):
         return text(value, notes, path or "value")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return repr(bytes(value))  # as the journal always showed bytes in JSON: b'...'
     if isinstance(value, Mapping):
         return json_object(value, notes, path)
     if isinstance(value, list | tuple):
@@ -300,8 +303,78 @@ def with_notes(obj: dict[str, Any] | None, notes: Notes) -> dict[str, Any] | Non
 # -- records ----------------------------------------------------------------------------------
 
 
+def _ok_text(s: Any) -> bool:
+    if type(s) is not str:
+        return False
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _ok_float(v: Any) -> bool:
+    # Finite and not -0.0 (v - v is 0.0 only for finite floats).
+    return type(v) is float and v - v == 0.0 and (v != 0.0 or math.copysign(1.0, v) > 0)
+
+
+def _ok_attrs(attrs: Any) -> bool:
+    if attrs is None:
+        return True
+    if type(attrs) is not dict or not attrs:
+        return False
+    for k, v in attrs.items():
+        if not _ok_text(k):
+            return False
+        t = type(v)
+        if t is str:
+            if not _ok_text(v):
+                return False
+        elif t is int:
+            if not (INT64_MIN <= v <= INT64_MAX) or (k in ATTR_TIMESTAMPS and not sane_ts(v)):
+                return False
+        elif t is float:
+            if not _ok_float(v):
+                return False
+        elif v is not None and t is not bool:
+            return False
+    return True
+
+
+def is_canonical_reading(r: Reading) -> bool:
+    """True when :func:`reading` would return ``r`` unchanged (the usual case, checked fast:
+    the writer and the reading pipeline both apply the rules, so most readings are seen twice)."""
+    return (
+        type(r.quality) is Quality
+        and (r.value is None or _ok_float(r.value))
+        and _ok_text(r.instrument)
+        and _ok_text(r.channel)
+        and _ok_text(r.unit)
+        and (r.reason is None or _ok_text(r.reason))
+        and type(r.acq_ns) is int
+        and MIN_TS_NS <= r.acq_ns < MAX_TS_NS
+        and type(r.mono_ns) is int
+        and INT64_MIN <= r.mono_ns <= INT64_MAX
+        and (r.device_ns is None or (type(r.device_ns) is int and MIN_TS_NS <= r.device_ns < MAX_TS_NS))
+        and (r.raw is None or type(r.raw) is bytes)
+        and (r.run_id is None or _ok_text(r.run_id))
+        and type(r.seq) is int
+        and INT64_MIN <= r.seq <= INT64_MAX
+        and _ok_attrs(r.attrs)
+    )
+
+
 def reading(r: Reading, *, now_ns: int, now_mono_ns: int) -> Reading:
-    """The canonical copy of ``r`` (``r`` itself is not changed)."""
+    """The canonical form of ``r``: ``r`` itself when it is already canonical, else a copy
+    (``r`` is never changed)."""
+    if is_canonical_reading(r):
+        return r
+    return _reading(r, now_ns=now_ns, now_mono_ns=now_mono_ns)
+
+
+def _reading(r: Reading, *, now_ns: int, now_mono_ns: int) -> Reading:
     notes = Notes()
     try:
         quality = Quality(int(r.quality))

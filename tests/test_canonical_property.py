@@ -208,6 +208,18 @@ def test_any_record_is_journaled_canonically_and_verifies(
             line.encode("utf-8")
 
 
+@settings(max_examples=300)
+@given(r=readings)
+def test_the_fast_check_agrees_with_the_rules(r: Reading) -> None:
+    # reading() returns a reading unchanged when is_canonical_reading() says so: the full
+    # rules must then change nothing (the check may be conservative: nested attrs go the
+    # full way). And the rules are idempotent.
+    full = canonical._reading(r, now_ns=NOW, now_mono_ns=MONO)
+    assert repr(canonical._reading(full, now_ns=NOW, now_mono_ns=MONO)) == repr(full)
+    if canonical.is_canonical_reading(r):
+        assert repr(full) == repr(r)
+
+
 @pytest.mark.parametrize("value", [-0.0, 0.0, 1e308, -1e-308, 5e-324])
 def test_finite_values_keep_their_bits_except_the_sign_of_zero(value: float) -> None:
     r = Reading("dc1", "activity", value, "Bq", Quality.GOOD, NOW, MONO)
