@@ -21,9 +21,9 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -36,6 +36,25 @@ from daq.runs.qc_settings import UsersSection
 Role = Literal["operator", "reviewer", "approver", "admin"]
 ROLES: tuple[str, ...] = ("operator", "reviewer", "approver", "admin")
 USER_ID_PATTERN = r"^[a-z][a-z0-9_.-]{1,31}$"
+
+
+class Writes(Protocol):
+    """What these functions write through: the journal (or a stand-in that defers the writes
+    to the event loop, :class:`daq.runs.signatures.DeferredWrites`)."""
+
+    clock: Clock
+
+    def audit(
+        self,
+        action: str,
+        *,
+        actor: str = ...,
+        subject: str | None = ...,
+        detail: Mapping[str, Any] | None = ...,
+        run_id: str | None = ...,
+    ) -> None: ...
+
+    def record(self, table: str, values: Mapping[str, Any]) -> int: ...
 
 
 class UserError(DaqError):
@@ -200,7 +219,7 @@ async def journal_session(data_dir: Path, clock: Clock | None = None) -> AsyncIt
 
 
 def _row(
-    journal: Journal,
+    journal: Writes,
     user_id: str,
     kind: str,
     actor: str,
@@ -225,13 +244,13 @@ def _row(
     )
 
 
-def _refuse(journal: Journal, action: str, actor: str, subject: str, reason: str, **detail: Any) -> UserError:
+def _refuse(journal: Writes, action: str, actor: str, subject: str, reason: str, **detail: Any) -> UserError:
     journal.audit(action, actor=actor, subject=subject, detail={"refused": reason, **detail})
     return UserError(reason)
 
 
 def authenticate(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     user_id: str,
     password: str,
@@ -277,7 +296,7 @@ def authenticate(
 
 
 def _require_admin(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     admin: tuple[str, str] | None,
     settings: UsersSection,
@@ -296,7 +315,7 @@ def _require_admin(
 
 
 def add_user(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     *,
     user_id: str,
@@ -363,7 +382,7 @@ def add_user(
 
 
 def change_password(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     *,
     user_id: str,
@@ -402,7 +421,7 @@ def change_password(
 
 
 def disable_user(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     *,
     user_id: str,
@@ -422,7 +441,7 @@ def disable_user(
 
 
 def unlock_user(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     *,
     user_id: str,

@@ -365,3 +365,51 @@ async def test_edited_signature_fails_verify_naming_it(data_dir: Path) -> None:
     conn = sqlite3.connect(data_dir / JOURNAL_FILE)
     assert len(accounts(conn)) == 4
     conn.close()
+
+
+@pytest.mark.usefixtures("cheap_hashes")
+async def test_signing_through_the_local_api(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the daemon running: the API token and the signer's own credentials, audited."""
+    import aiohttp
+
+    from tests.test_api import TOKEN, running_daemon
+
+    await asyncio.to_thread(make_users, data_dir)
+    monkeypatch.setenv("DAQ_TEST_API_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}", "X-Actor": "alice"}
+    start = {"batch": "B-9", "product": "[18F]FDG", "nuclide": "F-18", "operator": "alice"}
+    async with (
+        running_daemon(data_dir, api='token_env = "DAQ_TEST_API_TOKEN"\n') as (_, url, _),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.post(f"{url}/api/runs", json=start, headers=auth) as resp:
+            run_id = (await resp.json())["run_id"]
+        sig_url = f"{url}/api/runs/{run_id}/signatures"
+        body = {"user_id": "rev", "password": REV_PW, "meaning": "reviewed"}
+        async with http.post(sig_url, json=body, headers=auth) as resp:
+            assert resp.status == 403  # still open: not sealed
+            assert "not sealed" in (await resp.json())["error"]
+        async with http.post(f"{url}/api/runs/active/stop", json={}, headers=auth) as resp:
+            assert resp.status == 200
+        async with http.post(sig_url, json=body) as resp:
+            assert resp.status == 401  # no API token
+        async with http.post(sig_url, json={**body, "password": "wrong-password!"}, headers=auth) as resp:
+            assert resp.status == 403
+            assert "wrong password" in (await resp.json())["error"]
+        async with http.post(sig_url, json={**body, "colour": "red"}, headers=auth) as resp:
+            assert resp.status == 400
+        async with http.post(sig_url, json={**body, "comment": "checked live"}, headers=auth) as resp:
+            assert resp.status == 200, await resp.text()
+            sig = await resp.json()
+        assert sig["printed_name"] == "Rita Reviewer"
+        assert "password" not in json.dumps(sig)
+    refused = [a for a in audit(data_dir, "signature_refused") if a["run_id"] == run_id]
+    assert "not sealed" in refused[0]["detail"]["reason"]
+    assert [a["detail"]["reason"] for a in audit(data_dir, "auth_failed") if a["run_id"] == run_id] == [
+        "wrong password"
+    ]
+    assert [a["subject"] for a in audit(data_dir, "run_signed")] == [run_id]
+    _, out, _ = await arun(["runs", "review", run_id, "--data-dir", str(data_dir)])
+    assert "REVIEWED" in out
+    assert "comment: checked live" in out
+    assert (await arun(["verify", "--data-dir", str(data_dir)]))[0] == 0

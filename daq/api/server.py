@@ -469,6 +469,46 @@ async def _body(request: web.Request, fields: tuple[set[str], set[str]]) -> tupl
     return body, actor
 
 
+async def signing_endpoint(request: web.Request, journal: Any) -> web.Response:
+    """``POST /api/runs/{run_id}/signatures`` with ``{"user_id", "password", "meaning",
+    "comment"?}``: loopback peers only; a refusal is 403 (and in the audit trail)."""
+    from daq.runs.signatures import SignatureRefused, sign_live
+    from daq.users import UserError
+
+    if request.remote not in ("127.0.0.1", "::1"):
+        raise _json_error(web.HTTPForbidden, "signatures are accepted from this machine (loopback) only")
+    text = await request.text() if request.can_read_body else ""
+    try:
+        body = json.loads(text) if guard.json_depth_ok(text) else None
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise _json_error(web.HTTPBadRequest, "the body must be a JSON object")
+    fields = {"user_id", "password", "meaning", "comment"}
+    unknown = sorted(set(body) - fields)
+    missing = sorted({"user_id", "password", "meaning"} - set(body))
+    if unknown or missing or not all(isinstance(v, str) for v in body.values() if v is not None):
+        raise _json_error(
+            web.HTTPBadRequest,
+            f"expected string fields user_id, password, meaning and optionally comment "
+            f"(missing {', '.join(missing) or 'none'}, unknown {', '.join(unknown) or 'none'})",
+        )
+    try:
+        sig = await sign_live(
+            journal,
+            run_id=request.match_info["run_id"],
+            meaning=body["meaning"],
+            comment=body.get("comment"),
+            user_id=body["user_id"],
+            password=body["password"],
+        )
+    except (SignatureRefused, UserError) as exc:
+        raise _json_error(web.HTTPForbidden, str(exc)) from None
+    except DaqError as exc:
+        raise _json_error(web.HTTPConflict, str(exc)) from None
+    return web.json_response(sig, dumps=_dumps)
+
+
 def make_app(svc: ApiService) -> web.Application:
     """The aiohttp application of one :class:`ApiService`."""
     settings = svc.settings
@@ -602,6 +642,14 @@ def make_app(svc: ApiService) -> web.Application:
     @routes.post("/api/runs/active/t0")
     async def mark_t0(request: web.Request) -> web.Response:
         return await control(request, T0_FIELDS, "mark_t0")
+
+    @routes.post("/api/runs/{run_id}/signatures")
+    async def sign_run(request: web.Request) -> web.Response:
+        # An e-signature: the API token *and* the signer's own user id and password, from this
+        # machine only (see daq.runs.signatures.sign_live and docs/qc-guide.md).
+        assert svc.auth is not None
+        svc.auth.check(request)
+        return await signing_endpoint(request, svc.journal)
 
     hosts = guard.HostPolicy(settings.listen, settings.allowed_hosts)
     app = web.Application(middlewares=[hosts.middleware()])

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daq.errors import ConfigError, DaqError
+from daq.errors import DaqError
 from daq.model import iso
 
 NAME = "users"
@@ -56,25 +56,10 @@ class Prompter:
 
 
 def site_config(conn: sqlite3.Connection, path: Path | None, config_sha256: str | None = None) -> Any:
-    """The config that rules: ``path`` if given, else the journal's snapshot with
-    ``config_sha256`` (a run's), else the newest snapshot, else the defaults."""
-    from daq.config.load import load_config, parse_config
+    """See :func:`daq.runs.signatures.policy_config`."""
+    from daq.runs.signatures import policy_config
 
-    if path is not None:
-        return load_config(path).model
-    row = None
-    if config_sha256:
-        row = conn.execute(
-            "SELECT text, path FROM configs WHERE sha256 = ? ORDER BY id DESC LIMIT 1", (config_sha256,)
-        ).fetchone()
-    if row is None:
-        row = conn.execute("SELECT text, path FROM configs ORDER BY id DESC LIMIT 1").fetchone()
-    if row is None:
-        return parse_config("").model
-    try:
-        return parse_config(row[0], path=f"{row[1] or 'config'} (snapshot in the journal)").model
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}; give --config FILE") from None
+    return policy_config(conn, path, config_sha256)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,9 @@ Rules (:func:`sign`), each refusal audited (``signature_refused``) before it is 
 - separation of duties (``[signatures]``): by default the approver neither operated the run
   nor reviewed it.
 
+:func:`sign_live` does the same inside a running daemon (``POST /api/runs/{run_id}/signatures``
+of the local API: token plus the signer's credentials, loopback only).
+
 A re-integration after a signature appends a new analysis version: the signature keeps
 covering the version it signed, and :func:`signature_status` says it no longer covers the
 current one (reports and reviews show it).
@@ -27,19 +30,22 @@ entry (so one removed, copied to another run or edited is named).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-from daq.errors import DaqError
+from daq.clock import Clock
+from daq.errors import ConfigError, DaqError
 from daq.journal.journal import Journal, dumps
 from daq.journal.schema import CHAINED
 from daq.runs.qc_settings import SigningSection, UsersSection
 from daq.runs.store import get_run, list_runs
-from daq.users import Account, authenticate, user_at
+from daq.users import Account, Writes, authenticate, user_at
 
 Meaning = Literal["reviewed", "approved", "rejected"]
 MEANINGS: tuple[str, ...] = ("reviewed", "approved", "rejected")
@@ -121,7 +127,7 @@ def _operated(acct: Account, run: Mapping[str, Any]) -> bool:
 
 
 def sign(
-    journal: Journal,
+    journal: Writes,
     conn: sqlite3.Connection,
     *,
     run_id: str,
@@ -221,6 +227,102 @@ def sign(
         "run_signed", actor=acct.user_id, subject=run_id, run_id=run_id, detail=_audit_detail(values)
     )
     return decode(values)
+
+
+class DeferredWrites:
+    """Stands in for the journal while :func:`sign` runs on a worker thread (password hashing
+    and re-hashing the run's records must not stall the event loop); :meth:`replay` then
+    queues the writes, in order, on the journal from the loop's thread."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def audit(
+        self,
+        action: str,
+        *,
+        actor: str = "daemon",
+        subject: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.calls.append(
+            ("audit", (action,), {"actor": actor, "subject": subject, "detail": detail, "run_id": run_id})
+        )
+
+    def record(self, table: str, values: Mapping[str, Any]) -> int:
+        self.calls.append(("record", (table, dict(values)), {}))
+        return 0
+
+    def replay(self, journal: Journal) -> None:
+        for name, args, kwargs in self.calls:
+            getattr(journal, name)(*args, **kwargs)
+        self.calls.clear()
+
+
+def policy_config(conn: sqlite3.Connection, path: Path | None, config_sha256: str | None = None) -> Any:
+    """The config whose ``[users]``/``[signatures]``/``[report]`` rule: ``path`` if given, else
+    the journal's snapshot with ``config_sha256`` (a run's), else the newest snapshot, else
+    the defaults. Returns the validated config model."""
+    from daq.config.load import DaqConfigModel, load_config, parse_config  # the loader imports this package
+
+    if path is not None:
+        return load_config(path).model
+    row = None
+    if config_sha256:
+        row = conn.execute(
+            "SELECT text, path FROM configs WHERE sha256 = ? ORDER BY id DESC LIMIT 1", (config_sha256,)
+        ).fetchone()
+    if row is None:
+        row = conn.execute("SELECT text, path FROM configs ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return DaqConfigModel()
+    try:
+        return parse_config(row[0], path=f"{row[1] or 'config'} (snapshot in the journal)").model
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; give --config FILE") from None
+
+
+async def sign_live(
+    journal: Journal, *, run_id: str, meaning: str, comment: str | None, user_id: str, password: str
+) -> dict[str, Any]:
+    """:func:`sign` in a running daemon (the local API): the checks run on a worker thread over
+    a read-only connection; the signature and every audit entry, refusals included, are
+    journaled through the daemon's own writer. Policy from the run's config snapshot."""
+    from daq.journal.journal import connect
+    from daq.runs.clock import read_sync_state
+
+    deferred = DeferredWrites(journal.clock)
+
+    def work() -> dict[str, Any]:
+        conn = connect(journal.path, read_only=True)
+        try:
+            try:
+                sha = get_run(conn, run_id).get("config_sha256")
+            except DaqError:
+                sha = None
+            cfg = policy_config(conn, None, sha)
+            return sign(
+                deferred,
+                conn,
+                run_id=run_id,
+                meaning=meaning,
+                comment=comment,
+                user_id=user_id,
+                password=password,
+                users=cfg.users,
+                policy=cfg.signatures,
+                clock_state=read_sync_state(cfg.clock.sync_source),
+            )
+        finally:
+            conn.close()
+
+    try:
+        return await asyncio.to_thread(work)
+    finally:
+        deferred.replay(journal)
+        await journal.flush()
 
 
 def _audit_detail(sig: Mapping[str, Any]) -> dict[str, Any]:
