@@ -13,8 +13,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daq.clock import SystemClock
 from daq.errors import ProtocolError
-from drivers.rtlc_scanner import ScanEnd, ScanFailure, ScanPoint, dwell_s, parse_line, start_line
+from drivers.rtlc_scanner import (
+    RtlcScannerConfig,
+    RtlcScannerDriver,
+    Scan,
+    ScanEnd,
+    ScanFailure,
+    ScanPoint,
+    dwell_s,
+    parse_line,
+    scan_positions_mm,
+    start_line,
+)
 
 GOLDEN = [
     # The example line of the protocol description: 12.5 mm, 48 counts.
@@ -93,3 +105,22 @@ def test_start_line_refuses_what_the_protocol_cannot_carry(
 ) -> None:
     with pytest.raises(ValueError):
         start_line(batch, operator, range_mm, time_min)
+
+
+@given(st.lists(st.integers(0, 1200), max_size=300), st.integers(1, 100))
+def test_a_scan_never_accepts_more_positions_than_it_defines(tenths: list[int], range_mm: int) -> None:
+    driver = RtlcScannerDriver(RtlcScannerConfig(name="t", kind="rtlc-scanner", port="x"), SystemClock())
+    scan = Scan(scan_id="s", instrument="t", batch="b", operator="o", range_mm=range_mm, time_min=1,
+                start_line=b"", started_ns=0)  # fmt: skip
+    grid = set(scan_positions_mm(range_mm))
+    for t in tenths:
+        point = ScanPoint(t / 10, 1)
+        try:
+            driver._check_sequence(scan, point, b"%d; 1\n" % t)
+        except ProtocolError as exc:
+            assert exc.raw == b"%d; 1\n" % t
+        else:
+            assert point.position_mm in grid
+            assert not scan.positions_mm or point.position_mm > scan.positions_mm[-1]
+            scan.positions_mm.append(point.position_mm)
+    assert len(scan.positions_mm) <= scan.expected_points == range_mm * 2
