@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daq.clock import ManualClock
+from daq.errors import JournalError
 from daq.journal import Journal, JournalReader, verify_journal
 from daq.model import InstrumentEvent, Quality, Reading
 
@@ -232,3 +233,56 @@ async def test_flush_and_close_are_bounded(data_dir: Path) -> None:
     journal.append(reading(1))
     with pytest.raises(Exception, match="closed"):
         await journal.flush(timeout_s=1.0)
+
+
+async def test_an_unexpected_writer_error_is_logged_once_counted_and_retried(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = await open_journal(data_dir)
+    real_commit = journal._commit
+    failures = iter([RuntimeError("a bug in the writer"), RuntimeError("a bug in the writer")])
+
+    def flaky(*args: Any) -> Any:
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        return real_commit(*args)
+
+    monkeypatch.setattr(journal, "_commit", flaky)
+    try:
+        with capture_logs() as logs:
+            journal.append(reading(0))
+            await flushed(journal)
+    finally:
+        await journal.close()
+    assert journal.writer_errors == 2
+    assert journal.error is None  # committing again
+    assert [e["event"] for e in logs].count("journal writer error; retrying") == 1
+    assert verify_journal(data_dir).ok
+    with JournalReader(data_dir) as r:
+        assert [row["seq"] for row in r.readings()] == [1]
+        failed = [a for a in r.audit() if a["action"] == "journal_write_failed"]
+    assert failed[0]["detail"]["attempts"] == 2
+    assert "a bug in the writer" in failed[0]["detail"]["error"]
+
+
+async def test_a_lost_database_connection_ends_the_writer_loudly(data_dir: Path) -> None:
+    journal = await open_journal(data_dir)
+    told: list[BaseException] = []
+    journal.on_fatal(told.append)
+    journal.append(reading(0))
+    await flushed(journal)
+    assert journal._conn is not None
+    journal._conn.close()  # what no record can cause: the writer cannot go on
+    with capture_logs() as logs:
+        journal.append(reading(1))
+        with pytest.raises(JournalError, match="the journal writer has stopped"):
+            await flushed(journal)
+    assert len(told) == 1
+    assert journal.fatal is told[0]
+    assert not journal.writer_running
+    assert journal.health()["writer"] == "failed"
+    assert any(e["log_level"] == "critical" for e in logs)
+    with pytest.raises(JournalError):
+        await journal.flush()
+    await journal.close()

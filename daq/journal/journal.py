@@ -550,6 +550,10 @@ class Journal:
                     self._die(exc)
                     return
                 self.writer_errors += 1
+                if self.error is None:
+                    self._failed_since_ns = self.clock.time_ns()
+                    self._failed_attempts = 0
+                self._failed_attempts += 1
                 self.error = canonical.safe_repr(exc)
                 cause = ("writer", *_cause(exc))
                 if cause not in self._logged_causes:
