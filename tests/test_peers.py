@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from daq.clock import SystemClock
 from daq.errors import ProtocolError, ReadTimeout
+from daq.journal import JournalReader
 from daq.model import Quality, Reading, Reason
 from drivers.base import SerialDriver
 from drivers.biodex_atomlab500 import Atomlab500Driver
@@ -309,3 +310,32 @@ async def test_vik202_in_a_daemon_with_silent_device_info(data_dir: Path) -> Non
     assert sup.device_info is not None
     # After the first silent query the rest are not asked: connecting stays short.
     assert sup.device_info.extra["unanswered"] == "!GV,!GQ,!V,!GF"
+
+
+async def test_crc35r_in_a_daemon_one_record_per_chamber_per_poll(data_dir: Path) -> None:
+    peer = Crc35rPeer(dict.fromkeys((1, 2, 3), ("Lu177", "7.403", "5")))
+    good = peer.reply_for(2)
+    peer.replies = {
+        2: good[:-2] + bytes([0x21 + (good[-2] - 0x21 + 1) % 0x7F, 0x03])
+    }  # always a bad checksum
+    port = await peer.serve("tcp")
+    inst = {"name": "crc", "kind": "capintec-crc35r", "port": port, "chambers": [1, 2, 3], "period_s": 0.2,
+            "timeout_s": 0.15}  # fmt: skip
+    try:
+        daemon = await run_daemon(data_dir, [inst], lambda d: d.supervisors[0].readings >= 15)
+    finally:
+        await peer.close()
+    with JournalReader(data_dir) as r:
+        rows = [x for x in r.readings() if x["instrument"] == "crc"]
+        events = [e for e in r.events() if e["instrument"] == "crc" and e["kind"] == "parse_error"]
+    by: dict[str, list[dict[str, Any]]] = {}
+    for x in rows:
+        by.setdefault(x["channel"], []).append(x)
+    polls = len(by["chamber1"])
+    assert polls >= 5
+    assert all(len(by[c]) == polls for c in ("chamber2", "chamber3"))  # one record each, every poll
+    assert all(x["quality"] == Quality.GOOD for c in ("chamber1", "chamber3") for x in by[c])
+    assert all(x["quality"] == Quality.BAD and x["raw"] == peer.replies[2] for x in by["chamber2"])
+    assert len(events) == polls
+    assert all(e["raw"] == peer.replies[2] for e in events)
+    assert daemon.supervisors[0].parse_errors == polls
