@@ -43,7 +43,7 @@ class DaemonSection(StrictModel):
     timezone: str = ""
     #: SIGTERM ends the process within this many seconds, whatever hangs: the stop steps
     #: share it, and a last-resort exit (logged) follows when it runs out.
-    shutdown_timeout_s: Annotated[float, Field(ge=1, le=600, strict=True)] = 15.0
+    shutdown_timeout_s: Annotated[Seconds, Field(ge=1, le=600)] = 15.0
 
     @field_validator("timezone")
     @classmethod

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from daq.config.base import Name, PositiveCount, Seconds, StrictModel
+from daq.config.base import Name, NonNegativeSeconds, PositiveCount, Seconds, StrictModel
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 CredentialName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]+$")]
@@ -81,7 +81,7 @@ class InfluxSink(StrictModel):
     log_every_s: Seconds = 60.0
     #: At a clean stop, how long the forwarder may go on sending what is committed (the final
     #: drain); a request on the wire then is never cut, so it may end up to ``timeout_s`` later.
-    drain_on_stop_s: Annotated[float, Field(ge=0, le=60, strict=True)] = 5.0
+    drain_on_stop_s: Annotated[NonNegativeSeconds, Field(le=60)] = 5.0
 
     @model_validator(mode="after")
     def _check(self) -> InfluxSink:
