@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from daq.cli import main
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality
@@ -81,7 +82,7 @@ async def test_an_early_end_outside_every_roi_keeps_the_verdict(data_dir: Path) 
     assert results["passed"] is True
 
 
-async def test_positions_are_counted_once(data_dir: Path) -> None:
+async def test_positions_are_counted_once(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A scanner that also reports the origin: 201 lines for a scan of 200 positions.
     trace, results, rows = await scan_with(TlcScannerPeer(strip_counts, include_origin=True), data_dir)
     assert len(trace["counts"]) == trace["params"]["expected_points"] == 200
@@ -90,3 +91,6 @@ async def test_positions_are_counted_once(data_dir: Path) -> None:
     [origin] = [x for x in rows if x["quality"] == Quality.BAD]
     assert origin["raw"] == b"0; 2\n"
     assert "origin" in origin["attrs"]["error"]
+    capsys.readouterr()
+    assert main(["tlc", "show", "last", "--data-dir", str(data_dir)]) == 0
+    assert "200 of 200 positions" in capsys.readouterr().out
