@@ -45,6 +45,13 @@ class ApiSection(StrictModel):
     #: the API, e.g. the line PC's name behind a reverse proxy. Requests whose ``Host`` or
     #: ``Origin`` names another host are refused (DNS rebinding, cross-site posts).
     allowed_hosts: list[HostName] = Field(default_factory=list)
+    #: Resource limits (see daq.api.listener): connections at once (never more than a quarter
+    #: of the process's file limit), seconds for a new connection to send its request head,
+    #: seconds a keep-alive connection may idle, and the largest request body in bytes.
+    max_connections: Annotated[PositiveCount, Field(ge=4, le=65_536)] = 256
+    header_timeout_s: Annotated[Seconds, Field(le=300)] = 10.0
+    idle_timeout_s: Annotated[Seconds, Field(le=3600)] = 60.0
+    max_body_bytes: Annotated[PositiveCount, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
 
     @field_validator("listen")
     @classmethod

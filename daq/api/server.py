@@ -43,6 +43,7 @@ from daq.api import guard, metrics
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.filters import ReadingFilter, parse_duration
+from daq.api.listener import Listener, listening_socket
 from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
 from daq.errors import DaqError
 from daq.logs import get_logger
@@ -58,8 +59,11 @@ log = get_logger("daq.api")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Seconds between attempts to bind the port when it is taken.
 BIND_RETRY_S = 5.0
-#: Seconds between checks of the listening site by the supervised ``api`` task.
+#: Seconds between checks of the accept loop by the supervised ``api`` task.
 SERVE_CHECK_S = 1.0
+#: Longest request line or header line, and most header lines, a request may have.
+MAX_LINE_BYTES = 8190
+MAX_HEADERS = 64
 #: A journal with records pending and no commit for this long is reported unhealthy.
 STALLED_COMMIT_S = 10.0
 
@@ -219,7 +223,7 @@ class ApiService:
         self.lag = metrics.LagSampler()
         self.auth: BearerAuth | None = None
         self.runner: web.AppRunner | None = None
-        self.site: web.TCPSite | None = None
+        self.listener: Listener | None = None
         self.url: str | None = None
         self.error: str | None = None
         self.started_ns = daemon.clock.time_ns()
@@ -231,7 +235,17 @@ class ApiService:
         self.auth = BearerAuth(self.settings)
         if not self.auth.enabled and (self.settings.token_env or self.settings.token_credential):
             log.error("api run control disabled", reason=self.auth.disabled_reason)
-        self.runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=2.0)
+        s = self.settings
+        self.runner = web.AppRunner(
+            make_app(self),
+            access_log=None,
+            shutdown_timeout=2.0,
+            # Runs from the accept and between requests: idle connections are closed.
+            keepalive_timeout=s.idle_timeout_s,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+            max_headers=MAX_HEADERS,
+        )
         await self.runner.setup()
         self.lag.start()
         await self._bind()
@@ -239,9 +253,9 @@ class ApiService:
 
     async def _bind(self) -> bool:
         assert self.runner is not None
-        site = web.TCPSite(self.runner, self.settings.listen, self.settings.port)
+        assert self.runner.server is not None
         try:
-            await site.start()
+            sock = listening_socket(self.settings.listen, self.settings.port)
         except OSError as exc:
             first = self.error is None
             self.error = (
@@ -251,28 +265,42 @@ class ApiService:
                 # Acquisition goes on without the API; keep trying, say it once.
                 log.error("api not serving; retrying", error=self.error, every_s=BIND_RETRY_S)
             return False
-        self.site = site
+        self.listener = Listener(
+            self.runner.server,
+            sock,
+            max_connections=self.settings.max_connections,
+            header_timeout_s=self.settings.header_timeout_s,
+        )
         self.error = None
         host = self.settings.listen
-        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{site.port}"
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{self.listener.port}"
         log.info("api listening", url=self.url)
         return True
 
     async def _serve(self) -> None:
         """Keep the site listening: bind while the port is taken, then watch it. Under the task
         tree: should this fail, the site is closed and the tree starts this again (a new bind)."""
+        accepting: asyncio.Task[None] | None = None
         try:
-            while self.site is None and not await self._bind():
+            while self.listener is None and not await self._bind():
                 await asyncio.sleep(BIND_RETRY_S)
+            assert self.listener is not None
+            accepting = asyncio.create_task(self.listener.run(), name="api-accept")
             while True:
-                await asyncio.sleep(SERVE_CHECK_S)
+                await asyncio.wait({accepting}, timeout=SERVE_CHECK_S)
+                if accepting.done():
+                    accepting.result()  # raises what ended it; a return is a failure too
+                    raise RuntimeError("the api accept loop ended")
                 fault_point("api")
-        except Exception:
-            site, self.site = self.site, None
+        finally:
+            if accepting is not None:
+                accepting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await accepting
+            listener, self.listener = self.listener, None
             self.url = None
-            if site is not None:
-                await site.stop()
-            raise
+            if listener is not None:
+                listener.close()
 
     async def stop(self) -> None:
         self.hub.close_all()
@@ -290,6 +318,7 @@ class ApiService:
         return {
             "url": self.url,
             "error": self.error,
+            "connections": self.listener.status() if self.listener is not None else None,
             "stream_clients": len(self.hub.clients),
             "stream_dropped": self.hub.dropped_total,
             "control": "enabled" if self.auth and self.auth.enabled else "disabled",
@@ -652,7 +681,7 @@ def make_app(svc: ApiService) -> web.Application:
         return await signing_endpoint(request, svc.journal)
 
     hosts = guard.HostPolicy(settings.listen, settings.allowed_hosts)
-    app = web.Application(middlewares=[hosts.middleware()])
+    app = web.Application(middlewares=[hosts.middleware()], client_max_size=settings.max_body_bytes)
     app.add_routes(routes)
     app.router.add_static("/static/", STATIC_DIR)
     return app

@@ -1,0 +1,145 @@
+"""Resource limits of the local API: it can never starve acquisition (daq.api.listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import socket
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daq.api.server import ApiService
+from daq.config.load import parse_config
+from daq.daemon import Daemon
+from simulators.veenstra_vdc404 import Vdc404Simulator
+from tests import proc
+from tests.helpers import config_text, free_port, wait_until
+
+IDLE_SOCKETS = 1100
+
+
+def _readings(data_dir: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{data_dir / 'journal.sqlite3'}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _healthz(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _open_idle(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.settimeout(5)
+        with contextlib.suppress(OSError):
+            s.connect(("127.0.0.1", port))
+        socks.append(s)
+    return socks
+
+
+def _limit_child_files() -> None:
+    # The daemon keeps the usual default of 1024 descriptors, as on a stock system.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+
+async def test_idle_sockets_leave_acquisition_and_healthz_working(data_dir: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = IDLE_SOCKETS + 500
+    if soft < want:  # this test process holds the idle sockets itself
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (min(hard, 4096) if hard != resource.RLIM_INFINITY else 4096, hard)
+        )
+    sim = await Vdc404Simulator(options={"interval_s": "0.05"}).serve("tcp://127.0.0.1:0")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg = data_dir.parent / "cell.toml"
+    inst = [{"name": "dc1", "kind": "veenstra-vdc404", "port": sim.url}]
+    cfg.write_text(config_text(data_dir, inst, f"[api]\nport = {port}\n"))
+    socks: list[socket.socket] = []
+    try:
+        p = await asyncio.to_thread(proc.spawn, "run", "--config", str(cfg), preexec_fn=_limit_child_files)
+        await wait_until(lambda: _readings(data_dir) > 5, timeout=30)
+        assert await asyncio.to_thread(_healthz, url) == 200
+        socks = await asyncio.to_thread(_open_idle, port, IDLE_SOCKETS)
+        before = await asyncio.to_thread(_readings, data_dir)
+        began = time.monotonic()
+        assert await asyncio.to_thread(_healthz, url) == 200, "healthz answers beside the idle sockets"
+        assert time.monotonic() - began < 5
+        await wait_until(lambda: _readings(data_dir) > before + 20, timeout=10)
+        with urllib.request.urlopen(f"{url}/api/status", timeout=5) as resp:
+            status = json.loads(resp.read())
+        conns = status["services"]["api"]["connections"]
+        assert conns["max_connections"] == 256  # a quarter of 1024
+        assert conns["connections"] <= 256
+        assert conns["evicted_idle"] > 0
+        assert status["instruments"]["dc1"]["state"] == "connected"
+        code, _, err = await asyncio.to_thread(proc.stop, p, signal.SIGTERM, 30)
+    finally:
+        for s in socks:
+            s.close()
+        await sim.close()
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err
+    assert "out of system resource" not in err
+    assert len(err) < 200_000, "no log flood"
+
+
+async def test_silent_connections_are_closed_and_large_bodies_refused(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAQ_TEST_API_TOKEN", "t0ken")
+    sim = await Vdc404Simulator(options={"interval_s": "0.05"}).serve("tcp://127.0.0.1:0")
+    extra = '[api]\nport = 0\ntoken_env = "DAQ_TEST_API_TOKEN"\nheader_timeout_s = 0.5\nidle_timeout_s = 1.0\nmax_body_bytes = 2048\n'
+    daemon = Daemon(
+        parse_config(
+            config_text(data_dir, [{"name": "dc1", "kind": "veenstra-vdc404", "port": sim.url}], extra)
+        )
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_until(lambda: daemon.ready.is_set(), timeout=30)
+        api = daemon.services["api"]
+        assert isinstance(api, ApiService)
+        assert api.listener is not None
+        port = api.listener.port
+        # A client that connects and sends half a request head is closed after header_timeout_s.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        began = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.4 <= time.monotonic() - began < 3
+        writer.close()
+        assert api.listener.header_timeouts == 1
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{api.url}/api/runs",
+                data=b"x" * 4096,
+                headers={"X-Actor": "a", "Authorization": "Bearer t0ken"},
+            ) as resp:
+                assert resp.status == 413
+            async with http.get(f"{api.url}/healthz") as resp:
+                assert resp.status == 200
+    finally:
+        daemon.request_stop()
+        await task
+        await sim.close()
