@@ -684,7 +684,8 @@ class ModbusDriver(Driver):
         back: list[str] = []
         again: list[str] = []
         for unit in self._plan:
-            failed = split = False
+            failed = False
+            refused_reads: list[_Read] = []
             queue = collections.deque(unit.reads)
             while queue:
                 read = queue.popleft()
@@ -714,7 +715,7 @@ class ModbusDriver(Driver):
                             halves = read.halves()
                             unit.reads[unit.reads.index(read) : unit.reads.index(read) + 1] = halves
                             queue.extendleft(reversed(halves))
-                            split = True
+                            refused_reads.append(read)
                             continue
                         out.extend(self._unit_bad(unit, [read], failure))
                         self._refuse(unit, read, failure)
@@ -733,9 +734,9 @@ class ModbusDriver(Driver):
                     answered += failure.reason != Reason.PARSE_ERROR
                     self._unit_state(unit, True, failure)
             else:
-                if split:
+                if refused_reads:
                     # Every half was answered or refused: read the rest in blocks again.
-                    self._recoalesce(unit)
+                    self._recoalesce(unit, refused_reads)
             if not failed:
                 self._unit_state(unit, False, None)
         if back:
@@ -753,34 +754,55 @@ class ModbusDriver(Driver):
             raise ReadTimeout(f"{self.name}: no unit id answered within {self._timeout_s:g} s")
         return out
 
-    def _recoalesce(self, unit: _Unit) -> None:
-        """Plan the unit's reads again once refused addresses are known: each refused value
-        alone, the others coalesced as usual but never across a refused address."""
+    def _recoalesce(self, unit: _Unit, refused_reads: list[_Read]) -> None:
+        """Plan a table's reads again once its refused addresses are known.
+
+        Only tables in which a read was split (``refused_reads``: the reads of several values
+        that were answered with exception 2) are re-planned: each refused value alone, the
+        others coalesced without reading across any hole (``max_gap`` is not used here: an
+        address that is in no channel may be the one refused). Should a new read still cover
+        one that was refused (a device that refuses reads across some internal boundary), the
+        table keeps the narrower reads the search found to work.
+        """
         cfg = self.config
         refused = self.refused
+        split_functions = {r.function for r in refused_reads}
         reads: list[_Read] = []
         by_function: dict[int, list[_Read]] = {}
         for r in unit.reads:
             by_function.setdefault(r.function, []).append(r)
         for function, group in by_function.items():
+            if function not in split_functions:
+                reads.extend(group)
+                continue
             model = group[0]
             values = sorted((v for r in group for v in r.values), key=lambda v: v.address)
             cuts = sorted(
                 {a for v in values if v.channel in refused for a in range(v.address, v.address + v.width)}
             )
+            planned: list[_Read] = []
             segments: dict[int, list[_Value]] = {}
             for v in values:
                 covered = [a for a in cuts if v.address <= a < v.address + v.width]
                 if v.channel in refused or covered:
-                    reads.append(model.narrowed([v]))
+                    planned.append(model.narrowed([v]))
                     continue
                 # Values between the same two refused addresses may share a read.
                 segments.setdefault(sum(a < v.address for a in cuts), []).append(v)
             limit = cfg.max_bits_per_request if function <= 2 else cfg.max_registers_per_request
             for segment in segments.values():
                 spans = [Span(i, v.address, v.width) for i, v in enumerate(segment)]
-                for req in plan_requests(spans, limit, cfg.max_gap):
-                    reads.append(model.narrowed([segment[k] for k in req.keys]))
+                for req in plan_requests(spans, limit, 0):
+                    planned.append(model.narrowed([segment[k] for k in req.keys]))
+            if any(
+                new.address <= old.address and old.address + old.count <= new.address + new.count
+                for new in planned
+                if len(new.values) > 1
+                for old in refused_reads
+                if old.function == function
+            ):
+                planned = group
+            reads.extend(planned)
         order = {t: i for i, t in enumerate(("coil", "discrete", "holding", "input"))}
         unit.reads = sorted(reads, key=lambda r: (order[r.table], r.address))
 

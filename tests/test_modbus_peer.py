@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyModbusTCP import utils
 
 from daq.clock import SystemClock
@@ -291,3 +293,65 @@ async def test_refused_address_shows_in_the_daemons_status_and_alarms(
     )
     assert {"severity": "warning", "subject": "plc",
             "message": "refused_addresses: hole (unit 1 holding 301 x1: exception 2 (illegal data address))"} in alarms  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    layout=st.lists(
+        st.tuples(st.integers(0, 60), st.sampled_from(["uint16", "int32"])), min_size=1, max_size=20
+    ),
+    refused=st.sets(st.integers(0, 63), max_size=4),
+    max_gap=st.integers(0, 4),
+)
+def test_refused_addresses_anywhere_are_isolated_and_the_plan_settles(
+    fresh: PeerModbusServer, layout: list[tuple[int, str]], refused: set[int], max_gap: int
+) -> None:
+    """Any map, any refused addresses (in a channel or in a hole bridged by max_gap): each
+    channel touching a refused address is BAD with exception 2, every other one GOOD with
+    its value, from the first poll on; the plan then settles and never asks for a refused
+    address together with anything else."""
+    taken: set[int] = set()
+    channels = []
+    for address, kind in layout:
+        width = 2 if kind == "int32" else 1
+        span = set(range(address, address + width))
+        if span & taken:
+            continue
+        taken |= span
+        channels.append({"name": f"c{address}", "table": "holding", "address": address, "type": kind})
+    fresh.bank.set_holding_registers(0, [1000 + a for a in range(66)])
+    fresh.unmapped["holding"].clear()
+    fresh.unmapped["holding"].update(refused)
+
+    async def polls() -> list[tuple[dict[str, Reading], list[tuple[int, int]]]]:
+        drv = driver(fresh.url, channels, max_gap=max_gap)  # type: ignore[attr-defined]
+        await drv.connect()
+        out = []
+        try:
+            for _ in range(3):
+                fresh.clear()
+                got = {r.channel: r for r in await drv.read()}
+                out.append((got, fresh.reads("holding")))
+        finally:
+            await drv.close()
+        return out
+
+    results = asyncio.run(polls())
+    for got, _ in results:
+        assert set(got) == {c["name"] for c in channels}
+        for c in channels:
+            a, width = c["address"], 2 if c["type"] == "int32" else 1
+            r = got[c["name"]]
+            if refused & set(range(a, a + width)):
+                assert r.quality is Quality.BAD
+                assert r.attrs is not None
+                assert r.attrs["exception_code"] == 2
+            else:
+                expected = 1000 + a if width == 1 else ((1000 + a) << 16) | (1000 + a + 1)
+                assert (r.quality, r.value) == (Quality.GOOD, float(expected))
+    (_, second), (_, third) = results[1], results[2]
+    assert second == third  # settled: no search after the first poll
+    alone = {(c["address"], 2 if c["type"] == "int32" else 1) for c in channels}
+    for address, count in second:
+        if refused & set(range(address, address + count)):
+            assert (address, count) in alone  # a refused channel's own read, never a block
