@@ -260,8 +260,18 @@ def test_jump_factor_bounds(factor: float) -> None:
         {"!GQ": "1.25E-11\r>OK", "!V": "297>OK"},
         {"!GV": None},
         {"!GQ": None, "!V": None},
+        {"!GF": "762\r>OK", "!R": "16560000\r>OK"},
+        {"!GF": ">OK\r762", "!R": ">OK\r16560000"},
     ],
-    ids=["unit-suffix", "question-mark", "trailing-ok", "no-reply-gv", "no-reply-gq-v"],
+    ids=[
+        "unit-suffix",
+        "question-mark",
+        "trailing-ok",
+        "no-reply-gv",
+        "no-reply-gq-v",
+        "ok-after-values",
+        "ok-before-values",
+    ],
 )
 @pytest.mark.parametrize("listen", LISTEN)
 async def test_vik202_connects_and_reads_whatever_device_info_says(
