@@ -10,6 +10,7 @@ import argparse
 import getpass
 from pathlib import Path
 
+from daq.cli.paths import out_file
 from daq.runs.export import decoded, journal_run, open_journal
 
 NAME = "report"
@@ -22,8 +23,12 @@ HELP = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN", help="the run id (see `daq runs list`)")
     p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the PDF (or the PNG pages' stem)")
-    p.add_argument("--png", action="store_true", help="write PNG pages FILE-p01.png ... instead of a PDF")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="FILE",
+        help="FILE.pdf for one PDF, or FILE.png for PNG pages FILE-p01.png, FILE-p02.png ... "
+        "(the directory must exist)",
+    )  # fmt: skip
+    p.add_argument("--png", action="store_true", help="PNG pages (FILE must end in .png)")
     p.add_argument(
         "--config", type=Path, default=None, help="take [report] and daemon.timezone from this file"
     )
@@ -31,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # The format is the name's; checked before any work, so a typo costs one line, not a render.
+    suffix = out_file(args.out, (".png",) if args.png else (".pdf", ".png"))
     from daq.cli.users import site_config
     from daq.runs.report import render
 
@@ -43,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         conn.close()
     data = decoded(data)
     result = render(
-        data, args.out, png=args.png, settings=cfg.report, timezone=cfg.daemon.timezone or None,
+        data, args.out, png=suffix == ".png", settings=cfg.report, timezone=cfg.daemon.timezone or None,
         by=args.by or getpass.getuser(),
     )  # fmt: skip
     for f in result["files"]:
