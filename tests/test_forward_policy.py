@@ -16,7 +16,7 @@ from aiohttp import web
 
 from daq.api.client import format_status
 from daq.daemon import Daemon
-from daq.forward.policy import Accepted, Rejected, Retry, classify
+from daq.forward.policy import Accepted, Rejected, Retry, classify, max_refusals
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
 from simulators.veenstra_vdc404 import Vdc404Simulator
@@ -27,6 +27,7 @@ from tests.test_forward import (
     cell_config,
     close_forwarder,
     drain,
+    fill,
     forwarder,
     open_forwarder,
     sink_toml,
@@ -64,6 +65,36 @@ async def test_a_server_refusing_everything_never_quarantines_single_point_batch
     assert len(set(server.accepted)) == 6
     assert "sink_quarantine" not in actions(data_dir)
     assert actions(data_dir) == ["sink_alarm", "sink_alarm_cleared"]
+
+
+async def test_a_server_refusing_everything_gets_no_request_storm(data_dir: Path) -> None:
+    # Bisecting 64 points the server refuses entirely would take 127 requests per attempt.
+    async with ScriptedServer(default=400) as server:
+        clock = RecordingClock()
+        clock.gate = asyncio.Event()
+        journal, fwd = await open_forwarder(data_dir, server.url, clock, n=64)
+        try:
+            await wait_until(lambda: fwd.alarm is not None and clock.sleeping)
+            assert len(server.requests) <= max_refusals(64) + 1 == 19
+            assert fwd.quarantined == 0
+        finally:
+            clock.gate.set()
+            await close_forwarder(journal, fwd)
+    async with ScriptedServer([(204, {})], default=400) as server:
+        # With a witness known, the first refused point settles it: a few requests only.
+        clock = RecordingClock()
+        clock.gate = asyncio.Event()
+        journal, fwd = await open_forwarder(data_dir / "second", server.url, clock, n=1, batch_size=64)
+        try:
+            await wait_until(lambda: fwd.cursor == 1)
+            before = len(server.requests)
+            await fill(journal, 64, channels=("activity",))
+            await wait_until(lambda: fwd.alarm is not None and clock.sleeping)
+            # Down to one point (at most log2(64) + 1 requests), that point again, the witness.
+            assert len(server.requests) - before <= 7 + 1 + 1
+        finally:
+            clock.gate.set()
+            await close_forwarder(journal, fwd)
 
 
 async def test_a_server_that_starts_refusing_everything_is_a_fault_not_poison(data_dir: Path) -> None:

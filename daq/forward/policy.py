@@ -87,13 +87,44 @@ class Settlement:
 Send = Callable[[Sequence[str]], Awaitable[Accepted | Rejected]]
 
 
+def max_refusals(n: int) -> int:
+    """Refusals in a row after which a batch of ``n`` lines is taken to meet a server fault:
+    enough to isolate a poison point by bisection (about two per level), far fewer than the
+    ``2n - 1`` requests bisecting a batch the server refuses entirely would take."""
+    return 2 * max(1, n).bit_length() + 4
+
+
 async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -> Settlement:
     """Deliver ``lines`` through ``send``; find the poison points, if any (see the module doc).
 
     ``witness`` is a line this server accepted before (``None`` if none is known). The whole
-    batch is sent as ``lines`` itself (the same object), so the caller can reuse its body."""
+    batch is sent as ``lines`` itself (the same object), so the caller can reuse its body.
+    A refused point is confirmed as soon as a witness is known; more than
+    :func:`max_refusals` refusals in a row end the attempt as a server fault."""
     out = Settlement(witness=witness)
-    candidates: list[tuple[int, Rejected]] = []
+    unconfirmed: list[tuple[int, Rejected]] = []
+    refusals = 0
+    limit = max_refusals(len(lines))
+
+    async def confirm(index: int) -> Rejected | None:
+        """Send a refused point again, then the witness; the refusal if it is a server fault."""
+        nonlocal refusals
+        again = await send(lines[index : index + 1])
+        if isinstance(again, Accepted):
+            # Refused once, accepted now: the server recovered; the point was never poison.
+            out.accepted += 1
+            out.witness = lines[index]
+            refusals = 0
+            return None
+        assert out.witness is not None
+        check = await send([out.witness])
+        if isinstance(check, Rejected):
+            # The server now refuses a point it accepted before: the server, not the data.
+            return check
+        refusals = 0
+        out.poison.append((index, again))
+        return None
+
     stack = [(0, len(lines))] if lines else []
     while stack:
         lo, hi = stack.pop()
@@ -101,30 +132,24 @@ async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -
         if isinstance(result, Accepted):
             out.accepted += hi - lo
             out.witness = lines[hi - 1]
-        elif hi - lo == 1:
-            candidates.append((lo, result))
+            refusals = 0
         else:
-            mid = (lo + hi) // 2
-            stack.append((mid, hi))
-            stack.append((lo, mid))
-    if not candidates:
-        return out
-    if out.witness is None:
+            refusals += 1
+            if refusals > limit:
+                out.fault, out.poison = result, []
+                return out
+            if hi - lo == 1:
+                unconfirmed.append((lo, result))
+            else:
+                mid = (lo + hi) // 2
+                stack.append((mid, hi))
+                stack.append((lo, mid))
+        while unconfirmed and out.witness is not None:
+            fault = await confirm(unconfirmed.pop(0)[0])
+            if fault is not None:
+                out.fault, out.poison = fault, []
+                return out
+    if unconfirmed:
         # Not one point accepted, none before: nothing shows that the data is at fault.
-        out.fault = candidates[0][1]
-        return out
-    for index, _ in candidates:
-        again = await send(lines[index : index + 1])
-        if isinstance(again, Accepted):
-            # Refused once, accepted now: the server recovered; the point was never poison.
-            out.accepted += 1
-            out.witness = lines[index]
-            continue
-        check = await send([out.witness])
-        if isinstance(check, Rejected):
-            # The server now refuses a point it accepted before: the server, not the data.
-            out.fault = check
-            out.poison = []
-            return out
-        out.poison.append((index, again))
+        out.fault, out.poison = unconfirmed[0][1], []
     return out
