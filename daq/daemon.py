@@ -35,6 +35,8 @@ from daq.model import EventKind, InstrumentEvent
 from daq.pipeline import Pipeline, reading_pipeline
 from daq.runs.attribution import RunAttribution
 from daq.runs.clock import ClockFlag
+from daq.runs.manager import RunManager
+from daq.status import StatusBoard
 from daq.supervision import (
     EXIT_TASK_FAILED,
     StallWatch,
@@ -87,6 +89,8 @@ class Daemon:
             equilibrium=self.equilibrium,
             clock_flag=self.clock_flag,
         )
+        #: The one place status is assembled (built once the journal is open).
+        self.status_board: StatusBoard | None = None
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -236,8 +240,19 @@ class Daemon:
         self._tasks.append(self.tasks.spawn("stall-watch", "stall-watch", self.stall_watch.run))
         from daq.services import build_services
 
-        services = sorted(build_services(self), key=lambda svc: svc.phase)
         self.supervisors = self._build_supervisors(journal)
+        self.status_board = StatusBoard(
+            config=cfg,
+            time_ns=self.clock.time_ns,
+            journal=journal,
+            supervisors=self.supervisors,
+            services=self.services,
+            tasks=self.tasks,
+            stall_watch=self.stall_watch,
+            ready=self.ready,
+        )
+        services = sorted(build_services(self), key=lambda svc: svc.phase)
+        self.status_board.runs = next((s for s in services if isinstance(s, RunManager)), None)
         for svc in services:
             if svc.phase == 0:
                 await self._start_service(svc)
@@ -414,41 +429,10 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         """A snapshot for status displays (instruments, the journal, and each service)."""
-        j = self.journal
-        services: dict[str, Any] = {}
-        for name, svc in self.services.items():
-            fn = getattr(svc, "status", None)
-            if callable(fn):
-                services[name] = fn()
-        return {
-            "services": services,
-            "tasks": self.tasks.status(),
-            "stalls": self.stall_watch.status(),
-            "instruments": {
-                s.name: {
-                    "kind": s.config.kind,
-                    "state": s.state.value,
-                    "readings": s.readings,
-                    "reconnects": s.reconnects,
-                    "parse_errors": s.parse_errors,
-                    "last_error": s.last_error,
-                    # What the driver found lasting (starved channels, refused addresses or nodes).
-                    "problems": s.driver.problems(),
-                }
-                for s in self.supervisors
-            },
-            "journal": None
-            if j is None
-            else {
-                "path": str(j.path),
-                "pending": j.pending,
-                "readings_committed": j.readings_committed,
-                "overflowed": j.overflowed,
-                "error": j.error,
-                # Records refused (kept as rejected_record events), hook and writer errors.
-                **j.health(),
-            },
-        }
+        if self.status_board is None:
+            return {"services": {}, "tasks": self.tasks.status(), "stalls": self.stall_watch.status(),
+                    "instruments": {}, "journal": None}  # fmt: skip
+        return self.status_board.snapshot()
 
 
 def _pid() -> int:

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from daq.logs import get_logger
 from daq.supervision import fault_point, spawn
-from daq.supervisor import State
 
 if TYPE_CHECKING:
     from daq.daemon import Daemon
@@ -239,8 +238,8 @@ class SystemdNotifier:
             self.notifier.send(STATUS=self.status_line)
 
     def _summary(self, problem: str | None, now_ns: int | None = None) -> str:
-        sups = self.daemon.supervisors
-        up = sum(1 for s in sups if s.state is State.CONNECTED)
+        board = self.daemon.status_board
+        up, configured = board.connected() if board is not None else (0, 0)
         journal = self.daemon.journal
         committed = journal.readings_committed if journal is not None else 0
         backlog = journal.uncommitted if journal is not None else 0
@@ -248,7 +247,7 @@ class SystemdNotifier:
         if now_ns is not None and now_ns > self._last_mono_ns:
             rate = (committed - self._last_committed) * 1e9 / (now_ns - self._last_mono_ns)
             self._last_mono_ns, self._last_committed = now_ns, committed
-        line = f"{up}/{len(sups)} instruments connected, {rate:.1f} readings/s, backlog {backlog}"
+        line = f"{up}/{configured} instruments connected, {rate:.1f} readings/s, backlog {backlog}"
         return f"{problem}; {line}" if problem else line
 
 

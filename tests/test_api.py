@@ -16,11 +16,12 @@ import aiohttp
 import pytest
 
 from daq.api.filters import ReadingFilter, parse_duration
-from daq.api.server import ApiService, compute_alarms, extract_sinks
+from daq.api.server import ApiService
 from daq.config.load import parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.journal import JournalReader
+from daq.status import compute_alarms, extract_sinks
 from simulators.base import Listener
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import config_text, free_port, make_config, wait_until

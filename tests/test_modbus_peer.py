@@ -265,8 +265,8 @@ async def test_unit_failing_is_logged_once_and_clears_when_it_answers_again(fres
 async def test_refused_address_shows_in_the_daemons_status_and_alarms(
     fresh: PeerModbusServer, data_dir: Any
 ) -> None:
-    from daq.api.server import compute_alarms
     from daq.daemon import Daemon
+    from daq.status import compute_alarms
     from tests.helpers import make_config, wait_until
 
     fresh.bank.set_holding_registers(300, [1, 2])

@@ -17,7 +17,9 @@ from daq.model import Quality, Reading
 
 if TYPE_CHECKING:
     from daq.api.stream import StreamHub
-    from daq.daemon import Daemon
+    from daq.journal.journal import Journal
+    from daq.supervision import TaskTree
+    from daq.supervisor import Supervisor
 
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -135,7 +137,9 @@ class Exposition:
 
 
 def render(
-    daemon: Daemon,
+    supervisors: Sequence[Supervisor],
+    tasks_tree: TaskTree,
+    j: Journal,
     counters: CommitCounters,
     lag: LagSampler,
     hub: StreamHub,
@@ -153,7 +157,7 @@ def render(
             for (inst, q), n in sorted(counters.readings.items())
         ),
     )
-    sups = sorted(daemon.supervisors, key=lambda s: s.name)
+    sups = sorted(supervisors, key=lambda s: s.name)
     out.family(
         "daq_instrument_up",
         "gauge",
@@ -188,7 +192,7 @@ def render(
             for ch, r in sorted(s.last_values.items())
         ),
     )
-    tasks = daemon.tasks.status()
+    tasks = tasks_tree.status()
     out.family(
         "daq_task_failures_total",
         "counter",
@@ -201,34 +205,30 @@ def render(
         "1 while the long-lived task runs, 0 while it waits for a restart or has failed.",
         (({"component": c}, int(t["state"] in ("running", "stopped"))) for c, t in tasks.items()),
     )
-    j = daemon.journal
-    if j is not None:
-        out.histogram(
-            "daq_journal_commit_seconds", "Duration of journal group commits.", counters.commit_seconds
-        )
-        out.family("daq_journal_commits_total", "counter", "Journal group commits.", [({}, j.commits)])
-        out.family(
-            "daq_journal_rejected_total",
-            "counter",
-            "Records the journal could not store, each kept as a rejected_record event.",
-            [({}, j.rejected)],
-        )
-        out.family(
-            "daq_journal_hook_errors_total",
-            "counter",
-            "Exceptions of commit hooks and live subscribers (isolated from the journal writer).",
-            [({}, j.hook_errors)],
-        )
-        out.family("daq_journal_pending", "gauge", "Records waiting for the next commit.", [({}, j.pending)])
-        out.family(
-            "daq_journal_overflowed_total",
-            "counter",
-            "Records dropped because the pending buffer was full (each recorded as an overflow event).",
-            [({}, j.overflowed)],
-        )
-        out.family(
-            "daq_journal_error", "gauge", "1 while journal commits fail.", [({}, int(j.error is not None))]
-        )
+    out.histogram("daq_journal_commit_seconds", "Duration of journal group commits.", counters.commit_seconds)
+    out.family("daq_journal_commits_total", "counter", "Journal group commits.", [({}, j.commits)])
+    out.family(
+        "daq_journal_rejected_total",
+        "counter",
+        "Records the journal could not store, each kept as a rejected_record event.",
+        [({}, j.rejected)],
+    )
+    out.family(
+        "daq_journal_hook_errors_total",
+        "counter",
+        "Exceptions of commit hooks and live subscribers (isolated from the journal writer).",
+        [({}, j.hook_errors)],
+    )
+    out.family("daq_journal_pending", "gauge", "Records waiting for the next commit.", [({}, j.pending)])
+    out.family(
+        "daq_journal_overflowed_total",
+        "counter",
+        "Records dropped because the pending buffer was full (each recorded as an overflow event).",
+        [({}, j.overflowed)],
+    )
+    out.family(
+        "daq_journal_error", "gauge", "1 while journal commits fail.", [({}, int(j.error is not None))]
+    )
     out.family(
         "daq_sink_backlog",
         "gauge",

@@ -31,14 +31,12 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from daq import __version__
 from daq.api import guard, metrics
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
@@ -47,7 +45,8 @@ from daq.api.listener import Listener, listening_socket
 from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
 from daq.errors import DaqError
 from daq.logs import get_logger
-from daq.model import Quality, Reading
+from daq.model import Reading
+from daq.status import StatusBoard
 from daq.supervision import fault_point, spawn
 from daq.timeparse import MAX_NS, MIN_NS
 
@@ -64,8 +63,6 @@ SERVE_CHECK_S = 1.0
 #: Longest request line or header line, and most header lines, a request may have.
 MAX_LINE_BYTES = 8190
 MAX_HEADERS = 64
-#: A journal with records pending and no commit for this long is reported unhealthy.
-STALLED_COMMIT_S = 10.0
 
 _dumps = functools.partial(json.dumps, default=str)
 
@@ -77,112 +74,6 @@ T0_FIELDS = ({"reason"}, {"instrument", "ts_ns"})
 
 def _json_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
     return cls(text=_dumps({"error": message}), content_type="application/json")
-
-
-def extract_sinks(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-sink figures from the services' status dicts.
-
-    A service reports sinks either as ``{"sinks": {name: {...}}}`` (each with ``backlog`` or
-    ``pending``) or, one sink per service, as a dict with ``backlog``. ``backlog`` and
-    ``last_error`` are normalised; every other key is kept.
-    """
-    found: dict[str, dict[str, Any]] = {}
-
-    def view(s: dict[str, Any]) -> dict[str, Any]:
-        backlog = s.get("backlog", s.get("pending"))
-        return {**s, "backlog": backlog, "last_error": s.get("last_error", s.get("error"))}
-
-    for name, st in services.items():
-        if not isinstance(st, dict):
-            continue
-        if isinstance(st.get("sinks"), dict):
-            for sink, s in st["sinks"].items():
-                if isinstance(s, dict):
-                    found[str(sink)] = view(s)
-        elif "backlog" in st:
-            found[str(st.get("sink", name))] = view(st)
-    return found
-
-
-def _is_alarm_channel(channel: str) -> bool:
-    return channel.startswith("alarm") or channel.endswith("_alarm")
-
-
-def compute_alarms(status: dict[str, Any]) -> list[dict[str, Any]]:
-    """What needs a person's attention now, worst first.
-
-    Instruments not connected; lasting problems a driver reports (channels starved of poll
-    time, addresses or nodes the server refuses); channels whose last reading is BAD; alarm
-    channels (``alarm_*``, ``*_alarm``) reading non-zero; journal errors and overflows; sink errors.
-    """
-    out: list[dict[str, Any]] = []
-    journal = status.get("journal") or {}
-    if journal.get("error"):
-        out.append(
-            {"severity": "alarm", "subject": "journal", "message": f"commits fail: {journal['error']}"}
-        )
-    for name, inst in sorted(status["instruments"].items()):
-        if inst["state"] != "connected":
-            why = f": {inst['last_error']}" if inst.get("last_error") else ""
-            out.append(
-                {"severity": "alarm", "subject": name, "message": f"not connected ({inst['state']}){why}"}
-            )
-        for kind, per_channel in sorted((inst.get("problems") or {}).items()):
-            listed = ", ".join(f"{ch} ({detail})" for ch, detail in sorted(per_channel.items()))
-            out.append({"severity": "warning", "subject": name, "message": f"{kind}: {listed}"})
-        for ch, v in sorted(inst.get("channels", {}).items()):
-            if v["quality"] == "BAD" and inst["state"] == "connected":
-                out.append(
-                    {"severity": "warning", "subject": f"{name}/{ch}", "message": f"BAD ({v['reason']})"}
-                )
-            elif _is_alarm_channel(ch) and v["quality"] != "BAD" and v["value"]:
-                out.append({"severity": "alarm", "subject": f"{name}/{ch}", "message": "alarm active"})
-    if journal.get("overflowed"):
-        out.append(
-            {
-                "severity": "warning",
-                "subject": "journal",
-                "message": f"{journal['overflowed']} records dropped on overflow (recorded as events)",
-            }
-        )
-    if journal.get("rejected"):
-        out.append(
-            {
-                "severity": "warning",
-                "subject": "journal",
-                "message": f"{journal['rejected']} records refused (each kept as a rejected_record event)",
-            }
-        )
-    if journal.get("hook_errors"):
-        out.append(
-            {
-                "severity": "warning",
-                "subject": "journal",
-                "message": f"{journal['hook_errors']} errors in commit hooks or subscribers (isolated)",
-            }
-        )
-    for component, t in sorted((status.get("tasks") or {}).items()):
-        if t["state"] in ("restarting", "failed"):
-            what = "waiting to restart" if t["state"] == "restarting" else "failed; the daemon stops"
-            out.append(
-                {"severity": "alarm", "subject": f"task {component}", "message": f"{what}: {t['last_error']}"}
-            )
-        elif t["failures"]:
-            out.append(
-                {
-                    "severity": "warning",
-                    "subject": f"task {component}",
-                    "message": f"failed {t['failures']} time(s), restarted; last: {t['last_error']}",
-                }
-            )
-    for sink, s in sorted(status.get("sinks", {}).items()):
-        if s.get("alarm"):
-            out.append({"severity": "alarm", "subject": f"sink {sink}", "message": str(s["alarm"])})
-        elif s.get("last_error"):
-            out.append({"severity": "warning", "subject": f"sink {sink}", "message": str(s["last_error"])})
-    order = {"alarm": 0, "warning": 1}
-    out.sort(key=lambda a: order.get(a["severity"], 2))
-    return out
 
 
 def _guarded(hook: Callable[[list[Reading]], None], what: str) -> Callable[[list[Reading]], None]:
@@ -329,95 +220,11 @@ class ApiService:
     def now_ns(self) -> int:
         return self.daemon.clock.time_ns()
 
-    def live_status(self) -> dict[str, Any]:
-        """The daemon's status with the last value of each channel, journal size, sinks,
-        the active run and alarms."""
-        d = self.daemon
-        now = self.now_ns()
-        base = d.status()
-        instruments: dict[str, Any] = base["instruments"]
-        for sup in d.supervisors:
-            entry = instruments.setdefault(sup.name, {})
-            channels: dict[str, dict[str, Any]] = {}
-            ages: list[float] = []
-            for ch, r in sorted(sup.last_values.items()):
-                age = round(max(0.0, (now - r.acq_ns) / 1e9), 3)
-                ages.append(age)
-                channels[ch] = {
-                    "value": r.value,
-                    "unit": r.unit,
-                    "quality": Quality(r.quality).name,
-                    "reason": r.reason,
-                    "acq_ns": r.acq_ns,
-                    "age_s": age,
-                }
-            entry.update(
-                description=sup.config.description,
-                connects=sup.connects,
-                timeouts=sup.timeouts,
-                last_value_age_s=min(ages) if ages else None,
-                channels=channels,
-                device=sup.device_info.as_dict() if sup.device_info else None,
-            )
-        journal = base.get("journal")
-        j = self.journal
-        if journal is not None:
-            size = 0
-            for suffix in ("", "-wal"):
-                with contextlib.suppress(OSError):
-                    size += os.stat(f"{j.path}{suffix}").st_size
-            journal.update(
-                size_bytes=size,
-                commits=j.commits,
-                last_commit_s=round(j.last_commit_s, 6),
-                last_commit_age_s=round((now - j.last_commit_wall_ns) / 1e9, 3)
-                if j.last_commit_wall_ns
-                else None,
-            )
-        out: dict[str, Any] = {
-            "daemon": {
-                "version": __version__,
-                "pid": os.getpid(),
-                "site": d.config.daemon.site,
-                "cell": d.config.daemon.cell,
-                "config": d.config.path,
-                "config_sha256": d.config.sha256,
-                "uptime_s": round((now - self.started_ns) / 1e9, 3),
-            },
-            "now_ns": now,
-            "instruments": instruments,
-            "journal": journal,
-            "sinks": extract_sinks(base["services"]),
-            "run": self.active_run(),
-            "services": base["services"],
-            "tasks": base["tasks"],
-        }
-        out["alarms"] = compute_alarms(out)
-        return out
-
-    def active_run(self) -> Any:
-        runs = self.daemon.services.get("runs")
-        fn = getattr(runs, "active", None)
-        if not callable(fn):
-            return None
-        try:
-            return fn()
-        except Exception as exc:  # the page must render whatever the run manager does
-            return {"error": repr(exc)}
-
-    def health(self) -> tuple[bool, list[str]]:
-        problems = []
-        j = self.journal
-        if j.error is not None:
-            problems.append(f"journal commits fail: {j.error}")
-        if j.pending and j.last_commit_wall_ns:
-            age = (self.now_ns() - j.last_commit_wall_ns) / 1e9
-            if age > STALLED_COMMIT_S:
-                problems.append(f"journal has {j.pending} records pending and no commit for {age:.0f} s")
-        if not self.daemon.ready.is_set():
-            problems.append("daemon is starting")
-        problems.extend(self.daemon.tasks.problems())
-        return not problems, problems
+    @property
+    def board(self) -> StatusBoard:
+        board = self.daemon.status_board
+        assert board is not None, "services are built after the status board"
+        return board
 
     def runs_service(self) -> Any:
         runs = self.daemon.services.get("runs")
@@ -549,8 +356,8 @@ def make_app(svc: ApiService) -> web.Application:
 
     @routes.get("/healthz")
     async def healthz(request: web.Request) -> web.Response:
-        ok, problems = svc.health()
-        failures = {c: t["failures"] for c, t in svc.daemon.tasks.status().items() if t["failures"]}
+        ok, problems = svc.board.health()
+        failures = svc.board.task_failures()
         return web.json_response(
             {"ok": ok, "problems": problems, "task_failures": failures, "journal": svc.journal.health()},
             status=200 if ok else 503,
@@ -558,9 +365,16 @@ def make_app(svc: ApiService) -> web.Application:
 
     @routes.get("/metrics")
     async def metrics_page(request: web.Request) -> web.Response:
-        services = svc.daemon.status()["services"]
+        board = svc.board
         text = metrics.render(
-            svc.daemon, svc.counters, svc.lag, svc.hub, extract_sinks(services), svc.now_ns()
+            board.supervisors,
+            board.tasks,
+            board.journal,
+            svc.counters,
+            svc.lag,
+            svc.hub,
+            board.sinks(),
+            svc.now_ns(),
         )
         return web.Response(
             text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"}
@@ -568,7 +382,7 @@ def make_app(svc: ApiService) -> web.Application:
 
     @routes.get("/api/status")
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(svc.live_status(), dumps=_dumps)
+        return web.json_response(svc.board.live(), dumps=_dumps)
 
     @routes.get("/api/readings")
     async def readings(request: web.Request) -> web.Response:

@@ -1,0 +1,370 @@
+"""The daemon's status, assembled once for every display: ``/api/status``, ``/healthz``,
+``/metrics``, ``daq status`` (which asks the API) and the systemd status line.
+
+:class:`StatusBoard` reads the parts the composition root hands it (the journal, the
+supervisors, the services' own ``status()`` dicts, the task tree, the stall watch, the run
+control) and never changes them. :func:`compute_alarms` derives what needs a person's
+attention from a status dict; it runs every rule of :data:`ALARM_RULES` in turn, so another
+source of alarms (an alarm engine, say) is one more rule there or one more callable given to
+:meth:`StatusBoard.add_alarm_source`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from daq import __version__
+from daq.model import Quality
+from daq.supervisor import State, Supervisor
+
+if TYPE_CHECKING:
+    from daq.config.load import Config
+    from daq.journal.journal import Journal
+    from daq.supervision import StallWatch, TaskTree
+
+#: A journal with records pending and no commit for this long is reported unhealthy.
+STALLED_COMMIT_S = 10.0
+
+Alarm = dict[str, Any]
+#: One source of derived alarms: the assembled status in, the alarms it finds out.
+AlarmRule = Callable[[Mapping[str, Any]], list[Alarm]]
+
+
+class ActiveRun(Protocol):
+    """What the status needs of the run control: the open run, if any."""
+
+    def active(self) -> dict[str, Any] | None: ...
+
+
+def extract_sinks(services: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-sink figures from the services' status dicts.
+
+    A service reports sinks either as ``{"sinks": {name: {...}}}`` (each with ``backlog`` or
+    ``pending``) or, one sink per service, as a dict with ``backlog``. ``backlog`` and
+    ``last_error`` are normalised; every other key is kept.
+    """
+    found: dict[str, dict[str, Any]] = {}
+
+    def view(s: dict[str, Any]) -> dict[str, Any]:
+        backlog = s.get("backlog", s.get("pending"))
+        return {**s, "backlog": backlog, "last_error": s.get("last_error", s.get("error"))}
+
+    for name, st in services.items():
+        if not isinstance(st, dict):
+            continue
+        if isinstance(st.get("sinks"), dict):
+            for sink, s in st["sinks"].items():
+                if isinstance(s, dict):
+                    found[str(sink)] = view(s)
+        elif "backlog" in st:
+            found[str(st.get("sink", name))] = view(st)
+    return found
+
+
+# -- derived alarms -------------------------------------------------------------------------------
+
+
+def _is_alarm_channel(channel: str) -> bool:
+    return channel.startswith("alarm") or channel.endswith("_alarm")
+
+
+def _alarm(severity: str, subject: str, message: str) -> Alarm:
+    return {"severity": severity, "subject": subject, "message": message}
+
+
+def journal_error_alarms(status: Mapping[str, Any]) -> list[Alarm]:
+    """Commits failing: an alarm (listed first: nothing is being recorded)."""
+    journal = status.get("journal") or {}
+    return [_alarm("alarm", "journal", f"commits fail: {journal['error']}")] if journal.get("error") else []
+
+
+def journal_warnings(status: Mapping[str, Any]) -> list[Alarm]:
+    """Overflows, refused records, errors of commit hooks: warnings."""
+    journal = status.get("journal") or {}
+    out = []
+    if journal.get("overflowed"):
+        out.append(
+            _alarm(
+                "warning",
+                "journal",
+                f"{journal['overflowed']} records dropped on overflow (recorded as events)",
+            )
+        )
+    if journal.get("rejected"):
+        out.append(
+            _alarm(
+                "warning",
+                "journal",
+                f"{journal['rejected']} records refused (each kept as a rejected_record event)",
+            )
+        )
+    if journal.get("hook_errors"):
+        out.append(
+            _alarm(
+                "warning",
+                "journal",
+                f"{journal['hook_errors']} errors in commit hooks or subscribers (isolated)",
+            )
+        )
+    return out
+
+
+def instrument_alarms(status: Mapping[str, Any]) -> list[Alarm]:
+    """Instruments not connected; lasting problems a driver reports (channels starved of poll
+    time, addresses or nodes the server refuses); channels whose last reading is BAD; alarm
+    channels (``alarm_*``, ``*_alarm``) reading non-zero."""
+    out = []
+    for name, inst in sorted(status["instruments"].items()):
+        if inst["state"] != "connected":
+            why = f": {inst['last_error']}" if inst.get("last_error") else ""
+            out.append(_alarm("alarm", name, f"not connected ({inst['state']}){why}"))
+        for kind, per_channel in sorted((inst.get("problems") or {}).items()):
+            listed = ", ".join(f"{ch} ({detail})" for ch, detail in sorted(per_channel.items()))
+            out.append(_alarm("warning", name, f"{kind}: {listed}"))
+        for ch, v in sorted(inst.get("channels", {}).items()):
+            if v["quality"] == "BAD" and inst["state"] == "connected":
+                out.append(_alarm("warning", f"{name}/{ch}", f"BAD ({v['reason']})"))
+            elif _is_alarm_channel(ch) and v["quality"] != "BAD" and v["value"]:
+                out.append(_alarm("alarm", f"{name}/{ch}", "alarm active"))
+    return out
+
+
+def task_alarms(status: Mapping[str, Any]) -> list[Alarm]:
+    """Long-lived tasks waiting to restart or failed (alarms), restarted ones (warnings)."""
+    out = []
+    for component, t in sorted((status.get("tasks") or {}).items()):
+        if t["state"] in ("restarting", "failed"):
+            what = "waiting to restart" if t["state"] == "restarting" else "failed; the daemon stops"
+            out.append(_alarm("alarm", f"task {component}", f"{what}: {t['last_error']}"))
+        elif t["failures"]:
+            out.append(
+                _alarm(
+                    "warning",
+                    f"task {component}",
+                    f"failed {t['failures']} time(s), restarted; last: {t['last_error']}",
+                )
+            )
+    return out
+
+
+def sink_alarms(status: Mapping[str, Any]) -> list[Alarm]:
+    """A sink's own alarm (an alarm) or its last error (a warning)."""
+    out = []
+    for sink, s in sorted((status.get("sinks") or {}).items()):
+        if s.get("alarm"):
+            out.append(_alarm("alarm", f"sink {sink}", str(s["alarm"])))
+        elif s.get("last_error"):
+            out.append(_alarm("warning", f"sink {sink}", str(s["last_error"])))
+    return out
+
+
+#: The rules :func:`compute_alarms` runs, in this order (the result is then sorted by severity,
+#: stably, so within a severity this order is kept). Add a source of alarms here.
+ALARM_RULES: list[AlarmRule] = [
+    journal_error_alarms,
+    instrument_alarms,
+    journal_warnings,
+    task_alarms,
+    sink_alarms,
+]
+
+
+def compute_alarms(status: Mapping[str, Any], extra: Sequence[AlarmRule] = ()) -> list[Alarm]:
+    """What needs a person's attention now, worst first (see :data:`ALARM_RULES`)."""
+    out: list[Alarm] = []
+    for rule in (*ALARM_RULES, *extra):
+        out.extend(rule(status))
+    order = {"alarm": 0, "warning": 1}
+    out.sort(key=lambda a: order.get(a["severity"], 2))
+    return out
+
+
+# -- the board ----------------------------------------------------------------------------------
+
+
+def instrument_status(sup: Supervisor) -> dict[str, Any]:
+    """One supervisor's counters and state (what every display shows of an instrument)."""
+    return {
+        "kind": sup.config.kind,
+        "state": sup.state.value,
+        "readings": sup.readings,
+        "reconnects": sup.reconnects,
+        "parse_errors": sup.parse_errors,
+        "last_error": sup.last_error,
+        # What the driver found lasting (starved channels, refused addresses or nodes).
+        "problems": sup.driver.problems(),
+    }
+
+
+def channel_status(sup: Supervisor, now_ns: int) -> dict[str, Any]:
+    """The last value of each channel of one supervisor, its age, and the instrument's details."""
+    channels: dict[str, dict[str, Any]] = {}
+    ages: list[float] = []
+    for ch, r in sorted(sup.last_values.items()):
+        age = round(max(0.0, (now_ns - r.acq_ns) / 1e9), 3)
+        ages.append(age)
+        channels[ch] = {
+            "value": r.value,
+            "unit": r.unit,
+            "quality": Quality(r.quality).name,
+            "reason": r.reason,
+            "acq_ns": r.acq_ns,
+            "age_s": age,
+        }
+    return {
+        "description": sup.config.description,
+        "connects": sup.connects,
+        "timeouts": sup.timeouts,
+        "last_value_age_s": min(ages) if ages else None,
+        "channels": channels,
+        "device": sup.device_info.as_dict() if sup.device_info else None,
+    }
+
+
+def journal_status(journal: Journal) -> dict[str, Any]:
+    return {
+        "path": str(journal.path),
+        "pending": journal.pending,
+        "readings_committed": journal.readings_committed,
+        "overflowed": journal.overflowed,
+        "error": journal.error,
+        # Records refused (kept as rejected_record events), hook and writer errors.
+        **journal.health(),
+    }
+
+
+class StatusBoard:
+    """Assembles the daemon's status from the parts it is given (see the module docstring).
+
+    ``services`` is the live mapping of started services (name to service); a service with a
+    ``status()`` method contributes its dict. ``runs`` answers the active run, when there is
+    run control. ``ready`` is set once acquisition runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        time_ns: Callable[[], int],
+        journal: Journal,
+        supervisors: Sequence[Supervisor],
+        services: Mapping[str, object],
+        tasks: TaskTree,
+        stall_watch: StallWatch,
+        ready: asyncio.Event,
+        runs: ActiveRun | None = None,
+    ) -> None:
+        self.config = config
+        self.time_ns = time_ns
+        self.journal = journal
+        self.supervisors = supervisors
+        self.services = services
+        self.tasks = tasks
+        self.stall_watch = stall_watch
+        self.ready = ready
+        self.runs = runs
+        self.started_ns = time_ns()
+        self._alarm_sources: list[AlarmRule] = []
+
+    def add_alarm_source(self, rule: AlarmRule) -> None:
+        """Another source of alarms for :meth:`live` (run after :data:`ALARM_RULES`)."""
+        self._alarm_sources.append(rule)
+
+    def service_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, svc in list(self.services.items()):
+            fn = getattr(svc, "status", None)
+            if callable(fn):
+                out[name] = fn()
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Instruments, the journal, each service, the tasks and stalls."""
+        return {
+            "services": self.service_status(),
+            "tasks": self.tasks.status(),
+            "stalls": self.stall_watch.status(),
+            "instruments": {s.name: instrument_status(s) for s in self.supervisors},
+            "journal": journal_status(self.journal),
+        }
+
+    def active_run(self) -> Any:
+        if self.runs is None:
+            return None
+        try:
+            return self.runs.active()
+        except Exception as exc:  # the page must render whatever the run manager does
+            return {"error": repr(exc)}
+
+    def live(self) -> dict[str, Any]:
+        """:meth:`snapshot` with the last value of each channel, the journal's size, sinks, the
+        active run and the alarms (``/api/status``, ``daq status``)."""
+        now = self.time_ns()
+        base = self.snapshot()
+        instruments: dict[str, Any] = base["instruments"]
+        for sup in self.supervisors:
+            instruments.setdefault(sup.name, {}).update(channel_status(sup, now))
+        journal = base["journal"]
+        j = self.journal
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.stat(f"{j.path}{suffix}").st_size
+        journal.update(
+            size_bytes=size,
+            commits=j.commits,
+            last_commit_s=round(j.last_commit_s, 6),
+            last_commit_age_s=round((now - j.last_commit_wall_ns) / 1e9, 3)
+            if j.last_commit_wall_ns
+            else None,
+        )
+        cfg = self.config
+        out: dict[str, Any] = {
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "site": cfg.daemon.site,
+                "cell": cfg.daemon.cell,
+                "config": cfg.path,
+                "config_sha256": cfg.sha256,
+                "uptime_s": round((now - self.started_ns) / 1e9, 3),
+            },
+            "now_ns": now,
+            "instruments": instruments,
+            "journal": journal,
+            "sinks": extract_sinks(base["services"]),
+            "run": self.active_run(),
+            "services": base["services"],
+            "tasks": base["tasks"],
+        }
+        out["alarms"] = compute_alarms(out, self._alarm_sources)
+        return out
+
+    def sinks(self) -> dict[str, dict[str, Any]]:
+        return extract_sinks(self.service_status())
+
+    def health(self) -> tuple[bool, list[str]]:
+        """Whether the daemon is healthy (``/healthz``), and the reasons it is not."""
+        problems = []
+        j = self.journal
+        if j.error is not None:
+            problems.append(f"journal commits fail: {j.error}")
+        if j.pending and j.last_commit_wall_ns:
+            age = (self.time_ns() - j.last_commit_wall_ns) / 1e9
+            if age > STALLED_COMMIT_S:
+                problems.append(f"journal has {j.pending} records pending and no commit for {age:.0f} s")
+        if not self.ready.is_set():
+            problems.append("daemon is starting")
+        problems.extend(self.tasks.problems())
+        return not problems, problems
+
+    def task_failures(self) -> dict[str, int]:
+        return {c: t["failures"] for c, t in self.tasks.status().items() if t["failures"]}
+
+    def connected(self) -> tuple[int, int]:
+        """Instruments connected, and configured (the systemd status line)."""
+        return sum(1 for s in self.supervisors if s.state is State.CONNECTED), len(self.supervisors)
