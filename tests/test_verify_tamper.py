@@ -82,6 +82,8 @@ async def test_guard_replaced_by_a_do_nothing_trigger_of_the_same_name(data_dir:
 async def test_newest_rows_deleted_after_an_anchor_are_detected_and_named(data_dir: Path) -> None:
     await journal_with(data_dir, 30, anchor_at=20)
     assert verify_journal(data_dir).ok
+    with JournalReader(data_dir) as r:
+        assert [a["cause"] for a in r.table("anchors")] == ["periodic", "close"]
     # Deleting the newest rows, then putting the canonical guard back, leaves an intact chain.
     sql(
         data_dir,
@@ -89,10 +91,19 @@ async def test_newest_rows_deleted_after_an_anchor_are_detected_and_named(data_d
     )
     proc = verify_cli(data_dir)
     assert proc.returncode == 1
-    assert "readings: records after id 15 were deleted: anchor 1 (periodic, " in proc.stderr
-    assert "saw the chain reach id 20" in proc.stderr
+    assert "readings: records after id 15 were deleted: anchor 2 (close, " in proc.stderr
+    assert "saw the chain reach id 30" in proc.stderr
     report = verify_journal(data_dir)
     assert (report.table, report.row_id) == ("readings", 16)
+    # Deleting the newest anchor as well still leaves the earlier one.
+    sql(
+        data_dir,
+        "DROP TRIGGER anchors_no_delete; DELETE FROM anchors WHERE id = 2; " + guards("anchors")[1] + ";",
+    )
+    proc = verify_cli(data_dir)
+    assert proc.returncode == 1
+    assert "readings: records after id 15 were deleted: anchor 1 (periodic, " in proc.stderr
+    assert "saw the chain reach id 20" in proc.stderr
 
 
 async def test_a_rewritten_chain_differs_from_its_anchor(data_dir: Path) -> None:

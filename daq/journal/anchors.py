@@ -13,6 +13,7 @@ Anchors are written by the daemon's journal:
 * at every run seal (cause ``seal:<run>``), after the seal's records are committed;
 * when a sink acknowledged a batch (cause ``sink:<name>``), at most once every
   :data:`SINK_ANCHOR_EVERY_S` (a sink acknowledges up to several batches a second);
+* when the journal is closed (cause ``close``), after its last commit;
 * when an export is written while the daemon is stopped (cause ``export:<run>``; with the
   daemon running, the export's own seal is the record kept outside the journal).
 
@@ -53,7 +54,7 @@ class Anchors:
 
     def __init__(self, journal: Journal):
         self.journal = journal
-        self._last_heads: str | None = None
+        self.last_heads: str | None = None
         self._last_mono = time.monotonic()
         self._last_by_cause: dict[str, float] = {}
         self.written = 0
@@ -67,9 +68,9 @@ class Anchors:
         if min_interval_s and now - self._last_by_cause.get(cause, -1e18) < min_interval_s:
             return False
         heads = heads_json(self.journal.committed_heads())
-        if heads == self._last_heads or heads == "{}":
+        if heads == self.last_heads or heads == "{}":
             return False
-        self._last_heads = heads
+        self.last_heads = heads
         self._last_mono = now
         self._last_by_cause[cause] = now
         self.journal.record(TABLE, {"ts_ns": self.journal.clock.time_ns(), "cause": cause, "heads": heads})
@@ -96,6 +97,26 @@ def anchor_offline(conn: sqlite3.Connection, cause: str, ts_ns: int) -> None:
         "INSERT INTO anchors (id, ts_ns, cause, heads, hash) VALUES (?,?,?,?,?)",
         (*row, chain.link(ah, chain.generic_payload(row))),
     )
+
+
+def anchor_at_close(conn: sqlite3.Connection, anchors: Anchors, ts_ns: int) -> None:
+    """The journal's last anchor, written by its closing writer after the last commit (cause
+    ``close``), unless the heads are those of its previous anchor."""
+    if TABLE not in CHAINED:
+        return
+    from daq.journal.offline import tail
+
+    heads = heads_json({t: tail(conn, t) for t in CHAINED if t != TABLE})
+    if heads in (anchors.last_heads, "{}"):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        anchor_offline(conn, "close", ts_ns)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    anchors.last_heads = heads
 
 
 def check(conn: sqlite3.Connection, pruned_through: dict[str, int]) -> tuple[str, str, int] | None:

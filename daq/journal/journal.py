@@ -41,7 +41,7 @@ from daq.clock import Clock
 from daq.config.load import JournalSection
 from daq.errors import JournalError
 from daq.journal import chain
-from daq.journal.anchors import Anchors
+from daq.journal.anchors import Anchors, anchor_at_close
 from daq.journal.schema import CHAINED, migrate
 from daq.logs import get_logger
 from daq.model import EventKind, InstrumentEvent, Reading
@@ -309,10 +309,20 @@ class Journal:
             self._abandon()
             raise
         if self.fatal is None:
+            # Everything is committed: anchor the heads the journal ends with (daq.journal.anchors).
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._anchor_at_close_sync)
             await self._close_connection()
         else:
             self._executor.shutdown(wait=False)
         self._fail_waiters(JournalError("journal closed before commit"))
+
+    def _anchor_at_close_sync(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            anchor_at_close(self._conn, self.anchors, self.clock.time_ns())
+        except sqlite3.Error as exc:
+            log.warning("journal: no anchor at close", error=str(exc), path=str(self.path))
 
     def _abandon(self) -> None:
         """Leave without waiting for the journal thread (it may be stuck in a commit)."""
