@@ -29,6 +29,7 @@ from daq.errors import ConfigError, ConnectError
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
 from drivers.opcua import OpcUaConfig, OpcUaDriver, read_secret
+from drivers.opcua.conversion import convert
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
 from simulators.synthesis import CORE_CHANNELS
 from tests.helpers import config_text, make_config, wait_until
@@ -427,7 +428,7 @@ def test_any_datavalue_converts_without_raising(value: Any, code: int, ts: bool)
     driver = OpcUaDriver(opcua_config("opc.tcp://plc:4840", ["x"]), SystemClock())
     stamp = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=1) if ts else None
     dv = ua.DataValue(ua.Variant(value), StatusCode=ua.StatusCode(UInt32(code)), SourceTimestamp=stamp)
-    out = driver._convert(driver.config.nodes[0], dv, 1, 2)
+    out = convert(driver.config.nodes[0], dv, 1, 2, driver.reading)
     reading = out[-1]
     severity = code >> 30
     if severity >= 2:
