@@ -193,10 +193,13 @@ def test_any_record_is_journaled_canonically_and_verifies(
                 if isinstance(value, str):
                     value.encode("utf-8")  # valid UTF-8: raises otherwise
 
-        out = Path(tmp) / "export"
         assert cli(["verify", "--data-dir", str(data_dir)]) == 0
-        assert cli(["export", RUN_ID, "--data-dir", str(data_dir), "--out", str(out)]) == 0
-        assert cli(["verify", "--export", str(out), "--data-dir", str(data_dir)]) == 0
+        for fmt in ("csv", "json"):
+            out = Path(tmp) / f"export-{fmt}"
+            assert (
+                cli(["export", RUN_ID, "--data-dir", str(data_dir), "--out", str(out), "--format", fmt]) == 0
+            )
+            assert cli(["verify", "--export", str(out), "--data-dir", str(data_dir)]) == 0
 
         formatter = LineFormatter(site="site", cell="cell", kinds={})
         for row in lines:

@@ -720,7 +720,7 @@ class Journal:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         now_ns, now_mono = self.clock.time_ns(), self.clock.monotonic_ns()
         refused: list[_Rejected] = []
-        # One prepared row per record, ids assigned in order: (table, row, payload, canonical).
+        # One prepared row per record, ids assigned in order (see _Prepared).
         prepared: list[_Prepared] = []
         next_id = {table: tail[0] for table, tail in self._tail.items()}
 
@@ -732,7 +732,7 @@ class Journal:
                 refused.append(_Rejected(table, record, exc))
                 return
             next_id[table] += 1
-            prepared.append((table, row, payload, canon))
+            prepared.append((table, row, payload, canon, record))
 
         for r in readings:
             prepare("readings", r, _reading_row)
@@ -777,7 +777,7 @@ class Journal:
                 conn.execute("ROLLBACK")
             raise
         self._tail = tails
-        return [canon for table, _, _, canon in stored if table == "readings"], refused
+        return [item[3] for item in stored if item[0] == "readings"], refused
 
     # -- sink cursors (the outbox) ---------------------------------------------------------
 
@@ -816,7 +816,8 @@ class Journal:
 
 # -- rows (on the journal thread) ---------------------------------------------------------
 
-_Prepared = tuple[str, tuple[Any, ...], bytes, Any]
+#: (table, row without its hash, the row's payload, the canonical reading or None, the record as given)
+_Prepared = tuple[str, tuple[Any, ...], bytes, Any, Any]
 
 
 def _insert_sql(table: str) -> str:
@@ -875,7 +876,7 @@ def _insert_fast(
 ) -> list[_Prepared]:
     """The whole batch, one ``executemany`` per table (the usual case)."""
     by_table: dict[str, list[tuple[Any, ...]]] = {}
-    for table, row, payload, _ in prepared:
+    for table, row, payload, _, _ in prepared:
         h = chain.link(tails[table][1], payload)
         by_table.setdefault(table, []).append((*row, h))
         tails[table] = (row[0], h)
@@ -893,7 +894,7 @@ def _insert_slow(
     """Row by row after a row failed: a failing row is refused, the chain goes on without it."""
     stored = []
     for item in prepared:
-        table, row, _, canon = item
+        table, row, _, _, record = item
         saved = tails[table]
         try:
             _insert_one(conn, table, row, tails)
@@ -901,7 +902,7 @@ def _insert_slow(
             if _database_wide(exc) or _unrecoverable(exc):
                 raise
             tails[table] = saved
-            refused.append(_Rejected(table, canon if canon is not None else (table, row), exc))
+            refused.append(_Rejected(table, record, exc))
             continue
         stored.append(item)
     return stored
