@@ -286,3 +286,20 @@ async def test_a_lost_database_connection_ends_the_writer_loudly(data_dir: Path)
     with pytest.raises(JournalError):
         await journal.flush()
     await journal.close()
+
+
+async def test_an_audit_detail_is_taken_as_it_was_when_audited(data_dir: Path) -> None:
+    journal = await open_journal(data_dir)
+    try:
+        detail: dict[str, Any] = {"step": 1, "items": ["a"]}
+        journal.audit("first", detail=detail)
+        detail["step"] = 2  # the caller reuses its dict before the commit
+        detail["items"].append("b")
+        journal.audit("second", detail=detail)
+        await flushed(journal)
+    finally:
+        await journal.close()
+    with JournalReader(data_dir) as r:
+        first, second = (a["detail"] for a in r.audit() if a["action"] in ("first", "second"))
+    assert first == {"step": 1, "items": ["a"]}
+    assert second == {"step": 2, "items": ["a", "b"]}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import dataclasses
 import json
 import sqlite3
@@ -392,7 +393,8 @@ class Journal:
         detail: Mapping[str, Any] | None = None,
         run_id: str | None = None,
     ) -> None:
-        """Queue an audit-trail entry, stamped now (the trail is written in true time)."""
+        """Queue an audit-trail entry, stamped now (the trail is written in true time), with
+        ``detail`` as it is now (a copy: the caller may go on changing its dict)."""
         self._audits.append(
             canonical.AuditEntry(
                 self.clock.time_ns(),
@@ -400,7 +402,7 @@ class Journal:
                 actor,
                 action,
                 subject,
-                detail,
+                _snapshot(detail),
                 run_id if run_id is not None else self.run_id,
             )
         )
@@ -828,6 +830,17 @@ def _insert_sql(table: str) -> str:
             f"INSERT INTO {table} ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})"
         )
     return sql
+
+
+def _snapshot(detail: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A deep copy of an audit detail (a shallow one if it holds something that cannot be
+    copied; canonicalisation then deals with it in the writer)."""
+    if not detail:
+        return detail
+    try:
+        return copy.deepcopy(detail)
+    except Exception:
+        return dict(detail)
 
 
 def _safe_name(fn: Any) -> str:
