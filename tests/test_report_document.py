@@ -200,3 +200,33 @@ async def test_pdf_pages_carry_header_footer_and_draft_until_approved(data_dir: 
     tlc = "\n".join(t for t in again if "Radio-TLC" in t)
     assert "superseded" in tlc
     assert json.dumps("wider ROI")[1:-1] in tlc
+
+
+def test_report_settings_are_checked(tmp_path: Path) -> None:
+    from daq.config.load import parse_config
+    from daq.errors import ConfigError
+    from tests.helpers import config_text
+
+    inst = [{"name": "dc1", "kind": "veenstra-vdc404", "port": "socket://127.0.0.1:9"}]
+    ok = parse_config(config_text(tmp_path, inst, '[report]\nyield_start = "dc1/activity"\n'))
+    assert ok.model.report.yield_start == "dc1/activity"
+    for extra, path, text in (
+        (
+            '[report]\nyield_product = "dc9/activity"\n',
+            "report.yield_product",
+            "names no configured instrument",
+        ),
+        ('[report]\nyield_start = "dc1"\n', "report.yield_start", "INSTRUMENT/CHANNEL"),
+        ('[report]\nreference = "2026-05-28T20:00:00"\n', "report.reference", "needs an offset"),
+        ('[[report.process]]\ntitle = "x"\nchannels = ["nope/t"]\n', "report.process[0].channels[0]", "nope"),
+        ("[users]\nmin_password_length = 4\n", "users.min_password_length", "8"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            parse_config(config_text(tmp_path, inst, extra))
+        assert path in str(err.value)
+        assert text in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config(config_text(tmp_path, inst, daemon={"timezone": "Mars/Olympus"}))
+    assert "daemon.timezone" in str(err.value)
+    assert "unknown time zone" in str(err.value)
+    assert parse_config(config_text(tmp_path, inst, daemon={"timezone": "Europe/Vienna"}))

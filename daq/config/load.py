@@ -22,6 +22,7 @@ from daq.errors import ConfigError
 from daq.forward.config import Sinks
 from daq.forward.naming import check_naming
 from daq.runs.qc_settings import ReportSection, SigningSection, UsersSection
+from daq.runs.qc_settings import check_config as check_qc
 from daq.runs.settings import ClockSection, RunsSection
 from daq.tlc.methods import TlcSection
 from daq.tlc.methods import check_config as check_tlc
@@ -246,6 +247,7 @@ def parse_config(text: str, *, path: str = "<string>") -> Config:
     _cross_check(model, path)
     check_naming(model, data, path)
     check_tlc(model, path)
+    check_qc(model, path)
     return Config(model, path=path, text=text)
 
 

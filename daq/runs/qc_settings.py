@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -90,3 +90,24 @@ class ReportSection(StrictModel):
         if parsed.tzinfo is None:
             raise ValueError(f"the reference time {value!r} needs an offset (e.g. +01:00)")
         return value
+
+
+def check_config(model: Any, file: str) -> None:
+    """Cross-check: the ``[report]`` channels name configured instruments (a typo would leave
+    the yield or a plot empty on every report)."""
+    from daq.errors import ConfigError
+
+    names = {i.name for i in model.instruments}
+    report: ReportSection = model.report
+    keys: list[tuple[str, str | None]] = [
+        ("report.yield_start", report.yield_start),
+        ("report.yield_product", report.yield_product),
+    ]
+    for g, group in enumerate(report.process):
+        keys += [(f"report.process[{g}].channels[{c}]", ch) for c, ch in enumerate(group.channels)]
+    for path, key in keys:
+        if key is not None and key.split("/", 1)[0] not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ConfigError(
+                f"{key!r} names no configured instrument (known: {known})", file=file, key_path=path
+            )
