@@ -413,3 +413,36 @@ async def test_signing_through_the_local_api(data_dir: Path, monkeypatch: pytest
     assert "REVIEWED" in out
     assert "comment: checked live" in out
     assert (await arun(["verify", "--data-dir", str(data_dir)]))[0] == 0
+
+
+@pytest.mark.usefixtures("cheap_hashes")
+async def test_export_signature_re_hashed_for_another_seal_fails(data_dir: Path, tmp_path: Path) -> None:
+    """A forger edits the exported signature to sign another seal and re-hashes it and the
+    manifest: every per-file and chain check passes, the binding to the exported seal does not."""
+    import hashlib
+
+    from daq.runs.export import MANIFEST, TableRows, _json_text, _read_table, _table_text
+
+    rec = await record_run(data_dir, readings=3)
+    await asyncio.to_thread(make_users, data_dir)
+    d = ["--data-dir", str(data_dir)]
+    assert (await arun(["runs", "sign", rec.run_id, *d, "--meaning", "reviewed"], f"rev\n{REV_PW}\n"))[0] == 0
+    out = tmp_path / "e"
+    write_export(data_dir, rec.run_id, out, "json")
+    manifest = json.loads((out / MANIFEST).read_text())
+    spec = manifest["tables"]["signatures"]
+    rows = _read_table(out / spec["file"], spec, "json")
+    assert len(rows) == 1
+    rows[0]["seal"] = "0" * 64
+    values = tuple(rows[0][c] for c in spec["columns"])
+    rows[0]["hash"] = chain.link(rows[0]["prev_hash"], chain.payload_for("signatures")(values))
+    path = out / spec["file"]
+    path.write_text(_table_text(TableRows("signatures", tuple(spec["columns"]), spec["types"], rows), "json"))
+    manifest.pop("manifest_sha256")
+    manifest["files"][spec["file"]] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest["manifest_sha256"] = hashlib.sha256(_json_text(manifest).encode()).hexdigest()
+    (out / MANIFEST).write_text(_json_text(manifest))
+    result = verify_export(out)
+    assert result.ok is False
+    assert result.file == "signatures.json"
+    assert f"signs seal {'0' * 64}, not the exported seal" in str(result.problem)
