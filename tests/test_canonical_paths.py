@@ -218,3 +218,33 @@ async def test_opcua_null_datetime_is_journaled_as_no_timestamp(
         assert x["attrs"]["server_ns"] is None
         assert x["value"] is not None
         assert x["quality"] == Quality.GOOD
+
+
+async def test_prune_by_an_actor_named_in_bytes_that_are_not_utf8(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The journal written without the daemon (daq prune, daq sinks) follows the same rules.
+    import time
+    import types
+
+    from daq.cli import main as cli
+    from daq.runs import retention
+    from tests.runs_helpers import record_run
+
+    rec = await record_run(data_dir, readings=5)
+    later = types.SimpleNamespace(
+        time_ns=lambda: time.time_ns() + 2 * retention.DAY_NS, monotonic_ns=time.monotonic_ns
+    )
+    monkeypatch.setattr(retention, "time", later)
+    out = tmp_path / "export"
+    write_export(data_dir, rec.run_id, out, "csv")
+    actor = b"K\xe4the".decode("utf-8", "surrogateescape")  # what Python makes of argv bytes
+    args = ["prune", "--data-dir", str(data_dir), "--export", str(out), "--retention-days", "1"]
+    assert cli([*args, "--actor", actor]) == 0
+    capsys.readouterr()
+    assert cli(["verify", "--data-dir", str(data_dir)]) == 0
+    with JournalReader(data_dir) as r:
+        (entry,) = [a for a in r.audit() if a["action"] == "prune"]
+        prunes = r.table("prunes")
+    assert entry["actor"] == "K\\xe4the"
+    assert {p["actor"] for p in prunes} == {"K\\xe4the"}

@@ -1,6 +1,6 @@
 """Writing to the journal without the daemon (``daq prune``, ``daq sinks``): the caller holds
 ``daemon.lock`` and an open write transaction on ``conn``; rows chain on from the table's tail
-in the database."""
+in the database. Rows are put in canonical form (:mod:`daq.canonical`) like the daemon's."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from daq import canonical
 from daq.journal import chain
-from daq.journal.journal import dumps
+from daq.journal.journal import _dumps
 
 
 def tail(conn: sqlite3.Connection, table: str) -> tuple[int, bytes]:
@@ -31,7 +32,10 @@ def append_audit(
 ) -> int:
     """Append one chained audit entry inside the caller's transaction; returns its id."""
     aid, ah = tail(conn, "audit")
-    row = (aid + 1, ts_ns, time.monotonic_ns(), actor, action, subject, dumps(detail), run_id)
+    mono = time.monotonic_ns()
+    entry = canonical.AuditEntry(ts_ns, mono, actor, action, subject, detail, run_id)
+    c = canonical.audit(entry, now_ns=time.time_ns(), now_mono_ns=mono)
+    row = (aid + 1, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, _dumps(c.detail), c.run_id)
     conn.execute(
         "INSERT INTO audit (id, ts_ns, mono_ns, actor, action, subject, detail, run_id, hash) "
         "VALUES (?,?,?,?,?,?,?,?,?)",

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daq import canonical
 from daq.errors import DaqError
 from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, connect, dumps
@@ -171,7 +172,12 @@ def _apply(
         conn.execute(guards(table)[1])
         pid += 1
         detail = dumps(info)
-        row = (pid, now_ns, actor, table, through, bytes(digest).hex(), p.rows[table], detail)
+        row = (
+            pid,
+            *map(
+                canonical.column, (now_ns, actor, table, through, bytes(digest).hex(), p.rows[table], detail)
+            ),
+        )
         ph = chain.link(ph, chain.generic_payload(row))
         conn.execute(
             f"INSERT INTO prunes ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})",
