@@ -47,6 +47,7 @@ from daq.supervision import (
 )
 from daq.supervisor import Supervisor
 from drivers import REGISTRY
+from drivers.base import Capability
 
 log = get_logger("daq.daemon")
 
@@ -155,14 +156,16 @@ class Daemon:
 
     def _build_supervisors(self, journal: Journal) -> list[Supervisor]:
         instruments = [i for i in self.config.instruments if i.enabled]
-        polled = [i for i in instruments if not REGISTRY[i.kind].streaming]
+        drivers = [REGISTRY[inst.kind](inst, self.clock) for inst in instruments]
+        # Each instance declares how it acquires (a `line` instrument with a poll_command is polled).
+        polled = [d for d in drivers if d.capability is Capability.POLLED]
         supervisors = []
-        for inst in instruments:
-            driver = REGISTRY[inst.kind](inst, self.clock)
+        for driver in drivers:
+            inst = driver.config
             # Spread polled instruments across their period instead of waking all at once.
             offset = 0.0
-            if inst in polled:
-                offset = inst.period_s * polled.index(inst) / max(1, len(polled))
+            if driver in polled:
+                offset = inst.period_s * polled.index(driver) / max(1, len(polled))
             supervisors.append(
                 Supervisor(
                     driver,

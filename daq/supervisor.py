@@ -22,7 +22,7 @@ from daq.logs import get_logger
 from daq.model import SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
 from daq.supervision import fault_point
 from daq.transport import overdue
-from drivers.base import Driver
+from drivers.base import Capability, Deadline, Driver
 
 log = get_logger("daq.supervisor")
 
@@ -186,10 +186,10 @@ class Supervisor:
                 self._event(EventKind.CONNECTED, {"device": self.device_info.as_dict()})
                 self._set_state(State.CONNECTED, device=self.device_info.model)
                 try:
-                    if self.driver.streaming:
-                        await self._stream()
-                    else:
+                    if self.driver.capability is Capability.POLLED:
                         await self._poll()
+                    else:
+                        await self._stream()
                 except (ConnectError, ReadTimeout, OSError, TimeoutError, DriverError) as exc:
                     reason = (
                         Reason.TIMEOUT if isinstance(exc, ReadTimeout | TimeoutError) else Reason.DISCONNECTED
@@ -228,11 +228,12 @@ class Supervisor:
         self._event(EventKind.DEVICE_ERROR, {"error": str(exc), "code": exc.code})
         self._gap(Reason.DEVICE_ERROR, f"{exc} (code {exc.code})" if exc.code else str(exc), exc.channels)
 
-    async def _read_once(self) -> list[Reading] | None:
-        """One driver read; frame and device errors are recorded and do not drop the link."""
+    async def _read_once(self, deadline: Deadline | None = None) -> list[Reading] | None:
+        """One driver read (a poll by ``deadline``); frame and device errors are recorded and
+        do not drop the link."""
         try:
             async with self.io_lock:
-                readings = await self.driver.read()
+                readings = await self.driver.read(deadline)
         except ProtocolError as exc:
             self._bad_frame(exc)
         except DeviceError as exc:
@@ -276,8 +277,11 @@ class Supervisor:
             started = loop.time()
             readings: list[Reading] | None = None
             try:
+                # One budget for the whole poll, from here: the driver sizes its requests from
+                # the deadline, and this timeout is the one that enforces it.
+                deadline = Deadline.after(self.clock, timeout_s)
                 async with asyncio.timeout(timeout_s):
-                    readings = await self._read_once()
+                    readings = await self._read_once(deadline)
             except (ReadTimeout, TimeoutError) as exc:
                 if overdue(loop, started, timeout_s):
                     # The process stood still during the poll: the silence was its own, not

@@ -4,12 +4,17 @@ A :class:`Link` is a duplex byte stream to one instrument: a serial device
 (``/dev/ttyUSB0``, ``/dev/serial/by-id/...``, a PTY), a serial server reached as
 ``socket://host:port`` (raw TCP, as pyserial spells it) or ``rfc2217://host:port``.
 Links never retry, sleep or store: that is the supervisor's job.
+
+Drivers open links through a :class:`LinkFactory` (:func:`open_link` by default), so a test
+can hand them one end of a :func:`null_modem`: two links connected in memory, the same
+stream code as a socket without one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,6 +82,16 @@ class Link:
         except OSError as exc:
             raise ConnectError(f"read from {self.url} failed: {exc}") from exc
 
+    async def read_exactly(self, n: int, timeout_s: float) -> bytes:
+        """The next ``n`` bytes; :class:`ReadTimeout` or :class:`ConnectError` as above."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._reader.readexactly(n)
+        except TimeoutError as exc:
+            raise ReadTimeout(f"no {n} bytes from {self.url} within {timeout_s:g} s") from exc
+        except asyncio.IncompleteReadError as exc:
+            raise ConnectError(f"{self.url} closed the connection after {exc.partial!r}") from exc
+
     def discard_input(self) -> bytes:
         """Drop whatever is buffered (a late reply to an earlier request) and return it."""
         buffer: Any = getattr(self._reader, "_buffer", None)
@@ -135,3 +150,64 @@ async def open_link(
         raise
     except Exception as exc:  # pyserial raises SerialException, ValueError or OSError
         raise ConnectError(f"cannot open {url}: {exc}") from exc
+
+
+#: Opens a link: called as ``factory(url, **line_settings)``, the signature of :func:`open_link`.
+LinkFactory = Callable[..., Awaitable[Link]]
+
+
+class _MemoryTransport(asyncio.Transport):
+    """One direction of a null modem: what is written here arrives at the peer's reader."""
+
+    def __init__(self, protocol: asyncio.StreamReaderProtocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self.peer: asyncio.StreamReader | None = None
+        self.peer_transport: _MemoryTransport | None = None
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            raise ConnectionResetError("null modem: this end is closed")
+        if self.peer is not None and data:
+            self.peer.feed_data(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._protocol.connection_lost, None)
+        peer = self.peer_transport
+        if peer is not None and not peer._closing:
+            # The other end sees end-of-file, as after a TCP FIN.
+            loop.call_soon(peer._protocol.eof_received)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": "null-modem"}.get(name, default)
+
+
+def null_modem(url: str = "memory://null-modem") -> tuple[Link, Link]:
+    """Two :class:`Link` s connected in memory: bytes written to one are read from the other.
+
+    For tests (an instrument's expected conversation on one end, the driver on the other);
+    closing one end is end-of-file at the other. Must be called inside a running loop."""
+    loop = asyncio.get_running_loop()
+    ends = []
+    for _ in range(2):
+        reader = asyncio.StreamReader(limit=MAX_FRAME, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport = _MemoryTransport(protocol)
+        protocol.connection_made(transport)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        ends.append((reader, writer, transport))
+    (ra, wa, ta), (rb, wb, tb) = ends
+    ta.peer, ta.peer_transport = rb, tb
+    tb.peer, tb.peer_transport = ra, ta
+    return Link(ra, wa, url), Link(rb, wb, url)

@@ -3,8 +3,14 @@
 A driver speaks to one instrument and turns frames into :class:`~daq.model.Reading` s.
 It never sleeps, retries, reconnects or stores: the supervisor owns all of that.
 
+- :attr:`Driver.capability` is declared per instance (it may depend on the config):
+  ``POLLED`` (the supervisor calls ``read(deadline)`` on its poll grid), ``STREAMING`` (the
+  instrument talks by itself) or ``SUBSCRIPTION`` (a server pushes notifications); the
+  supervisor's loop, staggering and timeout policy follow it.
 - ``connect()`` opens the link and returns :class:`~daq.model.DeviceInfo`; idempotent.
-- ``read()`` for a polled driver is one poll, all or nothing; for a streaming driver it
+- ``read(deadline)`` for a polled driver is one poll, all or nothing, to be finished by the
+  :class:`Deadline` the supervisor passes (every request of the poll shares that one time
+  budget; the driver keeps no budget of its own); for a streaming or subscription driver it
   waits for the next frame(s). It raises :class:`~daq.errors.ProtocolError` for a frame
   that does not parse (the link stays usable), :class:`~daq.errors.DeviceError` for an
   error reported by the instrument, :class:`~daq.errors.ReadTimeout` and
@@ -21,6 +27,8 @@ It never sleeps, retries, reconnects or stores: the supervisor owns all of that.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import enum
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -29,10 +37,43 @@ from daq.config.base import InstrumentBase, SerialInstrument, SerialSettings
 from daq.errors import ConnectError, ProtocolError, WriteRefused
 from daq.model import DeviceInfo, Quality, Reading
 from daq.physics import canonical_nuclide, to_bq
-from daq.transport import Link, open_link
+from daq.transport import Link, LinkFactory, open_link
 
 #: ``activity_reading(cal=...)`` left out: the protocol has no calibration setting.
 _NO_CAL: Any = object()
+
+
+class Capability(enum.Enum):
+    """How a driver instance acquires; the supervisor runs the matching loop."""
+
+    #: One request/answer exchange per poll, on the supervisor's grid, within its deadline.
+    POLLED = "polled"
+    #: The instrument sends by itself; ``read()`` waits for the next frame.
+    STREAMING = "streaming"
+    #: The server pushes notifications of a subscription; ``read()`` returns the next batch.
+    SUBSCRIPTION = "subscription"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deadline:
+    """The moment, on ``clock``'s monotonic time, by which one poll must be finished.
+
+    The supervisor makes one per poll (its ``timeout_s`` from the poll's start) and owns the
+    timeout that enforces it; a driver sizes each request from :meth:`remaining_s`, so all
+    requests of the poll share one budget that starts when the supervisor's does."""
+
+    mono_ns: int
+    clock: Clock
+
+    @classmethod
+    def after(cls, clock: Clock, seconds: float) -> Deadline:
+        return cls(clock.monotonic_ns() + int(seconds * 1e9), clock)
+
+    def remaining_ns(self) -> int:
+        return max(0, self.mono_ns - self.clock.monotonic_ns())
+
+    def remaining_s(self) -> float:
+        return self.remaining_ns() / 1e9
 
 
 class Driver(abc.ABC):
@@ -42,19 +83,30 @@ class Driver(abc.ABC):
     kind: ClassVar[str]
     #: The pydantic model of this driver's ``[[instruments]]`` table.
     config_model: ClassVar[type[InstrumentBase]]
-    #: True when the instrument talks by itself; ``read()`` then waits for the next frame.
-    streaming: ClassVar[bool] = False
+    #: How this instance acquires. A class sets its usual one; an instance whose config
+    #: changes it (a ``line`` instrument with a ``poll_command``) sets its own in ``__init__``.
+    capability: Capability = Capability.POLLED
 
     def __init__(self, config: InstrumentBase, clock: Clock):
         self.config = config
         self.name = config.name
         self.clock = clock
 
+    @property
+    def streaming(self) -> bool:
+        """True when the instrument (or server) talks by itself: not polled."""
+        return self.capability is not Capability.POLLED
+
+    def poll_deadline(self, deadline: Deadline | None) -> Deadline:
+        """``deadline``, or for a call outside a supervisor (a test, a one-off command) the
+        config's ``timeout_s`` from now."""
+        return deadline if deadline is not None else Deadline.after(self.clock, self.config.timeout_s)
+
     @abc.abstractmethod
     async def connect(self) -> DeviceInfo: ...
 
     @abc.abstractmethod
-    async def read(self) -> list[Reading]: ...
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]: ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -179,8 +231,10 @@ class SerialDriver(Driver):
     )
     config: SerialInstrument
 
-    def __init__(self, config: SerialInstrument, clock: Clock):
+    def __init__(self, config: SerialInstrument, clock: Clock, *, link_factory: LinkFactory = open_link):
         super().__init__(config, clock)
+        #: Opens the link (``open_link`` by default); a test passes an in-memory one.
+        self.link_factory = link_factory
         self._link: Link | None = None
 
     def line_settings(self) -> dict[str, Any]:
@@ -190,7 +244,7 @@ class SerialDriver(Driver):
 
     async def open(self) -> Link:
         if self._link is None:
-            self._link = await open_link(self.config.port, **self.line_settings())
+            self._link = await self.link_factory(self.config.port, **self.line_settings())
         return self._link
 
     @property

@@ -23,7 +23,8 @@ from daq.clock import Clock
 from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError
 from daq.model import DeviceInfo, Reading
-from drivers.base import SerialDriver
+from daq.transport import LinkFactory, open_link
+from drivers.base import Capability, Deadline, SerialDriver
 from drivers.line import CalibratorInstrument, LineConfig, LineParser, ReadoutChecks, exchange
 
 #: ``<isotope> <activity> <unit>``, the activity a displayed figure (digits, optionally a
@@ -63,7 +64,7 @@ def make_parser(pattern: str = DEFAULT_REPLY) -> LineParser:
 class Atomlab500Driver(SerialDriver):
     kind = "biodex-atomlab500"
     config_model = Atomlab500Config
-    streaming = False
+    capability = Capability.POLLED
     default_serial: ClassVar[SerialSettings] = SerialSettings(
         baudrate=19200, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
@@ -72,8 +73,8 @@ class Atomlab500Driver(SerialDriver):
     }
     config: Atomlab500Config
 
-    def __init__(self, config: Atomlab500Config, clock: Clock):
-        super().__init__(config, clock)
+    def __init__(self, config: Atomlab500Config, clock: Clock, *, link_factory: LinkFactory = open_link):
+        super().__init__(config, clock, link_factory=link_factory)
         self.checks = ReadoutChecks(config)
         self.parser = make_parser(config.reply_pattern)
 
@@ -84,9 +85,10 @@ class Atomlab500Driver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         cfg = self.config
-        raw = await exchange(self.link, QUERIES[cfg.query], b"\r\n", cfg.timeout_s)
+        timeout_s = self.poll_deadline(deadline).remaining_s()
+        raw = await exchange(self.link, QUERIES[cfg.query], b"\r\n", timeout_s)
         acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
         try:
             figure, unit, shown, _ = self.parser.parse(raw)

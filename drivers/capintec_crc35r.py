@@ -24,7 +24,8 @@ from daq.clock import Clock
 from daq.config.base import SerialSettings
 from daq.errors import DriverError, ProtocolError, ReadTimeout
 from daq.model import SERIES_ATTRS, DeviceInfo, Quality, Reading, Reason
-from drivers.base import SerialDriver
+from daq.transport import LinkFactory, open_link
+from drivers.base import Capability, Deadline, SerialDriver
 from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
 
 STX = 0x02
@@ -116,7 +117,7 @@ class Crc35rConfig(CalibratorInstrument):
 class Crc35rDriver(SerialDriver):
     kind = "capintec-crc35r"
     config_model = Crc35rConfig
-    streaming = False
+    capability = Capability.POLLED
     default_serial: ClassVar[SerialSettings] = SerialSettings(
         baudrate=4800, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
@@ -125,8 +126,8 @@ class Crc35rDriver(SerialDriver):
     }
     config: Crc35rConfig
 
-    def __init__(self, config: Crc35rConfig, clock: Clock):
-        super().__init__(config, clock)
+    def __init__(self, config: Crc35rConfig, clock: Clock, *, link_factory: LinkFactory = open_link):
+        super().__init__(config, clock, link_factory=link_factory)
         self.checks = ReadoutChecks(config)
         #: Each chamber's series attributes (its nuclide) from its last reading, which a BAD
         #: record of that chamber carries too, so it lands in the series it interrupts.
@@ -141,28 +142,29 @@ class Crc35rDriver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(f"chamber{n}", "Bq") for n in self.config.chambers]
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         """One poll: every configured chamber gets exactly one reading, GOOD or BAD.
 
         A bad reply on one chamber (checksum, length byte, unknown unit code, a reply for
         another chamber, an unparsable figure) becomes that chamber's BAD ``parse_error``
         reading with the raw bytes and the reason; a chamber that does not answer in time
         gets a BAD ``timeout`` reading. The other chambers are still asked, each within a fair
-        share of what is left of the poll's ``timeout_s`` (the driver keeps a tenth of it to
+        share of what is left of the poll's ``deadline`` (the driver keeps a tenth of it to
         hand back what it read). When no
         chamber answers at all, :class:`ReadTimeout` is raised (the link is in doubt); a lost
         link ends the poll (the supervisor records it for every chamber).
         """
         out: list[Reading] = []
-        timeout_s = self.config.timeout_s
-        deadline = self.clock.monotonic_ns() + int(timeout_s * 0.9 * 1e9)
+        poll_deadline = self.poll_deadline(deadline)
+        timeout_s = poll_deadline.remaining_s()
+        end = self.clock.monotonic_ns() + int(poll_deadline.remaining_ns() * 0.9)
         answered = 0
         chambers = self.config.chambers
         for i, n in enumerate(chambers):
             channel = f"chamber{n}"
             raw = b""
             # A fair share of what is left, so a silent chamber cannot starve those after it.
-            remaining = (deadline - self.clock.monotonic_ns()) / 1e9 / (len(chambers) - i)
+            remaining = (end - self.clock.monotonic_ns()) / 1e9 / (len(chambers) - i)
             if remaining <= 0:
                 out.append(self._bad(channel, Reason.TIMEOUT, "not asked: the poll's time was spent", None))
                 continue
@@ -196,7 +198,7 @@ class Crc35rDriver(SerialDriver):
             self._series[channel] = {k: attrs[k] for k in SERIES_ATTRS if attrs.get(k) is not None}
             out.append(self.checks(reading))
         if not answered:
-            raise ReadTimeout(f"{self.name}: no chamber answered within {timeout_s:g} s")
+            raise ReadTimeout(f"{self.name}: no chamber answered within {timeout_s:.3g} s")
         return out
 
     def _bad(self, channel: str, reason: str, message: str, raw: bytes | None) -> Reading:

@@ -22,7 +22,8 @@ from daq.clock import Clock
 from daq.config.base import NuclideName, SerialSettings
 from daq.errors import DeviceError, DriverError, ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Reading
-from drivers.base import SerialDriver
+from daq.transport import LinkFactory, open_link
+from drivers.base import Capability, Deadline, SerialDriver
 from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
 
 #: Calibration factors DOMAIN.md names; a site adds its own with ``factor_nuclides``.
@@ -95,7 +96,7 @@ class Vik202Config(CalibratorInstrument):
 class Vik202Driver(SerialDriver):
     kind = "comecer-vik202"
     config_model = Vik202Config
-    streaming = False
+    capability = Capability.POLLED
     default_serial: ClassVar[SerialSettings] = SerialSettings(
         baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
@@ -106,8 +107,8 @@ class Vik202Driver(SerialDriver):
     }
     config: Vik202Config
 
-    def __init__(self, config: Vik202Config, clock: Clock):
-        super().__init__(config, clock)
+    def __init__(self, config: Vik202Config, clock: Clock, *, link_factory: LinkFactory = open_link):
+        super().__init__(config, clock, link_factory=link_factory)
         self.checks = ReadoutChecks(config)
         self.factors = {**FACTOR_NUCLIDES, **config.factor_nuclides}
         self._factor: str | None = None
@@ -115,18 +116,19 @@ class Vik202Driver(SerialDriver):
     async def _ask(self, command: bytes) -> bytes:
         return await exchange(self.link, command + CR, CR, self.config.timeout_s)
 
-    async def _query(self, command: bytes) -> bytes:
+    async def _query(self, command: bytes, deadline: Deadline | None = None) -> bytes:
         """Send a query and return its value line.
 
-        A bare ``>OK`` line is an acknowledgement, not the value: it is skipped, and a ``>OK``
+        Answered by ``deadline`` (by default the config's ``timeout_s`` from now). A bare
+        ``>OK`` line is an acknowledgement, not the value: it is skipped, and a ``>OK``
         the instrument appended to the value line is cut off (``297 V>OK``).
         """
         link = self.link
         link.discard_input()
         await link.write(command + CR)
-        loop_deadline = self.clock.monotonic_ns() + int(self.config.timeout_s * 1e9)
+        query_deadline = self.poll_deadline(deadline)
         while True:
-            remaining = max(0.001, (loop_deadline - self.clock.monotonic_ns()) / 1e9)
+            remaining = max(0.001, query_deadline.remaining_s())
             line = await link.read_until(CR, remaining)
             text = line.strip(b"\r\n ")
             if text and text != ACK.encode():
@@ -193,15 +195,17 @@ class Vik202Driver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         channel = self.config.channel
+        # Both queries of the poll share the supervisor's one deadline.
+        deadline = self.poll_deadline(deadline)
         try:
             if self.config.read_factor or self._factor is None:
                 try:
-                    self._factor = factor_text(parse_number(await self._query(b"!GF")))
+                    self._factor = factor_text(parse_number(await self._query(b"!GF", deadline)))
                 except ProtocolError:
                     pass  # the factor keeps its last known value; the activity still counts
-            raw = await self._query(b"!R")
+            raw = await self._query(b"!R", deadline)
             acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
             nuclide = None if self._factor is None else self.factors.get(self._factor)
             reading = self.activity_reading(

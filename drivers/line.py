@@ -24,8 +24,8 @@ from daq.config.base import Count, PositiveSeconds, SerialInstrument, SerialSett
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Quality, Reading, Reason
 from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, decay_between, nuclide
-from daq.transport import Link
-from drivers.base import SerialDriver
+from daq.transport import Link, LinkFactory, open_link
+from drivers.base import Capability, Deadline, SerialDriver
 
 
 async def exchange(link: Link, request: bytes, terminator: bytes, timeout_s: float) -> bytes:
@@ -311,17 +311,18 @@ class LineDriver(SerialDriver):
 
     kind = "line"
     config_model = LineConfig
-    streaming = True
+    capability = Capability.STREAMING
     default_serial: ClassVar[SerialSettings] = SerialSettings(
         baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
     config: LineConfig
 
-    def __init__(self, config: LineConfig, clock: Clock):
-        super().__init__(config, clock)
+    def __init__(self, config: LineConfig, clock: Clock, *, link_factory: LinkFactory = open_link):
+        super().__init__(config, clock, link_factory=link_factory)
         self.parser = LineParser(config)
         self.checks = ReadoutChecks(config)
-        self.streaming = config.poll_command is None  # type: ignore[misc]
+        # Per instance: with a poll_command this instrument is polled (and staggered) like any.
+        self.capability = Capability.STREAMING if config.poll_command is None else Capability.POLLED
         self._request = (
             None
             if config.poll_command is None
@@ -337,7 +338,7 @@ class LineDriver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         cfg = self.config
         if self._request is None:
             try:
@@ -347,7 +348,8 @@ class LineDriver(SerialDriver):
             if not raw.strip():
                 return []
         else:
-            raw = await exchange(self.link, self._request, self.parser.terminator, cfg.timeout_s)
+            timeout_s = self.poll_deadline(deadline).remaining_s()
+            raw = await exchange(self.link, self._request, self.parser.terminator, timeout_s)
         acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
         try:
             figure, unit, nuc, device_ns = self.parser.parse(raw)

@@ -54,7 +54,7 @@ from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialInstrument, StrictModel
 from daq.errors import ConnectError, DeviceError, ProtocolError, ReadTimeout, WriteRefused
 from daq.model import DeviceInfo, Quality, Reading, Reason
-from drivers.base import Driver
+from drivers.base import Deadline, Driver
 from drivers.modbus_codec import (
     MAX_BITS,
     MAX_REGISTERS,
@@ -667,19 +667,20 @@ class ModbusDriver(Driver):
             for v in r.values
         ]
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         """One poll of every unit id; per-unit failures come back as BAD readings.
 
         Raises :class:`ConnectError` when the link is gone and :class:`ReadTimeout` when
         no unit id answered at all (the link is in doubt). A request that could not finish
-        within the poll's ``timeout_s`` is not sent: its channels are BAD (``timeout``) and
-        the values already read are kept, where the supervisor's timeout would drop them all.
+        by the poll's ``deadline`` (the supervisor's, so the one budget of the poll) is not
+        sent: its channels are BAD (``timeout``) and the values already read are kept, where
+        the supervisor's timeout would drop them all.
         """
         out: list[Reading] = []
         answered = timed_out = sent = 0
         out_of_step: _UnitFailed | None = None
         clock = self.clock
-        budget_end = clock.monotonic_ns() + int(self.config.timeout_s * 1e9)
+        budget_end = self.poll_deadline(deadline).mono_ns
         request_ns = int(self._timeout_s * 1e9)
         back: list[str] = []
         again: list[str] = []

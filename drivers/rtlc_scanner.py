@@ -31,7 +31,8 @@ from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
 from daq.errors import ConnectError, DaqError, ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Quality, Reading, Reason
-from drivers.base import SerialDriver
+from daq.transport import LinkFactory, open_link
+from drivers.base import Capability, Deadline, SerialDriver
 
 #: ``<position in mm x 10>; <counts>``; the scanner writes one space after the semicolon,
 #: the parser tolerates any amount of blank space there.
@@ -185,7 +186,7 @@ class ScannerBusy(DaqError):
 class RtlcScannerDriver(SerialDriver):
     kind = "rtlc-scanner"
     config_model = RtlcScannerConfig
-    streaming = True
+    capability = Capability.STREAMING
     default_serial: ClassVar[SerialSettings] = SerialSettings(
         baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
@@ -194,8 +195,10 @@ class RtlcScannerDriver(SerialDriver):
     COUNTS = "counts"
     PROGRESS = "scan_progress"
 
-    def __init__(self, config: RtlcScannerConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(
+        self, config: RtlcScannerConfig, clock: Clock, *, link_factory: LinkFactory = open_link
+    ) -> None:
+        super().__init__(config, clock, link_factory=link_factory)
         self.scan: Scan | None = None
         self._deadline_mono = 0
 
@@ -294,7 +297,7 @@ class RtlcScannerDriver(SerialDriver):
             attrs={**attrs, "error": text},
         )
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         scan = self._active()
         if scan is None:
             timeout = self.config.period_s

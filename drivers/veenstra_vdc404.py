@@ -17,7 +17,8 @@ from daq.config.base import PositiveSeconds, SerialSettings
 from daq.errors import ProtocolError, ReadTimeout
 from daq.model import DeviceInfo, Reading
 from daq.physics import UnknownUnit, canonical_unit
-from drivers.base import SerialDriver
+from daq.transport import LinkFactory, open_link
+from drivers.base import Capability, Deadline, SerialDriver
 from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure
 
 _LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9 -]{0,15}?)\s*:\s*(\S+)\s+(\S+)\s*$")
@@ -57,14 +58,14 @@ class Vdc404Config(CalibratorInstrument):
 class Vdc404Driver(SerialDriver):
     kind = "veenstra-vdc404"
     config_model = Vdc404Config
-    streaming = True
+    capability = Capability.STREAMING
     default_serial: ClassVar[SerialSettings] = SerialSettings(
         baudrate=9600, bytesize=8, parity="N", stopbits=1, rtscts=False, xonxoff=False
     )
     config: Vdc404Config
 
-    def __init__(self, config: Vdc404Config, clock: Clock):
-        super().__init__(config, clock)
+    def __init__(self, config: Vdc404Config, clock: Clock, *, link_factory: LinkFactory = open_link):
+        super().__init__(config, clock, link_factory=link_factory)
         self.checks = ReadoutChecks(config)
 
     async def connect(self) -> DeviceInfo:
@@ -74,7 +75,7 @@ class Vdc404Driver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         try:
             raw = await self.link.read_until(b"\n", self.config.stale_after_s)
         except ReadTimeout as exc:

@@ -28,6 +28,7 @@ from daq.daemon import Daemon
 from daq.errors import ConfigError, ConnectError
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
+from drivers.base import Capability
 from drivers.opcua import OpcUaConfig, OpcUaDriver, read_secret
 from drivers.opcua.conversion import convert
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
@@ -62,6 +63,9 @@ async def collect(driver: OpcUaDriver, until: Any, timeout: float = 10.0) -> lis
     async with asyncio.timeout(timeout):
         while not until(out):
             out.extend(await driver.read())
+            if driver.capability is Capability.POLLED:
+                # The poll grid is the supervisor's; this loop stands in for it.
+                await asyncio.sleep(driver.config.period_s)
     return out
 
 

@@ -25,6 +25,7 @@ from daq.config.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
+from drivers.base import Capability
 from drivers.opcua import OpcUaConfig, OpcUaDriver
 from tests.helpers import config_text, free_port, wait_until
 
@@ -103,6 +104,9 @@ async def collect(driver: OpcUaDriver, until: Any, timeout: float = 15.0) -> lis
     async with asyncio.timeout(timeout):
         while not until(out):
             out.extend(await driver.read())
+            if driver.capability is Capability.POLLED:
+                # The poll grid is the supervisor's; this loop stands in for it.
+                await asyncio.sleep(driver.config.period_s)
     return out
 
 

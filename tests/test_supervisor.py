@@ -12,7 +12,7 @@ from daq.daemon import Daemon
 from daq.journal import Journal, JournalReader
 from daq.model import DeviceInfo, Quality, Reading
 from daq.supervisor import Supervisor, backoff_delay
-from drivers.base import Driver
+from drivers.base import Capability, Deadline, Driver
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import free_port, make_config, wait_until
 
@@ -133,7 +133,7 @@ class _SlowPolled(Driver):
 
     kind = "test-slow"
     config_model = InstrumentBase
-    streaming = False
+    capability = Capability.POLLED
 
     def __init__(self, clock: ManualClock):
         super().__init__(InstrumentBase(name="p1", kind="test-slow", period_s=1.0, timeout_s=0.9), clock)
@@ -143,7 +143,7 @@ class _SlowPolled(Driver):
     async def connect(self) -> DeviceInfo:
         return DeviceInfo(model="test")
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         self.starts.append(self.manual.monotonic_ns())
         self.manual.advance(0.1 + 0.3 * (len(self.starts) % 3))  # reads take 0.1 to 0.7 s
         return [self.reading("x", 1.0, "u")]
@@ -172,7 +172,7 @@ class _SwallowsCancel(Driver):
 
     kind = "test-swallow"
     config_model = InstrumentBase
-    streaming = False
+    capability = Capability.POLLED
 
     def __init__(self) -> None:
         super().__init__(
@@ -183,7 +183,7 @@ class _SwallowsCancel(Driver):
     async def connect(self) -> DeviceInfo:
         return DeviceInfo(model="test")
 
-    async def read(self) -> list[Reading]:
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         self.reads += 1
         try:
             await asyncio.sleep(0.01)

@@ -18,7 +18,7 @@ import structlog
 from daq.clock import Clock
 from daq.errors import ConnectError, ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
-from drivers.base import Driver
+from drivers.base import Capability, Deadline, Driver
 from drivers.opcua.config import OpcUaConfig, OpcUaNode
 from drivers.opcua.conversion import NODE_GONE, convert
 from drivers.opcua.errors import map_exceptions, status_text
@@ -59,13 +59,16 @@ class _Item:
 
 
 class OpcUaDriver(Driver):
+    """Subscription by default; with ``mode = "poll"`` a polled driver like any other: the
+    supervisor's grid, deadline, timeouts and lateness apply to it, and it keeps no timer."""
+
     kind = "opcua"
     config_model = OpcUaConfig
-    streaming = True
     config: OpcUaConfig
 
     def __init__(self, config: OpcUaConfig, clock: Clock):
         super().__init__(config, clock)
+        self.capability = Capability.POLLED if config.mode == "poll" else Capability.SUBSCRIPTION
         self._client: Client | None = None
         self._info: DeviceInfo | None = None
         self._items = [_Item(n) for n in config.nodes]
@@ -337,13 +340,34 @@ class OpcUaDriver(Driver):
 
     # -- read ------------------------------------------------------------------------
 
-    async def read(self) -> list[Reading]:
-        """The next batch: notifications, polled values, overflow and unresolved-node records."""
-        from asyncua.client.ua_client import UaClientState
-
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
+        """Poll mode: one Read of every node (the supervisor's timeout bounds it). Subscribe
+        mode: the next batch of notifications, ``poll = true`` nodes' values, overflow and
+        unresolved-node records."""
         client = self._client
         if client is None:
             raise ConnectError(f"{self.name}: not connected")
+        if self.capability is Capability.POLLED:
+            return await self._poll_once(client)
+        return await self._next_batch(client)
+
+    async def _poll_once(self, client: Client) -> list[Reading]:
+        from asyncua.client.ua_client import UaClientState
+
+        if client.state is not UaClientState.CONNECTED:
+            raise ConnectError(f"{self.name}: connection to {self.config.url} lost ({client.state.value})")
+        mono = self.clock.monotonic_ns()
+        if mono >= self._next_retry_mono:
+            # Checked when the supervisor polls: the driver runs no timer of its own.
+            self._next_retry_mono = mono + int(self.config.node_retry_s * 1e9)
+            await self._retry(client)
+        out = await self._poll(client)
+        out.extend(self._unavailable())
+        return out
+
+    async def _next_batch(self, client: Client) -> list[Reading]:
+        from asyncua.client.ua_client import UaClientState
+
         cfg = self.config
         period_ns = int(cfg.period_s * 1e9)
         polled = cfg.mode == "poll" or any(it.node.poll for it in self._items)
