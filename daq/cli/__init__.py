@@ -8,10 +8,12 @@ import contextlib
 import os
 import sqlite3
 import sys
+import tomllib
+from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
-from daq import __version__
+from daq import __version__, timefmt
 from daq.cli import (
     audit,
     check_config,
@@ -98,6 +100,28 @@ def _quiet_broken_pipe() -> int:
     return 141  # 128 + SIGPIPE, what a shell reports for a killed writer of a pipe
 
 
+def _site_zone(args: argparse.Namespace) -> timefmt.Zone:
+    """The zone people's times are shown in: ``daemon.timezone`` of ``--config`` when given, else
+    of the journal the command reads (its newest recorded config), else the system's. Never
+    fails: a problem with either file is the command's own to report."""
+    from daq.journal.journal import JOURNAL_FILE, connect
+
+    config = getattr(args, "config", None)
+    if config:
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            daemon = tomllib.loads(Path(config).read_text(encoding="utf-8")).get("daemon", {})
+            return timefmt.zone(daemon.get("timezone"))
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and (Path(data_dir) / JOURNAL_FILE).is_file():
+        with contextlib.suppress(DaqError, sqlite3.Error, OSError):
+            conn = connect(Path(data_dir) / JOURNAL_FILE, read_only=True)
+            try:
+                return timefmt.journal_zone(conn)
+            finally:
+                conn.close()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) >= 2 and argv[0] == "run" and argv[1] in _RUNS_VERBS:
@@ -108,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    timefmt.set_site_zone(_site_zone(args))
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a reader that went away is noticed here, not at interpreter exit

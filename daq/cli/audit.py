@@ -15,6 +15,7 @@ from daq.journal.reader import JournalReader
 from daq.model import iso
 from daq.runs import store
 from daq.runs.seal import selector
+from daq.timefmt import human
 from daq.timeparse import parse_instant
 
 NAME = "audit"
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
             continue
         subject = f" {row['subject']}" if row["subject"] else ""
         run = f" [run {row['run_id']}]" if row["run_id"] else ""
-        head = f"{iso(row['ts_ns'])}  #{row['id']:<6} {row['actor']:<16} {row['action']}{subject}{run}"
+        head = f"{human(row['ts_ns'])}  #{row['id']:<6} {row['actor']:<16} {row['action']}{subject}{run}"
         print(f"{head}  {_short(row['detail'])}")
     if not args.json:
         print(f"{len(rows)} audit entries")

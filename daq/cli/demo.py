@@ -27,6 +27,7 @@ from daq.journal.reader import JournalReader
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
 from daq.physics import display_activity
+from daq.timefmt import clock_time, set_site_zone, zone, zone_label
 from simulators.base import Listener
 
 NAME = "demo"
@@ -205,9 +206,7 @@ class LivePrinter:
         if r.quality is Quality.GOOD and now - self._last.get(key, -1e9) < self.every_s:
             return
         self._last[key] = now
-        stamp = (
-            time.strftime("%H:%M:%S", time.localtime(r.acq_ns / 1e9)) + f".{r.acq_ns // 1_000_000 % 1000:03d}"
-        )
+        stamp = clock_time(r.acq_ns)
         unit = r.unit
         if r.value is None:
             value = "-"
@@ -296,7 +295,8 @@ async def _demo(cfg: Config, args: argparse.Namespace) -> None:
                     )
             printers.append(asyncio.create_task(_print_live(d, printer), name="demo-printer"))
 
-        print(f"journal: {cfg.daemon.data_dir}/journal.sqlite3 — Ctrl-C to stop\n", flush=True)
+        print(f"journal: {cfg.daemon.data_dir}/journal.sqlite3 — Ctrl-C to stop", flush=True)
+        print(f"times:   {zone_label()}\n", flush=True)
         try:
             await daemon.run(duration_s=args.duration, on_ready=on_ready, install_signals=True)
         finally:
@@ -332,6 +332,7 @@ def summary(data_dir: Path) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or _default_config()).with_data_dir(args.data_dir)
+    set_site_zone(zone(cfg.daemon.timezone))
     if args.influx_url:
         cfg = _with_influx(cfg, args)
     cfg = _with_api_port(cfg, args.api_port)

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from daq.config.load import load_config
-from daq.model import iso
 from daq.runs.retention import prune
 from daq.runs.settings import RunsSection
+from daq.timefmt import human
 
 NAME = "prune"
 HELP = (
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2, sort_keys=True))
         return 0
     verb = "would prune" if args.dry_run else "pruned"
-    print(f"retention {days:g} days: cutoff {iso(result.cutoff_ns)}")
+    print(f"retention {days:g} days: cutoff {human(result.cutoff_ns)}")
     for table, n in result.rows.items():
         print(f"  {verb} {n} {table} (ids up to {result.through[table]})")
     if result.runs:

@@ -23,9 +23,9 @@ from typing import Any
 from daq.api.client import DEFAULT_API, check_api_url, default_api
 from daq.cli import signing
 from daq.errors import DaqError
-from daq.model import iso
 from daq.runs import store
 from daq.runs.export import open_journal
+from daq.timefmt import human
 from daq.timeparse import parse_instant
 
 NAME = "runs"
@@ -120,11 +120,11 @@ def call(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str,
 
 def _print_run(run: dict[str, Any], out: Any = None) -> None:
     out = out or sys.stdout
-    end = iso(run["ended_ns"]) if run.get("ended_ns") else "open"
+    end = human(run["ended_ns"]) if run.get("ended_ns") else "open"
     print(f"run {run['run_id']}", file=out)
     for key in ("batch", "product", "nuclide", "operator", "method", "config_sha256", "seal"):
         print(f"  {key:<14} {run.get(key) if run.get(key) is not None else '-'}", file=out)
-    print(f"  {'started':<14} {iso(run['started_ns'])} by {run.get('started_by')}", file=out)
+    print(f"  {'started':<14} {human(run['started_ns'])} by {run.get('started_by')}", file=out)
     print(f"  {'ended':<14} {end}" + (f" by {run.get('ended_by')}" if run.get("ended_by") else ""), file=out)
     for name, inst in (run.get("instruments") or {}).items():
         dev = inst.get("device") or {}
@@ -135,10 +135,11 @@ def _print_run(run: dict[str, Any], out: Any = None) -> None:
         )
     for t0 in run.get("t0", []):
         print(
-            f"  t0             {iso(t0['ts_ns'])} {t0.get('instrument') or ''} ({t0.get('reason')})", file=out
+            f"  t0             {human(t0['ts_ns'])} {t0.get('instrument') or ''} ({t0.get('reason')})",
+            file=out,
         )
     for a in run.get("annotations", []):
-        print(f"  annotation     {iso(a['ts_ns'])} {a['actor']}: {a['text']} ({a['reason']})", file=out)
+        print(f"  annotation     {human(a['ts_ns'])} {a['actor']}: {a['text']} ({a['reason']})", file=out)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -157,12 +158,12 @@ def main(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(runs, indent=2, sort_keys=True))
             return 0
-        print(f"{'run':<40} {'batch':<24} {'product':<20} {'started':<33} {'ended':<33} sealed")
+        print(f"{'run':<40} {'batch':<24} {'product':<20} {'started':<29} {'ended':<29} sealed")
         for r in runs:
-            end = iso(r["ended_ns"]) if r.get("ended_ns") else "open"
+            end = human(r["ended_ns"]) if r.get("ended_ns") else "open"
             print(
                 f"{r['run_id']:<40} {r.get('batch') or '-':<24} {r.get('product') or '-':<20} "
-                f"{iso(r['started_ns']):<33} {end:<33} {'yes' if r.get('seal') else 'no'}"
+                f"{human(r['started_ns']):<29} {end:<29} {'yes' if r.get('seal') else 'no'}"
             )
         return 0
     if cmd == "start":

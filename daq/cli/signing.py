@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from daq.model import iso
+from daq.timefmt import human
 
 
 def add_parsers(sub: Any) -> None:
@@ -60,8 +60,9 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
         conn.close()
     s = figures.summarize(decoded(data))
     out = [f"run {run_id}  batch {s['batch']}  product {s['product']}  nuclide {s['nuclide']}"]
-    out.append(f"  operator {s['operator']}; started {s['started']} by {run.get('started_by')}")
-    out.append(f"  ended    {s['ended'] or 'OPEN (not sealed: it cannot be signed)'}")
+    ended = human(run["ended_ns"]) if run.get("ended_ns") else "OPEN (not sealed: it cannot be signed)"
+    out.append(f"  operator {s['operator']}; started {human(run['started_ns'])} by {run.get('started_by')}")
+    out.append(f"  ended    {ended}")
     out.append(f"  seal     {s['seal'] or 'none'}")
     out.append(f"  integrity: {integrity}")
     clock = run.get("clock") or {}
@@ -75,7 +76,7 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
     out.append(f"gaps and non-GOOD spans: {len(s['gaps'])}")
     for g in s["gaps"]:
         out.append(
-            f"  {iso(g['from_ns'])} .. {iso(g['to_ns'])} {g['instrument']}/{g['channel']} "
+            f"  {human(g['from_ns'])} .. {human(g['to_ns'])} {g['instrument']}/{g['channel']} "
             f"{g['quality']} x{g['count']}: {g['reason'] or '-'}"
         )
     alarms = [
@@ -84,7 +85,7 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
     ]  # fmt: skip
     out.append(f"alarm readings (alarm channels not 0): {len(alarms)}")
     for r in alarms[:20]:
-        out.append(f"  {iso(r['acq_ns'])} {r['instrument']}/{r['channel']} = {r['value']:g}")
+        out.append(f"  {human(r['acq_ns'])} {r['instrument']}/{r['channel']} = {r['value']:g}")
     if len(alarms) > 20:
         out.append(f"  ({len(alarms) - 20} more; 20 of {len(alarms)} shown; all are in the export)")
     out.append(f"radio-TLC analyses: {len(s['rcp'])}")
@@ -95,7 +96,7 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
         out.append(f"  {r['trace_id']} {r['analysis_id']} ({state}): RCP {rcp} {verdict}")
     out.append(f"annotations: {len(run.get('annotations') or [])}")
     for a in run.get("annotations") or []:
-        out.append(f"  {iso(a['ts_ns'])} {a['actor']}: {a['text']} (reason: {a['reason']})")
+        out.append(f"  {human(a['ts_ns'])} {a['actor']}: {a['text']} (reason: {a['reason']})")
     out.append(f"signatures: {len(sigs)}")
     for sig in sigs:
         st = signature_status(sig, current)
@@ -105,7 +106,8 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
             else f" (covers earlier analysis versions: {', '.join(st['superseded'])})"
         )
         out.append(
-            f"  {iso(sig['ts_ns'])} {sig['printed_name']} ({sig['user_id']}): {sig['meaning'].upper()}{note}"
+            f"  {human(sig['ts_ns'])} {sig['printed_name']} ({sig['user_id']}): "
+            f"{sig['meaning'].upper()}{note}"
         )
         if sig.get("comment"):
             out.append(f"    comment: {sig['comment']}")
@@ -158,7 +160,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     sig = asyncio.run(_sign(args))
     print(
         f"signed run {sig['run_id']}: {sig['meaning'].upper()} by {sig['printed_name']} ({sig['user_id']}) "
-        f"at {iso(sig['ts_ns'])}; signature {sig['signature_id']} over seal {sig['seal'][:16]}... "
+        f"at {human(sig['ts_ns'])}; signature {sig['signature_id']} over seal {sig['seal'][:16]}... "
         f"and {len(sig['analyses'])} analysis version(s)",
         file=out,
     )

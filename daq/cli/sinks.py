@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from daq.errors import DaqError
-from daq.model import iso
+from daq.timefmt import human
 
 NAME = "sinks"
 HELP = "list the sinks' cursors; rewind a sink to send again since a time; forget a removed sink (audited)"
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             print(
                 f"sink {change.sink}: rewound from id {change.from_id} to {change.to_id} "
-                f"({change.readings} readings since {iso(to_ns)} to send again)"
+                f"({change.readings} readings since {human(to_ns)} to send again)"
                 + (" [dry run: nothing changed]" if args.dry_run else "")
             )
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.journal.reader import JournalReader
-from daq.model import iso
+from daq.timefmt import human
 
 NAME = "status"
 HELP = "the running daemon's instruments and sinks (or, with --data-dir, what the journal holds)"
@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'instrument':<16} {'rows':>9} {'GOOD':>9} {'UNCERT':>7} {'BAD':>7}  last reading")
     for name, s in sorted(data["instruments"].items()):
         q = s["quality"]
-        last = iso(s["last_acq_ns"]) if s["last_acq_ns"] else "-"
+        last = human(s["last_acq_ns"]) if s["last_acq_ns"] else "-"
         print(f"{name:<16} {s['rows']:>9} {q['GOOD']:>9} {q['UNCERTAIN']:>7} {q['BAD']:>7}  {last}")
     for name, s in sorted(data["sinks"].items()):
         age = "-" if s["oldest_pending_age_s"] is None else f"{s['oldest_pending_age_s']:.1f} s"

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
 from typing import Any, ClassVar, TextIO
 
 from daq.api.client import ApiUnavailable, default_api, get_json, stream
@@ -21,6 +20,7 @@ from daq.api.filters import ReadingFilter, parse_duration
 from daq.cli.argtypes import seconds
 from daq.errors import DaqError
 from daq.physics import display_activity
+from daq.timefmt import human
 
 NAME = "tail"
 HELP = "follow live readings from the running daemon (optionally replaying the last minutes first)"
@@ -97,7 +97,7 @@ class Printer:
         w = self.widths
         for key, text in (("instrument", r["instrument"]), ("channel", r["channel"]), ("unit", unit)):
             w[key] = max(w[key], len(str(text or "")))
-        stamp = datetime.fromtimestamp(r["acq_ns"] / 1e9).astimezone().isoformat(timespec="milliseconds")
+        stamp = human(r["acq_ns"])
         quality = r["quality"]
         reason = f" {r['reason']}" if r.get("reason") else ""
         text = (

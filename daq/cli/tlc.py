@@ -31,6 +31,7 @@ from daq.errors import ConfigError, DaqError
 from daq.journal.journal import Journal
 from daq.journal.reader import JournalReader
 from daq.model import iso
+from daq.timefmt import human
 from daq.tlc import store
 from daq.tlc.analysis import analyse
 from daq.tlc.colours import KIND_COLOURS, OTHER_COLOUR
@@ -121,6 +122,7 @@ def collect_list(data_dir: Path) -> list[dict[str, Any]]:
                 "instrument": t["instrument"],
                 "run_id": t["run_id"],
                 "started": iso(t["started_ns"]),
+                "started_ns": t["started_ns"],
                 "points": len(t["counts"]),
                 "complete": t["complete"],
                 "batch": t["params"].get("batch"),
@@ -144,14 +146,14 @@ def _list(args: argparse.Namespace) -> int:
         print("no TLC traces in the journal")
         return 0
     print(
-        f"{'trace':<34} {'batch':<12} {'started (UTC)':<32} {'pts':>4} {'complete':<8} "
+        f"{'trace':<34} {'batch':<12} {'started':<29} {'pts':>4} {'complete':<8} "
         f"{'method':<20} {'RCP':>9}  verdict"
     )
     for r in rows:
         method = f"{r['method']} v{r['method_version']}" if r["method"] else "-"
         results = None if r["analysis_id"] is None else r
         print(
-            f"{r['trace_id']:<34} {r['batch'] or '-'!s:<12} {r['started']:<32} {r['points']:>4} "
+            f"{r['trace_id']:<34} {r['batch'] or '-'!s:<12} {human(r['started_ns']):<29} {r['points']:>4} "
             f"{'yes' if r['complete'] else 'NO':<8} {method:<20} {_rcp(results):>9}  {_verdict(results)}"
             + (f" ({r['analyses']} analyses)" if r["analyses"] > 1 else "")
         )
@@ -164,7 +166,7 @@ def _list(args: argparse.Namespace) -> int:
 def _print_analysis(a: dict[str, Any], *, current: bool) -> None:
     res = a["results"]
     tag = "current" if current else "superseded"
-    print(f"analysis {a['analysis_id']} ({tag}) at {iso(a['ts_ns'])} by {a['actor']}: {a['reason']}")
+    print(f"analysis {a['analysis_id']} ({tag}) at {human(a['ts_ns'])} by {a['actor']}: {a['reason']}")
     if a["supersedes"]:
         print(f"  supersedes {a['supersedes']}")
     print(
@@ -208,8 +210,8 @@ def _show(args: argparse.Namespace) -> int:
             + (f", run {trace['run_id']}" if trace["run_id"] else "")
         )
         print(
-            f"  started {iso(trace['started_ns'])}, "
-            f"ended {iso(trace['ended_ns']) if trace['ended_ns'] else '-'}"
+            f"  started {human(trace['started_ns'])}, "
+            f"ended {human(trace['ended_ns']) if trace['ended_ns'] else '-'}"
         )
         status = "complete (end received)" if trace["complete"] else f"INCOMPLETE: {p.get('abort_reason')}"
         print(f"  {status}")
@@ -234,7 +236,7 @@ def _show(args: argparse.Namespace) -> int:
         for au in audits:
             d = au["detail"] or {}
             print(
-                f"re-integrated {iso(au['ts_ns'])} by {au['actor']}: {d.get('reason')} "
+                f"re-integrated {human(au['ts_ns'])} by {au['actor']}: {d.get('reason')} "
                 f"-> {d.get('analysis_id')} (supersedes {d.get('supersedes')})"
             )
     if args.png is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.errors import DaqError
-from daq.model import iso
+from daq.timefmt import human
 
 NAME = "users"
 HELP = "local user accounts (roles operator, reviewer, approver, admin) for review and e-signatures"
@@ -154,6 +154,6 @@ def main(args: argparse.Namespace) -> int:
             state += ", LOCKED"
         print(
             f"{r['user_id']:<16} {r['full_name']:<28} {','.join(r['roles']):<28} {state:<16} "
-            f"created {iso(r['created_ns'])} by {r['created_by']}"
+            f"created {human(r['created_ns'])} by {r['created_by']}"
         )
     return 0
