@@ -6,9 +6,11 @@ phase-1 services (forwarders, the local API) and phase-2 ones (readiness notific
 Stop order (SIGTERM, SIGINT, or ``duration_s``): stop the services in reverse, cancel the
 supervisors, journal their stop, commit everything pending, close the journal.
 
-A *service* is anything with ``name``, ``phase``, ``async start()`` and ``async stop()``
-(and optionally ``status() -> dict``). :mod:`daq.services` lists the factories; each gets
-the daemon and returns a service, or ``None`` when its feature is not configured.
+A *service* (:class:`daq.context.Service`) is anything with ``name``, ``phase``, ``async
+start()`` and ``async stop()`` (and optionally ``status() -> dict``). The daemon builds what
+every service may need (the journal, the supervisors, the pipeline's stages, the status board)
+into a :class:`daq.context.ServiceContext`; :func:`daq.services.build_services`, the
+composition root, builds the services from it. No service is given the daemon.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from daq import __version__
 from daq.clock import Clock, SystemClock
 from daq.config.load import Config
+from daq.context import Service, ServiceContext
 from daq.equilibrium import EquilibriumGate
 from daq.errors import DaqError, WriteRefused
 from daq.journal.journal import Journal
@@ -35,7 +38,7 @@ from daq.model import EventKind, InstrumentEvent
 from daq.pipeline import Pipeline, reading_pipeline
 from daq.runs.attribution import RunAttribution
 from daq.runs.clock import ClockFlag
-from daq.runs.manager import RunManager
+from daq.services import build_services
 from daq.status import StatusBoard
 from daq.supervision import (
     EXIT_TASK_FAILED,
@@ -53,18 +56,6 @@ log = get_logger("daq.daemon")
 
 #: The longest a single shutdown step (one service's stop, the last commit) may take.
 STEP_CAP_S = 5.0
-
-
-class Service(Protocol):
-    """A part of the daemon with a life cycle (forwarder, API, run manager, notifier...)."""
-
-    name: str
-    #: 0: started before the supervisors; 1: after them; 2: last (readiness).
-    phase: int
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class Daemon:
@@ -241,8 +232,6 @@ class Daemon:
         )
         journal.audit("config_loaded", subject=cfg.path, detail={"sha256": cfg.sha256, "path": cfg.path})
         self._tasks.append(self.tasks.spawn("stall-watch", "stall-watch", self.stall_watch.run))
-        from daq.services import build_services
-
         self.supervisors = self._build_supervisors(journal)
         self.status_board = StatusBoard(
             config=cfg,
@@ -254,8 +243,19 @@ class Daemon:
             stall_watch=self.stall_watch,
             ready=self.ready,
         )
-        services = sorted(build_services(self), key=lambda svc: svc.phase)
-        self.status_board.runs = next((s for s in services if isinstance(s, RunManager)), None)
+        ctx = ServiceContext(
+            config=cfg,
+            clock=self.clock,
+            rng=self.rng,
+            journal=journal,
+            tasks=self.tasks,
+            supervisors=tuple(self.supervisors),
+            run_attribution=self.run_attribution,
+            equilibrium=self.equilibrium,
+            clock_flag=self.clock_flag,
+            status=self.status_board,
+        )
+        services = sorted(build_services(ctx), key=lambda svc: svc.phase)
         for svc in services:
             if svc.phase == 0:
                 await self._start_service(svc)

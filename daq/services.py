@@ -1,69 +1,54 @@
-"""The daemon's optional parts, started around the supervisors (see :mod:`daq.daemon`).
+"""The composition root of the daemon's services, started around the supervisors (see
+:mod:`daq.daemon`).
 
-Each factory takes the daemon and returns a service, or ``None`` when the config does not
-ask for it. Factories import their modules lazily so a daemon without a feature does not
-pay for it. To add a part of the daemon, add its factory to :data:`FACTORIES`.
+:func:`build_services` is the one place that knows every service and what each is given: a
+:class:`~daq.context.ServiceContext` for the common parts, and, where one service needs
+another, that one's narrow interface (the API gets the run operations as
+:class:`~daq.context.RunControl`; the run manager gets the clock monitor's sync state). Feature
+modules are imported here lazily so a daemon without a feature does not pay for it. To add a
+part of the daemon, build it here and append it to the list.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from daq.daemon import Daemon, Service
-
-ServiceFactory = Callable[["Daemon"], "Service | None"]
+from daq.context import Service, ServiceContext
 
 
-def _systemd(daemon: Daemon) -> Service | None:
-    # Only under a service manager (or a test standing in for one) that set NOTIFY_SOCKET.
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return None
-    from daq.systemd import service
-
-    return service(daemon)
-
-
-def _forward(daemon: Daemon) -> Service | None:
-    from daq.forward.forwarder import service
-
-    return service(daemon)
-
-
-def _tlc(daemon: Daemon) -> Service | None:
-    from daq.tlc.service import service
-
-    return service(daemon)
-
-
-def _runs(daemon: Daemon) -> Service | None:
-    from daq.runs.manager import build
-
-    return build(daemon)
-
-
-def _clock(daemon: Daemon) -> Service | None:
+def build_services(ctx: ServiceContext) -> list[Service]:
+    """Every service this config asks for, in the order they are started within a phase."""
+    from daq.api.server import build_service as api_service
     from daq.runs.clock import ClockMonitor
-    from daq.runs.settings import ClockSection
+    from daq.runs.manager import build as runs_service
 
-    return ClockMonitor(daemon, getattr(daemon.config.model, "clock", None) or ClockSection())
+    services: list[Service] = []
+    clock = ClockMonitor(
+        ctx.config.model.clock, clock=ctx.clock, journal=ctx.journal, tasks=ctx.tasks, flag=ctx.clock_flag
+    )
+    services.append(clock)
+    runs = runs_service(ctx, clock_sync=lambda: clock.sync)
+    services.append(runs)
+    # The board shows the open run.
+    ctx.status.runs = runs
+    # Only under a service manager (or a test standing in for one) that set NOTIFY_SOCKET.
+    if os.environ.get("NOTIFY_SOCKET"):
+        from daq.systemd import service as systemd_service
 
+        notifier = systemd_service(ctx)
+        if notifier is not None:
+            services.append(notifier)
+    from daq.forward.forwarder import service as forward_service
 
-def _api(daemon: Daemon) -> Service | None:
-    from daq.api.server import build_service
+    forward = forward_service(ctx)
+    if forward is not None:
+        services.append(forward)
+    from daq.tlc.service import service as tlc_service
 
-    return build_service(daemon)
-
-
-FACTORIES: list[ServiceFactory] = [_clock, _runs, _systemd, _forward, _tlc, _api]
-
-
-def build_services(daemon: Daemon) -> list[Service]:
-    services = []
-    for factory in FACTORIES:
-        svc = factory(daemon)
-        if svc is not None:
-            services.append(svc)
+    tlc = tlc_service(ctx)
+    if tlc is not None:
+        services.append(tlc)
+    api = api_service(ctx, runs=runs)
+    if api is not None:
+        services.append(api)
     return services

@@ -35,7 +35,11 @@ from daq.logs import get_logger
 from daq.supervision import fault_point, spawn
 
 if TYPE_CHECKING:
-    from daq.daemon import Daemon
+    from daq.clock import Clock
+    from daq.context import ServiceContext
+    from daq.journal.journal import Journal
+    from daq.status import StatusBoard
+    from daq.supervision import TaskTree
 
 log = get_logger("daq.systemd")
 
@@ -163,13 +167,19 @@ class SystemdNotifier:
 
     def __init__(
         self,
-        daemon: Daemon,
         notifier: Notifier,
         *,
         watchdog_s: float | None,
         status_interval_s: float = STATUS_INTERVAL_S,
+        clock: Clock,
+        journal: Journal,
+        tasks: TaskTree,
+        board: StatusBoard,
     ):
-        self.daemon = daemon
+        self.clock = clock
+        self.journal = journal
+        self.tasks = tasks
+        self.board = board
         self.notifier = notifier
         self.watchdog_s = watchdog_s
         #: Half the watchdog period, as sd_watchdog_enabled(3) recommends.
@@ -183,13 +193,12 @@ class SystemdNotifier:
         self._last_committed = 0
 
     async def start(self) -> None:
-        journal = self.daemon.journal
-        self._last_mono_ns = self.daemon.clock.monotonic_ns()
-        self._last_committed = journal.readings_committed if journal is not None else 0
+        self._last_mono_ns = self.clock.monotonic_ns()
+        self._last_committed = self.journal.readings_committed
         self.status_line = self._summary(None)
         self.notifier.send(READY=1, STATUS=self.status_line)
         log.info("systemd notified ready", watchdog_s=self.watchdog_s)
-        self._task = spawn(self.daemon.tasks, "systemd", "systemd", self._loop)
+        self._task = spawn(self.tasks, "systemd", "systemd", self._loop)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -211,19 +220,17 @@ class SystemdNotifier:
 
     async def _loop(self) -> None:
         while True:
-            await self.daemon.clock.sleep(self.interval_s)
+            await self.clock.sleep(self.interval_s)
             self.tick()
             fault_point("systemd")
 
     def tick(self) -> None:
         """One round: judge progress, update the status line, ping if healthy."""
-        journal = self.daemon.journal
-        now = self.daemon.clock.monotonic_ns()
-        reason = None
-        if journal is not None:
-            reason = self.health.check(
-                now, commits=journal.commits, uncommitted=journal.uncommitted, error=journal.error
-            )
+        journal = self.journal
+        now = self.clock.monotonic_ns()
+        reason = self.health.check(
+            now, commits=journal.commits, uncommitted=journal.uncommitted, error=journal.error
+        )
         if (reason is None) != (self.withheld is None):  # log the change, not every tick
             if reason is not None:
                 log.error("watchdog pings withheld", reason=reason)
@@ -238,11 +245,9 @@ class SystemdNotifier:
             self.notifier.send(STATUS=self.status_line)
 
     def _summary(self, problem: str | None, now_ns: int | None = None) -> str:
-        board = self.daemon.status_board
-        up, configured = board.connected() if board is not None else (0, 0)
-        journal = self.daemon.journal
-        committed = journal.readings_committed if journal is not None else 0
-        backlog = journal.uncommitted if journal is not None else 0
+        up, configured = self.board.connected()
+        committed = self.journal.readings_committed
+        backlog = self.journal.uncommitted
         rate = 0.0
         if now_ns is not None and now_ns > self._last_mono_ns:
             rate = (committed - self._last_committed) * 1e9 / (now_ns - self._last_mono_ns)
@@ -251,12 +256,19 @@ class SystemdNotifier:
         return f"{problem}; {line}" if problem else line
 
 
-def service(daemon: Daemon) -> SystemdNotifier | None:
+def service(ctx: ServiceContext) -> SystemdNotifier | None:
     """The service factory: a notifier when ``$NOTIFY_SOCKET`` is set, else ``None``."""
     notifier = Notifier.from_env()
     if notifier is None:
         return None
-    return SystemdNotifier(daemon, notifier, watchdog_s=watchdog_interval_s())
+    return SystemdNotifier(
+        notifier,
+        watchdog_s=watchdog_interval_s(),
+        clock=ctx.clock,
+        journal=ctx.journal,
+        tasks=ctx.tasks,
+        board=ctx.status,
+    )
 
 
 # -- journald priorities ----------------------------------------------------------------------

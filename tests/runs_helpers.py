@@ -86,7 +86,7 @@ async def record_run(data_dir: Path, *, readings: int = 25) -> Recorded:
         sup = daemon.supervisors[0]
         await wait_until(lambda: sup.readings >= 3)
         runs: Any = daemon.services["runs"]
-        run = await runs.start(batch="LOT 42/A", product="[18F]FDG", nuclide="F18", operator="alice", actor="alice",
+        run = await runs.open_run(batch="LOT 42/A", product="[18F]FDG", nuclide="F18", operator="alice", actor="alice",
                                reason="production")  # fmt: skip
         start = sup.readings
         await wait_until(lambda: sup.readings >= start + readings)
@@ -99,7 +99,7 @@ async def record_run(data_dir: Path, *, readings: int = 25) -> Recorded:
             now = daemon.clock.time_ns()
             journal.record("traces", _trace_values(run["run_id"], now))
             journal.record("analyses", _analysis(run["run_id"], now, "A-1", 91.5, None, "daemon"))
-        stopped = await runs.stop(actor="alice", reason="synthesis done")
+        stopped = await runs.close_run(actor="alice", reason="synthesis done")
         if TLC:
             now = daemon.clock.time_ns()
             journal.record("analyses", _analysis(run["run_id"], now, "A-2", 96.25, "A-1", "carol"))

@@ -125,11 +125,11 @@ async def test_a_zeroed_calibrator_reading_minus_zero_verifies_and_exports(data_
     try:
         await wait_until(lambda: "runs" in daemon.services and bool(daemon.supervisors))
         runs: Any = daemon.services["runs"]
-        run = await runs.start(batch="Z-1", product="P", nuclide="F-18", operator="op", actor="op")
+        run = await runs.open_run(batch="Z-1", product="P", nuclide="F-18", operator="op", actor="op")
         sup = daemon.supervisors[0]
         start = sup.readings
         await wait_until(lambda: sup.readings >= start + 5)
-        await runs.stop(actor="op", reason="done")
+        await runs.close_run(actor="op", reason="done")
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)

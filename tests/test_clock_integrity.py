@@ -33,13 +33,13 @@ async def test_clock_step_is_audited_and_readings_keep_monotonic_order(
         await wait_until(lambda: sup.readings >= 5)
         runs: Any = daemon.services["runs"]
         monitor: Any = daemon.services["clock"]
-        run = await runs.start(batch="B", product="P", nuclide="F-18", operator="o", actor="alice")
+        run = await runs.open_run(batch="B", product="P", nuclide="F-18", operator="o", actor="alice")
         await wait_until(lambda: sup.readings >= 10)
         before = sup.readings
         clock.step_wall(-30.0)  # NTP (or someone) steps the wall clock back 30 s
         await wait_until(lambda: monitor.steps == 1)
         await wait_until(lambda: sup.readings >= before + 10)
-        await runs.stop(actor="alice")
+        await runs.close_run(actor="alice")
     finally:
         daemon.request_stop()
         await task

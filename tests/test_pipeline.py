@@ -167,14 +167,14 @@ async def test_a_run_level_t0_flags_the_runs_ac225_readings(data_dir: Path) -> N
     try:
         await wait_until(lambda: "runs" in daemon.services and daemon.supervisors[0].readings >= 2)
         runs: Any = daemon.services["runs"]
-        run = await runs.start(
+        run = await runs.open_run(
             batch="AC-1", product="[225Ac]Ac-PSMA-617", nuclide="Ac-225", operator="jd", actor="jd"
         )
         t0 = await runs.mark_t0(actor="jd", reason="separation", ts_ns=time.time_ns() - 60 * 10**9)
         assert (t0["run_id"], t0["instrument"]) == (run["run_id"], None)  # a run-level t0
         n = daemon.supervisors[0].readings
         await wait_until(lambda: daemon.supervisors[0].readings >= n + 3)
-        await runs.stop(actor="jd", reason="done")
+        await runs.close_run(actor="jd", reason="done")
     finally:
         daemon.request_stop()
         await task

@@ -70,16 +70,16 @@ async def test_refusals_are_clear(data_dir: Path) -> None:
         await wait_until(lambda: "runs" in daemon.services)
         runs: Any = daemon.services["runs"]
         with pytest.raises(RunError, match="no run is open"):
-            await runs.stop(actor="alice")
+            await runs.close_run(actor="alice")
         with pytest.raises(RunError, match="no run is open"):
             await runs.annotate(text="x", actor="a", reason="r")
         with pytest.raises(DaqError, match="unknown nuclide"):
-            await runs.start(batch="B", product="P", nuclide="Xx-999", operator="o", actor="a")
+            await runs.open_run(batch="B", product="P", nuclide="Xx-999", operator="o", actor="a")
         with pytest.raises(RunError, match="batch must not be empty"):
-            await runs.start(batch=" ", product="P", nuclide="Lu-177", operator="o", actor="a")
-        await runs.start(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
+            await runs.open_run(batch=" ", product="P", nuclide="Lu-177", operator="o", actor="a")
+        await runs.open_run(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
         with pytest.raises(RunError, match="is open; stop it first"):
-            await runs.start(batch="C", product="P", nuclide="Lu-177", operator="o", actor="a")
+            await runs.open_run(batch="C", product="P", nuclide="Lu-177", operator="o", actor="a")
         with pytest.raises(RunError, match="no instrument named"):
             await runs.annotate(text="x", actor="a", reason="r", instrument="nope")
         # The data directory is held while the daemon runs (retention cannot prune under it).
@@ -395,8 +395,8 @@ async def test_same_batch_twice_within_a_second_gets_two_run_ids(data_dir: Path)
         runs: Any = daemon.services["runs"]
         ids = []
         for _ in range(3):
-            run = await runs.start(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
-            await runs.stop(actor="a")
+            run = await runs.open_run(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
+            await runs.close_run(actor="a")
             ids.append(run["run_id"])
     finally:
         daemon.request_stop()
@@ -430,7 +430,7 @@ async def test_instrument_off_at_run_start_keeps_its_last_known_device_info(data
     try:
         await wait_until(lambda: "runs" in daemon.services)
         runs: Any = daemon.services["runs"]
-        run = await runs.start(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
+        run = await runs.open_run(batch="B", product="P", nuclide="Lu-177", operator="o", actor="a")
     finally:
         daemon.request_stop()
         await task

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from daq.api.config import ApiSection
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.listener import Listener, listening_socket
 from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
+from daq.context import RunControl
 from daq.errors import DaqError
 from daq.logs import get_logger
 from daq.model import Reading
@@ -51,7 +52,10 @@ from daq.supervision import fault_point, spawn
 from daq.timeparse import MAX_NS, MIN_NS
 
 if TYPE_CHECKING:
-    from daq.daemon import Daemon
+    from daq.clock import Clock
+    from daq.context import ServiceContext
+    from daq.journal.journal import Journal
+    from daq.supervision import TaskTree
 
 log = get_logger("daq.api")
 
@@ -99,12 +103,24 @@ class ApiService:
     name = "api"
     phase = 1
 
-    def __init__(self, daemon: Daemon, settings: ApiSection):
-        self.daemon = daemon
+    def __init__(
+        self,
+        settings: ApiSection,
+        *,
+        clock: Clock,
+        journal: Journal,
+        tasks: TaskTree,
+        board: StatusBoard,
+        runs: RunControl | None,
+    ):
         self.settings = settings
-        journal = daemon.journal
-        assert journal is not None, "services are built after the journal is open"
+        self.clock = clock
         self.journal = journal
+        self.tasks = tasks
+        #: Status, health and alarms, assembled in the core (:mod:`daq.status`).
+        self.board = board
+        #: The run operations only: no request can reach a service's start or stop.
+        self.runs = runs
         self.hub = StreamHub()
         # Registered now (services are built before the supervisors start), so the counters
         # see every reading; both hooks only append or add, never wait.
@@ -117,7 +133,7 @@ class ApiService:
         self.listener: Listener | None = None
         self.url: str | None = None
         self.error: str | None = None
-        self.started_ns = daemon.clock.time_ns()
+        self.started_ns = clock.time_ns()
         self._serving: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -140,7 +156,7 @@ class ApiService:
         await self.runner.setup()
         self.lag.start()
         await self._bind()
-        self._serving = spawn(self.daemon.tasks, "api", "api", self._serve)
+        self._serving = spawn(self.tasks, "api", "api", self._serve)
 
     async def _bind(self) -> bool:
         assert self.runner is not None
@@ -218,16 +234,10 @@ class ApiService:
     # -- views -----------------------------------------------------------------------------
 
     def now_ns(self) -> int:
-        return self.daemon.clock.time_ns()
+        return self.clock.time_ns()
 
-    @property
-    def board(self) -> StatusBoard:
-        board = self.daemon.status_board
-        assert board is not None, "services are built after the status board"
-        return board
-
-    def runs_service(self) -> Any:
-        runs = self.daemon.services.get("runs")
+    def run_control(self) -> RunControl:
+        runs = self.runs
         if runs is None:
             raise _json_error(
                 web.HTTPServiceUnavailable,
@@ -432,59 +442,84 @@ def make_app(svc: ApiService) -> web.Application:
 
     @routes.get("/api/runs")
     async def list_runs(request: web.Request) -> web.Response:
-        runs = svc.runs_service()
+        runs = svc.run_control()
         # The run manager reads the journal: off the event loop.
         listed = await asyncio.get_running_loop().run_in_executor(None, runs.list_runs)
         return web.json_response({"runs": listed, "active": runs.active()}, dumps=_dumps)
 
     @routes.get("/api/runs/active")
     async def active_run(request: web.Request) -> web.Response:
-        runs = svc.runs_service()
+        runs = svc.run_control()
         return web.json_response({"active": runs.active()}, dumps=_dumps)
 
     @routes.get("/api/runs/{run_id}")
     async def show_run(request: web.Request) -> web.Response:
-        runs = svc.runs_service()
+        runs = svc.run_control()
         run_id = request.match_info["run_id"]
-        getter = getattr(runs, "get", None)
-        loop = asyncio.get_running_loop()
-        if callable(getter):
-            found = await loop.run_in_executor(None, getter, run_id)
-        else:
-            listed = await loop.run_in_executor(None, runs.list_runs)
-            found = next((r for r in listed if r.get("run_id", r.get("id")) == run_id), None)
+        found = await asyncio.get_running_loop().run_in_executor(None, runs.get, run_id)
         if found is None:
             raise _json_error(web.HTTPNotFound, f"no run {run_id!r}")
         return web.json_response(found, dumps=_dumps)
 
-    async def control(request: web.Request, fields: tuple[set[str], set[str]], method: str) -> web.Response:
+    async def control(
+        request: web.Request,
+        fields: tuple[set[str], set[str]],
+        operation: Callable[[RunControl, dict[str, Any], str], Awaitable[dict[str, Any]]],
+    ) -> web.Response:
         assert svc.auth is not None
         svc.auth.check(request)
-        runs = svc.runs_service()
+        runs = svc.run_control()
         body, actor = await _body(request, fields)
         try:
-            result = await getattr(runs, method)(**body, actor=actor)
+            result = await operation(runs, body, actor)
         except DaqError as exc:
             raise _json_error(web.HTTPConflict, str(exc)) from None
         except ValueError as exc:
             raise _json_error(web.HTTPBadRequest, str(exc)) from None
         return web.json_response(result, dumps=_dumps)
 
+    # Each route names the one run operation it may call; the fields were checked by _body.
     @routes.post("/api/runs")
     async def start_run(request: web.Request) -> web.Response:
-        return await control(request, START_FIELDS, "start")
+        return await control(
+            request,
+            START_FIELDS,
+            lambda runs, b, actor: runs.open_run(
+                batch=b["batch"],
+                product=b["product"],
+                nuclide=b["nuclide"],
+                operator=b["operator"],
+                method=b.get("method"),
+                reason=b.get("reason"),
+                actor=actor,
+            ),
+        )
 
     @routes.post("/api/runs/active/stop")
     async def stop_run(request: web.Request) -> web.Response:
-        return await control(request, STOP_FIELDS, "stop")
+        return await control(
+            request, STOP_FIELDS, lambda runs, b, actor: runs.close_run(actor=actor, reason=b.get("reason"))
+        )
 
     @routes.post("/api/runs/active/annotations")
     async def annotate(request: web.Request) -> web.Response:
-        return await control(request, ANNOTATE_FIELDS, "annotate")
+        return await control(
+            request,
+            ANNOTATE_FIELDS,
+            lambda runs, b, actor: runs.annotate(
+                text=b["text"], reason=b["reason"], instrument=b.get("instrument"), actor=actor
+            ),
+        )
 
     @routes.post("/api/runs/active/t0")
     async def mark_t0(request: web.Request) -> web.Response:
-        return await control(request, T0_FIELDS, "mark_t0")
+        return await control(
+            request,
+            T0_FIELDS,
+            lambda runs, b, actor: runs.mark_t0(
+                reason=b["reason"], instrument=b.get("instrument"), ts_ns=b.get("ts_ns"), actor=actor
+            ),
+        )
 
     @routes.post("/api/runs/{run_id}/signatures")
     async def sign_run(request: web.Request) -> web.Response:
@@ -501,9 +536,11 @@ def make_app(svc: ApiService) -> web.Application:
     return app
 
 
-def build_service(daemon: Daemon) -> ApiService | None:
-    """The factory listed in :mod:`daq.services`: ``None`` when ``[api] enabled = false``."""
-    settings: ApiSection = daemon.config.model.api
+def build_service(ctx: ServiceContext, *, runs: RunControl | None) -> ApiService | None:
+    """Built by :func:`daq.services.build_services`: ``None`` when ``[api] enabled = false``."""
+    settings: ApiSection = ctx.config.model.api
     if not settings.enabled:
         return None
-    return ApiService(daemon, settings)
+    return ApiService(
+        settings, clock=ctx.clock, journal=ctx.journal, tasks=ctx.tasks, board=ctx.status, runs=runs
+    )

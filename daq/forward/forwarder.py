@@ -66,7 +66,7 @@ from daq.secrets import resolve_secret
 from daq.supervision import TaskTree, fault_point, spawn
 
 if TYPE_CHECKING:
-    from daq.daemon import Daemon
+    from daq.context import ServiceContext
 
 log = get_logger("daq.forward")
 
@@ -745,26 +745,25 @@ class ForwardService:
         return {"sinks": {fwd.sink.name: fwd.status() for fwd in self.forwarders}}
 
 
-def service(daemon: Daemon) -> ForwardService | None:
+def service(ctx: ServiceContext) -> ForwardService | None:
     """The daemon's service factory: ``None`` without enabled sinks. Raises ConfigError when
     a sink's token cannot be found (before anything starts)."""
-    cfg = daemon.config
+    cfg = ctx.config
     sinks = [(i, s) for i, s in enumerate(getattr(cfg.model, "sinks", [])) if s.enabled]
     if not sinks:
         return None
-    assert daemon.journal is not None
     kinds = {inst.name: inst.kind for inst in cfg.instruments}
     forwarders = [
         InfluxForwarder(
             sink,
-            daemon.journal,
+            ctx.journal,
             site=cfg.daemon.site,
             cell=cfg.daemon.cell,
             kinds=kinds,
-            clock=daemon.clock,
+            clock=ctx.clock,
             token=sink_token(sink, i),
-            rng=daemon.rng,
-            tasks=daemon.tasks,
+            rng=ctx.rng,
+            tasks=ctx.tasks,
         )
         for i, sink in sinks
     ]

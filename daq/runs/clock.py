@@ -32,7 +32,9 @@ from daq.runs.settings import ClockSection
 from daq.supervision import fault_point, spawn
 
 if TYPE_CHECKING:
-    from daq.daemon import Daemon
+    from daq.clock import Clock
+    from daq.journal.journal import Journal
+    from daq.supervision import TaskTree
 
 log = get_logger("daq.runs.clock")
 
@@ -131,12 +133,15 @@ class ClockMonitor:
     name = "clock"
     phase = 0
 
-    def __init__(self, daemon: Daemon, settings: ClockSection):
-        self.daemon = daemon
+    def __init__(
+        self, settings: ClockSection, *, clock: Clock, journal: Journal, tasks: TaskTree, flag: ClockFlag
+    ):
         self.settings = settings
         #: The pipeline's clock stage, which this monitor keeps informed of the sync state.
-        self.flag: ClockFlag = daemon.clock_flag
-        self.clock = daemon.clock
+        self.flag = flag
+        self.clock = clock
+        self.journal = journal
+        self.tasks = tasks
         self._sync: dict[str, Any] = {"synchronised": None, "source": "not read yet"}
         self.steps = 0
         self.last_step: dict[str, Any] | None = None
@@ -162,7 +167,7 @@ class ClockMonitor:
     async def start(self) -> None:
         _, _, self._offset = self._now_offset()
         await self.poll_sync(force=True)
-        self._task = spawn(self.daemon.tasks, "clock", "clock", self._loop)
+        self._task = spawn(self.tasks, "clock", "clock", self._loop)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -189,9 +194,7 @@ class ClockMonitor:
             "now": iso(wall),
         }
         self.last_step = step
-        journal = self.daemon.journal
-        if journal is not None:
-            journal.audit("clock_step", subject="wall clock", detail=step)
+        self.journal.audit("clock_step", subject="wall clock", detail=step)
         log.warning("clock step", step_s=delta / 1e9)
         return step
 
@@ -205,9 +208,7 @@ class ClockMonitor:
         self.sync = state
         if force or changed or due:
             self._sync_recorded = now
-            journal = self.daemon.journal
-            if journal is not None:
-                journal.audit("clock_sync", subject="wall clock", detail=state)
+            self.journal.audit("clock_sync", subject="wall clock", detail=state)
         return state
 
     async def _loop(self) -> None:

@@ -1,13 +1,14 @@
 """The run manager: the ``"runs"`` service (phase 0, started before the supervisors).
 
-A run is opened by :meth:`RunManager.start` (through the API, ``daq runs start``) or by the
-configured trigger channel rising, and closed by :meth:`RunManager.stop` or the channel
-falling. While it is open the ``runs`` stage of the reading pipeline
-(:class:`daq.runs.attribution.RunAttribution`) attributes every reading to it, and
-``journal.run_id`` holds its id for audit entries. The trigger is called by that stage, ahead
-of every stage that adds a quality flag, so it sees the instrument's own value. Closing a
-run seals it (see :mod:`daq.runs.seal`) and records the seal in the run's ``stop`` record and
-the audit trail.
+A run is opened by :meth:`RunManager.open_run` (through the API, ``daq runs start``) or by
+the configured trigger channel rising, and closed by :meth:`RunManager.close_run` or the
+channel falling. These run operations (:class:`daq.context.RunControl`) are distinct from the
+service's life cycle (``start``/``stop``, called by the daemon only). While a run is open
+the ``runs`` stage of the reading pipeline (:class:`daq.runs.attribution.RunAttribution`)
+attributes every reading to it, and ``journal.run_id`` holds its id for audit entries. The
+trigger is called by that stage, ahead of every stage that adds a quality flag, so it sees
+the instrument's own value. Closing a run seals it (see :mod:`daq.runs.seal`) and records
+the seal in the run's ``stop`` record and the audit trail.
 
 On start the service also takes ``daemon.lock`` in the data directory (so retention never
 prunes under a running daemon), records the config text and audits its diff from the previous
@@ -17,15 +18,15 @@ config, and closes (and seals) a run that a crash left open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import difflib
 import fcntl
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from daq.errors import ConfigError, DaqError
 from daq.journal.journal import dumps
@@ -39,14 +40,23 @@ from daq.runs.seal import current_through, seal_from_journal
 from daq.runs.settings import RunsSection
 
 if TYPE_CHECKING:
-    from daq.daemon import Daemon
+    from daq.clock import Clock
+    from daq.config.load import Config
+    from daq.context import ServiceContext
     from daq.journal.journal import Journal
+    from daq.supervisor import Supervisor
 
 log = get_logger("daq.runs")
 
 LOCK_FILE = "daemon.lock"
 MAX_DIFF_CHARS = 50_000
 UNSPECIFIED = "unspecified"
+
+
+class T0Sink(Protocol):
+    """Takes t0 (the Ac-225 equilibrium gate, :class:`daq.equilibrium.EquilibriumGate`)."""
+
+    def set_t0(self, ts_ns: int, *, instrument: str | None = None, run_id: str | None = None) -> None: ...
 
 
 class RunError(DaqError):
@@ -90,9 +100,27 @@ class RunManager:
     name = "runs"
     phase = 0
 
-    def __init__(self, daemon: Daemon, settings: RunsSection):
-        self.daemon = daemon
+    def __init__(
+        self,
+        settings: RunsSection,
+        *,
+        config: Config,
+        clock: Clock,
+        journal: Journal,
+        attribution: RunAttribution,
+        equilibrium: T0Sink,
+        supervisors: Sequence[Supervisor],
+        clock_sync: Callable[[], dict[str, Any]] | None = None,
+    ):
         self.settings = settings
+        self.config = config
+        self.clock = clock
+        self.journal = journal
+        self.supervisors = supervisors
+        #: The clock monitor's last sync state, recorded with each run.
+        self.clock_sync = clock_sync
+        #: The Ac-225 equilibrium gate: t0 is handed to it.
+        self.equilibrium = equilibrium
         self._active: dict[str, Any] | None = None
         self._lock_file: IO[str] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
@@ -102,70 +130,29 @@ class RunManager:
         self.runs_started = 0
         self.runs_sealed = 0
         #: The pipeline's ``runs`` stage: it calls the trigger and attributes readings to runs.
-        self.attribution: RunAttribution = daemon.run_attribution
+        self.attribution = attribution
 
-    @property
-    def journal(self) -> Journal:
-        j = self.daemon.journal
-        if j is None:
-            raise RunError("the journal is not open")
-        return j
+    # -- life cycle (the daemon's, nothing else's) ---------------------------------------------
 
-    # -- life cycle ------------------------------------------------------------------------
-
-    async def start(
-        self,
-        *,
-        batch: str | None = None,
-        product: str | None = None,
-        nuclide: str | None = None,
-        operator: str | None = None,
-        method: str | None = None,
-        actor: str | None = None,
-        reason: str | None = None,
-    ) -> Any:
-        """Without arguments: start the service (the daemon does this). With them: open a run
-        (``batch``, ``product``, ``nuclide``, ``operator`` and ``actor`` required) and return it."""
-        fields = (batch, product, nuclide, operator, actor)
-        if all(f is None for f in (*fields, method, reason)):
-            await self._start_service()
-            return None
-        if any(f is None for f in fields):
-            raise RunError("batch, product, nuclide, operator and actor are required to start a run")
-        run = self._open(
-            batch=str(batch), product=str(product), nuclide=str(nuclide), operator=str(operator),
-            method=method, actor=str(actor), reason=reason,
-        )  # fmt: skip
+    async def start(self) -> None:
+        """Take the data directory's lock, record the config, close a run a crash left open
+        and arm the trigger."""
+        self._lock_file = take_lock(self.config.daemon.data_dir)
         await self.journal.flush()
-        return dict(run)
-
-    async def stop(self, *, actor: str | None = None, reason: str | None = None) -> Any:
-        """Without arguments: stop the service (sealing an open run). With ``actor``: close and
-        seal the open run and return it."""
-        if actor is None and reason is None:
-            await self._stop_service()
-            return None
-        if actor is None:
-            raise RunError("actor is required to stop a run")
-        return await self.stop_run(actor=actor, reason=reason)
-
-    async def _start_service(self) -> None:
-        self._lock_file = take_lock(self.daemon.config.daemon.data_dir)
-        journal = self.journal
-        await journal.flush()
         await self._record_config()
         await self._recover()
         if self.settings.trigger_instrument is not None:
             self.attribution.trigger = self._trigger
 
-    async def _stop_service(self) -> None:
+    async def stop(self) -> None:
+        """Disarm the trigger, seal an open run, release the lock."""
         if self.attribution.trigger == self._trigger:
             self.attribution.trigger = None
         try:
             if self._pending:
                 await asyncio.gather(*self._pending, return_exceptions=True)
             if self._active is not None:
-                await self.stop_run(actor="daemon", reason="daemon stopping")
+                await self.close_run(actor="daemon", reason="daemon stopping")
             await self.journal.flush()
         finally:
             # Released even when the journal cannot commit any more (the daemon is stopping).
@@ -175,7 +162,7 @@ class RunManager:
 
     async def _record_config(self) -> None:
         """Snapshot the config text and audit its diff from the previous snapshot."""
-        cfg = self.daemon.config
+        cfg = self.config
         journal = self.journal
         with JournalReader(cfg.daemon.data_dir) as reader:
             rows = reader.conn.execute(
@@ -197,7 +184,7 @@ class RunManager:
             journal.record(
                 "configs",
                 {
-                    "ts_ns": self.daemon.clock.time_ns(),
+                    "ts_ns": self.clock.time_ns(),
                     "sha256": cfg.sha256,
                     "path": cfg.path,
                     "text": cfg.text,
@@ -218,19 +205,40 @@ class RunManager:
 
     async def _recover(self) -> None:
         """Close and seal a run left open by a daemon that did not stop cleanly."""
-        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+        with JournalReader(self.config.daemon.data_dir) as reader:
             runs = store.list_runs(reader.conn)
         self._known_ids = {r["run_id"] for r in runs}
         open_runs = [r for r in runs if r["ended_ns"] is None]
         for run in open_runs:
             self._active = run
-            await self.stop_run(
+            await self.close_run(
                 actor="daemon", reason="closed at daemon start: the daemon stopped during the run"
             )
 
-    # -- the contract (API, CLI) -------------------------------------------------------------
+    # -- the run operations (daq.context.RunControl: the API, the CLI through it) -------------
 
-    async def stop_run(self, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+    async def open_run(
+        self,
+        *,
+        batch: str,
+        product: str,
+        nuclide: str,
+        operator: str,
+        actor: str,
+        method: str | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Open a run (``batch``, ``product``, ``nuclide``, ``operator``, ``actor`` required)
+        and return it once its start is committed."""
+        run = self._open(
+            batch=batch, product=product, nuclide=nuclide, operator=operator,
+            method=method, actor=actor, reason=reason,
+        )  # fmt: skip
+        await self.journal.flush()
+        return dict(run)
+
+    async def close_run(self, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """Close and seal the open run and return it."""
         closing = self._close(actor=actor, reason=reason)
         return await self._seal(closing)
 
@@ -241,7 +249,7 @@ class RunManager:
         _required(text=text, actor=actor, reason=reason)
         run = self._require_active()
         self._check_instrument(instrument)
-        now = self.daemon.clock.time_ns()
+        now = self.clock.time_ns()
         entry = {"ts_ns": now, "instrument": instrument, "actor": actor, "reason": reason, "text": text}
         self._run_event("annotation", run["run_id"], actor, reason, instrument, {"text": text}, now)
         self.journal.audit(
@@ -259,7 +267,7 @@ class RunManager:
         Ac-225 equilibrium gate) and hand it to the gate when the daemon has one."""
         _required(actor=actor, reason=reason)
         self._check_instrument(instrument)
-        now = self.daemon.clock.time_ns()
+        now = self.clock.time_ns()
         t0 = now if ts_ns is None else int(ts_ns)
         run = self._active
         run_id = run["run_id"] if run is not None else None
@@ -268,9 +276,7 @@ class RunManager:
             self._run_event("t0", run["run_id"], actor, reason, instrument, {"t0_ns": t0}, now)
             run["t0"].append({"ts_ns": t0, "instrument": instrument, "actor": actor, "reason": reason})
         self.journal.audit("t0", actor=actor, subject=instrument, detail=detail, run_id=run_id)
-        gate = getattr(self.daemon, "equilibrium", None)
-        if gate is not None:
-            gate.set_t0(t0, instrument=instrument, run_id=run_id)
+        self.equilibrium.set_t0(t0, instrument=instrument, run_id=run_id)
         await self.journal.flush()
         return {"run_id": run_id, "instrument": instrument, "ts_ns": t0, "ts": iso(t0), "actor": actor}
 
@@ -278,7 +284,7 @@ class RunManager:
         return dict(self._active) if self._active is not None else None
 
     def list_runs(self) -> list[dict[str, Any]]:
-        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+        with JournalReader(self.config.daemon.data_dir) as reader:
             return store.list_runs(reader.conn)
 
     def get(self, run_id: str) -> dict[str, Any] | None:
@@ -289,7 +295,7 @@ class RunManager:
             return None
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+        with JournalReader(self.config.daemon.data_dir) as reader:
             return store.get_run(reader.conn, run_id)
 
     def status(self) -> dict[str, Any]:
@@ -313,7 +319,7 @@ class RunManager:
         return self._active
 
     def _check_instrument(self, instrument: str | None) -> None:
-        if instrument is not None and instrument not in {i.name for i in self.daemon.config.instruments}:
+        if instrument is not None and instrument not in {i.name for i in self.config.instruments}:
             raise RunError(f"no instrument named {instrument!r}")
 
     def _run_event(
@@ -329,7 +335,7 @@ class RunManager:
         self.journal.record(
             "run_events",
             {
-                "run_id": run_id, "kind": kind, "ts_ns": ts_ns, "mono_ns": self.daemon.clock.monotonic_ns(),
+                "run_id": run_id, "kind": kind, "ts_ns": ts_ns, "mono_ns": self.clock.monotonic_ns(),
                 "actor": actor, "reason": reason, "instrument": instrument, "detail": dumps(detail),
             },
         )  # fmt: skip
@@ -338,20 +344,20 @@ class RunManager:
         """Each instrument with what it said about itself on connect: now, or (if it is not
         connected at the moment) in its last ``connected`` event, marked as from the past."""
         out: dict[str, Any] = {}
-        for inst in self.daemon.config.instruments:
+        for inst in self.config.instruments:
             if not inst.enabled:
                 continue
             info = None
-            with contextlib.suppress(DaqError):
-                sup = self.daemon.supervisor(inst.name)
-                info = sup.device_info.as_dict() if sup.device_info is not None else None
+            sup = next((s for s in self.supervisors if s.name == inst.name), None)
+            if sup is not None and sup.device_info is not None:
+                info = sup.device_info.as_dict()
             out[inst.name] = {"kind": inst.kind, "description": inst.description, "device": info}
             if info is None:
                 out[inst.name].update(self._last_connected(inst.name))
         return out
 
     def _last_connected(self, instrument: str) -> dict[str, Any]:
-        with JournalReader(self.daemon.config.daemon.data_dir) as reader:
+        with JournalReader(self.config.daemon.data_dir) as reader:
             row = reader.conn.execute(
                 "SELECT ts_ns, detail FROM events WHERE instrument = ? AND kind = 'connected' "
                 "ORDER BY id DESC LIMIT 1",
@@ -387,19 +393,18 @@ class RunManager:
         if self._active is not None:
             raise RunError(f"run {self._active['run_id']} is open; stop it first")
         symbol = _clean_nuclide(nuclide)
-        now = self.daemon.clock.time_ns()
+        now = self.clock.time_ns()
         run_id = self._new_id(batch, now)
-        clock = self.daemon.services.get("clock")
         meta = {
             "batch": batch,
             "product": product,
             "nuclide": symbol,
             "operator": operator,
             "method": method,
-            "config_sha256": self.daemon.config.sha256,
-            "config_path": self.daemon.config.path,
+            "config_sha256": self.config.sha256,
+            "config_path": self.config.path,
             "instruments": self._instruments(),
-            "clock": getattr(clock, "sync", None),
+            "clock": self.clock_sync() if self.clock_sync is not None else None,
         }
         self._run_event("start", run_id, actor, reason, None, meta, now)
         self.attribution.run_id = run_id
@@ -433,7 +438,7 @@ class RunManager:
             self.attribution.run_id = None
         if self.journal.run_id == run["run_id"]:
             self.journal.run_id = None
-        now = self.daemon.clock.time_ns()
+        now = self.clock.time_ns()
         # Times of events in the run window never exceed the stop stamp: a stepped-back clock
         # must not make the window empty.
         run["ended_ns"] = max(now, run["started_ns"])
@@ -444,7 +449,7 @@ class RunManager:
         journal = self.journal
         async with self._sealing:
             await journal.flush()
-            data_dir = self.daemon.config.daemon.data_dir
+            data_dir = self.config.daemon.data_dir
 
             def seal() -> tuple[str, dict[str, int]]:
                 with JournalReader(data_dir) as reader:
@@ -516,16 +521,26 @@ class RunManager:
         )  # fmt: skip
 
 
-def build(daemon: Daemon) -> RunManager:
-    """The factory in :data:`daq.services.FACTORIES`: every daemon has runs."""
-    settings: RunsSection = getattr(daemon.config.model, "runs", None) or RunsSection()
+def build(ctx: ServiceContext, *, clock_sync: Callable[[], dict[str, Any]] | None = None) -> RunManager:
+    """Built by :func:`daq.services.build_services`: every daemon has runs."""
+    config = ctx.config
+    settings: RunsSection = config.model.runs
     if settings.trigger_instrument is not None:
-        names = {i.name for i in daemon.config.instruments}
+        names = {i.name for i in config.instruments}
         if settings.trigger_instrument not in names:
             raise ConfigError(
                 f"no instrument named {settings.trigger_instrument!r}; "
                 f"expected one of: {', '.join(sorted(names))}",
-                file=daemon.config.path,
+                file=config.path,
                 key_path="runs.trigger_instrument",
             )
-    return RunManager(daemon, settings)
+    return RunManager(
+        settings,
+        config=config,
+        clock=ctx.clock,
+        journal=ctx.journal,
+        attribution=ctx.run_attribution,
+        equilibrium=ctx.equilibrium,
+        supervisors=ctx.supervisors,
+        clock_sync=clock_sync,
+    )

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,10 @@ from daq.tlc.methods import TlcMethod, TlcSection
 from drivers.rtlc_scanner import RtlcScannerDriver, Scan
 
 if TYPE_CHECKING:
-    from daq.daemon import Daemon
+    from daq.clock import Clock
+    from daq.context import ServiceContext
+    from daq.runs.attribution import RunAttribution
+    from daq.supervision import TaskTree
 
 log = get_logger("daq.tlc")
 
@@ -103,10 +107,23 @@ class TlcService:
     name = "tlc"
     phase = 1
 
-    def __init__(self, daemon: Daemon, methods: TlcSection):
-        self.daemon = daemon
+    def __init__(
+        self,
+        methods: TlcSection,
+        *,
+        clock: Clock,
+        journal: Journal,
+        tasks: TaskTree,
+        supervisors: Sequence[Supervisor],
+        attribution: RunAttribution,
+    ):
         self.methods = methods
-        self.clock = daemon.clock
+        self.clock = clock
+        self.journal = journal
+        self.tasks = tasks
+        self.supervisors = supervisors
+        #: The pipeline's runs stage: a scan's readings are pinned to its run.
+        self.attribution = attribution
         self.scanners: dict[str, Supervisor] = {}
         self._periodic: list[asyncio.Task[None]] = []
         self._watchers: dict[str, asyncio.Task[dict[str, Any]]] = {}
@@ -114,22 +131,13 @@ class TlcService:
         self.scans_started = 0
         self.scans_aborted = 0
 
-    @property
-    def journal(self) -> Journal:
-        journal = self.daemon.journal
-        if journal is None:
-            raise DaqError("tlc: the journal is not open")
-        return journal
-
     async def start(self) -> None:
-        self.scanners = {
-            s.name: s for s in self.daemon.supervisors if isinstance(s.driver, RtlcScannerDriver)
-        }
+        self.scanners = {s.name: s for s in self.supervisors if isinstance(s.driver, RtlcScannerDriver)}
         await self.recover()
         for sup in self.scanners.values():
             if self._driver(sup).config.scan_every_s is not None:
                 self._periodic.append(
-                    spawn(self.daemon.tasks, f"tlc:{sup.name}", "tlc", functools.partial(self._every, sup))
+                    spawn(self.tasks, f"tlc:{sup.name}", "tlc", functools.partial(self._every, sup))
                 )
 
     async def stop(self) -> None:
@@ -186,7 +194,7 @@ class TlcService:
         after_reading_id = self.journal.last_reading_id
         # A scan belongs to one run: the one asked for, or the one open when it starts. Its
         # readings are attributed to that run (the pipeline's runs stage) until it is recorded.
-        attribution = self.daemon.run_attribution
+        attribution = self.attribution
         if run_id is None:
             run_id = attribution.run_id
         if run_id is not None:
@@ -254,7 +262,7 @@ class TlcService:
         finally:
             self._watchers.pop(scan.scan_id, None)
             if scan.run_id is not None:
-                self.daemon.run_attribution.unpin(scan.instrument)
+                self.attribution.unpin(scan.instrument)
 
     async def _record(self, scan: Scan, method: TlcMethod | None, actor: str) -> dict[str, Any]:
         journal = self.journal
@@ -464,13 +472,20 @@ def unrecorded_scans(data_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def service(daemon: Daemon) -> TlcService | None:
-    """The factory in :data:`daq.services.FACTORIES`: a service when a scanner is configured."""
-    cfg = daemon.config
+def service(ctx: ServiceContext) -> TlcService | None:
+    """Built by :func:`daq.services.build_services`: a service when a scanner is configured."""
+    cfg = ctx.config
     if not any(i.kind == "rtlc-scanner" and i.enabled for i in cfg.instruments):
         return None
-    methods: TlcSection = getattr(cfg.model, "tlc", None) or TlcSection()
-    return TlcService(daemon, methods)
+    methods: TlcSection = cfg.model.tlc
+    return TlcService(
+        methods,
+        clock=ctx.clock,
+        journal=ctx.journal,
+        tasks=ctx.tasks,
+        supervisors=ctx.supervisors,
+        attribution=ctx.run_attribution,
+    )
 
 
 __all__ = ["TlcService", "analysis_id_for", "analysis_values", "service", "trace_values"]

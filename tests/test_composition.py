@@ -1,0 +1,68 @@
+"""The composition root: no service is given the daemon, no import circle through it, and the
+run operations are not the run manager's life cycle."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import grimp
+
+from daq.context import RunControl, ServiceContext
+
+
+def _graph() -> grimp.ImportGraph:
+    # TYPE_CHECKING imports count too: a circle only the type checker sees is still a circle.
+    return grimp.build_graph("daq", "drivers")
+
+
+def test_nothing_the_daemon_uses_imports_the_daemon() -> None:
+    graph = _graph()
+    used = graph.find_upstream_modules("daq.daemon")
+    assert used, "the graph is empty: nothing was analysed"
+    back = {m: graph.find_shortest_chain(importer=m, imported="daq.daemon") for m in sorted(used)}
+    assert {m: c for m, c in back.items() if c is not None} == {}
+
+
+def test_only_the_command_line_imports_the_daemon() -> None:
+    graph = _graph()
+    importers = graph.find_modules_that_directly_import("daq.daemon")
+    assert {m for m in importers if not m.startswith("daq.cli")} == set()
+
+
+#: The daemon, its composition root and what it hands the services, and the services.
+COMPOSED = (
+    "daq.daemon", "daq.services", "daq.context", "daq.status", "daq.supervisor", "daq.pipeline",
+    "daq.api", "daq.runs.manager", "daq.runs.clock", "daq.runs.attribution", "daq.tlc.service",
+    "daq.forward", "daq.systemd", "daq.config",
+)  # fmt: skip
+
+
+def test_no_module_of_the_composition_is_part_of_an_import_circle() -> None:
+    graph = _graph()
+    circles = []
+    for module in sorted(m for m in graph.modules if m.startswith(COMPOSED)):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported == module or not imported.startswith(("daq", "drivers")):
+                continue
+            back = graph.find_shortest_chain(importer=imported, imported=module)
+            # A package importing its own submodules (re-exports) is not a circle of layers.
+            if back is not None and not imported.startswith(module + "."):
+                circles.append((module, *back))
+    assert circles == []
+
+
+def test_core_modules_import_in_isolation() -> None:
+    # Each in a fresh interpreter: an import that only works after another module was loaded
+    # first is an order dependence a circle hides.
+    for module in ("daq.context", "daq.status", "daq.services", "daq.runs.manager", "daq.api.server"):
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+
+
+def test_run_control_is_not_a_life_cycle() -> None:
+    operations = {name for name, _ in inspect.getmembers(RunControl, inspect.isfunction)}
+    assert {"open_run", "close_run", "annotate", "mark_t0", "active"} <= operations
+    assert not operations & {"start", "stop"}
+    fields = set(ServiceContext.__dataclass_fields__)
+    assert not fields & {"daemon", "services"}
