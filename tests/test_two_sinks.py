@@ -22,7 +22,14 @@ from daq.runs.retention import DAY_NS, prune
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import wait_until
 from tests.runs_helpers import record_run
-from tests.test_forward import cell_config, drain, journal_series, sink_toml, wait_server_matches
+from tests.test_forward import (
+    ScriptedServer,
+    cell_config,
+    drain,
+    journal_series,
+    sink_toml,
+    wait_server_matches,
+)
 from tests.victoria import Victoria
 
 
@@ -90,6 +97,57 @@ async def test_a_sink_down_for_the_whole_run_never_holds_back_the_other_and_catc
     finally:
         local.stop()
         central.stop()
+
+
+async def test_an_alarm_on_one_sink_is_its_own_and_the_other_stays_current(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "local").mkdir()
+    local = Victoria(tmp_path / "local" / "victoria")
+    local.start()
+    sim = await Vdc404Simulator(options={"interval_s": "0.02", "nuclide": "F-18"}).serve("tcp://127.0.0.1:0")
+    try:
+        async with ScriptedServer(default=401) as central:  # a revoked token: a person must act
+            sinks = sink_toml(local.url, name="local") + sink_toml(central.url, name="central")
+            daemon = Daemon(cell_config(data_dir, sim.url, sinks))
+            task = asyncio.create_task(daemon.run())
+            try:
+                await wait_until(lambda: daemon.ready.is_set(), timeout=30)
+                svc = daemon.services["forward"]
+                assert isinstance(svc, ForwardService)
+                fwd = {f.sink.name: f for f in svc.forwarders}
+                journal = daemon.journal
+                assert journal is not None
+                await wait_until(lambda: fwd["central"].alarm is not None and journal.last_reading_id >= 50)
+                mark = journal.last_reading_id
+                await wait_until(lambda: fwd["local"].cursor >= mark, timeout=10)
+                status = daemon.status()["services"]["forward"]["sinks"]
+                assert status["central"]["state"] == "alarm"
+                assert status["central"]["alarm"].startswith("HTTP 401")
+                assert status["local"]["alarm"] is None
+                assert status["local"]["state"] in ("idle", "sending")
+                central.default = 204  # the token is renewed
+                back = journal.last_reading_id
+                await wait_until(
+                    lambda: fwd["central"].cursor >= back and fwd["central"].alarm is None, timeout=30
+                )
+            finally:
+                daemon.request_stop()
+                await task
+            await drain(data_dir, central.url, name="central")
+            with JournalReader(data_dir) as r:
+                alarms = [
+                    (a["action"], a["subject"]) for a in r.audit() if a["action"].startswith("sink_alarm")
+                ]
+                rows = r.max_reading_id()
+            assert alarms == [("sink_alarm", "central"), ("sink_alarm_cleared", "central")]
+            # Every reading reached the central sink (a replayed batch repeats identical lines).
+            assert len({line for line in central.accepted if line}) == rows
+        await drain(data_dir, local.url, name="local")
+        await wait_server_matches(local, data_dir)
+    finally:
+        await sim.close()
+        local.stop()
 
 
 async def test_retention_keeps_what_either_of_two_sinks_has_not_acknowledged(
