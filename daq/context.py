@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.config.load import Config
+    from daq.config.model import Config
     from daq.equilibrium import EquilibriumGate
     from daq.journal.journal import Journal
     from daq.runs.attribution import RunAttribution

@@ -66,3 +66,40 @@ def test_run_control_is_not_a_life_cycle() -> None:
     assert not operations & {"start", "stop"}
     fields = set(ServiceContext.__dataclass_fields__)
     assert not fields & {"daemon", "services"}
+
+
+#: Each feature's config section and where it lives (with the feature, not with the loader).
+SECTION_MODULES = (
+    "daq.config.sections", "daq.journal.settings", "daq.api.config", "daq.forward.config",
+    "daq.runs.settings", "daq.runs.qc_settings", "daq.tlc.methods", "daq.equilibrium",
+)  # fmt: skip
+
+
+def test_config_sections_sit_below_the_loader() -> None:
+    graph = _graph()
+    for module in SECTION_MODULES:
+        upstream = graph.find_upstream_modules(module)
+        assert not upstream & {"daq.config.load", "daq.config.model"}, module
+    # The loader and the model know every section; below them only the command line (and
+    # the signature policy, which re-reads a config snapshot the journal holds) load files.
+    importers = graph.find_modules_that_directly_import("daq.config.load")
+    assert {m for m in importers if not m.startswith("daq.cli.")} == {"daq.runs.signatures"}
+
+
+def test_the_config_model_is_static_and_typed() -> None:
+    from typing import get_type_hints
+
+    from daq.api.config import ApiSection
+    from daq.config.load import parse_config
+    from daq.config.model import Config, DaqConfig
+    from daq.journal.settings import JournalSection
+
+    assert get_type_hints(Config.__init__)["model"] is DaqConfig
+    hints = get_type_hints(DaqConfig)
+    assert hints["api"] is ApiSection
+    assert hints["journal"] is JournalSection
+    cfg = parse_config(
+        '[[instruments]]\nname = "dc1"\nkind = "veenstra-vdc404"\nport = "tcp://127.0.0.1:1"\n'
+    )
+    assert isinstance(cfg.model, DaqConfig)
+    assert type(cfg.model.instruments[0]).__name__ == "Vdc404Config"

@@ -7,132 +7,32 @@ print it and exit non-zero.
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
-from pydantic import Field, ValidationError, create_model, field_validator
+from pydantic import ValidationError
 
-from daq.api.config import ApiSection
-from daq.config.base import PositiveCount, PositiveSeconds, Seconds, StrictModel
-from daq.equilibrium import PhysicsSection
+from daq.config.base import PositiveSeconds
+from daq.config.model import Config, DaqConfig
+from daq.config.sections import DaemonSection
 from daq.errors import ConfigError
-from daq.forward.config import Sinks
 from daq.forward.naming import check_naming
-from daq.runs.qc_settings import ReportSection, SigningSection, UsersSection
+from daq.journal.settings import JournalSection
 from daq.runs.qc_settings import check_config as check_qc
-from daq.runs.settings import ClockSection, RunsSection
-from daq.tlc.methods import TlcSection
 from daq.tlc.methods import check_config as check_tlc
 from drivers import REGISTRY
 
 #: Keys that would hold a secret inline; secrets come from the environment or credentials.
 SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "apikey", "private_key"})
 
+#: The model every file is validated against (:class:`daq.config.model.DaqConfig`).
+DaqConfigModel = DaqConfig
 
-class DaemonSection(StrictModel):
-    """Where the journal lives and how this line is named in exported data."""
-
-    data_dir: Path = Path("/var/lib/hotcell-daq")
-    site: str = "site"
-    cell: str = "cell"
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    #: The site's time zone (IANA name, e.g. ``Europe/Vienna``) for times people read (the run
-    #: report); empty: the system's. Stored times stay UTC.
-    timezone: str = ""
-    #: SIGTERM ends the process within this many seconds, whatever hangs: the stop steps
-    #: share it, and a last-resort exit (logged) follows when it runs out.
-    shutdown_timeout_s: Annotated[Seconds, Field(ge=1, le=600)] = 15.0
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_timezone(cls, value: str) -> str:
-        if value:
-            import zoneinfo
-
-            try:
-                zoneinfo.ZoneInfo(value)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"unknown time zone {value!r} (expected an IANA name such as Europe/Vienna)"
-                ) from None
-        return value
-
-
-class JournalSection(StrictModel):
-    """Group commit: a writer commits what arrived within ``commit_window_s``."""
-
-    commit_window_s: Annotated[Seconds, Field(le=0.1)] = 0.05
-    max_batch: Annotated[PositiveCount, Field(le=100_000)] = 5000
-    #: Readings waiting for a commit beyond this are dropped *and recorded* as an overflow.
-    max_pending: Annotated[PositiveCount, Field(ge=1000)] = 200_000
-    retry_after_error_s: Annotated[Seconds, Field(le=60)] = 1.0
-
-
-def _instrument_union() -> Any:
-    models = tuple(d.config_model for d in REGISTRY.values())
-    if len(models) == 1:
-        return models[0]
-    return Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
-
-
-def _build_config_model() -> type[StrictModel]:
-    return create_model(
-        "DaqConfig",
-        __base__=StrictModel,
-        daemon=(DaemonSection, DaemonSection()),
-        journal=(JournalSection, JournalSection()),
-        physics=(PhysicsSection, PhysicsSection()),
-        api=(ApiSection, ApiSection()),
-        runs=(RunsSection, RunsSection()),
-        clock=(ClockSection, ClockSection()),
-        instruments=(list[_instrument_union()], []),  # type: ignore[misc,arg-type]
-        sinks=(Sinks, []),
-        tlc=(TlcSection, TlcSection()),
-        users=(UsersSection, UsersSection()),
-        signatures=(SigningSection, SigningSection()),
-        report=(ReportSection, ReportSection()),
-    )
-
-
-DaqConfigModel = _build_config_model()
-
-
-class Config:
-    """A validated configuration with the file it came from and its hash."""
-
-    def __init__(self, model: Any, *, path: str, text: str):
-        self.model = model
-        self.path = path
-        self.text = text
-        self.sha256 = hashlib.sha256(text.encode()).hexdigest()
-
-    @property
-    def daemon(self) -> DaemonSection:
-        return self.model.daemon  # type: ignore[no-any-return]
-
-    @property
-    def journal(self) -> JournalSection:
-        return self.model.journal  # type: ignore[no-any-return]
-
-    @property
-    def instruments(self) -> list[Any]:
-        return list(self.model.instruments)
-
-    def with_data_dir(self, data_dir: Path) -> Config:
-        model = self.model.model_copy(
-            update={"daemon": self.daemon.model_copy(update={"data_dir": data_dir})}
-        )
-        return Config(model, path=self.path, text=self.text)
-
-    def with_instruments(self, instruments: list[Any]) -> Config:
-        return Config(
-            self.model.model_copy(update={"instruments": instruments}),
-            path=self.path,
-            text=self.text,
-        )
+#: A feature's check across sections, run after validation: (the model, the file) and it
+#: raises :class:`ConfigError` naming the key. The features' own checks are registered here.
+CrossCheck = Callable[[DaqConfig, str], None]
 
 
 def _key_path(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
@@ -180,8 +80,8 @@ def _find_inline_secrets(node: Any, path: str = "") -> list[str]:
     return found
 
 
-def _cross_check(model: Any, file: str) -> None:
-    _check_trigger(model, file)
+def _cross_check(model: DaqConfig, file: str) -> None:
+    """Instrument names unique, one owner per port."""
     names: dict[str, int] = {}
     buses: dict[str, int] = {}
     for i, inst in enumerate(model.instruments):
@@ -203,7 +103,7 @@ def _cross_check(model: Any, file: str) -> None:
             buses[bus] = i
 
 
-def _check_trigger(model: Any, file: str) -> None:
+def _check_trigger(model: DaqConfig, file: str) -> None:
     """The run trigger names a configured instrument (``daq run`` would refuse it at start)."""
     wanted = model.runs.trigger_instrument
     names = [i.name for i in model.instruments]
@@ -212,6 +112,10 @@ def _check_trigger(model: Any, file: str) -> None:
         raise ConfigError(
             f"no instrument named {wanted!r}; {expected}", file=file, key_path="runs.trigger_instrument"
         )
+
+
+#: Run in this order after validation; add a feature's cross-check here.
+CROSS_CHECKS: list[CrossCheck] = [_check_trigger, _cross_check, check_tlc, check_qc]
 
 
 def parse_config(text: str, *, path: str = "<string>") -> Config:
@@ -244,10 +148,9 @@ def parse_config(text: str, *, path: str = "<string>") -> Config:
         raise ConfigError(
             _expectation(first) + more, file=path, key_path=_key_path(first["loc"], data)
         ) from None
-    _cross_check(model, path)
+    for check in CROSS_CHECKS:
+        check(model, path)
     check_naming(model, data, path)
-    check_tlc(model, path)
-    check_qc(model, path)
     return Config(model, path=path, text=text)
 
 
@@ -266,6 +169,7 @@ def load_config(path: str | Path) -> Config:
 __all__ = [
     "Config",
     "DaemonSection",
+    "DaqConfig",
     "JournalSection",
     "PositiveSeconds",
     "load_config",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from daq.config.load import Config
+from daq.config.model import Config
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -39,11 +39,11 @@ from typing import Any
 
 from daq import canonical
 from daq.clock import Clock
-from daq.config.load import JournalSection
 from daq.errors import JournalError
 from daq.journal import chain
 from daq.journal.anchors import Anchors, anchor_at_close
 from daq.journal.schema import CHAINED, migrate
+from daq.journal.settings import JournalSection
 from daq.logs import get_logger
 from daq.model import EventKind, InstrumentEvent, Reading
 from daq.supervision import fault_point

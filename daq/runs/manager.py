@@ -41,7 +41,7 @@ from daq.runs.settings import RunsSection
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.config.load import Config
+    from daq.config.model import Config
     from daq.context import ServiceContext
     from daq.journal.journal import Journal
     from daq.supervisor import Supervisor
