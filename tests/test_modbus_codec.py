@@ -1,7 +1,7 @@
 """Modbus decoding, request planning and register-map validation, without I/O.
 
 Golden registers are worked out by hand from the IEEE 754 and two's complement encodings
-and the word/byte orders of drivers/modbus_codec.py's table (the Modbus spec sends each
+and the word/byte orders of drivers/modbus/codec.py's table (the Modbus spec sends each
 register high byte first: Modbus Application Protocol V1.1b3, section 4.2).
 """
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from daq.config.load import parse_config
 from daq.errors import ConfigError, ProtocolError
 from drivers.modbus import ModbusConfig, compile_plan
-from drivers.modbus_codec import Span, ValueCodec, plan_requests, registers_to_bytes
+from drivers.modbus.codec import Span, ValueCodec, plan_requests, registers_to_bytes
 
 ORDERS = [("big", "big"), ("little", "big"), ("big", "little"), ("little", "little")]
 
