@@ -79,3 +79,37 @@ async def test_sigstop_of_the_daemon_is_recorded_as_missed_polls_and_a_stall(dat
         data_dir, f"SELECT 1 FROM readings WHERE instrument = 'vik' AND quality = 0 AND acq_ns > {stopped_at}"
     )
     assert after
+
+
+async def test_sigstop_does_not_stale_an_opcua_subscription(data_dir: Path) -> None:
+    from simulators.synth_opcua import SynthOpcUaSimulator, node_id
+
+    sim = SynthOpcUaSimulator(seed=5, options={"update_s": "0.05", "time_scale": "20"})
+    listener = await sim.serve("opc.tcp://127.0.0.1:0")
+    inst = {"name": "synth1", "kind": "opcua", "url": listener.url, "stale_after_s": 3.0}
+    nodes = f'nodes = [{{channel = "reactor_temp", node_id = "{node_id("reactor_temp")}", unit = "degC"}}]\n'
+    cfg = data_dir.parent / "cell.toml"
+    cfg.write_text(config_text(data_dir, [inst]).replace('kind = "opcua"\n', 'kind = "opcua"\n' + nodes))
+    try:
+        p = await asyncio.to_thread(proc.spawn, "run", "--config", str(cfg))
+        await wait_until(
+            lambda: len(_rows(data_dir, "SELECT 1 FROM readings WHERE quality = 0")) >= 5, timeout=30
+        )
+        p.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(5.0)
+        resumed = time.time_ns()
+        p.send_signal(signal.SIGCONT)
+        await wait_until(
+            lambda: (
+                _rows(data_dir, f"SELECT 1 FROM readings WHERE quality = 0 AND acq_ns > {resumed}")
+                and _rows(data_dir, "SELECT 1 FROM events WHERE kind = 'stall'")
+            ),
+            timeout=10,
+        )
+        await asyncio.sleep(1.0)
+        code, _, err = await asyncio.to_thread(proc.stop, p, signal.SIGTERM, 20)
+    finally:
+        await listener.close()
+    assert code == 0, err[-2000:]
+    # The stall is recorded as such; the subscription was not declared stale.
+    assert _rows(data_dir, "SELECT 1 FROM events WHERE instrument = 'synth1' AND kind = 'disconnected'") == []

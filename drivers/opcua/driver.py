@@ -18,6 +18,7 @@ import structlog
 from daq.clock import Clock
 from daq.errors import ConnectError, ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
+from daq.transport import STALL_TOLERANCE_S
 from drivers.base import Capability, Deadline, Driver
 from drivers.opcua.config import OpcUaConfig, OpcUaNode
 from drivers.opcua.conversion import NODE_GONE, convert
@@ -411,9 +412,16 @@ class OpcUaDriver(Driver):
             self._wake.clear()
             if self._pending or self._dropped or self._lost:
                 continue
+            loop = asyncio.get_running_loop()
+            started, wait_s = loop.time(), max(wait_ns, 1_000_000) / 1e9
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(wait_ns, 1_000_000) / 1e9):
+                async with asyncio.timeout(wait_s):
                     await self._wake.wait()
+            late_s = loop.time() - started - wait_s
+            if late_s > STALL_TOLERANCE_S:
+                # The process stood still (SIGSTOP, a paused host): that time was not the
+                # server's silence, so it does not count toward stale_after_s.
+                self._last_publish_mono += int(late_s * 1e9)
 
     def _take(self) -> list[Reading]:
         out, self._pending = self._pending, []
