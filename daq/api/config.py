@@ -51,7 +51,7 @@ class ApiSection(StrictModel):
     max_connections: Annotated[PositiveCount, Field(ge=4, le=65_536)] = 256
     header_timeout_s: Annotated[Seconds, Field(le=300)] = 10.0
     idle_timeout_s: Annotated[Seconds, Field(le=3600)] = 60.0
-    max_body_bytes: Annotated[PositiveCount, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    max_body_bytes: Annotated[PositiveCount, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
 
     @field_validator("listen")
     @classmethod
