@@ -136,3 +136,40 @@ def test_display_figure_only_raises_protocol_error(text: str, exponent: bool) ->
 def test_display_figure_accepts_every_plain_decimal(value: Decimal) -> None:
     text = f"{value:f}"
     assert display_figure(f" {text} ", b"") == text
+
+
+async def test_a_polled_line_instrument_is_staggered_like_every_polled_one(tmp_path: Path) -> None:
+    from daq.daemon import Daemon
+    from daq.journal import Journal
+    from daq.journal.settings import JournalSection
+    from drivers.base import Capability
+
+    line = {
+        "kind": "line",
+        "pattern": PATTERN,
+        "device_time_format": TIME_FORMAT,
+        "period_s": 2.0,
+        "timeout_s": 0.5,
+    }
+    config = make_config(
+        tmp_path,
+        [
+            {**line, "name": "polled-a", "port": "socket://127.0.0.1:1", "poll_command": "RD"},
+            {**line, "name": "listening", "port": "socket://127.0.0.1:2"},
+            {**line, "name": "polled-b", "port": "socket://127.0.0.1:3", "poll_command": "RD"},
+        ],
+    )
+    journal = await Journal.open(tmp_path, clock=SystemClock(), settings=JournalSection())
+    try:
+        supervisors = Daemon(config)._build_supervisors(journal)
+    finally:
+        await journal.close()
+    capability = {s.name: s.driver.capability for s in supervisors}
+    offsets = {s.name: s.offset_s for s in supervisors}
+    assert capability == {
+        "polled-a": Capability.POLLED,
+        "listening": Capability.STREAMING,
+        "polled-b": Capability.POLLED,
+    }
+    # The two polled instruments share the period; the listening one is not on a grid.
+    assert offsets == {"polled-a": 0.0, "listening": 0.0, "polled-b": 1.0}

@@ -1,6 +1,6 @@
 """The OPC UA driver: connect, subscribe or poll, and turn values into readings.
 
-The longest module of the package (about 450 lines): it holds the driver's run-time state
+The longest module of the package (about 510 lines, over the usual 400): it holds the driver's run-time state
 (the node map's items, the reading buffer and the subscription's sequence), which every part
 of it reads; configuration, security, conversion and error mapping live beside it.
 """
