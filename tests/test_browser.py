@@ -153,7 +153,7 @@ async def test_live_page_shows_values_trends_and_a_disconnected_instrument(
         assert "dead: not connected" in alarms
         assert "dc1" not in alarms
         assert "no active run" in await page.js("document.querySelector('#run').textContent")
-        await daemon.services["runs"].start(  # type: ignore[attr-defined]
+        await daemon.services["runs"].open_run(  # type: ignore[attr-defined]
             batch="B-042", product="Lu-PSMA", nuclide="Lu-177", operator="jdoe", actor="test"
         )
         await page.wait_for("document.querySelector('#run').textContent.includes('B-042')")
