@@ -1,7 +1,11 @@
 """The daemon's local interface: a live stream, status, metrics, run control and a live page.
 
 - :mod:`daq.api.config`: the ``[api]`` config section (loopback only unless told otherwise).
-- :mod:`daq.api.server`: the aiohttp application and the daemon service ``"api"`` (phase 1).
+- :mod:`daq.api.server`: the daemon service ``"api"`` (phase 1): binds, serves, stops.
+- :mod:`daq.api.app`: the aiohttp application (status, readings, stream, metrics routes).
+- :mod:`daq.api.control`: the run control routes (each calls one named run operation).
+- :mod:`daq.api.guard`: Host/Origin checks and the ranges of numbers a request may carry.
+- :mod:`daq.api.listener`: the accept loop with its connection cap and timeouts.
 - :mod:`daq.api.stream`: the live stream, a bounded queue per client, stalled clients dropped.
 - :mod:`daq.api.metrics`: Prometheus text exposition and the event-loop lag sampler.
 - :mod:`daq.api.auth`: the bearer-token check of the control endpoints.

@@ -33,6 +33,16 @@ MAX_BODY_DEPTH = 32
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def dumps_json(value: Any) -> str:
+    """JSON of a response body (anything else, e.g. a path, as its string)."""
+    return json.dumps(value, default=str)
+
+
+def json_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An HTTP error of class ``cls`` with ``{"error": message}`` as its JSON body."""
+    return cls(text=dumps_json({"error": message}), content_type="application/json")
+
+
 def bad_request(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
 

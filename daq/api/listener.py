@@ -15,7 +15,7 @@ The API is served from one listening socket whose connections this module admits
   ``ENOBUFS``, ``ENOMEM``): one warning per episode, counted, then retries from 50 ms doubling
   to 1 s; asyncio's own server would log a traceback for every failed accept.
 
-Request sizes are limited where the application is built (:func:`daq.api.server.make_app`):
+Request sizes are limited where the application is built (:func:`daq.api.app.make_app`):
 the body by ``max_body_bytes``, request and header lines by aiohttp's parser limits.
 """
 
