@@ -204,7 +204,7 @@ async def journal_session(data_dir: Path, clock: Clock | None = None) -> AsyncIt
     """The journal of ``data_dir`` opened for writing while holding its ``daemon.lock``
     (refused while a daemon runs there); everything queued is committed on exit, also when
     the body raises, so a refusal's audit entry is never lost."""
-    from daq.runs.manager import take_lock
+    from daq.journal.lock import take_lock
 
     lock = take_lock(Path(data_dir))
     try:

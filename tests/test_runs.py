@@ -17,9 +17,10 @@ from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
 from daq.journal import Journal, JournalReader, verify_journal
 from daq.journal.journal import dumps
+from daq.journal.lock import take_lock
 from daq.runs import store
 from daq.runs.export import verify_export, write_export
-from daq.runs.manager import RunError, take_lock
+from daq.runs.manager import RunError
 from daq.runs.seal import seal_from_journal
 from simulators.synth_modbus import SynthModbusSimulator
 from simulators.veenstra_vdc404 import Vdc404Simulator

@@ -12,8 +12,8 @@ from pathlib import Path
 from daq.clock import SystemClock
 from daq.journal import Journal, JournalReader
 from daq.journal.journal import connect
+from daq.journal.lock import take_lock
 from daq.journal.verify import verify_journal
-from daq.runs.manager import take_lock
 from daq.runs.retention import plan
 from tests.test_forward import drain, fill, sink_toml, vm, wait_server_matches
 from tests.victoria import Victoria

@@ -26,8 +26,8 @@ from typing import Any
 
 from daq.errors import DaqError
 from daq.journal.journal import JOURNAL_FILE, connect
+from daq.journal.lock import take_lock
 from daq.journal.offline import append_audit
-from daq.runs.manager import take_lock
 
 
 @dataclasses.dataclass

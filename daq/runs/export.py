@@ -225,7 +225,7 @@ def _anchor_export(data_dir: Path, run_id: str) -> None:
     import time
 
     from daq.journal.anchors import TABLE, anchor_offline
-    from daq.runs.manager import take_lock
+    from daq.journal.lock import take_lock
 
     try:
         lock = take_lock(data_dir)

@@ -18,26 +18,23 @@ config, and closes (and seals) a run that a crash left open.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import difflib
-import fcntl
-import json
-import os
-import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from daq.errors import ConfigError, DaqError
 from daq.journal.journal import dumps
+from daq.journal.lock import take_lock
 from daq.journal.reader import JournalReader
 from daq.logs import get_logger
-from daq.model import Quality, Reading, iso
-from daq.physics import UnknownNuclide, nuclide
+from daq.model import Reading, iso
 from daq.runs import store
 from daq.runs.attribution import RunAttribution
+from daq.runs.fields import RunError, clean_nuclide, new_run_id, required
 from daq.runs.seal import current_through, seal_from_journal
 from daq.runs.settings import RunsSection
+from daq.runs.setup import instruments as setup_instruments
+from daq.runs.setup import record_config
+from daq.runs.trigger import EdgeTrigger
 
 if TYPE_CHECKING:
     from daq.clock import Clock
@@ -48,50 +45,11 @@ if TYPE_CHECKING:
 
 log = get_logger("daq.runs")
 
-LOCK_FILE = "daemon.lock"
-MAX_DIFF_CHARS = 50_000
-UNSPECIFIED = "unspecified"
-
 
 class T0Sink(Protocol):
     """Takes t0 (the Ac-225 equilibrium gate, :class:`daq.equilibrium.EquilibriumGate`)."""
 
     def set_t0(self, ts_ns: int, *, instrument: str | None = None, run_id: str | None = None) -> None: ...
-
-
-class RunError(DaqError):
-    """A run command that cannot be carried out (no run open, one already open, bad field)."""
-
-
-def _clean_nuclide(text: str) -> str:
-    if text.strip().lower() in ("", UNSPECIFIED):
-        return UNSPECIFIED
-    try:
-        return nuclide(text).symbol
-    except UnknownNuclide as exc:
-        raise RunError(str(exc)) from None
-
-
-def _required(**fields: str) -> None:
-    for key, value in fields.items():
-        if not value or not value.strip():
-            raise RunError(f"{key} must not be empty")
-
-
-def take_lock(data_dir: Path) -> IO[str]:
-    """Hold ``data_dir/daemon.lock`` exclusively (released when the file is closed)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    f = (data_dir / LOCK_FILE).open("a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise DaqError(f"{data_dir / LOCK_FILE} is held: a daemon is running on {data_dir}") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
 
 
 class RunManager:
@@ -124,7 +82,7 @@ class RunManager:
         self._active: dict[str, Any] | None = None
         self._lock_file: IO[str] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
-        self._trigger_high: bool | None = None
+        self._edges = EdgeTrigger(settings)
         self._sealing = asyncio.Lock()
         self._known_ids: set[str] = set()
         self.runs_started = 0
@@ -139,7 +97,7 @@ class RunManager:
         and arm the trigger."""
         self._lock_file = take_lock(self.config.daemon.data_dir)
         await self.journal.flush()
-        await self._record_config()
+        await record_config(self.journal, self.config, self.clock)
         await self._recover()
         if self.settings.trigger_instrument is not None:
             self.attribution.trigger = self._trigger
@@ -159,49 +117,6 @@ class RunManager:
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
-
-    async def _record_config(self) -> None:
-        """Snapshot the config text and audit its diff from the previous snapshot."""
-        cfg = self.config
-        journal = self.journal
-        with JournalReader(cfg.daemon.data_dir) as reader:
-            rows = reader.conn.execute(
-                "SELECT sha256, path, text FROM configs ORDER BY id DESC LIMIT 1"
-            ).fetchall()
-        previous = rows[0] if rows else None
-        changed = previous is None or previous[0] != cfg.sha256
-        diff = ""
-        if previous is not None and changed:
-            diff = "".join(
-                difflib.unified_diff(
-                    previous[2].splitlines(keepends=True),
-                    cfg.text.splitlines(keepends=True),
-                    fromfile=f"{previous[1]} ({previous[0][:12]})",
-                    tofile=f"{cfg.path} ({cfg.sha256[:12]})",
-                )
-            )
-        if changed:
-            journal.record(
-                "configs",
-                {
-                    "ts_ns": self.clock.time_ns(),
-                    "sha256": cfg.sha256,
-                    "path": cfg.path,
-                    "text": cfg.text,
-                },
-            )
-        journal.audit(
-            "config_diff",
-            subject=cfg.path,
-            detail={
-                "sha256": cfg.sha256,
-                "previous_sha256": previous[0] if previous else None,
-                "changed": changed,
-                "diff": diff[:MAX_DIFF_CHARS],
-                "diff_truncated": len(diff) > MAX_DIFF_CHARS,
-            },
-        )
-        await journal.flush()
 
     async def _recover(self) -> None:
         """Close and seal a run left open by a daemon that did not stop cleanly."""
@@ -246,7 +161,7 @@ class RunManager:
         self, *, text: str, actor: str, reason: str, instrument: str | None = None
     ) -> dict[str, Any]:
         """Record an operator's note (with its reason) in the open run and the audit trail."""
-        _required(text=text, actor=actor, reason=reason)
+        required(text=text, actor=actor, reason=reason)
         run = self._require_active()
         self._check_instrument(instrument)
         now = self.clock.time_ns()
@@ -265,7 +180,7 @@ class RunManager:
     ) -> dict[str, Any]:
         """Record t0 (separation or labelling: the reference of decay correction and of the
         Ac-225 equilibrium gate) and hand it to the gate when the daemon has one."""
-        _required(actor=actor, reason=reason)
+        required(actor=actor, reason=reason)
         self._check_instrument(instrument)
         now = self.clock.time_ns()
         t0 = now if ts_ns is None else int(ts_ns)
@@ -340,43 +255,6 @@ class RunManager:
             },
         )  # fmt: skip
 
-    def _instruments(self) -> dict[str, Any]:
-        """Each instrument with what it said about itself on connect: now, or (if it is not
-        connected at the moment) in its last ``connected`` event, marked as from the past."""
-        out: dict[str, Any] = {}
-        for inst in self.config.instruments:
-            if not inst.enabled:
-                continue
-            info = None
-            sup = next((s for s in self.supervisors if s.name == inst.name), None)
-            if sup is not None and sup.device_info is not None:
-                info = sup.device_info.as_dict()
-            out[inst.name] = {"kind": inst.kind, "description": inst.description, "device": info}
-            if info is None:
-                out[inst.name].update(self._last_connected(inst.name))
-        return out
-
-    def _last_connected(self, instrument: str) -> dict[str, Any]:
-        with JournalReader(self.config.daemon.data_dir) as reader:
-            row = reader.conn.execute(
-                "SELECT ts_ns, detail FROM events WHERE instrument = ? AND kind = 'connected' "
-                "ORDER BY id DESC LIMIT 1",
-                (instrument,),
-            ).fetchone()
-        if row is None or not row[1]:
-            return {"connected": False}
-        return {"connected": False, "device": json.loads(row[1]).get("device"), "device_seen_ns": row[0]}
-
-    def _new_id(self, batch: str, now_ns: int) -> str:
-        stamp = dt.datetime.fromtimestamp(now_ns / 1e9, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", batch).removesuffix(f"-{stamp}")[:40].strip("_.") or "run"
-        run_id, n = f"{stamp}-{safe}", 1
-        while run_id in self._known_ids:  # the same batch twice within a second
-            n += 1
-            run_id = f"{stamp}-{safe}-{n}"
-        self._known_ids.add(run_id)
-        return run_id
-
     def _open(
         self,
         *,
@@ -389,12 +267,12 @@ class RunManager:
         reason: str | None,
     ) -> dict[str, Any]:
         """Open a run now (synchronous, so a trigger reading can already belong to it)."""
-        _required(batch=batch, product=product, operator=operator, actor=actor)
+        required(batch=batch, product=product, operator=operator, actor=actor)
         if self._active is not None:
             raise RunError(f"run {self._active['run_id']} is open; stop it first")
-        symbol = _clean_nuclide(nuclide)
+        symbol = clean_nuclide(nuclide)
         now = self.clock.time_ns()
-        run_id = self._new_id(batch, now)
+        run_id = new_run_id(batch, now, self._known_ids)
         meta = {
             "batch": batch,
             "product": product,
@@ -403,7 +281,7 @@ class RunManager:
             "method": method,
             "config_sha256": self.config.sha256,
             "config_path": self.config.path,
-            "instruments": self._instruments(),
+            "instruments": setup_instruments(self.config, self.supervisors),
             "clock": self.clock_sync() if self.clock_sync is not None else None,
         }
         self._run_event("start", run_id, actor, reason, None, meta, now)
@@ -412,18 +290,8 @@ class RunManager:
         self.journal.audit(
             "run_start", actor=actor, subject=run_id, detail={**meta, "reason": reason}, run_id=run_id
         )
-        run = store.runs_from_events(
-            [
-                {
-                    "run_id": run_id,
-                    "kind": "start",
-                    "ts_ns": now,
-                    "actor": actor,
-                    "reason": reason,
-                    "detail": meta,
-                }
-            ]
-        )[0]
+        start = {"run_id": run_id, "kind": "start", "ts_ns": now, "actor": actor, "reason": reason}
+        run = store.runs_from_events([{**start, "detail": meta}])[0]
         self._active = run
         self.runs_started += 1
         log.info("run started", run_id=run_id, batch=batch, actor=actor)
@@ -431,7 +299,7 @@ class RunManager:
 
     def _close(self, *, actor: str, reason: str | None) -> tuple[dict[str, Any], str, str | None, int]:
         """Close the open run now (synchronous); :meth:`_seal` finishes it."""
-        _required(actor=actor)
+        required(actor=actor)
         run = self._require_active()
         self._active = None
         if self.attribution.run_id == run["run_id"]:
@@ -486,39 +354,27 @@ class RunManager:
         Called by the ``runs`` stage with the reading as its driver made it; the stage then
         attributes the reading, so the rising reading belongs to the new run and the falling
         one to none."""
+        edge = self._edges.edge(reading)
+        if edge is None:
+            return
         s = self.settings
-        if reading.instrument != s.trigger_instrument or reading.channel != s.trigger_channel:
-            return
-        if reading.quality is not Quality.GOOD or reading.value is None:
-            return
-        high = reading.value >= s.trigger_threshold
-        was, self._trigger_high = self._trigger_high, high
-        if high == was:
-            return
-        actor = f"trigger:{s.trigger_instrument}/{s.trigger_channel}"
-        if high and self._active is None:
-            now = reading.acq_ns
-            batch = f"{s.batch_prefix}-{dt.datetime.fromtimestamp(now / 1e9, tz=dt.UTC):%Y%m%dT%H%M%SZ}"
+        if edge.rising and self._active is None:
             try:
-                self._open_from_trigger(reading, batch, actor)
+                self._open(
+                    batch=edge.batch, product=s.product, nuclide=s.nuclide, operator=s.operator,
+                    method=s.method, actor=edge.actor, reason=edge.reason,
+                )  # fmt: skip
             except DaqError as exc:  # a filter must never stop acquisition: record and go on
                 log.error("run trigger failed", error=str(exc))
                 self.journal.audit(
-                    "run_trigger_failed", actor=actor, subject=batch, detail={"error": str(exc)}
+                    "run_trigger_failed", actor=edge.actor, subject=edge.batch, detail={"error": str(exc)}
                 )
             return
-        if not high and self._active is not None and self._active.get("started_by") == actor:
-            closing = self._close(actor=actor, reason=f"{s.trigger_channel} fell to {reading.value:g}")
+        if not edge.rising and self._active is not None and self._active.get("started_by") == edge.actor:
+            closing = self._close(actor=edge.actor, reason=edge.reason)
             task = asyncio.get_running_loop().create_task(self._seal(closing), name="runs-seal")
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-
-    def _open_from_trigger(self, reading: Reading, batch: str, actor: str) -> None:
-        s = self.settings
-        self._open(
-            batch=batch, product=s.product, nuclide=s.nuclide, operator=s.operator, method=s.method,
-            actor=actor, reason=f"{s.trigger_channel} rose to {reading.value:g}",
-        )  # fmt: skip
 
 
 def build(ctx: ServiceContext, *, clock_sync: Callable[[], dict[str, Any]] | None = None) -> RunManager:

@@ -34,11 +34,11 @@ from daq import canonical
 from daq.errors import DaqError
 from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, connect, dumps
+from daq.journal.lock import take_lock
 from daq.journal.offline import append_audit, tail
 from daq.journal.schema import CHAINED, guards
 from daq.runs import store
 from daq.runs.export import verify_export
-from daq.runs.manager import take_lock
 
 PRUNED_TABLES = ("readings", "events")
 DAY_NS = 86_400 * 1_000_000_000
