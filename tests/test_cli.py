@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daq.cli import COMMANDS, main
 from tests.proc import DAQ
 
@@ -67,3 +69,34 @@ def test_python_dash_m_works() -> None:
         [sys.executable, "-m", "daq", "--version"], capture_output=True, text=True, check=True
     )
     assert "hotcell-daq" in proc.stdout
+
+
+def test_every_option_and_argument_has_help() -> None:
+    import argparse
+
+    from daq.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.help is None and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "daq")
+    assert missing == []
+
+
+def test_offline_commands_take_the_data_dir_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAQ_DATA_DIR", str(tmp_path / "nowhere"))
+    # Parsed with the variable set: --data-dir is no longer required, and the journal named is the
+    # variable's (it does not exist, so the command says so, naming it).
+    assert main(["audit"]) == 1
+    assert f"no journal at {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    assert main(["verify"]) == 1
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err

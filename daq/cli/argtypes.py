@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from pathlib import Path
 
 #: A command's own ``--duration`` runs at most a year; anything longer is a typo.
 MAX_DURATION_S = 366 * 86400.0
@@ -32,3 +34,20 @@ def finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+#: Offline commands read this data directory when ``--data-dir`` is not given.
+DATA_DIR_ENV = "DAQ_DATA_DIR"
+
+
+def add_data_dir(p: argparse.ArgumentParser, help: str = "the daemon's data directory") -> None:
+    """``--data-dir``, defaulting to ``$DAQ_DATA_DIR``; required when that is not set."""
+    env = os.environ.get(DATA_DIR_ENV)
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env) if env else None,
+        required=not env,
+        metavar="DIR",
+        help=f"{help} (default ${DATA_DIR_ENV})",
+    )

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from daq.cli.argtypes import add_data_dir
 from daq.journal.reader import JournalReader
 from daq.model import iso
 from daq.runs import store
@@ -28,7 +29,7 @@ def parse_since(text: str, *, now_ns: int | None = None) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(p)
     p.add_argument("--since", default=None, metavar="T", help="ISO 8601 time with offset, or a duration (2h)")
     p.add_argument("--run", default=None, metavar="RUN", help="only the entries of this run")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from daq.cli.argtypes import add_data_dir
 from daq.cli.paths import out_dir
 from daq.runs.export import write_export
 
@@ -15,9 +16,9 @@ HELP = "export a run's readings, traces, events and audit entries with a manifes
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN", help="the run id (see `daq runs list`)")
-    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(p)
     p.add_argument("--out", type=Path, required=True, metavar="OUTDIR", help="a new (or empty) directory")
-    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="tables as CSV or JSON lines")
     p.add_argument("--json", action="store_true", help="print the manifest")
 
 

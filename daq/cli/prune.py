@@ -7,6 +7,7 @@ import getpass
 import json
 from pathlib import Path
 
+from daq.cli.argtypes import add_data_dir
 from daq.config.load import load_config
 from daq.runs.retention import prune
 from daq.runs.settings import RunsSection
@@ -39,7 +40,7 @@ def retention_days(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(p)
     p.add_argument(
         "--export", type=Path, action="append", default=[], metavar="OUTDIR",
         help="a verified export of a run to prune (repeat for several runs)",

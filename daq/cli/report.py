@@ -10,6 +10,7 @@ import argparse
 import getpass
 from pathlib import Path
 
+from daq.cli.argtypes import add_data_dir
 from daq.cli.paths import out_file
 from daq.runs.export import decoded, journal_run, open_journal
 
@@ -22,7 +23,7 @@ HELP = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN", help="the run id (see `daq runs list`)")
-    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(p)
     p.add_argument(
         "--out", type=Path, required=True, metavar="FILE",
         help="FILE.pdf for one PDF, or FILE.png for PNG pages FILE-p01.png, FILE-p02.png ... "

@@ -22,6 +22,7 @@ from typing import Any
 
 from daq.api.client import DEFAULT_API, check_api_url, default_api
 from daq.cli import signing
+from daq.cli.argtypes import add_data_dir
 from daq.errors import DaqError
 from daq.runs import store
 from daq.runs.export import open_journal
@@ -72,11 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     at.add_argument("--at-ns", type=int, default=None, metavar="NS", help="t0 as UTC nanoseconds")
     _api_args(s)
     s = sub.add_parser("list", help="list the journal's runs")
-    s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(s)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("show", help="one run's record")
     s.add_argument("run_id", metavar="RUN", help="the run id (see daq runs list)")
-    s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(s)
     signing.add_parsers(sub)
 
 

@@ -16,20 +16,24 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from daq.cli.argtypes import add_data_dir
 from daq.timefmt import human
 
 
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("review", help="what a reviewer must see before signing a run")
-    r.add_argument("run_id", metavar="RUN")
-    r.add_argument("--data-dir", type=Path, required=True)
+    r.add_argument("run_id", metavar="RUN", help="the run id (see daq runs list)")
+    add_data_dir(r)
     s = sub.add_parser(
         "sign", help="sign a sealed run: reviewed, approved or rejected (asks id and password)"
     )
-    s.add_argument("run_id", metavar="RUN")
-    s.add_argument("--meaning", required=True, choices=("reviewed", "approved", "rejected"))
+    s.add_argument("run_id", metavar="RUN", help="the sealed run to sign")
+    s.add_argument(
+        "--meaning", required=True, choices=("reviewed", "approved", "rejected"),
+        help="what the signature means (reviewed comes before approved)",
+    )  # fmt: skip
     s.add_argument("--comment", default=None, help="printed with the signature")
-    s.add_argument("--data-dir", type=Path, required=True)
+    add_data_dir(s)
     s.add_argument("--config", type=Path, default=None, help="take [users] and [signatures] from this file")
 
 

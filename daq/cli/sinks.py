@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-from pathlib import Path
 
+from daq.cli.argtypes import add_data_dir
 from daq.errors import DaqError
 from daq.timefmt import human
 
@@ -22,8 +22,8 @@ HELP = "list the sinks' cursors; rewind a sink to send again since a time; forge
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="sinks_command", metavar="ACTION", required=True)
     s = sub.add_parser("list", help="each sink's cursor and pending readings")
-    s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
-    s.add_argument("--json", action="store_true")
+    add_data_dir(s)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("rewind", help="send again every reading acquired since --to (daemon stopped)")
     s.add_argument("name", help="the sink")
     s.add_argument(
@@ -37,11 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _change_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(s)
     s.add_argument("--reason", default=None, help="why (kept in the audit entry)")
     s.add_argument("--actor", default=None, help="who does this (default: the login name)")
     s.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _to_ns(text: str) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daq.cli.argtypes import finite
+from daq.cli.argtypes import add_data_dir, finite
 from daq.clock import SystemClock
 from daq.config.load import load_config
 from daq.errors import ConfigError, DaqError
@@ -49,12 +49,12 @@ ROI_KINDS = ("product", "free", "colloid", "impurity")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="tlc_command", metavar="SUBCOMMAND", required=True)
     ls = sub.add_parser("list", help="every trace with its current RCP and verdict")
-    ls.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = sub.add_parser("show", help="the RCP table per ROI, the analysis history, optionally a PNG")
     show.add_argument("scan", metavar="SCAN", help="trace id, a unique prefix of it, or 'last'")
-    show.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(show)
     show.add_argument("--png", type=Path, default=None, metavar="FILE", help="plot the chromatogram here")
     show.add_argument("--json", action="store_true", help="the trace and its analyses as JSON")
 
@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="append a new analysis of a trace with another method or changed ROIs (audited)",
     )
     re.add_argument("scan", metavar="SCAN", help="trace id, a unique prefix of it, or 'last'")
-    re.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(re)
     re.add_argument("--method", default=None, metavar="NAME", help="integrate with this method")
     re.add_argument(
         "--config",

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daq.cli.argtypes import add_data_dir
 from daq.errors import DaqError
 from daq.timefmt import human
 
@@ -63,31 +64,31 @@ def site_config(conn: sqlite3.Connection, path: Path | None, config_sha256: str 
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, required=True, help="the daemon's data directory")
+    add_data_dir(p)
     p.add_argument("--config", type=Path, default=None, help="take [users] from this config file")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     a = sub.add_parser("add", help="create an account (the first must be an admin; later ones need an admin)")
-    a.add_argument("user_id", metavar="USER")
+    a.add_argument("user_id", metavar="USER", help="the new account's user id")
     a.add_argument("--name", required=True, help="full name, printed with the user's signatures")
     a.add_argument("--roles", required=True, help="comma-separated: operator, reviewer, approver, admin")
     _common(a)
     pw = sub.add_parser("passwd", help="set a new password (the user, or an admin: also lifts a lockout)")
-    pw.add_argument("user_id", metavar="USER")
+    pw.add_argument("user_id", metavar="USER", help="whose password")
     _common(pw)
     d = sub.add_parser("disable", help="disable an account for good (it is never deleted)")
-    d.add_argument("user_id", metavar="USER")
-    d.add_argument("--reason", required=True)
+    d.add_argument("user_id", metavar="USER", help="the account to disable")
+    d.add_argument("--reason", required=True, help="why (audited)")
     _common(d)
     u = sub.add_parser("unlock", help="lift a lockout after failed sign-ins (admin)")
-    u.add_argument("user_id", metavar="USER")
-    u.add_argument("--reason", required=True)
+    u.add_argument("user_id", metavar="USER", help="the locked account")
+    u.add_argument("--reason", required=True, help="why (audited)")
     _common(u)
     ls = sub.add_parser("list", help="every account with its roles and state")
     _common(ls)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 async def _write(args: argparse.Namespace) -> str:

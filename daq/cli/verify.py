@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from daq.cli.argtypes import DATA_DIR_ENV
 from daq.journal.verify import VerifyReport, verify_journal
 
 NAME = "verify"
@@ -17,7 +19,10 @@ HELP = "re-check the journal's hash chains and SQLite integrity; exit 1 naming t
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="the daemon's data directory")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, metavar="DIR",
+        help=f"the daemon's data directory (default ${DATA_DIR_ENV}, unless --export is given)",
+    )  # fmt: skip
     p.add_argument("--export", type=Path, default=None, metavar="OUTDIR", help="a run export to check")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -59,6 +64,8 @@ def _check_signatures(data_dir: Path, report: VerifyReport) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.export is not None:
         return _main_export(args)
+    if args.data_dir is None and os.environ.get(DATA_DIR_ENV):
+        args.data_dir = Path(os.environ[DATA_DIR_ENV])
     if args.data_dir is None:
         print("daq verify: give --data-dir DIR (the journal) or --export OUTDIR (an export)", file=sys.stderr)
         return 2
