@@ -71,7 +71,9 @@ async def test_forged_records_with_fresh_hashes_do_not_reproduce_the_seal(
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
     cols = header[: header.index("run_id") + 1]
-    types = json.loads((out / MANIFEST).read_text())["tables"]["readings"]["types"]
+    exported = json.loads((out / MANIFEST).read_text())
+    types = exported["tables"]["readings"]["types"]
+    assert exported["chain_payload"] == chain.PAYLOAD_VERSION  # a new journal hashes with the newest
     victim = next(r for r in body if r[header.index("value")] != "\\N")
     victim[header.index("value")] = repr(float(victim[header.index("value")]) * 2)
     values = []
@@ -80,7 +82,8 @@ async def test_forged_records_with_fresh_hashes_do_not_reproduce_the_seal(
         values.append(None if v == "\\N" else int(v) if t == "INTEGER" else float(v) if t == "REAL" else
                       bytes.fromhex(v) if t == "BLOB" else v)  # fmt: skip
     victim[header.index("hash")] = chain.link(
-        bytes.fromhex(victim[header.index("prev_hash")]), chain.reading_payload(tuple(values))
+        bytes.fromhex(victim[header.index("prev_hash")]),
+        chain.payload_for("readings", exported["chain_payload"])(tuple(values)),
     ).hex()
     with path.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([header, *body])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from daq.journal import chain
 from daq.model import Quality
 from daq.physics import nuclide
 from daq.runs import qc_figures
@@ -81,7 +82,7 @@ def hand_run() -> RunData:
            "ended_ns": T0 + 90 * MIN, "ended_by": "op", "stop_reason": None, "seal": "5" * 64,
            "seal_through": {}, "t0": [], "annotations": []}  # fmt: skip
     tables = {"readings": TableRows("readings", (), [], readings)}
-    return RunData(run, tables)
+    return RunData(run, tables, chain.PAYLOAD_VERSION)
 
 
 SETTINGS = ReportSection.model_validate(

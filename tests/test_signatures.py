@@ -319,7 +319,7 @@ async def test_reintegration_after_signing_and_tampered_signatures(data_dir: Pat
     conn.close()
     row[0] += 1
     row[2] = "OTHER-RUN"
-    digest = chain.link(prev, chain.payload_for("signatures")(tuple(row)))
+    digest = chain.link(prev, chain.payload_for("signatures", chain.PAYLOAD_VERSION)(tuple(row)))
     conn = sqlite3.connect(data_dir / JOURNAL_FILE)
     conn.execute(
         f"INSERT INTO signatures ({', '.join(cols)}, hash) VALUES ({', '.join('?' * 14)})", (*row, digest)

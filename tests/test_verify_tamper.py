@@ -116,7 +116,7 @@ async def test_a_rewritten_chain_differs_from_its_anchor(data_dir: Path) -> None
     cols = ", ".join(CHAINED["readings"])
     previous = chain.GENESIS
     for row in conn.execute(f"SELECT {cols} FROM readings ORDER BY id").fetchall():
-        previous = chain.link(previous, chain.payload_for("readings")(row))
+        previous = chain.link(previous, chain.payload_for("readings", chain.PAYLOAD_VERSION)(row))
         conn.execute("UPDATE readings SET hash = ? WHERE id = ?", (previous, row[0]))
     conn.executescript(guards("readings")[0] + ";")
     conn.commit()

@@ -95,7 +95,7 @@ def anchor_offline(conn: sqlite3.Connection, cause: str, ts_ns: int) -> None:
     row = (aid + 1, ts_ns, cause, heads)
     conn.execute(
         "INSERT INTO anchors (id, ts_ns, cause, heads, hash) VALUES (?,?,?,?,?)",
-        (*row, chain.link(ah, chain.generic_payload(row))),
+        (*row, chain.link(ah, chain.payload_for(TABLE, chain.payload_version(conn))(row))),
     )
 
 

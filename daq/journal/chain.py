@@ -2,16 +2,38 @@
 
 ``hash(row) = SHA-256(hash(previous row) || payload(row))``; the first row of a table
 chains to :data:`GENESIS`. Changing, inserting or deleting any row breaks the chain at that
-row or the next one. The encoding is positional with an unambiguous marker for NULL.
+row or the next one.
+
+Two payload encodings exist; a journal records the one it is written with in
+``meta.chain_payload`` (a journal without that key was written with version 1), and an export
+copies it into its manifest, so both stay verifiable:
+
+- version 2 (:data:`PAYLOAD_VERSION`, every new journal): each column is a type tag (``N``
+  NULL, ``i`` integer, ``f`` float, ``s`` text, ``b`` blob), the length of its data as 8 bytes
+  big-endian, then the data (decimal digits, the IEEE 754 double big-endian, UTF-8, the bytes).
+  Two different rows therefore always give two different payloads: the integer 1 and the text
+  "1" differ by their tag, and no text can imitate a column boundary.
+- version 1: columns joined with a separator that text is not prevented from containing, and
+  values rendered without their type, so distinct rows could share a payload.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import struct
 from collections.abc import Callable
 from typing import Any
 
 GENESIS = bytes(32)
+
+#: The payload encoding new journals are written with.
+PAYLOAD_VERSION = 2
+PAYLOAD_VERSIONS = (1, 2)
+#: The ``meta`` key holding a journal's payload version.
+META_KEY = "chain_payload"
+
+Payload = Callable[[tuple[Any, ...]], bytes]
 _SEP = "\x1f"
 _NULL = "\x00"
 
@@ -72,9 +94,57 @@ def generic_payload(row: tuple[Any, ...]) -> bytes:
 
 _PAYLOADS = {"readings": reading_payload, "events": event_payload, "audit": audit_payload}
 
+_LEN = struct.Struct(">Q")
+_DOUBLE = struct.Struct(">d")
 
-def payload_for(table: str) -> Callable[[tuple[Any, ...]], bytes]:
-    return _PAYLOADS.get(table, generic_payload)
+
+def _field(tag: bytes, data: bytes) -> bytes:
+    return tag + _LEN.pack(len(data)) + data
+
+
+def typed_payload(row: tuple[Any, ...], real: tuple[int, ...] = ()) -> bytes:
+    """Version 2: each column type-tagged and length-prefixed. Columns at the indexes in
+    ``real`` (declared REAL) are floats: SQLite hands an integer stored there back as a float.
+    A value of another type (text in a REAL column) raises ValueError or TypeError."""
+    out = bytearray()
+    for i, v in enumerate(row):
+        if v is None:
+            out += _field(b"N", b"")
+        elif i in real:
+            out += _field(b"f", _DOUBLE.pack(float(v)))
+        elif isinstance(v, int):  # bool included: SQLite stores and returns it as 0 or 1
+            out += _field(b"i", str(int(v)).encode())
+        elif isinstance(v, float):
+            out += _field(b"f", _DOUBLE.pack(v))
+        elif isinstance(v, str):
+            out += _field(b"s", v.encode())
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            out += _field(b"b", bytes(v))
+        else:
+            raise TypeError(f"a {type(v).__name__} cannot be hashed (NULL, int, float, str or bytes)")
+    return bytes(out)
+
+
+def _reading_payload_v2(row: tuple[Any, ...]) -> bytes:
+    return typed_payload(row, real=(7,))  # ``value``, the one REAL column of the journal
+
+
+def payload_for(table: str, version: int) -> Payload:
+    """The payload encoding of ``table`` in a journal written with payload ``version``."""
+    if version == 2:
+        return _reading_payload_v2 if table == "readings" else typed_payload
+    if version == 1:
+        return _PAYLOADS.get(table, generic_payload)
+    raise ValueError(f"unknown hash payload version {version!r} (known: {PAYLOAD_VERSIONS})")
+
+
+def payload_version(conn: sqlite3.Connection) -> int:
+    """The payload version of the journal open on ``conn`` (1 when it records none)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    except sqlite3.OperationalError:  # no meta table yet: an empty file
+        return PAYLOAD_VERSION
+    return int(row[0]) if row else 1
 
 
 def link(previous: bytes, payload: bytes) -> bytes:

@@ -191,6 +191,8 @@ class Journal:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._conn: sqlite3.Connection | None = None
         self._tail: dict[str, tuple[int, bytes]] = {}
+        #: The hash payload encoding of this journal (read when it is opened: see daq.journal.chain).
+        self._chain_version = chain.PAYLOAD_VERSION
         self._seq: dict[str, int] = {}
         self._readings: list[Reading] = []
         self._events: list[InstrumentEvent] = []
@@ -259,6 +261,7 @@ class Journal:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path)
         migrate(conn)
+        self._chain_version = chain.payload_version(conn)
         for table in CHAINED:
             row = conn.execute(f"SELECT id, hash FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
             self._tail[table] = (row[0], row[1]) if row else (0, chain.GENESIS)
@@ -729,7 +732,7 @@ class Journal:
         def prepare(table: str, record: Any, build: Callable[..., tuple[tuple[Any, ...], Any]]) -> None:
             try:
                 row, canon = build(next_id[table] + 1, record, now_ns, now_mono)
-                payload = chain.payload_for(table)(row)
+                payload = chain.payload_for(table, self._chain_version)(row)
             except Exception as exc:
                 refused.append(_Rejected(table, record, exc))
                 return
@@ -757,13 +760,13 @@ class Journal:
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN")
                 tails = dict(self._tail)
-                stored = _insert_slow(conn, prepared, tails, refused)
+                stored = _insert_slow(conn, prepared, tails, refused, self._chain_version)
             # Each refused record's stand-in goes into the events chain after the batch.
             for rej in refused:
                 try:
                     row, _ = _event_row(tails["events"][0] + 1, self._rejected_event(rej, now_ns, now_mono),
                                         now_ns, now_mono)  # fmt: skip
-                    _insert_one(conn, "events", row, tails)
+                    _insert_one(conn, "events", row, tails, self._chain_version)
                 except Exception as exc:
                     if _database_wide(exc) or _unrecoverable(exc):
                         raise
@@ -772,7 +775,7 @@ class Journal:
                         {"table": rej.table, "error_type": type(rej.error).__name__},
                     )  # fmt: skip
                     row, _ = _event_row(tails["events"][0] + 1, minimal, now_ns, now_mono)
-                    _insert_one(conn, "events", row, tails)
+                    _insert_one(conn, "events", row, tails, self._chain_version)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -873,13 +876,17 @@ def _generic_row(
 
 
 def _insert_one(
-    conn: sqlite3.Connection, table: str, row: tuple[Any, ...], tails: dict[str, tuple[int, bytes]]
+    conn: sqlite3.Connection,
+    table: str,
+    row: tuple[Any, ...],
+    tails: dict[str, tuple[int, bytes]],
+    version: int,
 ) -> None:
     """Insert ``row`` as the next row of ``table`` (renumbered and re-hashed if needed)."""
     rid, h = tails[table]
     if row[0] != rid + 1:
         row = (rid + 1, *row[1:])
-    h = chain.link(h, chain.payload_for(table)(row))
+    h = chain.link(h, chain.payload_for(table, version)(row))
     conn.execute(_insert_sql(table), (*row, h))
     tails[table] = (rid + 1, h)
 
@@ -903,6 +910,7 @@ def _insert_slow(
     prepared: list[_Prepared],
     tails: dict[str, tuple[int, bytes]],
     refused: list[_Rejected],
+    version: int,
 ) -> list[_Prepared]:
     """Row by row after a row failed: a failing row is refused, the chain goes on without it."""
     stored = []
@@ -910,7 +918,7 @@ def _insert_slow(
         table, row, _, _, record = item
         saved = tails[table]
         try:
-            _insert_one(conn, table, row, tails)
+            _insert_one(conn, table, row, tails, version)
         except Exception as exc:
             if _database_wide(exc) or _unrecoverable(exc):
                 raise

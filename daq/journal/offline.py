@@ -39,6 +39,6 @@ def append_audit(
     conn.execute(
         "INSERT INTO audit (id, ts_ns, mono_ns, actor, action, subject, detail, run_id, hash) "
         "VALUES (?,?,?,?,?,?,?,?,?)",
-        (*row, chain.link(ah, chain.audit_payload(row))),
+        (*row, chain.link(ah, chain.payload_for("audit", chain.payload_version(conn))(row))),
     )
     return aid + 1

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from daq.journal import chain
+
 #: Append-only, hash-chained tables and their hashed columns (``id`` first, ``hash`` excluded),
 #: in the order they are verified.
 CHAINED: dict[str, tuple[str, ...]] = {
@@ -251,6 +253,13 @@ def migrate(conn: sqlite3.Connection) -> int:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(version),),
             )
+            if found == 0:
+                # A new journal is hashed with the newest payload encoding; an existing one keeps
+                # the encoding its rows were written with (no key: version 1).
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                    (chain.META_KEY, str(chain.PAYLOAD_VERSION)),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

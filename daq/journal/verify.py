@@ -88,9 +88,10 @@ def verify_journal(data_dir: Path) -> VerifyReport:
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             return VerifyReport(str(path), False, rows, f"SQLite integrity check: {result}")
+        version = chain.payload_version(conn)
         for table, columns in CHAINED.items():
             cols = ", ".join(columns)
-            payload = chain.payload_for(table)
+            payload = chain.payload_for(table, version)
             previous = chain.GENESIS
             expected_id = 1
             count = 0

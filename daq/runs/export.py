@@ -149,7 +149,7 @@ def check_seal(conn: sqlite3.Connection, run: dict[str, Any]) -> tuple[str, dict
 def check_records(data: RunData) -> None:
     """Re-hash every record of ``data``; raise naming the first that its chain hash does not cover."""
     for t in data.tables.values():
-        payload = chain.payload_for(t.name)
+        payload = chain.payload_for(t.name, data.chain_version)
         for row in t.rows:
             if chain.link(row["prev_hash"], payload(tuple(row[c] for c in t.columns))) != row["hash"]:
                 raise ExportError(
@@ -209,6 +209,9 @@ def write_export(data_dir: Path, run_id: str, outdir: Path, fmt: Format = "csv")
         "sealed": bool(data.run.get("seal")),
         "seal": seal,
         "seal_through": through,
+        # How the records' chain hashes are computed (an export from a version-1 journal
+        # keeps version 1); an older manifest without the key is version 1.
+        "chain_payload": data.chain_version,
         "tables": tables,
         "files": files,
     }
@@ -265,7 +268,7 @@ def decoded(data: RunData) -> RunData:
                         pass
             rows.append(d)
         tables[name] = dataclasses.replace(t, rows=rows)
-    return RunData(data.run, tables)
+    return RunData(data.run, tables, data.chain_version)
 
 
 # -- verification -------------------------------------------------------------------------
@@ -375,9 +378,10 @@ def _verify(outdir: Path, data_dir: Path | None, report: ExportReport, at: list[
         if again != written:
             return fail(f"{name} holds more or other than its records (altered)", name)
         previous: dict[str, Any] | None = None
+        payload = chain.payload_for(table, int(manifest.get("chain_payload", 1)))
         for row in rows:
             values = tuple(row[c] for c in spec["columns"])
-            if chain.link(row["prev_hash"], chain.payload_for(table)(values)) != row["hash"]:
+            if chain.link(row["prev_hash"], payload(values)) != row["hash"]:
                 return fail(f"{name}: record {row['id']} does not match its chain hash (altered)", name)
             if (
                 previous is not None
@@ -414,7 +418,8 @@ def _verify(outdir: Path, data_dir: Path | None, report: ExportReport, at: list[
             return fail(problem, spec_file(manifest, "signatures"))
     at[0] = "summary.json"
     summary_text = (outdir / "summary.json").read_text(encoding="utf-8")
-    if _json_text(figures.summarize(decoded(RunData(run, tables)))) != summary_text:
+    exported = RunData(run, tables, int(manifest.get("chain_payload", 1)))
+    if _json_text(figures.summarize(decoded(exported))) != summary_text:
         return fail("summary.json does not follow from the exported records", "summary.json")
     if data_dir is not None:
         conn = open_journal(data_dir)

@@ -178,7 +178,7 @@ def _apply(
                 canonical.column, (now_ns, actor, table, through, bytes(digest).hex(), p.rows[table], detail)
             ),
         )
-        ph = chain.link(ph, chain.generic_payload(row))
+        ph = chain.link(ph, chain.payload_for("prunes", chain.payload_version(conn))(row))
         conn.execute(
             f"INSERT INTO prunes ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})",
             (*row, ph),

@@ -99,6 +99,7 @@ def seal_from_journal(conn: sqlite3.Connection, run: Mapping[str, Any], through:
     return compute_seal(str(run["run_id"]), hashes, through)
 
 
-def row_hash(table: str, values: tuple[Any, ...], previous: bytes) -> bytes:
-    """The chain hash of a row of ``table`` given its columns (``CHAINED`` order) and the previous hash."""
-    return chain.link(previous, chain.payload_for(table)(values))
+def row_hash(table: str, values: tuple[Any, ...], previous: bytes, version: int) -> bytes:
+    """The chain hash of a row of ``table`` given its columns (``CHAINED`` order), the previous
+    hash and the journal's payload version."""
+    return chain.link(previous, chain.payload_for(table, version)(values))

@@ -130,6 +130,8 @@ class RunData:
 
     run: dict[str, Any]
     tables: dict[str, TableRows]
+    #: The hash payload version of the journal the records come from (daq.journal.chain).
+    chain_version: int
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         t = self.tables.get(table)
@@ -165,4 +167,4 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> RunData:
             values["prev_hash"] = bytes(prev)
             rows.append(values)
         tables[table] = TableRows(table, cols, column_types(conn, table), rows)
-    return RunData(run, tables)
+    return RunData(run, tables, chain.payload_version(conn))

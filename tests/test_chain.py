@@ -1,0 +1,116 @@
+"""The hash payload encodings: version 2 gives distinct rows distinct payloads; journals (and
+their exports) written with version 1 stay verifiable and keep being written with version 1."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daq.journal import JournalReader, chain, verify_journal
+from daq.journal.journal import JOURNAL_FILE
+from daq.journal.schema import CHAINED, migrate
+from daq.runs.export import verify_export, write_export
+from tests.runs_helpers import record_run
+
+column = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(),
+)
+rows = st.lists(column, max_size=6).map(tuple)
+
+
+def identity(row: tuple[Any, ...]) -> tuple[tuple[str, str], ...]:
+    """What makes two rows the same row: each column's type and exact value (``repr`` tells
+    0.0 from -0.0, which compare equal)."""
+    return tuple((type(v).__name__, repr(v)) for v in row)
+
+
+@given(rows, rows)
+def test_distinct_rows_give_distinct_payloads(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:
+    payload = chain.payload_for("events", 2)
+    assert (payload(a) == payload(b)) == (identity(a) == identity(b))
+
+
+#: A readings row: 14 columns, the 8th (``value``, REAL) a float or NULL.
+reading_rows = st.tuples(
+    st.lists(column, min_size=7, max_size=7),
+    st.none() | st.floats(allow_nan=False),
+    st.lists(column, min_size=6, max_size=6),
+).map(lambda t: (*t[0], t[1], *t[2]))
+
+
+@given(reading_rows, reading_rows)
+def test_distinct_reading_rows_give_distinct_payloads(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:
+    payload = chain.payload_for("readings", 2)
+    assert (payload(a) == payload(b)) == (identity(a) == identity(b))
+
+
+def test_version_1_confused_what_version_2_tells_apart() -> None:
+    pairs = [
+        ((1, 1), (1, "1")),  # the int 1 and the string "1"
+        ((1, "a\x1fb", "c"), (1, "a", "b\x1fc")),  # the separator inside text
+        ((1, None), (1, "\x00")),  # NULL and its marker as text
+    ]
+    for a, b in pairs:
+        assert chain.payload_for("audit", 1)(a) == chain.payload_for("audit", 1)(b)
+        assert chain.payload_for("audit", 2)(a) != chain.payload_for("audit", 2)(b)
+
+
+def test_the_encoding_is_exact() -> None:
+    # Fixed bytes: a change to the encoding would make every stored journal unverifiable.
+    payload = chain.payload_for("audit", 2)((7, None, "é", b"\x01", 1.5))
+    assert payload == (
+        b"i" + (1).to_bytes(8, "big") + b"7"
+        + b"N" + bytes(8)
+        + b"s" + (2).to_bytes(8, "big") + "é".encode()
+        + b"b" + (1).to_bytes(8, "big") + b"\x01"
+        + b"f" + (8).to_bytes(8, "big") + bytes.fromhex("3ff8000000000000")
+    )  # fmt: skip
+
+
+def test_a_new_journal_records_version_2(data_dir: Path) -> None:
+    conn = sqlite3.connect(data_dir / JOURNAL_FILE)
+    migrate(conn)
+    assert chain.payload_version(conn) == chain.PAYLOAD_VERSION == 2
+    conn.close()
+
+
+async def test_a_version_1_journal_stays_verifiable(data_dir: Path, tmp_path: Path) -> None:
+    # A journal created before version 2 existed: the same schema without the meta key. The
+    # daemon keeps writing it with version 1 (one chain, one encoding).
+    conn = sqlite3.connect(data_dir / JOURNAL_FILE)
+    migrate(conn)
+    conn.execute("DELETE FROM meta WHERE key = ?", (chain.META_KEY,))
+    conn.commit()
+    assert chain.payload_version(conn) == 1
+    conn.close()
+    rec = await record_run(data_dir, readings=5)
+    report = verify_journal(data_dir)
+    assert report.ok, report
+    # Every row is hashed with the version-1 encoding, not the version-2 one.
+    with JournalReader(data_dir) as r:
+        assert r.readings(limit=1_000)
+    conn = sqlite3.connect(data_dir / JOURNAL_FILE)
+    assert chain.payload_version(conn) == 1
+    for table in ("readings", "events", "audit", "run_events"):
+        cols = ", ".join(CHAINED[table])
+        previous = chain.GENESIS
+        rows = conn.execute(f"SELECT {cols}, hash FROM {table} ORDER BY id").fetchall()
+        assert rows, table
+        for row in rows:
+            previous = chain.link(previous, chain.payload_for(table, 1)(row[:-1]))
+            assert previous == row[-1], (table, row[0])
+        assert chain.link(chain.GENESIS, chain.payload_for(table, 2)(rows[0][:-1])) != rows[0][-1]
+    conn.close()
+    out = tmp_path / "export"
+    manifest = write_export(data_dir, rec.run_id, out, "csv")
+    assert manifest["chain_payload"] == 1
+    checked = verify_export(out, data_dir=data_dir)
+    assert checked.ok, checked.problem
