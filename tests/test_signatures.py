@@ -435,7 +435,9 @@ async def test_export_signature_re_hashed_for_another_seal_fails(data_dir: Path,
     assert len(rows) == 1
     rows[0]["seal"] = "0" * 64
     values = tuple(rows[0][c] for c in spec["columns"])
-    rows[0]["hash"] = chain.link(rows[0]["prev_hash"], chain.payload_for("signatures")(values))
+    rows[0]["hash"] = chain.link(
+        rows[0]["prev_hash"], chain.payload_for("signatures", chain.PAYLOAD_VERSION)(values)
+    )
     path = out / spec["file"]
     path.write_text(_table_text(TableRows("signatures", tuple(spec["columns"]), spec["types"], rows), "json"))
     manifest.pop("manifest_sha256")
