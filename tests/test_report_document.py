@@ -141,7 +141,9 @@ def test_yield_and_activity_at_eos_hand_computed(tmp_path: Path) -> None:
     assert "73.03 % decay-corrected, 50.00 % not corrected" in header
     assert "synchronised at run start" in header
     # An open run: DRAFT on every page, and said so.
-    open_run = RunData({**data.run, "seal": None, "ended_ns": None, "ended_by": None}, data.tables)
+    open_run = RunData(
+        {**data.run, "seal": None, "ended_ns": None, "ended_by": None}, data.tables, data.chain_version
+    )
     result = render(open_run, tmp_path / "open.pdf", settings=SETTINGS)
     assert result["status"] == "DRAFT"
     texts = page_texts(tmp_path / "open.pdf")
