@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from daq.alarms.engine import AlarmEngine
     from daq.clock import Clock
     from daq.config.model import Config
     from daq.equilibrium import EquilibriumGate
@@ -98,5 +99,20 @@ class ServiceContext:
     run_attribution: RunAttribution
     equilibrium: EquilibriumGate
     clock_flag: ClockFlag
+    #: The alarm stage: its service gives it the journal and serves its states.
+    alarms: AlarmEngine
     #: Where status is assembled (:mod:`daq.status`).
     status: StatusBoard
+
+
+class AlarmControl(Protocol):
+    """What the API and the displays use of the alarm engine (:mod:`daq.alarms.engine`): the
+    alarms' views and the acknowledgement, nothing of the pipeline stage."""
+
+    def listing(self) -> dict[str, Any]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def unacknowledged(self) -> int: ...
+
+    def acknowledge(self, alarm_id: str, *, actor: str, comment: str) -> dict[str, Any]: ...

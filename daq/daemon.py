@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daq import __version__
+from daq.alarms.engine import AlarmEngine
 from daq.clock import Clock, SystemClock
 from daq.config.model import Config
 from daq.context import Service, ServiceContext
@@ -74,12 +75,15 @@ class Daemon:
         self.run_attribution = RunAttribution()
         self.equilibrium = EquilibriumGate(config.model.physics.ac225_equilibrium_wait_s)
         self.clock_flag = ClockFlag(config.model.clock.flag_unsynchronised)
+        # Configured limits; given the journal by its service (daq.services) once it is open.
+        self.alarms = AlarmEngine(config.model.alarms, clock=self.clock)
         #: Every reading of every supervisor passes this, in order, before it is journaled.
         self.pipeline: Pipeline = reading_pipeline(
             clock=self.clock,
             runs=self.run_attribution,
             equilibrium=self.equilibrium,
             clock_flag=self.clock_flag,
+            alarms=self.alarms,
         )
         #: The one place status is assembled (built once the journal is open).
         self.status_board: StatusBoard | None = None
@@ -253,6 +257,7 @@ class Daemon:
             run_attribution=self.run_attribution,
             equilibrium=self.equilibrium,
             clock_flag=self.clock_flag,
+            alarms=self.alarms,
             status=self.status_board,
         )
         services = sorted(build_services(ctx), key=lambda svc: svc.phase)

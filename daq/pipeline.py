@@ -16,7 +16,10 @@ The stages and their order are declared once, in :func:`reading_pipeline`; the c
 3. ``equilibrium``: the Ac-225 equilibrium gate (:mod:`daq.equilibrium`). It comes after
    ``runs`` because a t0 recorded for a run applies to the readings attributed to that run.
 4. ``clock``: the daemon's quality flag for an unsynchronised clock
-   (:class:`daq.runs.clock.ClockFlag`); last, so it never hides a value from the stages above.
+   (:class:`daq.runs.clock.ClockFlag`); after the stages that change readings, so it never
+   hides a value from them.
+5. ``alarms``: configured limits (:class:`daq.alarms.engine.AlarmEngine`). Last: it sees the
+   reading as it will be journaled, with its run; it never changes a reading and never raises.
 
 Adding a stage is one line in :func:`reading_pipeline`, at its place; a test or a diagnostic
 can also :meth:`Pipeline.insert` one at a named position (``pipeline.names`` shows the order).
@@ -97,7 +100,9 @@ class Pipeline:
         return f"Pipeline({' -> '.join(self.names)})"
 
 
-def reading_pipeline(*, clock: Clock, runs: Stage, equilibrium: Stage, clock_flag: Stage) -> Pipeline:
+def reading_pipeline(
+    *, clock: Clock, runs: Stage, equilibrium: Stage, clock_flag: Stage, alarms: Stage | None = None
+) -> Pipeline:
     """The daemon's reading pipeline: its stages, in order (see the module docstring for why)."""
     return Pipeline(
         [
@@ -105,5 +110,10 @@ def reading_pipeline(*, clock: Clock, runs: Stage, equilibrium: Stage, clock_fla
             ("runs", runs),
             ("equilibrium", equilibrium),
             ("clock", clock_flag),
+            ("alarms", alarms if alarms is not None else _unchanged),
         ]
     )
+
+
+def _unchanged(reading: Reading) -> Reading:
+    return reading

@@ -18,11 +18,12 @@ from daq.context import Service, ServiceContext
 
 def build_services(ctx: ServiceContext) -> list[Service]:
     """Every service this config asks for, in the order they are started within a phase."""
+    from daq.alarms.service import service as alarms_service
     from daq.api.server import build_service as api_service
     from daq.runs.clock import ClockMonitor
     from daq.runs.manager import build as runs_service
 
-    services: list[Service] = []
+    services: list[Service] = [alarms_service(ctx)]
     clock = ClockMonitor(
         ctx.config.model.clock, clock=ctx.clock, journal=ctx.journal, tasks=ctx.tasks, flag=ctx.clock_flag
     )
@@ -48,7 +49,7 @@ def build_services(ctx: ServiceContext) -> list[Service]:
     tlc = tlc_service(ctx)
     if tlc is not None:
         services.append(tlc)
-    api = api_service(ctx, runs=runs)
+    api = api_service(ctx, runs=runs, alarms=ctx.alarms)
     if api is not None:
         services.append(api)
     return services

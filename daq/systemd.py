@@ -36,7 +36,7 @@ from daq.supervision import fault_point, spawn
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.context import ServiceContext
+    from daq.context import AlarmControl, ServiceContext
     from daq.journal.journal import Journal
     from daq.status import StatusBoard
     from daq.supervision import TaskTree
@@ -175,8 +175,10 @@ class SystemdNotifier:
         journal: Journal,
         tasks: TaskTree,
         board: StatusBoard,
+        alarms: AlarmControl | None = None,
     ):
         self.clock = clock
+        self.alarms = alarms
         self.journal = journal
         self.tasks = tasks
         self.board = board
@@ -253,6 +255,10 @@ class SystemdNotifier:
             rate = (committed - self._last_committed) * 1e9 / (now_ns - self._last_mono_ns)
             self._last_mono_ns, self._last_committed = now_ns, committed
         line = f"{up}/{configured} instruments connected, {rate:.1f} readings/s, backlog {backlog}"
+        if self.alarms is not None:
+            active = sum(self.alarms.counts().values())
+            if active:
+                line += f", {active} alarm(s) active ({self.alarms.unacknowledged()} unacknowledged)"
         return f"{problem}; {line}" if problem else line
 
 
@@ -268,6 +274,7 @@ def service(ctx: ServiceContext) -> SystemdNotifier | None:
         journal=ctx.journal,
         tasks=ctx.tasks,
         board=ctx.status,
+        alarms=ctx.alarms,
     )
 
 

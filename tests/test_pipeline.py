@@ -47,7 +47,7 @@ def test_readings_are_frozen() -> None:
 
 def test_the_daemon_declares_its_stages_in_order(tmp_path: Path) -> None:
     daemon = Daemon(parse_config(config_text(tmp_path, []), path="cell.toml"))
-    assert daemon.pipeline.names == ("canonicalise", "runs", "equilibrium", "clock")
+    assert daemon.pipeline.names == ("canonicalise", "runs", "equilibrium", "clock", "alarms")
 
 
 def test_a_stage_is_added_in_one_line_at_a_visible_position(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_stage_is_added_in_one_line_at_a_visible_position(tmp_path: Path) -> N
         return r
 
     daemon.pipeline.insert("probe", probe, after="runs")  # the one line
-    assert daemon.pipeline.names == ("canonicalise", "runs", "probe", "equilibrium", "clock")
+    assert daemon.pipeline.names == ("canonicalise", "runs", "probe", "equilibrium", "clock", "alarms")
     # Every stage of the daemon has something to do with this reading.
     daemon.run_attribution.run_id = "R-1"
     daemon.equilibrium.set_t0(clock.time_ns(), run_id="R-1")

@@ -34,13 +34,14 @@ from typing import Protocol
 from aiohttp import web
 
 from daq.api import guard, metrics
+from daq.api.alarms import add_alarm_routes
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.control import add_run_routes
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.guard import dumps_json, json_error
 from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
-from daq.context import RunControl
+from daq.context import AlarmControl, RunControl
 from daq.journal.journal import Journal
 from daq.status import StatusBoard
 from daq.timeparse import MAX_NS, MIN_NS
@@ -58,10 +59,13 @@ class ApiParts(Protocol):
     counters: metrics.CommitCounters
     lag: metrics.LagSampler
     auth: BearerAuth | None
+    alarms: AlarmControl | None
 
     def now_ns(self) -> int: ...
 
     def run_control(self) -> RunControl: ...
+
+    def alarm_control(self) -> AlarmControl: ...
 
 
 def _query_filter(request: web.Request) -> ReadingFilter:
@@ -122,6 +126,7 @@ def make_app(parts: ApiParts) -> web.Application:
             svc.hub,
             board.sinks(),
             svc.now_ns(),
+            svc.alarms.counts() if svc.alarms is not None else None,
         )
         return web.Response(
             text=text, content_type="text/plain", charset="utf-8", headers={"X-Format": "0.0.4"}
@@ -178,6 +183,7 @@ def make_app(parts: ApiParts) -> web.Application:
         )
 
     add_run_routes(routes, parts)
+    add_alarm_routes(routes, parts)
 
     hosts = guard.HostPolicy(settings.listen, settings.allowed_hosts)
     app = web.Application(middlewares=[hosts.middleware()], client_max_size=settings.max_body_bytes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daq.model import Quality, Reading
@@ -145,9 +145,17 @@ def render(
     hub: StreamHub,
     sinks: dict[str, dict[str, Any]],
     now_ns: int,
+    alarms: Mapping[str, int] | None = None,
 ) -> str:
-    """The whole ``/metrics`` page."""
+    """The whole ``/metrics`` page (``alarms``: active alarms by severity, when configured)."""
     out = Exposition()
+    if alarms is not None:
+        out.family(
+            "daq_alarms_active",
+            "gauge",
+            "Active alarms (unacknowledged or acknowledged) of configured limits, by severity.",
+            (({"severity": sev}, n) for sev, n in alarms.items()),
+        )
     out.family(
         "daq_readings_total",
         "counter",

@@ -23,7 +23,7 @@ from daq.api.config import ApiSection
 from daq.api.guard import json_error
 from daq.api.listener import Listener, listening_socket
 from daq.api.stream import StreamHub
-from daq.context import RunControl
+from daq.context import AlarmControl, RunControl
 from daq.logs import get_logger
 from daq.model import Reading
 from daq.status import StatusBoard
@@ -78,6 +78,7 @@ class ApiService:
         tasks: TaskTree,
         board: StatusBoard,
         runs: RunControl | None,
+        alarms: AlarmControl | None = None,
     ):
         self.settings = settings
         self.clock = clock
@@ -87,6 +88,8 @@ class ApiService:
         self.board = board
         #: The run operations only: no request can reach a service's start or stop.
         self.runs = runs
+        #: The alarms' views and acknowledgement (``/api/alarms``).
+        self.alarms = alarms
         self.hub = StreamHub()
         # Registered now (services are built before the supervisors start), so the counters
         # see every reading; both hooks only append or add, never wait.
@@ -202,6 +205,11 @@ class ApiService:
     def now_ns(self) -> int:
         return self.clock.time_ns()
 
+    def alarm_control(self) -> AlarmControl:
+        if self.alarms is None:
+            raise json_error(web.HTTPServiceUnavailable, "alarms are not available in this daemon")
+        return self.alarms
+
     def run_control(self) -> RunControl:
         runs = self.runs
         if runs is None:
@@ -212,13 +220,21 @@ class ApiService:
         return runs
 
 
-def build_service(ctx: ServiceContext, *, runs: RunControl | None) -> ApiService | None:
+def build_service(
+    ctx: ServiceContext, *, runs: RunControl | None, alarms: AlarmControl | None = None
+) -> ApiService | None:
     """Built by :func:`daq.services.build_services`: ``None`` when ``[api] enabled = false``."""
     settings: ApiSection = ctx.config.model.api
     if not settings.enabled:
         return None
     return ApiService(
-        settings, clock=ctx.clock, journal=ctx.journal, tasks=ctx.tasks, board=ctx.status, runs=runs
+        settings,
+        clock=ctx.clock,
+        journal=ctx.journal,
+        tasks=ctx.tasks,
+        board=ctx.status,
+        runs=runs,
+        alarms=alarms,
     )
 
 

@@ -14,6 +14,10 @@ from typing import Any
 from daq.journal.reader import JournalReader
 from daq.timefmt import human
 
+#: ``daq status`` (asking the daemon) exits with this while any alarm of a configured limit is
+#: active and unacknowledged (docs/alarms.md), so a script or a check can act on it.
+EXIT_UNACKNOWLEDGED_ALARM = 3
+
 NAME = "status"
 HELP = "the running daemon's instruments and sinks (or, with --data-dir, what the journal holds)"
 
@@ -22,6 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="read this journal, not the daemon")
     p.add_argument("--api", default=None, metavar="URL", help="the daemon's API (default $DAQ_API or :8470)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def unacknowledged_alarms(live: dict[str, Any]) -> int:
+    """Alarms in the daemon's status that are active and not yet acknowledged."""
+    from daq.alarms.engine import UNACK
+
+    return sum(1 for a in live.get("alarms") or [] if a.get("state") == UNACK)
 
 
 def collect(data_dir: Path) -> dict[str, Any]:
@@ -52,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
 
         live = get_json(args.api or default_api(), "/api/status")
         print(json.dumps(live, indent=2, sort_keys=True) if args.json else format_status(live))
-        return 0
+        return EXIT_UNACKNOWLEDGED_ALARM if unacknowledged_alarms(live) else 0
     data = collect(args.data_dir)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))

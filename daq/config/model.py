@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
+from daq.alarms.settings import AlarmsSection
 from daq.api.config import ApiSection
 from daq.config.base import InstrumentBase, StrictModel
 from daq.config.sections import DaemonSection
@@ -52,6 +53,7 @@ class DaqConfig(StrictModel):
     users: UsersSection = UsersSection()
     signatures: SigningSection = SigningSection()
     report: ReportSection = ReportSection()
+    alarms: AlarmsSection = AlarmsSection()
 
 
 class Config:

@@ -42,6 +42,9 @@ CHAINED: dict[str, tuple[str, ...]] = {
     # Migration 5 (anchors): each chain's head (last id and hash) at a point in time, so that
     # rows deleted from the end of a chain are detected (daq.journal.anchors).
     "anchors": ("id", "ts_ns", "cause", "heads"),
+    # Migration 6 (alarms): each alarm's life, one row per transition (daq.alarms.engine).
+    "alarm_events": ("id", "alarm_id", "kind", "ts_ns", "mono_ns", "instrument", "channel", "condition",
+                     "severity", "state", "actor", "comment", "run_id", "detail"),
 }  # fmt: skip
 
 CHAINED_TABLES = tuple(CHAINED)
@@ -221,6 +224,28 @@ MIGRATIONS: dict[int, list[str]] = {
             heads TEXT NOT NULL,
             hash BLOB NOT NULL)""",
         *guards("anchors"),
+    ],
+    6: [
+        # kind: raised, acknowledged, cleared; state: the alarm's ISA-18.2 state after it.
+        """CREATE TABLE alarm_events (
+            id INTEGER PRIMARY KEY,
+            alarm_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL,
+            mono_ns INTEGER NOT NULL,
+            instrument TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            condition TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            state TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            comment TEXT,
+            run_id TEXT,
+            detail TEXT,
+            hash BLOB NOT NULL)""",
+        "CREATE INDEX alarm_events_alarm ON alarm_events (alarm_id)",
+        "CREATE INDEX alarm_events_run ON alarm_events (run_id)",
+        *guards("alarm_events"),
     ],
 }
 

@@ -1,0 +1,328 @@
+"""The alarm engine: a stage of the reading pipeline that evaluates configured limits and keeps
+each alarm's ISA-18.2 state.
+
+States of an alarm point (one limit of one channel): ``normal``; ``unacknowledged active``
+(raised, nobody has acknowledged it); ``acknowledged active``; ``returned to normal
+unacknowledged`` (the value came back before anyone acknowledged). Raising, acknowledging and
+clearing are each one row of the chained ``alarm_events`` table (``daq verify`` covers it); an
+acknowledgement is also an audit entry with the user and the comment.
+
+Timing uses the readings' monotonic time (``mono_ns``), so on- and off-delays follow the
+injected clock and are immune to wall-clock steps. A limit is evaluated on GOOD and UNCERTAIN
+readings with a value; a BAD reading (a gap) holds the alarm's state and resets any pending
+delay. The stage never changes a reading and never raises into acquisition: an error while
+evaluating is logged and counted (``errors`` in :meth:`AlarmEngine.status`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from daq.alarms.settings import SEVERITIES, AlarmsSection, ChannelLimits
+from daq.errors import DaqError
+from daq.journal.journal import dumps
+from daq.model import Quality, Reading
+
+if TYPE_CHECKING:
+    from daq.clock import Clock
+    from daq.journal.journal import Journal
+
+log = structlog.get_logger(__name__)
+
+TABLE = "alarm_events"
+
+NORMAL = "normal"
+UNACK = "unacknowledged active"
+ACKED = "acknowledged active"
+RTN_UNACK = "returned to normal unacknowledged"
+STATES = (NORMAL, UNACK, ACKED, RTN_UNACK)
+ACTIVE = (UNACK, ACKED)
+
+#: Conditions, their config key and whether the value must be above (True) or below the setpoint.
+CONDITIONS: dict[str, tuple[str, bool]] = {
+    "HH": ("high_high", True),
+    "H": ("high", True),
+    "L": ("low", False),
+    "LL": ("low_low", False),
+}
+
+
+class AlarmError(DaqError):
+    """An alarm operation refused (no such alarm, nothing to acknowledge)."""
+
+
+@dataclasses.dataclass
+class AlarmPoint:
+    """One limit of one channel and the state of its alarm."""
+
+    instrument: str
+    channel: str
+    condition: str
+    setpoint: float
+    above: bool
+    limits: ChannelLimits
+    state: str = NORMAL
+    alarm_id: str | None = None
+    #: mono_ns since when the condition has held (not active) or has been gone (active).
+    pending_ns: int | None = None
+    value: float | None = None
+    unit: str = ""
+    raised_ns: int | None = None
+    acked_ns: int | None = None
+    acked_by: str | None = None
+    comment: str | None = None
+    cleared_ns: int | None = None
+    run_id: str | None = None
+
+    @property
+    def severity(self) -> str:
+        return self.limits.severity_extreme if self.condition in ("HH", "LL") else self.limits.severity
+
+    def view(self) -> dict[str, Any]:
+        """The JSON shape of one alarm (docs/local-api.md)."""
+        return {
+            "id": self.alarm_id,
+            "instrument": self.instrument,
+            "channel": self.channel,
+            "condition": self.condition,
+            "severity": self.severity,
+            "state": self.state,
+            "active": self.state in ACTIVE,
+            "acknowledged": self.state in (ACKED, NORMAL),
+            "value": self.value,
+            "unit": self.unit,
+            "setpoint": self.setpoint,
+            "message": self.limits.message or _default_message(self),
+            "raised_ns": self.raised_ns,
+            "acked_ns": self.acked_ns,
+            "acked_by": self.acked_by,
+            "comment": self.comment,
+            "cleared_ns": self.cleared_ns,
+            "run_id": self.run_id,
+        }
+
+
+def _default_message(p: AlarmPoint) -> str:
+    word = {"HH": "high-high", "H": "high", "L": "low", "LL": "low-low"}[p.condition]
+    where = "above" if p.above else "below"
+    return f"{p.instrument}/{p.channel} {word} ({where} {p.setpoint:g} {p.unit})".replace(" )", ")")
+
+
+def _alarm_id(p: AlarmPoint, ts_ns: int, mono_ns: int) -> str:
+    seed = f"{p.instrument}/{p.channel}/{p.condition}/{ts_ns}/{mono_ns}".encode()
+    return hashlib.sha256(seed).hexdigest()[:12]
+
+
+class AlarmEngine:
+    """The ``alarms`` stage of the reading pipeline and the alarms' states.
+
+    Built with the config before the journal is open; :meth:`attach` gives it the journal
+    (the composition root does, before any reading flows). Transitions before that are kept
+    in the states but not journaled.
+    """
+
+    def __init__(self, settings: AlarmsSection, *, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.journal: Journal | None = None
+        self.points: dict[tuple[str, str], list[AlarmPoint]] = {}
+        for lim in settings.limits:
+            pts = []
+            for cond, (key, above) in CONDITIONS.items():
+                sp = getattr(lim, key)
+                if sp is not None:
+                    pts.append(AlarmPoint(lim.instrument, lim.channel, cond, float(sp), above, lim))
+            self.points[(lim.instrument, lim.channel)] = pts
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.recent)
+        self.errors = 0
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def attach(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def on_transition(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` with each transition's record (as journaled) after it is queued."""
+        self._listeners.append(listener)
+
+    # -- the pipeline stage ------------------------------------------------------------------
+
+    def __call__(self, reading: Reading) -> Reading:
+        points = self.points.get((reading.instrument, reading.channel))
+        if points:
+            try:
+                self._evaluate(points, reading)
+            except Exception as exc:  # never into acquisition: the reading goes on regardless
+                self.errors += 1
+                log.error("alarm evaluation failed", instrument=reading.instrument, channel=reading.channel,
+                          error=repr(exc))  # fmt: skip
+        return reading
+
+    def _evaluate(self, points: Iterable[AlarmPoint], r: Reading) -> None:
+        value = r.value
+        usable = value is not None and r.quality != Quality.BAD
+        for p in points:
+            if not usable:
+                p.pending_ns = None
+                continue
+            assert value is not None
+            p.value = float(value)
+            p.unit = r.unit
+            db = p.limits.deadband
+            active = p.state in ACTIVE
+            if p.above:
+                beyond = value > (p.setpoint - db if active else p.setpoint)
+            else:
+                beyond = value < (p.setpoint + db if active else p.setpoint)
+            if active == beyond:
+                # Nothing pending: the condition agrees with the state.
+                p.pending_ns = None
+                continue
+            if p.pending_ns is None:
+                p.pending_ns = r.mono_ns
+            delay = p.limits.off_delay_s if active else p.limits.on_delay_s
+            if r.mono_ns - p.pending_ns < delay * 1e9:
+                continue
+            p.pending_ns = None
+            if active:
+                self._clear(p, r)
+            else:
+                self._raise(p, r)
+
+    # -- transitions -------------------------------------------------------------------------
+
+    def _raise(self, p: AlarmPoint, r: Reading) -> None:
+        if p.state == RTN_UNACK:
+            self._finish(p)
+        now = self.clock.time_ns()
+        p.alarm_id = _alarm_id(p, now, r.mono_ns)
+        p.state = UNACK
+        p.raised_ns = now
+        p.acked_ns = p.acked_by = p.comment = p.cleared_ns = None
+        p.run_id = r.run_id
+        self._journal(
+            "raised", p, actor="daemon", comment=None, detail={"value": p.value, "setpoint": p.setpoint}
+        )
+        log.warning("alarm raised", alarm=p.alarm_id, instrument=p.instrument, channel=p.channel,
+                    condition=p.condition, severity=p.severity, value=p.value)  # fmt: skip
+
+    def _clear(self, p: AlarmPoint, r: Reading) -> None:
+        p.cleared_ns = self.clock.time_ns()
+        p.state = NORMAL if p.state == ACKED else RTN_UNACK
+        self._journal(
+            "cleared", p, actor="daemon", comment=None, detail={"value": p.value, "setpoint": p.setpoint}
+        )
+        log.info("alarm cleared", alarm=p.alarm_id, instrument=p.instrument, channel=p.channel, state=p.state)
+        if p.state == NORMAL:
+            self._finish(p)
+
+    def _finish(self, p: AlarmPoint) -> None:
+        self.recent.appendleft(p.view())
+
+    def acknowledge(self, alarm_id: str, *, actor: str, comment: str) -> dict[str, Any]:
+        """Acknowledge the alarm ``alarm_id`` (an active one, or one returned to normal and not
+        yet acknowledged): journaled and audited with ``actor`` and ``comment``."""
+        if not actor.strip():
+            raise AlarmError("name who acknowledges the alarm")
+        if not comment.strip():
+            raise AlarmError("an acknowledgement needs a comment")
+        p = self.find(alarm_id)
+        if p is None:
+            raise AlarmError(f"no alarm {alarm_id!r} waits for acknowledgement")
+        p.acked_ns = self.clock.time_ns()
+        p.acked_by = actor
+        p.comment = comment
+        p.state = ACKED if p.state == UNACK else NORMAL
+        self._journal("acknowledged", p, actor=actor, comment=comment, detail={"value": p.value})
+        if self.journal is not None:
+            self.journal.audit(
+                "alarm_acknowledged",
+                actor=actor,
+                subject=p.alarm_id,
+                detail={"comment": comment, "instrument": p.instrument, "channel": p.channel,
+                        "condition": p.condition, "severity": p.severity, "state": p.state},
+            )  # fmt: skip
+        view = p.view()
+        if p.state == NORMAL:
+            self._finish(p)
+        return view
+
+    def find(self, alarm_id: str) -> AlarmPoint | None:
+        """The point whose current alarm is ``alarm_id`` and waits for acknowledgement."""
+        for pts in self.points.values():
+            for p in pts:
+                if p.alarm_id == alarm_id and p.state in (UNACK, RTN_UNACK):
+                    return p
+        return None
+
+    def _journal(
+        self, kind: str, p: AlarmPoint, *, actor: str, comment: str | None, detail: dict[str, Any]
+    ) -> None:
+        now_ns = self.clock.time_ns()
+        row = {
+            "alarm_id": p.alarm_id, "kind": kind, "ts_ns": now_ns, "mono_ns": self.clock.monotonic_ns(),
+            "instrument": p.instrument, "channel": p.channel, "condition": p.condition,
+            "severity": p.severity, "state": p.state, "actor": actor, "comment": comment,
+            "run_id": p.run_id,
+            "detail": dumps({**detail, "unit": p.unit, "message": p.view()["message"]}),
+        }  # fmt: skip
+        if self.journal is not None:
+            self.journal.record(TABLE, row)
+        for listener in self._listeners:
+            try:
+                listener(row)
+            except Exception as exc:  # a listener must not stop the stage
+                log.error("alarm listener failed", error=repr(exc))
+
+    # -- views -------------------------------------------------------------------------------
+
+    def active(self) -> list[dict[str, Any]]:
+        """Alarms not in ``normal`` (active, or returned and unacknowledged), worst first."""
+        out = [p.view() for pts in self.points.values() for p in pts if p.state != NORMAL]
+        out.sort(key=lambda a: (SEVERITIES.index(a["severity"]), a["raised_ns"] or 0))
+        return out
+
+    def listing(self) -> dict[str, Any]:
+        """``GET /api/alarms``: the alarms not in normal and the recently finished ones."""
+        return {"active": self.active(), "recent": list(self.recent)}
+
+    def counts(self) -> dict[str, int]:
+        """Active alarms (``unacknowledged active`` or ``acknowledged active``) by severity."""
+        out = dict.fromkeys(SEVERITIES, 0)
+        for pts in self.points.values():
+            for p in pts:
+                if p.state in ACTIVE:
+                    out[p.severity] += 1
+        return out
+
+    def unacknowledged(self) -> int:
+        return sum(1 for pts in self.points.values() for p in pts if p.state == UNACK)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "configured": sum(len(p) for p in self.points.values()),
+            "active": self.counts(),
+            "unacknowledged": self.unacknowledged(),
+            "errors": self.errors,
+        }
+
+    def status_alarms(self, status: Any) -> list[dict[str, Any]]:
+        """An alarm source for :class:`daq.status.StatusBoard`: each alarm not in normal."""
+        out = []
+        for a in self.active():
+            out.append(
+                {
+                    "severity": "alarm" if a["severity"] in ("critical", "high") else "warning",
+                    "subject": f"{a['instrument']}/{a['channel']}",
+                    "message": f"{a['message']} [{a['state']}]",
+                    "id": a["id"],
+                    "state": a["state"],
+                    "priority": a["severity"],
+                }
+            )
+        return out

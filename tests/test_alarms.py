@@ -1,0 +1,301 @@
+"""Alarms: configured limits with deadband and delays, their ISA-18.2 states, the alarm journal
+and the audit trail; over a real Modbus TCP server (the synthesizer simulator), the local API
+with its token, and ``daq status``'s exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from daq.alarms.engine import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmEngine, AlarmError
+from daq.alarms.settings import AlarmsSection
+from daq.api.server import ApiService
+from daq.clock import ManualClock
+from daq.config.load import parse_config
+from daq.daemon import Daemon
+from daq.errors import ConfigError
+from daq.journal import JournalReader
+from daq.journal.verify import verify_journal
+from daq.model import Quality, Reading
+from simulators.synth_modbus import SETPOINT_ADDRESS, SynthModbusSimulator
+from tests.helpers import config_text, make_config, wait_until
+from tests.test_modbus_driver import instrument
+
+TOKEN = "alarm-test-token"
+
+
+def engine(clock: ManualClock, **limits: Any) -> AlarmEngine:
+    section = AlarmsSection.model_validate({"limits": [{"instrument": "synth", "channel": "p", **limits}]})
+    return AlarmEngine(section, clock=clock)
+
+
+def feed(eng: AlarmEngine, clock: ManualClock, value: float | None, *, after_s: float = 0.1) -> Reading:
+    clock.advance(after_s)
+    quality = Quality.GOOD if value is not None else Quality.BAD
+    r = Reading("synth", "p", value, "Pa", quality, clock.time_ns(), clock.monotonic_ns())
+    assert eng(r) is r  # the stage never changes a reading
+    return r
+
+
+def states(eng: AlarmEngine) -> dict[str, str]:
+    return {p.condition: p.state for p in eng.points[("synth", "p")]}
+
+
+def test_limit_deadband_and_isa_states() -> None:
+    clock = ManualClock()
+    eng = engine(clock, high=100.0, high_high=150.0, deadband=5.0, severity="medium")
+    feed(eng, clock, 99.0)
+    assert states(eng) == {"HH": NORMAL, "H": NORMAL}
+    feed(eng, clock, 100.5)
+    assert states(eng) == {"HH": NORMAL, "H": UNACK}
+    [active] = eng.active()
+    assert active["severity"] == "medium"
+    assert active["active"]
+    assert not active["acknowledged"]
+    # Inside the limit but within the deadband: still active.
+    feed(eng, clock, 97.0)
+    assert states(eng)["H"] == UNACK
+    feed(eng, clock, 94.9)
+    assert states(eng)["H"] == RTN_UNACK  # returned before anyone acknowledged
+    assert eng.unacknowledged() == 0
+    assert eng.counts()["medium"] == 0
+    alarm_id = eng.active()[0]["id"]
+    done = eng.acknowledge(alarm_id, actor="jdoe", comment="seen, door resealed")
+    assert done["state"] == NORMAL
+    assert eng.active() == []
+    assert eng.listing()["recent"][0]["acked_by"] == "jdoe"
+    # A new excursion is a new alarm; high-high takes the extreme severity.
+    feed(eng, clock, 160.0)
+    assert states(eng) == {"HH": UNACK, "H": UNACK}
+    assert eng.counts() == {"critical": 1, "high": 0, "medium": 1, "low": 0}
+    hh = next(a for a in eng.active() if a["condition"] == "HH")
+    assert hh["id"] != alarm_id
+    eng.acknowledge(hh["id"], actor="jdoe", comment="known")
+    assert states(eng)["HH"] == ACKED
+    feed(eng, clock, 120.0)
+    assert states(eng) == {"HH": NORMAL, "H": UNACK}  # acknowledged and cleared: normal
+    with pytest.raises(AlarmError, match="no alarm"):
+        eng.acknowledge(hh["id"], actor="jdoe", comment="again")
+    with pytest.raises(AlarmError, match="comment"):
+        eng.acknowledge(eng.active()[0]["id"], actor="jdoe", comment=" ")
+
+
+def test_low_limits_and_deadband_above() -> None:
+    clock = ManualClock()
+    eng = engine(clock, low=-50.0, low_low=-80.0, deadband=2.0)
+    feed(eng, clock, -49.0)
+    feed(eng, clock, -50.5)
+    assert states(eng) == {"L": UNACK, "LL": NORMAL}
+    feed(eng, clock, -48.5)
+    assert states(eng)["L"] == UNACK  # within 2 Pa of the limit
+    feed(eng, clock, -47.9)
+    assert states(eng)["L"] == RTN_UNACK
+
+
+def test_on_and_off_delays_follow_the_monotonic_clock() -> None:
+    clock = ManualClock()
+    eng = engine(clock, high=10.0, on_delay_s=2.0, off_delay_s=1.0)
+    feed(eng, clock, 11.0)
+    feed(eng, clock, 11.0, after_s=1.5)
+    assert states(eng)["H"] == NORMAL  # 1.5 s beyond the limit: not yet
+    feed(eng, clock, 9.0)  # back inside: the on-delay starts again
+    feed(eng, clock, 11.0)
+    feed(eng, clock, 11.0, after_s=1.9)
+    assert states(eng)["H"] == NORMAL
+    clock.step_wall(-3600)  # a wall-clock step changes nothing
+    feed(eng, clock, 11.0, after_s=0.2)
+    assert states(eng)["H"] == UNACK
+    feed(eng, clock, 9.0)
+    feed(eng, clock, 9.0, after_s=0.5)
+    assert states(eng)["H"] == UNACK  # off-delay not over
+    feed(eng, clock, None, after_s=0.1)  # a gap resets the pending delay and holds the state
+    feed(eng, clock, 9.0, after_s=0.9)
+    assert states(eng)["H"] == UNACK
+    feed(eng, clock, 9.0, after_s=1.0)
+    assert states(eng)["H"] == RTN_UNACK
+
+
+def test_the_stage_never_raises_into_acquisition() -> None:
+    clock = ManualClock()
+    eng = engine(clock, high=1.0)
+
+    def broken(row: dict[str, Any]) -> None:
+        raise RuntimeError("listener broke")
+
+    eng.on_transition(broken)
+    eng.points[("synth", "p")][0].limits = None  # type: ignore[assignment]
+    feed(eng, clock, 2.0)
+    assert eng.errors == 1
+
+
+def test_config_refuses_bad_limits(tmp_path: Path) -> None:
+    base = '[[alarms.limits]]\ninstrument = "synth"\nchannel = "p"\n'
+    for extra, where in (
+        ("high = 1.0\nlow = 2.0\n", "low (2.0) must be below high (1.0)"),
+        ("deadband = -1.0\nhigh = 1.0\n", "deadband"),
+        ("", "give at least one"),
+        ('high = 1.0\nseverity = "urgent"\n', "severity"),
+        ("high = 1.0\ncolour = 1\n", "colour"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(config_text(tmp_path, [], base + extra))
+        assert where in str(info.value) or "alarms.limits[0]" in str(info.value), str(info.value)
+
+
+# -- over a real Modbus server, the API and the journal ------------------------------------------
+
+
+async def write_setpoint(url: str, value: float) -> None:
+    """Write the synthesizer's reactor setpoint (a float32 in two holding registers) over Modbus."""
+    host, port = url.removeprefix("tcp://").split(":")
+    client = AsyncModbusTcpClient(host, port=int(port))
+    await client.connect()
+    try:
+        words = struct.unpack(">HH", struct.pack(">f", value))
+        result = await client.write_registers(SETPOINT_ADDRESS, list(words), device_id=1)
+        assert not result.isError()
+    finally:
+        client.close()
+
+
+@contextlib.asynccontextmanager
+async def synth_daemon(data_dir: Path, limits: str) -> AsyncIterator[tuple[Daemon, str, str]]:
+    sim = SynthModbusSimulator(seed=3, options={"time_scale": "1"})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    extra = f'[api]\nport = 0\ntoken_env = "DAQ_TEST_ALARM_TOKEN"\n{limits}'
+    cfg = make_config(data_dir, [instrument("synth", listener.url)], extra)
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run(), name="test-daemon")
+    try:
+        await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
+        if task.done():
+            task.result()
+        svc = daemon.services["api"]
+        assert isinstance(svc, ApiService)
+        await wait_until(lambda: svc.url is not None, timeout=10)
+        assert svc.url is not None
+        yield daemon, svc.url, listener.url
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+
+
+SETPOINT_LIMITS = """
+[[alarms.limits]]
+instrument = "synth"
+channel = "reactor_setpoint"
+high = 120.0
+deadband = 5.0
+on_delay_s = 0.3
+off_delay_s = 0.3
+severity = "high"
+message = "reactor setpoint above 120 degC"
+"""
+
+
+async def alarms_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(f"{url}/api/alarms") as resp:
+        assert resp.status == 200
+        return dict(await resp.json())
+
+
+async def test_limit_over_modbus_raised_acknowledged_cleared(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAQ_TEST_ALARM_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        synth_daemon(data_dir, SETPOINT_LIMITS) as (daemon, url, modbus),
+        aiohttp.ClientSession() as http,
+    ):
+        assert (await alarms_of(http, url))["active"] == []
+        await write_setpoint(modbus, 130.0)
+        got: dict[str, Any] = {}
+
+        async def poll() -> bool:
+            got.update(await alarms_of(http, url))
+            return bool(got["active"])
+
+        for _ in range(200):
+            if await poll():
+                break
+            await asyncio.sleep(0.05)
+        [alarm] = got["active"]
+        assert alarm["state"] == UNACK
+        assert alarm["severity"] == "high"
+        assert alarm["value"] == 130.0
+        assert alarm["message"] == "reactor setpoint above 120 degC"
+        async with http.get(f"{url}/api/status") as resp:
+            status = await resp.json()
+        assert any(a.get("id") == alarm["id"] for a in status["alarms"])
+        assert status["services"]["alarms"]["unacknowledged"] == 1
+        async with http.get(f"{url}/metrics") as resp:
+            assert 'daq_alarms_active{severity="high"} 1' in await resp.text()
+        # daq status exits 3 while an unacknowledged alarm is active.
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "daq"), "status", "--api", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+        assert proc.returncode == 3, (out, err)
+        assert b"unacknowledged" in out
+        # Acknowledging needs the token and a comment.
+        ack = f"{url}/api/alarms/{alarm['id']}/ack"
+        async with http.post(ack, json={"comment": "x", "actor": "jdoe"}) as resp:
+            assert resp.status == 401
+        async with http.post(ack, json={"actor": "jdoe"}, headers=auth) as resp:
+            assert resp.status == 400
+        async with http.post(
+            f"{url}/api/alarms/nosuch/ack", json={"comment": "x", "actor": "jdoe"}, headers=auth
+        ) as resp:
+            assert resp.status == 404
+        async with http.post(ack, json={"comment": "setpoint test", "actor": "jdoe"}, headers=auth) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["state"] == ACKED
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "daq"), "status", "--api", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await proc.communicate()
+        assert proc.returncode == 0
+        # Inside the limit but within the deadband: stays active.
+        await write_setpoint(modbus, 117.0)
+        await asyncio.sleep(0.8)
+        assert (await alarms_of(http, url))["active"][0]["state"] == ACKED
+        await write_setpoint(modbus, 100.0)
+        for _ in range(200):
+            if not (await alarms_of(http, url))["active"]:
+                break
+            await asyncio.sleep(0.05)
+        listing = await alarms_of(http, url)
+        assert listing["active"] == []
+        assert listing["recent"][0]["id"] == alarm["id"]
+        assert listing["recent"][0]["state"] == NORMAL
+        await daemon.journal.flush()  # type: ignore[union-attr]
+    with JournalReader(data_dir) as reader:
+        rows = reader.conn.execute(
+            "SELECT kind, state, actor, comment FROM alarm_events WHERE alarm_id = ? ORDER BY id",
+            (alarm["id"],),
+        ).fetchall()
+        audit = [a for a in reader.audit() if a["action"] == "alarm_acknowledged"]
+    assert rows == [
+        ("raised", UNACK, "daemon", None),
+        ("acknowledged", ACKED, "jdoe", "setpoint test"),
+        ("cleared", NORMAL, "daemon", None),
+    ]
+    [entry] = audit
+    assert entry["actor"] == "jdoe"
+    assert entry["subject"] == alarm["id"]
+    assert entry["detail"]["comment"] == "setpoint test"
+    report = verify_journal(data_dir)
+    assert report.ok, report
+    assert report.rows["alarm_events"] == 3
