@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from daq.alarms.engine import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmEngine, AlarmError
 from daq.alarms.settings import AlarmsSection
 from daq.api.server import ApiService
+from daq.cli import main as cli_main
 from daq.clock import ManualClock
 from daq.config.load import parse_config
 from daq.daemon import Daemon
@@ -144,6 +147,7 @@ def test_config_refuses_bad_limits(tmp_path: Path) -> None:
         ("", "give at least one"),
         ('high = 1.0\nseverity = "urgent"\n', "severity"),
         ("high = 1.0\ncolour = 1\n", "colour"),
+        ("high = 1.0\n", "no instrument named 'synth'"),
     ):
         with pytest.raises(ConfigError) as info:
             parse_config(config_text(tmp_path, [], base + extra))
@@ -202,6 +206,19 @@ message = "reactor setpoint above 120 degC"
 """
 
 
+async def daq(*argv: str) -> tuple[int, str, str]:
+    """Run the ``daq`` command line (in a thread: it blocks on the daemon's API, which runs on
+    this event loop); its exit code, stdout and stderr."""
+
+    def run() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main(list(argv))
+        return code, out.getvalue(), err.getvalue()
+
+    return await asyncio.get_running_loop().run_in_executor(None, run)
+
+
 async def alarms_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with http.get(f"{url}/api/alarms") as resp:
         assert resp.status == 200
@@ -212,6 +229,7 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAQ_TEST_ALARM_TOKEN", TOKEN)
+    monkeypatch.setenv("DAQ_API_TOKEN", TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with (
         synth_daemon(data_dir, SETPOINT_LIMITS) as (daemon, url, modbus),
@@ -241,13 +259,15 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         async with http.get(f"{url}/metrics") as resp:
             assert 'daq_alarms_active{severity="high"} 1' in await resp.text()
         # daq status exits 3 while an unacknowledged alarm is active.
-        proc = await asyncio.create_subprocess_exec(
-            str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "daq"), "status", "--api", url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await proc.communicate()
-        assert proc.returncode == 3, (out, err)
-        assert b"unacknowledged" in out
+        code, out, err = await daq("status", "--api", url)
+        assert code == 3, (out, err)
+        assert "unacknowledged" in out
+        code, out, err = await daq("alarms", "list", "--api", url, "--json")
+        assert code == 0, err
+        assert [a["id"] for a in json.loads(out)["active"]] == [alarm["id"]]
+        code, out, err = await daq("alarms", "ack", "nosuch", "--comment", "x", "--api", url)
+        assert code != 0
+        assert "no alarm 'nosuch'" in err
         # Acknowledging needs the token and a comment.
         ack = f"{url}/api/alarms/{alarm['id']}/ack"
         async with http.post(ack, json={"comment": "x", "actor": "jdoe"}) as resp:
@@ -261,12 +281,8 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         async with http.post(ack, json={"comment": "setpoint test", "actor": "jdoe"}, headers=auth) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["state"] == ACKED
-        proc = await asyncio.create_subprocess_exec(
-            str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "daq"), "status", "--api", url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        await proc.communicate()
-        assert proc.returncode == 0
+        code, out, err = await daq("status", "--api", url)
+        assert code == 0, (out, err)
         # Inside the limit but within the deadband: stays active.
         await write_setpoint(modbus, 117.0)
         await asyncio.sleep(0.8)
@@ -296,6 +312,11 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
     assert entry["actor"] == "jdoe"
     assert entry["subject"] == alarm["id"]
     assert entry["detail"]["comment"] == "setpoint test"
+    code, out, err = await daq("alarms", "list", "--data-dir", str(data_dir), "--json")
+    assert code == 0, err
+    [offline] = json.loads(out)["recent"]
+    assert offline["id"] == alarm["id"]
+    assert (offline["state"], offline["acked_by"], offline["comment"]) == (NORMAL, "jdoe", "setpoint test")
     report = verify_journal(data_dir)
     assert report.ok, report
     assert report.rows["alarm_events"] == 3

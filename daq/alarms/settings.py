@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from daq.config.base import Name, NonNegativeSeconds, StrictModel
+from daq.errors import ConfigError
 
 #: Priorities in ISA-18.2's sense, worst first.
 Severity = Literal["critical", "high", "medium", "low"]
@@ -71,3 +72,16 @@ class AlarmsSection(StrictModel):
                 raise ValueError(f"limits for {lim.instrument}/{lim.channel} are given twice; give one table")
             seen.add(key)
         return self
+
+
+def check_config(model: Any, file: str) -> None:
+    """Cross-check: every ``[[alarms.limits]]`` names a configured instrument."""
+    alarms: AlarmsSection | None = getattr(model, "alarms", None)
+    names = [i.name for i in model.instruments]
+    for i, lim in enumerate(alarms.limits if alarms is not None else []):
+        if lim.instrument not in names:
+            raise ConfigError(
+                f"no instrument named {lim.instrument!r} (configured: {', '.join(names) or 'none'})",
+                file=file,
+                key_path=f"alarms.limits[{i}].instrument",
+            )

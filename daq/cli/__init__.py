@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from daq import __version__, timefmt
 from daq.cli import (
+    alarms,
     audit,
     check_config,
     decay,
@@ -44,6 +45,7 @@ COMMANDS: list[ModuleType] = [
     verify,
     decay,
     runs,
+    alarms,
     audit,
     export,
     report,

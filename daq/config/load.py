@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from daq.alarms.settings import check_config as check_alarms
 from daq.config.base import PositiveSeconds
 from daq.config.model import Config, DaqConfig
 from daq.config.sections import DaemonSection
@@ -115,7 +116,7 @@ def _check_trigger(model: DaqConfig, file: str) -> None:
 
 
 #: Run in this order after validation; add a feature's cross-check here.
-CROSS_CHECKS: list[CrossCheck] = [_check_trigger, _cross_check, check_tlc, check_qc]
+CROSS_CHECKS: list[CrossCheck] = [_check_trigger, _cross_check, check_tlc, check_qc, check_alarms]
 
 
 def parse_config(text: str, *, path: str = "<string>") -> Config:
