@@ -22,6 +22,10 @@ It never sleeps, retries, reconnects or stores: the supervisor owns all of that.
   write a register). Drivers that support none keep the default, which refuses. The daemon
   checks ``allow_writes`` and audits every attempt before calling it
   (:meth:`daq.daemon.Daemon.instrument_write`); drivers check it again.
+- A serial driver opens its link through ``link_factory`` (:func:`daq.transport.open_link`
+  unless a test injects another, such as one end of :func:`daq.transport.null_modem`).
+- A driver built on a protocol library maps that library's exceptions to the project's in one
+  ``map_exceptions`` context manager of its package, not at each call site.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The OPC UA driver: connect, subscribe or poll, and turn values into readings.
 
-The longest module of the package (about 510 lines, over the usual 400): it holds the driver's run-time state
-(the node map's items, the reading buffer and the subscription's sequence), which every part
-of it reads; configuration, security, conversion and error mapping live beside it.
+The longest module of the package (about 530 lines, over the usual 400): it holds the
+driver's run-time state (the node map's items, the reading buffer, the subscription's
+sequence), which every part of it reads and writes; configuration, security, conversion and
+error mapping live beside it.
 """
 
 from __future__ import annotations
