@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 from pymodbus.client import AsyncModbusTcpClient
 
 from daq.alarms.engine import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmEngine, AlarmError
@@ -28,6 +29,8 @@ from daq.errors import ConfigError
 from daq.journal import JournalReader
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
+from daq.runs.export import decoded, journal_run, open_journal
+from daq.runs.report import render
 from simulators.synth_modbus import SETPOINT_ADDRESS, SynthModbusSimulator
 from tests.helpers import config_text, make_config, wait_until
 from tests.test_modbus_driver import instrument
@@ -226,7 +229,7 @@ async def alarms_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 
 
 async def test_limit_over_modbus_raised_acknowledged_cleared(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAQ_TEST_ALARM_TOKEN", TOKEN)
     monkeypatch.setenv("DAQ_API_TOKEN", TOKEN)
@@ -236,6 +239,16 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         aiohttp.ClientSession() as http,
     ):
         assert (await alarms_of(http, url))["active"] == []
+        start = {
+            "batch": "B-7",
+            "product": "Lu-PSMA",
+            "nuclide": "Lu-177",
+            "operator": "jdoe",
+            "actor": "jdoe",
+        }
+        async with http.post(f"{url}/api/runs", json=start, headers=auth) as resp:
+            assert resp.status == 200, await resp.text()
+            run_id = (await resp.json())["run_id"]
         await write_setpoint(modbus, 130.0)
         got: dict[str, Any] = {}
 
@@ -296,6 +309,8 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         assert listing["active"] == []
         assert listing["recent"][0]["id"] == alarm["id"]
         assert listing["recent"][0]["state"] == NORMAL
+        async with http.post(f"{url}/api/runs/active/stop", json={"actor": "jdoe"}, headers=auth) as resp:
+            assert resp.status == 200, await resp.text()
         await daemon.journal.flush()  # type: ignore[union-attr]
     with JournalReader(data_dir) as reader:
         rows = reader.conn.execute(
@@ -320,3 +335,20 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
     report = verify_journal(data_dir)
     assert report.ok, report
     assert report.rows["alarm_events"] == 3
+    # The run report lists the alarm raised during the run, with who acknowledged it (the whole
+    # report is rendered, through its public entry point: most of this test's time).
+    conn = open_journal(data_dir)
+    try:
+        data, _, _ = journal_run(conn, run_id)
+    finally:
+        conn.close()
+    render(decoded(data), tmp_path / "r.png", png=True)
+    texts = []
+    for page in sorted(tmp_path.glob("r-p*.png")):
+        with Image.open(page) as im:
+            if im.text["Sections"] == "alarms":
+                texts.append(im.text["Text"])
+    text = " ".join("\n".join(texts).split())  # lines wrap on the page
+    assert "Limit alarms raised during the run (1, from the alarm journal)" in text
+    assert f"HIGH synth/reactor_setpoint H {alarm['id']}: reactor setpoint above 120 degC" in text
+    assert "by jdoe: setpoint test" in text

@@ -56,6 +56,9 @@ def fold(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             },
         )  # fmt: skip
         detail = row["detail"]
+        if isinstance(detail, str):
+            detail = json.loads(detail) if detail else {}
+        detail = detail or {}
         a["state"] = row["state"]
         a["message"] = detail.get("message", a["message"])
         a["unit"] = detail.get("unit", a["unit"])

@@ -20,7 +20,8 @@ Sections, in order:
   from the map's enum, on clock-time axes;
 - ``tlc``: one page per chromatogram, drawn as ``daq tlc show`` draws it, with the per-ROI
   table, the method and version, the verdict and the analysis history;
-- ``alarms``: alarm readings, gaps (non-GOOD spans) and clock steps, all of them;
+- ``alarms``: alarm readings, the limit alarms of the alarm journal raised during the run
+  (with who acknowledged them), gaps (non-GOOD spans) and clock steps, all of them;
 - ``audit``: the run's audit trail, every entry in full (wrapped, never cut).
 
 Nothing is dropped silently: where a list is limited the page says "n of m shown" and where
@@ -53,6 +54,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from daq import __version__
+from daq.alarms.store import fold
 from daq.model import Quality
 from daq.physics import NUCLIDE_TABLE_SOURCE, NUCLIDE_TABLE_VERSION
 from daq.runs import figures, qc_figures
@@ -831,6 +833,22 @@ def _alarms(ctx: Context) -> list[Figure]:
             f"{ctx.when(a['from_ns'])} .. {ctx.when(a['to_ns'])}  {a['channel']}  ({a['count']} readings)"
         )
     if not alarms:
+        flow.line("none")
+    limits = sorted(fold(ctx.data.rows("alarm_events")), key=lambda a: a["raised_ns"] or 0)
+    flow.heading(f"Limit alarms raised during the run ({len(limits)}, from the alarm journal)")
+    for a in limits:
+        acked = (
+            f"acknowledged {ctx.when(a['acked_ns'])} by {a['acked_by']}: {a['comment']}"
+            if a["acked_by"]
+            else "not acknowledged"
+        )
+        cleared = f"cleared {ctx.when(a['cleared_ns'])}" if a["cleared_ns"] else "not cleared"
+        flow.line(
+            f"{ctx.when(a['raised_ns'])}  {a['severity'].upper()} {a['instrument']}/{a['channel']} "
+            f"{a['condition']} {a['id']}: {a['message']}"
+        )
+        flow.line(f"    {acked}; {cleared}; {a['state']}")
+    if not limits:
         flow.line("none")
     gaps = ctx.summary["gaps"]
     flow.heading(f"Gaps and non-GOOD readings ({len(gaps)} span(s))")

@@ -20,6 +20,8 @@ from daq.runs.seal import SEAL_TABLES, selector
 
 #: Tables of records about a sealed run, outside its seal (they sign it): exported with it.
 SIGNED_TABLES = tuple(t for t in ("signatures",) if t in CHAINED)
+#: Not sealed either: the alarm journal's rows stamped with the run (the report lists them).
+ALARM_TABLES = tuple(t for t in ("alarm_events",) if t in CHAINED)
 
 
 class UnknownRun(DaqError):
@@ -143,10 +145,11 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> RunData:
     its seal, then its signatures when the journal has them)."""
     run = get_run(conn, run_id)
     tables: dict[str, TableRows] = {}
-    for table in SEAL_TABLES + SIGNED_TABLES:
+    for table in SEAL_TABLES + SIGNED_TABLES + ALARM_TABLES:
         q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
-        if table in SIGNED_TABLES and conn.execute(q, (table,)).fetchone() is None:
-            continue  # a journal written before signatures existed, opened read-only
+        optional = table in SIGNED_TABLES or table in ALARM_TABLES
+        if optional and conn.execute(q, (table,)).fetchone() is None:
+            continue  # a journal written before the table existed, opened read-only
         cols = CHAINED[table]
         where, args = selector(table, run)
         sel = ", ".join(f"t.{c}" for c in cols)
