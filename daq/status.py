@@ -292,6 +292,11 @@ class StatusBoard:
             "journal": journal_status(self.journal),
         }
 
+    def instruments(self, now_ns: int) -> dict[str, dict[str, Any]]:
+        """Each instrument's state and counters with the last value of each channel and its
+        age (what ``/api/status`` and ``/metrics`` show of the supervisors)."""
+        return {s.name: {**instrument_status(s), **channel_status(s, now_ns)} for s in self.supervisors}
+
     def active_run(self) -> Any:
         if self.runs is None:
             return None
@@ -305,9 +310,7 @@ class StatusBoard:
         active run and the alarms (``/api/status``, ``daq status``)."""
         now = self.time_ns()
         base = self.snapshot()
-        instruments: dict[str, Any] = base["instruments"]
-        for sup in self.supervisors:
-            instruments.setdefault(sup.name, {}).update(channel_status(sup, now))
+        instruments = self.instruments(now)
         journal = base["journal"]
         j = self.journal
         size = 0

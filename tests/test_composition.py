@@ -103,3 +103,11 @@ def test_the_config_model_is_static_and_typed() -> None:
     )
     assert isinstance(cfg.model, DaqConfig)
     assert type(cfg.model.instruments[0]).__name__ == "Vdc404Config"
+
+
+def test_the_api_reads_status_from_the_core_not_the_supervisors() -> None:
+    graph = _graph()
+    api = {m for m in graph.modules if m == "daq.api" or m.startswith("daq.api.")}
+    direct = {m for m in api if graph.direct_import_exists(importer=m, imported="daq.supervisor")}
+    assert direct == set()
+    assert graph.direct_import_exists(importer="daq.api.app", imported="daq.status")

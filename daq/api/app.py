@@ -117,15 +117,16 @@ def make_app(parts: ApiParts) -> web.Application:
     @routes.get("/metrics")
     async def metrics_page(request: web.Request) -> web.Response:
         board = svc.board
+        now = svc.now_ns()
         text = metrics.render(
-            board.supervisors,
-            board.tasks,
+            board.instruments(now),
+            board.tasks.status(),
             board.journal,
             svc.counters,
             svc.lag,
             svc.hub,
             board.sinks(),
-            svc.now_ns(),
+            now,
             svc.alarms.counts() if svc.alarms is not None else None,
         )
         return web.Response(

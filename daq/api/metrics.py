@@ -1,8 +1,8 @@
 """Prometheus text exposition (format 0.0.4), written by hand, and the event-loop lag sampler.
 
 Counters of committed readings by instrument and quality are kept by a journal commit hook
-(one dict update per reading, counted from daemon start); everything else is read from the
-supervisors, the journal and the services when ``/metrics`` is scraped.
+(one dict update per reading, counted from daemon start); everything else comes from the
+status board (:mod:`daq.status`) and the journal when ``/metrics`` is scraped.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from daq.model import Quality, Reading
 if TYPE_CHECKING:
     from daq.api.stream import StreamHub
     from daq.journal.journal import Journal
-    from daq.supervision import TaskTree
-    from daq.supervisor import Supervisor
 
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -137,8 +135,8 @@ class Exposition:
 
 
 def render(
-    supervisors: Sequence[Supervisor],
-    tasks_tree: TaskTree,
+    instruments: Mapping[str, Mapping[str, Any]],
+    tasks: Mapping[str, Mapping[str, Any]],
     j: Journal,
     counters: CommitCounters,
     lag: LagSampler,
@@ -147,7 +145,9 @@ def render(
     now_ns: int,
     alarms: Mapping[str, int] | None = None,
 ) -> str:
-    """The whole ``/metrics`` page (``alarms``: active alarms by severity, when configured)."""
+    """The whole ``/metrics`` page from the status the board assembles (``instruments`` from
+    :meth:`daq.status.StatusBoard.instruments`, ``tasks`` from the task tree; ``alarms``:
+    active alarms by severity, when configured)."""
     out = Exposition()
     if alarms is not None:
         out.family(
@@ -165,42 +165,41 @@ def render(
             for (inst, q), n in sorted(counters.readings.items())
         ),
     )
-    sups = sorted(supervisors, key=lambda s: s.name)
+    insts = sorted(instruments.items())
     out.family(
         "daq_instrument_up",
         "gauge",
         "1 while the instrument is connected, 0 otherwise.",
-        (({"instrument": s.name, "kind": s.config.kind}, int(s.state.value == "connected")) for s in sups),
+        (({"instrument": n, "kind": i["kind"]}, int(i["state"] == "connected")) for n, i in insts),
     )
     out.family(
         "daq_parse_errors_total",
         "counter",
         "Frames that did not parse, by instrument.",
-        (({"instrument": s.name}, s.parse_errors) for s in sups),
+        (({"instrument": n}, i["parse_errors"]) for n, i in insts),
     )
     out.family(
         "daq_reconnects_total",
         "counter",
         "Successful reconnects after a lost or failed link, by instrument.",
-        (({"instrument": s.name}, s.reconnects) for s in sups),
+        (({"instrument": n}, i["reconnects"]) for n, i in insts),
     )
     out.family(
         "daq_poll_timeouts_total",
         "counter",
         "Polls that got no answer in time, by instrument.",
-        (({"instrument": s.name}, s.timeouts) for s in sups),
+        (({"instrument": n}, i["timeouts"]) for n, i in insts),
     )
     out.family(
         "daq_last_reading_age_seconds",
         "gauge",
         "Seconds since the last reading of each channel was acquired.",
         (
-            ({"instrument": s.name, "channel": ch}, max(0.0, (now_ns - r.acq_ns) / 1e9))
-            for s in sups
-            for ch, r in sorted(s.last_values.items())
+            ({"instrument": n, "channel": ch}, max(0.0, (now_ns - v["acq_ns"]) / 1e9))
+            for n, i in insts
+            for ch, v in sorted(i["channels"].items())
         ),
     )
-    tasks = tasks_tree.status()
     out.family(
         "daq_task_failures_total",
         "counter",
