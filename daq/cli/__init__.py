@@ -31,6 +31,7 @@ from daq.cli import (
     tail,
     tlc,
     users,
+    validate,
     verify,
 )
 from daq.errors import ConfigError, DaqError
@@ -53,6 +54,7 @@ COMMANDS: list[ModuleType] = [
     sinks,
     tlc,
     users,
+    validate,
 ]
 
 
