@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.resources
 import os
 import socket
 import sys
@@ -34,7 +35,6 @@ NAME = "demo"
 HELP = "simulate a whole hot cell and run the daemon on it, showing live readings and a summary"
 
 _REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
-_PACKAGED_CONFIG = Path(__file__).resolve().parent / "demo.toml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +182,14 @@ def _with_api_port(cfg: Config, requested: int | None) -> Config:
 
 
 def _default_config() -> Path:
-    return _REPO_CONFIG if _REPO_CONFIG.exists() else _PACKAGED_CONFIG
+    """``config/demo.toml`` of a checkout, else the copy the wheel carries as package data.
+
+    The wheel installs ``config/*.toml`` as ``daq/data/config/`` (pyproject.toml), on the file
+    system, so the path is real and the demo's ``map_file`` keys resolve next to it.
+    """
+    if _REPO_CONFIG.exists():
+        return _REPO_CONFIG
+    return Path(str(importlib.resources.files("daq").joinpath("data", "config", "demo.toml")))
 
 
 class LivePrinter:
