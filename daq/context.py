@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -116,3 +116,7 @@ class AlarmControl(Protocol):
     def unacknowledged(self) -> int: ...
 
     def acknowledge(self, alarm_id: str, *, actor: str, comment: str) -> dict[str, Any]: ...
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+    def on_transition(self, listener: Callable[[dict[str, Any]], None]) -> None: ...

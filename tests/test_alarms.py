@@ -22,6 +22,7 @@ from daq.alarms.engine import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmEngine, Alar
 from daq.alarms.settings import AlarmsSection
 from daq.api.server import ApiService
 from daq.cli import main as cli_main
+from daq.cli.alarms import transition_line
 from daq.clock import ManualClock
 from daq.config.load import parse_config
 from daq.daemon import Daemon
@@ -300,6 +301,9 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         await write_setpoint(modbus, 117.0)
         await asyncio.sleep(0.8)
         assert (await alarms_of(http, url))["active"][0]["state"] == ACKED
+        # daq tail --alarms: the alarm as it is when it connects, then its transitions.
+        tail = asyncio.ensure_future(daq("tail", "--alarms", "--json", "--api", url, "--duration", "2"))
+        await asyncio.sleep(0.2)
         await write_setpoint(modbus, 100.0)
         for _ in range(200):
             if not (await alarms_of(http, url))["active"]:
@@ -309,6 +313,14 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         assert listing["active"] == []
         assert listing["recent"][0]["id"] == alarm["id"]
         assert listing["recent"][0]["state"] == NORMAL
+        code, out, err = await tail
+        assert code == 0, err
+        shown = [json.loads(line) for line in out.splitlines() if line.startswith('{"type":"alarm"')]
+        assert [(t["kind"], t["state"], t["id"]) for t in shown] == [
+            ("active", ACKED, alarm["id"]),
+            ("cleared", NORMAL, alarm["id"]),
+        ]
+        assert all(t["instrument"] == "synth" for t in shown)
         async with http.post(f"{url}/api/runs/active/stop", json={"actor": "jdoe"}, headers=auth) as resp:
             assert resp.status == 200, await resp.text()
         await daemon.journal.flush()  # type: ignore[union-attr]
@@ -352,3 +364,22 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
     assert "Limit alarms raised during the run (1, from the alarm journal)" in text
     assert f"HIGH synth/reactor_setpoint H {alarm['id']}: reactor setpoint above 120 degC" in text
     assert "by jdoe: setpoint test" in text
+
+
+def test_transitions_reach_listeners_and_read_for_people() -> None:
+    clock = ManualClock()
+    eng = engine(clock, low=5.0, severity="low", message="pressure low")
+    seen: list[dict[str, Any]] = []
+    eng.on_transition(seen.append)
+    feed(eng, clock, 4.0)
+    eng.acknowledge(eng.active()[0]["id"], actor="ann", comment="valve closed")
+    feed(eng, clock, 6.0)
+    assert [(t["kind"], t["state"]) for t in seen] == [
+        ("raised", UNACK),
+        ("acknowledged", ACKED),
+        ("cleared", NORMAL),
+    ]
+    line = transition_line(seen[1])
+    assert "ALARM acknowledged" in line
+    assert "synth/p L = 4 Pa" in line
+    assert line.endswith("pressure low [acknowledged active] by ann: valve closed")

@@ -114,6 +114,13 @@ def _default_message(p: AlarmPoint) -> str:
     return f"{p.instrument}/{p.channel} {word} ({where} {p.setpoint:g} {p.unit})".replace(" )", ")")
 
 
+def transition(p: AlarmPoint, *, kind: str, ts_ns: int, actor: str, comment: str | None) -> dict[str, Any]:
+    """One transition as the live alarm stream sends it (``"type": "alarm"``): the alarm's
+    view, what happened (``kind``: raised, acknowledged, cleared; ``active`` for an alarm
+    already there when a client connects), when and by whom."""
+    return {"type": "alarm", "kind": kind, "ts_ns": ts_ns, "actor": actor, **p.view(), "comment": comment}
+
+
 def _alarm_id(p: AlarmPoint, ts_ns: int, mono_ns: int) -> str:
     seed = f"{p.instrument}/{p.channel}/{p.condition}/{ts_ns}/{mono_ns}".encode()
     return hashlib.sha256(seed).hexdigest()[:12]
@@ -147,7 +154,8 @@ class AlarmEngine:
         self.journal = journal
 
     def on_transition(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``listener`` with each transition's record (as journaled) after it is queued."""
+        """Call ``listener`` with each transition (:meth:`transition`) after it is journaled;
+        a listener that raises is logged, never stops the stage."""
         self._listeners.append(listener)
 
     # -- the pipeline stage ------------------------------------------------------------------
@@ -273,9 +281,12 @@ class AlarmEngine:
         }  # fmt: skip
         if self.journal is not None:
             self.journal.record(TABLE, row)
+        if not self._listeners:
+            return
+        event = transition(p, kind=kind, ts_ns=now_ns, actor=actor, comment=comment)
         for listener in self._listeners:
             try:
-                listener(row)
+                listener(event)
             except Exception as exc:  # a listener must not stop the stage
                 log.error("alarm listener failed", error=repr(exc))
 
@@ -285,6 +296,17 @@ class AlarmEngine:
         """Alarms not in ``normal`` (active, or returned and unacknowledged), worst first."""
         out = [p.view() for pts in self.points.values() for p in pts if p.state != NORMAL]
         out.sort(key=lambda a: (SEVERITIES.index(a["severity"]), a["raised_ns"] or 0))
+        return out
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The alarms not in normal, each as a transition of kind ``active`` (a stream's start)."""
+        out = []
+        for pts in self.points.values():
+            for p in pts:
+                if p.state != NORMAL:
+                    ts = p.raised_ns or 0
+                    out.append(transition(p, kind="active", ts_ns=ts, actor="daemon", comment=p.comment))
+        out.sort(key=lambda t: t["ts_ns"])
         return out
 
     def listing(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Protocol
 from aiohttp import web
 
 from daq.api import guard, metrics
-from daq.api.alarms import add_alarm_routes
+from daq.api.alarms import AlarmFeed, add_alarm_routes
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.control import add_run_routes
@@ -60,6 +60,7 @@ class ApiParts(Protocol):
     lag: metrics.LagSampler
     auth: BearerAuth | None
     alarms: AlarmControl | None
+    alarm_feed: AlarmFeed
 
     def now_ns(self) -> int: ...
 

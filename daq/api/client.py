@@ -60,14 +60,17 @@ def get_json(base: str, path: str, params: Sequence[tuple[str, str]] = (), timeo
         raise ApiUnavailable(f"no daemon answering at {base} ({reason})") from None
 
 
-def stream(base: str, params: Sequence[tuple[str, str]], timeout: float = 20.0) -> Iterator[dict[str, Any]]:
-    """Objects of the NDJSON live stream until the connection ends.
+def stream(
+    base: str, params: Sequence[tuple[str, str]], timeout: float = 20.0, *, path: str = "/api/stream"
+) -> Iterator[dict[str, Any]]:
+    """Objects of the NDJSON live stream (``path``: the readings', or ``/api/alarms/stream``)
+    until the connection ends.
 
     ``timeout`` bounds the silence between lines (the server sends heartbeats), so a daemon
     that vanished without closing the connection is noticed. Raises :class:`ApiUnavailable`
     when the connection cannot be made or breaks; returns when the server ends the stream.
     """
-    url = _url(base, "/api/stream", [*params, ("format", "ndjson")])
+    url = _url(base, path, [*params, ("format", "ndjson")])
     try:
         resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310
     except urllib.error.HTTPError as exc:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from daq.api import metrics
+from daq.api.alarms import AlarmFeed
 from daq.api.app import STATIC_DIR, make_app
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
@@ -90,6 +91,10 @@ class ApiService:
         self.runs = runs
         #: The alarms' views and acknowledgement (``/api/alarms``).
         self.alarms = alarms
+        #: Clients of the live alarm stream, fed by the engine's transitions.
+        self.alarm_feed = AlarmFeed()
+        if alarms is not None:
+            alarms.on_transition(self.alarm_feed.publish)
         self.hub = StreamHub()
         # Registered now (services are built before the supervisors start), so the counters
         # see every reading; both hooks only append or add, never wait.
@@ -180,6 +185,7 @@ class ApiService:
 
     async def stop(self) -> None:
         self.hub.close_all()
+        self.alarm_feed.close_all()
         if self._serving is not None:
             self._serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from daq.api.client import DEFAULT_API, default_api, get_json
 from daq.cli.argtypes import DATA_DIR_ENV
@@ -81,6 +83,52 @@ def format_alarms(active: list[dict[str, Any]], recent: list[dict[str, Any]]) ->
     if not active and not recent:
         lines.append("no alarms")
     return "\n".join(lines)
+
+
+def transition_line(t: dict[str, Any]) -> str:
+    """One alarm transition for people (``daq tail --alarms``)."""
+    who = f" by {t['actor']}: {t['comment']}" if t["kind"] == "acknowledged" else ""
+    value = f" = {t['value']:.6g} {t.get('unit') or ''}".rstrip() if t.get("value") is not None else ""
+    return (
+        f"{human(t['ts_ns'])}  ALARM {t['kind']:<12} {t['severity']:<8} {t['instrument']}/{t['channel']} "
+        f"{t['condition']}{value}  {t['id']}: {t.get('message') or ''} [{t['state']}]{who}"
+    )
+
+
+def follow_alarms(api: str, out: TextIO, *, as_json: bool, deadline: float | None) -> None:
+    """Print the daemon's alarm transitions until ``deadline`` (monotonic) or forever,
+    reconnecting with a backoff while the daemon does not answer."""
+    from daq.api.client import ApiUnavailable, stream
+
+    backoff, down = 0.5, False
+    while deadline is None or time.monotonic() < deadline:
+        timeout = 20.0 if deadline is None else min(20.0, deadline - time.monotonic())
+        if timeout <= 0:
+            return
+        try:
+            for obj in stream(api, [], timeout=max(timeout, 0.05), path="/api/alarms/stream"):
+                if down:
+                    print(f"daq tail: reconnected to {api}", file=sys.stderr, flush=True)
+                    down = False
+                backoff = 0.5
+                if obj.get("type") == "alarm":
+                    print(
+                        json.dumps(obj, separators=(",", ":")) if as_json else transition_line(obj),
+                        file=out,
+                        flush=True,
+                    )
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+            raise ApiUnavailable(f"{api} ended the alarm stream")
+        except ApiUnavailable as exc:
+            if deadline is not None and time.monotonic() >= deadline - 0.05:
+                return
+            if not down:
+                print(f"daq tail: {exc}; retrying", file=sys.stderr, flush=True)
+                down = True
+        pause = backoff if deadline is None else min(backoff, max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        backoff = min(5.0, backoff * 2)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -68,6 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--api", default=None, metavar="URL", help=f"the daemon's API (default $DAQ_API or {default_api()})"
     )
     p.add_argument("--duration", type=seconds, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--alarms",
+        action="store_true",
+        help="alarm transitions (raised, acknowledged, cleared) instead of readings; starts with "
+        "the alarms not in normal",
+    )
 
 
 class Printer:
@@ -216,9 +222,15 @@ def main(args: argparse.Namespace) -> int:
     deadline = None if args.duration is None else time.monotonic() + args.duration
     printer = Printer(sys.stdout, as_json=args.json)
     api = args.api or default_api()
-    check_filter(api, flt)
+    if not args.alarms:
+        check_filter(api, flt)
     try:
-        follow(api, flt, since_ns, printer, deadline=deadline)
+        if args.alarms:
+            from daq.cli.alarms import follow_alarms
+
+            follow_alarms(api, sys.stdout, as_json=args.json, deadline=deadline)
+        else:
+            follow(api, flt, since_ns, printer, deadline=deadline)
     except BrokenPipeError:
         # `daq tail | head`: the reader left; exit quietly.
         sys.stderr.close()
