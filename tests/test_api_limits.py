@@ -9,6 +9,8 @@ import resource
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -143,3 +145,67 @@ async def test_silent_connections_are_closed_and_large_bodies_refused(
         daemon.request_stop()
         await task
         await sim.close()
+
+
+HOG_SCRIPT = """
+import asyncio, json, os, sys
+from aiohttp import web
+from daq import logs
+from daq.api.listener import Listener, listening_socket
+
+async def main():
+    logs.configure("info")
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    listener = Listener(runner.server, listening_socket("127.0.0.1", 0), max_connections=64, header_timeout_s=30)
+    accepting = asyncio.create_task(listener.run())
+    hog = []
+    try:
+        while True:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    print(listener.port, flush=True)
+    await asyncio.sleep(float(sys.argv[1]))  # clients connect now: every accept() fails
+    for fd in hog:
+        os.close(fd)
+    await asyncio.sleep(1.0)
+    print(json.dumps(listener.status()), flush=True)
+    accepting.cancel()
+    await asyncio.gather(accepting, return_exceptions=True)
+    listener.close()
+    await runner.cleanup()
+
+asyncio.run(main())
+"""
+
+
+def _low_files() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+def test_accept_backs_off_quietly_when_out_of_descriptors() -> None:
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOG_SCRIPT, "2.0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_low_files,
+    )
+    assert p.stdout is not None
+    port = int(p.stdout.readline())
+    clients = _open_idle(port, 5)  # queued by the kernel; accept() fails with EMFILE meanwhile
+    try:
+        out, err = p.communicate(timeout=30)
+    finally:
+        for s in clients:
+            s.close()
+    assert p.returncode == 0, err[-2000:]
+    status = json.loads(out.strip().splitlines()[-1])
+    assert status["accept_failures"] >= 1
+    assert status["accepted"] == 5, "the queued clients are taken once descriptors are free"
+    assert err.count("api cannot accept connections; backing off") == 1, err[-2000:]
+    assert err.count("api accepts connections again") == 1
+    assert "Traceback" not in err
+    assert "out of system resource" not in err
