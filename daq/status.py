@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from daq import __version__
+from daq import __version__, timefmt
 from daq.model import Quality
 from daq.supervisor import State, Supervisor
 
@@ -200,13 +200,76 @@ def instrument_status(sup: Supervisor) -> dict[str, Any]:
     }
 
 
+#: Digits after the decimal point by unit, for channels whose config gives no ``decimals``.
+UNIT_DECIMALS = {
+    "degC": 1, "K": 1, "kPa": 1, "Pa": 1, "hPa": 1, "bar": 3, "mbar": 1, "mL/min": 1, "L/min": 2,
+    "mL": 2, "uL": 0, "%": 1, "MBq": 1, "GBq": 2, "kBq": 0, "mCi": 2, "uCi": 1, "Ci": 3,
+    "uSv/h": 2, "mSv/h": 3, "s": 0, "min": 1, "h": 2, "": 0, "counts": 0, "cps": 0, "cpm": 0,
+}  # fmt: skip
+#: For units not in :data:`UNIT_DECIMALS` (``Bq`` is shown scaled to kBq/MBq/GBq with these).
+DEFAULT_DECIMALS = 2
+#: Channels named like these with no unit are on/off flags (valves, alarms, doors, sequences)
+#: when the map does not say (OPC UA nodes carry no type in the map).
+FLAG_WORDS = ("valve", "alarm", "door", "running", "open", "closed", "enabled", "interlock", "flag")
+
+
+def channel_display(cfg: Any) -> dict[str, dict[str, Any]]:
+    """How the live page shows each channel the config declares: ``decimals`` (configured, else
+    none, meaning the unit's default), ``kind`` (``flag`` for on/off values, ``state`` for a
+    number with state names, ``number``), ``states`` (number to name) and, for values reported
+    only on change, ``stale_after_s = None`` (never stale by age alone)."""
+    out: dict[str, dict[str, Any]] = {}
+    for ch in getattr(cfg, "all_channels", None) or []:  # Modbus register map
+        kind = "flag" if ch.data_type in ("bool", "bit") else "state" if ch.enum else "number"
+        out[ch.name] = {"decimals": ch.decimals, "kind": kind, "states": dict(ch.enum or {})}
+    subscribed = getattr(cfg, "mode", None) == "subscribe"
+    for node in getattr(cfg, "nodes", None) or []:  # OPC UA node map
+        states = {f"{v:g}": text for text, v in node.states.items()}
+        kind = "state" if states else "number"
+        out[node.channel] = {"decimals": node.decimals, "kind": kind, "states": states}
+        if subscribed and not node.poll:
+            # Reported on change only: an unchanged value is current while the subscription
+            # lives (its watchdog, stale_after_s, drops the connection when the server is silent).
+            out[node.channel]["stale_after_s"] = None
+    for ch, digits in (getattr(cfg, "decimals", None) or {}).items():
+        out.setdefault(ch, {"decimals": None, "kind": "number", "states": {}})["decimals"] = digits
+    return out
+
+
+def _display_of(
+    channel: str, unit: str, declared: dict[str, Any] | None, stale_s: float | None
+) -> dict[str, Any]:
+    d = dict(declared or {"decimals": None, "kind": "number", "states": {}})
+    d.setdefault("stale_after_s", stale_s)
+    if d["decimals"] is None:
+        d["decimals"] = UNIT_DECIMALS.get(unit, DEFAULT_DECIMALS)
+    if d["kind"] == "number" and not unit and any(w in channel.lower() for w in FLAG_WORDS):
+        d["kind"] = "flag"
+    return d
+
+
+def stale_after_s(cfg: Any) -> float | None:
+    """How old a channel's last value may be before the page greys it out: the instrument's
+    ``stale_after_s`` when it has one, else three poll periods (at least 5 s). ``None`` for a
+    radio-TLC scanner: its values are the result of the last scan, not a live measurement."""
+    if getattr(cfg, "kind", None) == "rtlc-scanner":
+        return None
+    given = getattr(cfg, "stale_after_s", None)
+    if isinstance(given, int | float):
+        return float(given)
+    return max(5.0, 3 * float(getattr(cfg, "period_s", 1.0)))
+
+
 def channel_status(sup: Supervisor, now_ns: int) -> dict[str, Any]:
     """The last value of each channel of one supervisor, its age, and the instrument's details."""
     channels: dict[str, dict[str, Any]] = {}
     ages: list[float] = []
+    declared = channel_display(sup.config)
+    stale_s = stale_after_s(sup.config)
     for ch, r in sorted(sup.last_values.items()):
         age = round(max(0.0, (now_ns - r.acq_ns) / 1e9), 3)
         ages.append(age)
+        text = (r.attrs or {}).get("text")
         channels[ch] = {
             "value": r.value,
             "unit": r.unit,
@@ -214,8 +277,12 @@ def channel_status(sup: Supervisor, now_ns: int) -> dict[str, Any]:
             "reason": r.reason,
             "acq_ns": r.acq_ns,
             "age_s": age,
+            # A state's name (a step number's), when the driver knows it.
+            "text": text if isinstance(text, str) else None,
+            **_display_of(ch, r.unit, declared.get(ch), stale_s),
         }
     return {
+        "stale_after_s": stale_s,
         "description": sup.config.description,
         "connects": sup.connects,
         "timeouts": sup.timeouts,
@@ -235,6 +302,11 @@ def journal_status(journal: Journal) -> dict[str, Any]:
         # Records refused (kept as rejected_record events), hook and writer errors.
         **journal.health(),
     }
+
+
+def _utc_offset_s(name: str, now_ns: int) -> int:
+    offset = timefmt.local(now_ns, timefmt.zone(name)).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
 
 
 class StatusBoard:
@@ -335,6 +407,13 @@ class StatusBoard:
                 "config": cfg.path,
                 "config_sha256": cfg.sha256,
                 "uptime_s": round((now - self.started_ns) / 1e9, 3),
+                # The site's zone (daemon.timezone, empty: the system's) and its offset now: the
+                # page shows every time in it, never in the browser's zone.
+                "timezone": cfg.daemon.timezone,
+                "zone": timefmt.zone_label(timefmt.zone(cfg.daemon.timezone), now),
+                "utc_offset_s": _utc_offset_s(cfg.daemon.timezone, now),
+                # The instrument whose step, flags and activities head the live page.
+                "process_instrument": cfg.model.runs.trigger_instrument or None,
             },
             "now_ns": now,
             "instruments": instruments,

@@ -1,5 +1,7 @@
 """The live page in headless Chromium (Debian's ``chromium``), driven over the DevTools protocol:
-the page loads, values update, trends draw, a disconnected instrument shows as such.
+the page loads, values update, trends draw, a disconnected instrument shows as such, a silent
+channel greys out, flags show as chips, values at their channel's resolution, times in the
+site's zone, no sideways scrolling at 1024 px, and the whole page turns stale when the daemon stops.
 
 Chromium is required: without ``/usr/bin/chromium`` this test fails (``apt-get install chromium``).
 """
@@ -11,16 +13,22 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
-from daq.api.server import STATIC_DIR
+from daq.api.server import STATIC_DIR, ApiService
+from daq.daemon import Daemon
+from simulators.synth_modbus import STEP_NAMES, SynthModbusSimulator
+from tests.helpers import make_config, wait_until
 from tests.test_api import running_daemon
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -113,6 +121,7 @@ async def chromium(tmp_path: Path) -> AsyncIterator[Page]:
         log.close()
 
 
+ROW = '[data-instrument="dc1"] tr[data-channel="activity"]'
 VALUE = 'document.querySelector(\'[data-instrument="dc1"] tr[data-channel="activity"] .value\')?.textContent'
 
 
@@ -120,7 +129,7 @@ async def test_live_page_shows_values_trends_and_a_disconnected_instrument(
     data_dir: Path, tmp_path: Path
 ) -> None:
     async with (
-        running_daemon(data_dir, interval_s=0.2, dead_instrument=True) as (daemon, url, _),
+        running_daemon(data_dir, interval_s=0.2, dead_instrument=True) as (daemon, url, sim),
         chromium(tmp_path) as page,
     ):
         await page.call(
@@ -152,13 +161,143 @@ async def test_live_page_shows_values_trends_and_a_disconnected_instrument(
         alarms = await page.js("document.querySelector('#alarms').textContent")
         assert "dead: not connected" in alarms
         assert "dc1" not in alarms
-        assert "no active run" in await page.js("document.querySelector('#run').textContent")
+        assert "no active run" in await page.js("document.querySelector('#process').textContent")
         await daemon.services["runs"].open_run(  # type: ignore[attr-defined]
             batch="B-042", product="Lu-PSMA", nuclide="Lu-177", operator="jdoe", actor="test"
         )
-        await page.wait_for("document.querySelector('#run').textContent.includes('B-042')")
+        await page.wait_for("document.querySelector('#process').textContent.includes('B-042')")
         shot = await page.call("Page.captureScreenshot", format="png")
         (tmp_path / "live.png").write_bytes(__import__("base64").b64decode(shot["data"]))
+        # The instrument goes silent: its channel greys out once older than stale_after_s (2 s),
+        # while the page keeps counting its age.
+        assert await page.js(f"document.querySelector({ROW!r}).classList.contains('stale')") is False
+        await sim.close()
+        await page.wait_for(f"document.querySelector({ROW!r}).classList.contains('stale')", timeout=10)
+        assert page.exceptions == []
+
+
+SYNTH_CHANNELS: list[dict[str, Any]] = [
+    {"name": "cell_pressure", "table": "input", "address": 4, "type": "float32", "unit": "Pa", "decimals": 1},
+    {"name": "dose_rate", "table": "input", "address": 16, "type": "float32", "unit": "uSv/h"},
+    {"name": "step_number", "table": "input", "address": 18, "type": "uint16",
+     "enum": {str(i): name for i, name in enumerate(STEP_NAMES)}},
+    {"name": "valve_1", "table": "coil", "address": 0},
+    {"name": "door_closed", "table": "discrete", "address": 1},
+]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def synth_daemon(data_dir: Path) -> AsyncIterator[tuple[Daemon, str]]:
+    """A daemon reading a Modbus synthesizer simulator (a few channels of each kind), in the
+    site zone Europe/Vienna, with the API on a free port."""
+    sim = SynthModbusSimulator(seed=3, options={"time_scale": "50"})
+    listener = await sim.serve("tcp://127.0.0.1:0")
+    instrument = {
+        "name": "synth", "kind": "modbus", "port": listener.url, "period_s": 0.2, "timeout_s": 0.15,
+        "channels": SYNTH_CHANNELS,
+    }  # fmt: skip
+    cfg = make_config(
+        data_dir, [instrument], "[api]\nport = 0\n",
+        daemon={"site": "test-site", "cell": "test-cell", "timezone": "Europe/Vienna"},
+    )  # fmt: skip
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run(), name="test-daemon")
+    try:
+        await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
+        if task.done():
+            task.result()
+        svc = daemon.services["api"]
+        assert isinstance(svc, ApiService)
+        await wait_until(lambda: svc.url is not None, timeout=10)
+        assert svc.url is not None
+        yield daemon, svc.url
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+
+
+def vienna_offset(ms: float) -> str:
+    offset = datetime.fromtimestamp(ms / 1000, ZoneInfo("Europe/Vienna")).strftime("%z")
+    return f"{offset[:3]}:{offset[3:]}"
+
+
+def synth(what: str, channel: str, part: str = "") -> str:
+    """A JS expression: the element of channel ``channel`` of ``synth`` (``what``: tr or .chip)."""
+    selector = f'[data-instrument="synth"] {what}[data-channel="{channel}"] {part}'.strip()
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+async def test_live_page_chips_states_resolution_zone_and_stale_when_the_daemon_stops(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    async with chromium(tmp_path) as page:
+        await page.call(
+            "Emulation.setDeviceMetricsOverride", width=1024, height=768, deviceScaleFactor=1, mobile=False
+        )
+        async with synth_daemon(data_dir) as (_, url):
+            async with aiohttp.ClientSession() as http:
+                deadline = time.monotonic() + 20
+                while True:  # until every channel has been read once
+                    async with http.get(url + "/api/status") as resp:
+                        status = await resp.json()
+                    if len(status["instruments"]["synth"]["channels"]) == len(SYNTH_CHANNELS):
+                        break
+                    assert time.monotonic() < deadline, status["instruments"]["synth"]
+                    await asyncio.sleep(0.1)
+            assert status["daemon"]["timezone"] == "Europe/Vienna"
+            channels = status["instruments"]["synth"]["channels"]
+            assert channels["cell_pressure"]["decimals"] == 1  # configured
+            assert channels["dose_rate"]["decimals"] == 2  # the unit's default
+            assert channels["valve_1"]["kind"] == "flag"
+            assert channels["step_number"]["kind"] == "state"
+            assert channels["step_number"]["text"] in STEP_NAMES
+
+            await page.call("Page.navigate", url=url + "/")
+            await page.wait_for("document.querySelector('#link').textContent === 'live'")
+            # Flags are chips (no number, no trend row), states show their name.
+            chip = await page.wait_for(f"{synth('.chip', 'valve_1')}?.textContent")
+            assert chip in ("valve_1 ON", "valve_1 off")
+            assert await page.js(f"{synth('tr', 'valve_1')} === null")
+            assert await page.wait_for(f"{synth('.chip', 'door_closed')}?.textContent")
+            step = await page.wait_for(f"{synth('tr', 'step_number', '.value')}?.textContent")
+            assert step in STEP_NAMES
+            assert (
+                await page.js("document.querySelector('#process [data-field=\"step\"] .v').textContent")
+                in STEP_NAMES
+            )
+            # Values at their channel's resolution.
+            pressure = await page.wait_for(f"{synth('tr', 'cell_pressure', '.value')}?.textContent")
+            assert re.fullmatch(r"-?\d+\.\d", pressure), pressure
+            dose = await page.js(f"{synth('tr', 'dose_rate', '.value')}.textContent")
+            assert re.fullmatch(r"-?\d+\.\d\d", dose), dose
+            # No sideways scrolling at 1024 px, nor inside a card.
+            widths = await page.js(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+                " ...[...document.querySelectorAll('.instrument')].map(c => c.scrollWidth - c.clientWidth)]"
+            )
+            assert widths[0] <= widths[1], widths
+            assert all(w <= 0 for w in widths[2:]), widths
+            # Trends have a time axis and hover values, in the site's zone with its offset.
+            await page.wait_for(f"Number({synth('tr', 'cell_pressure', 'canvas')}.dataset.points) > 3")
+            box = await page.js(
+                f"(r => [r.left + r.width - 3, r.top + 10])({synth('tr', 'cell_pressure', 'canvas')}"
+                ".getBoundingClientRect())"
+            )
+            await page.call("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
+            tip = await page.wait_for("(t => !t.hidden && t.textContent)(document.querySelector('#tip'))")
+            offset = vienna_offset(time.time() * 1000)
+            assert re.match(r"\d\d:\d\d:\d\d[+-]\d\d:\d\d  -?\d+\.\d Pa", tip), tip
+            assert offset in tip, tip
+            assert await page.js("document.body.classList.contains('stale')") is False
+        # The daemon has stopped: within a few seconds the whole page says so.
+        stopped = time.monotonic()
+        await page.wait_for("document.body.classList.contains('stale')", timeout=10)
+        assert time.monotonic() - stopped < 8
+        banner = await page.js("(b => !b.hidden && b.textContent)(document.querySelector('#stale'))")
+        assert re.match(r"STALE since \d\d:\d\d:\d\d[+-]\d\d:\d\d", banner), banner
+        assert offset in banner, banner
+        assert await page.js("document.querySelector('#link').textContent") == "daemon not answering"
         assert page.exceptions == []
 
 

@@ -46,6 +46,8 @@ PositiveCount = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
 #: A TCP port; 0 picks a free one.
 Port = Annotated[int, Field(ge=0, le=65535, strict=True)]
+#: Digits after the decimal point a value is shown with (the live page); 0 to 9.
+Decimals = Annotated[int, Field(ge=0, le=9, strict=True)]
 
 
 def _nuclide_symbol(text: str) -> str:
@@ -157,6 +159,9 @@ class InstrumentBase(StrictModel):
     max_consecutive_timeouts: Annotated[PositiveCount, Field(le=1000)] = 3
     #: State-changing commands (set nuclide, zero, writes to registers) stay refused unless true.
     allow_writes: bool = False
+    #: Digits shown after the decimal point per channel on the live page, e.g.
+    #: ``{ activity = 3 }``; a channel not listed gets its unit's default (daq.status).
+    decimals: dict[str, Decimals] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_timing(self) -> InstrumentBase:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from daq.config.base import PositiveSeconds, SerialInstrument, StrictModel
+from daq.config.base import Decimals, PositiveSeconds, SerialInstrument, StrictModel
 from drivers.modbus.codec import MAX_BITS, MAX_REGISTERS, WIDTH, is_bit_table
 
 UnitId = Annotated[int, Field(ge=0, le=255)]
@@ -41,6 +41,8 @@ class ModbusChannel(StrictModel):
     #: May be written with ``allow_writes = true`` (holding registers and coils only).
     writable: bool = False
     description: str = ""
+    #: Digits shown after the decimal point (the live page); default: from the unit.
+    decimals: Decimals | None = None
 
     @field_validator("scale")
     @classmethod

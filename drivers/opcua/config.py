@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from daq.config.base import (
+    Decimals,
     InstrumentBase,
     Milliseconds,
     Name,
@@ -35,6 +36,8 @@ class OpcUaNode(StrictModel):
     poll: bool = False
     #: For text nodes (a step name): the number stored for each text. Unmapped text is UNCERTAIN.
     states: dict[str, float] = Field(default_factory=dict)
+    #: Digits shown after the decimal point (the live page); default: from the unit.
+    decimals: Decimals | None = None
 
     @model_validator(mode="after")
     def _check_address(self) -> OpcUaNode:
