@@ -27,6 +27,7 @@ import pytest
 
 from daq.api.server import STATIC_DIR, ApiService
 from daq.daemon import Daemon
+from daq.journal import JournalReader
 from simulators.synth_modbus import STEP_NAMES, SynthModbusSimulator
 from tests.helpers import make_config, wait_until
 from tests.test_api import running_daemon
@@ -147,7 +148,7 @@ async def test_live_page_shows_values_trends_and_a_disconnected_instrument(
         await page.wait_for(
             'Number(document.querySelector(\'[data-instrument="dc1"] tr[data-channel="activity"] canvas\').dataset.points) > 3'
         )
-        await page.wait_for("document.querySelector('#link').textContent === 'live'")
+        await page.wait_for("document.querySelector('#link')?.textContent === 'live'")
         dc1 = await page.js(
             "(c => [c.dataset.state, c.classList.contains('state-down'), c.querySelector('.state').textContent])"
             "(document.querySelector('[data-instrument=\"dc1\"]'))"
@@ -189,7 +190,8 @@ SYNTH_CHANNELS: list[dict[str, Any]] = [
 @contextlib.asynccontextmanager
 async def synth_daemon(data_dir: Path) -> AsyncIterator[tuple[Daemon, str]]:
     """A daemon reading a Modbus synthesizer simulator (a few channels of each kind), in the
-    site zone Europe/Vienna, with the API on a free port."""
+    site zone Europe/Vienna, with the API (token in ``$DAQ_TEST_PAGE_TOKEN``) on a free port and
+    a limit the dose rate is always above."""
     sim = SynthModbusSimulator(seed=3, options={"time_scale": "50"})
     listener = await sim.serve("tcp://127.0.0.1:0")
     instrument = {
@@ -197,7 +199,7 @@ async def synth_daemon(data_dir: Path) -> AsyncIterator[tuple[Daemon, str]]:
         "channels": SYNTH_CHANNELS,
     }  # fmt: skip
     cfg = make_config(
-        data_dir, [instrument], "[api]\nport = 0\n",
+        data_dir, [instrument], f'[api]\nport = 0\ntoken_env = "DAQ_TEST_PAGE_TOKEN"\n{LIMIT}',
         daemon={"site": "test-site", "cell": "test-cell", "timezone": "Europe/Vienna"},
     )  # fmt: skip
     daemon = Daemon(cfg)
@@ -217,6 +219,19 @@ async def synth_daemon(data_dir: Path) -> AsyncIterator[tuple[Daemon, str]]:
         await listener.close()
 
 
+LIMIT = """
+[[alarms.limits]]
+instrument = "synth"
+channel = "dose_rate"
+high = -1.0
+deadband = 0.1
+on_delay_s = 0.3
+severity = "high"
+message = "dose rate above -1 uSv/h"
+"""
+TOKEN = "page-test-token"
+
+
 def vienna_offset(ms: float) -> str:
     offset = datetime.fromtimestamp(ms / 1000, ZoneInfo("Europe/Vienna")).strftime("%z")
     return f"{offset[:3]}:{offset[3:]}"
@@ -228,9 +243,10 @@ def synth(what: str, channel: str, part: str = "") -> str:
     return f"document.querySelector({json.dumps(selector)})"
 
 
-async def test_live_page_chips_states_resolution_zone_and_stale_when_the_daemon_stops(
-    data_dir: Path, tmp_path: Path
+async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_the_daemon_stops(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("DAQ_TEST_PAGE_TOKEN", TOKEN)
     async with chromium(tmp_path) as page:
         await page.call(
             "Emulation.setDeviceMetricsOverride", width=1024, height=768, deviceScaleFactor=1, mobile=False
@@ -254,10 +270,12 @@ async def test_live_page_chips_states_resolution_zone_and_stale_when_the_daemon_
             assert channels["step_number"]["text"] in STEP_NAMES
 
             await page.call("Page.navigate", url=url + "/")
-            await page.wait_for("document.querySelector('#link').textContent === 'live'")
+            await page.wait_for("document.querySelector('#link')?.textContent === 'live'")
             # Flags are chips (no number, no trend row), states show their name.
-            chip = await page.wait_for(f"{synth('.chip', 'valve_1')}?.textContent")
-            assert chip in ("valve_1 ON", "valve_1 off")
+            chip = await page.wait_for(
+                f"(c => c && /^valve_1 (ON|off)$/.test(c.textContent) && c.className)({synth('.chip', 'valve_1')})"
+            )
+            assert chip in ("chip on", "chip off"), chip
             assert await page.js(f"{synth('tr', 'valve_1')} === null")
             assert await page.wait_for(f"{synth('.chip', 'door_closed')}?.textContent")
             step = await page.wait_for(f"{synth('tr', 'step_number', '.value')}?.textContent")
@@ -290,6 +308,33 @@ async def test_live_page_chips_states_resolution_zone_and_stale_when_the_daemon_
             assert re.match(r"\d\d:\d\d:\d\d[+-]\d\d:\d\d  -?\d+\.\d Pa", tip), tip
             assert offset in tip, tip
             assert await page.js("document.body.classList.contains('stale')") is False
+            # The limit alarm is in the banner; the operator pastes the token once and acknowledges it.
+            alarm_id = await page.wait_for(
+                "document.querySelector('#alarm-list li[data-alarm-id] button.ack')?.closest('li').dataset.alarmId"
+            )
+            text = await page.js(f"document.querySelector('[data-alarm-id=\"{alarm_id}\"]').textContent")
+            assert "synth/dose_rate: dose rate above -1 uSv/h" in text, text
+            assert f"since {text.split('since ')[1][:8]}{offset}" in text, text
+            await page.js(
+                f"(t => {{ t.value = {json.dumps(TOKEN)}; t.dispatchEvent(new Event('change')); }})"
+                "(document.querySelector('#token'))"
+            )
+            await page.js("document.querySelector('#ack-actor').value = 'jdoe'")
+            await page.js("document.querySelector('#ack-comment').value = 'seen on the page'")
+            assert await page.js("document.querySelector('#token').hidden") is True
+            await page.js(f"document.querySelector('[data-alarm-id=\"{alarm_id}\"] button.ack').click()")
+            await page.wait_for(
+                f"document.querySelector('[data-alarm-id=\"{alarm_id}\"]')?.classList.contains('acked')"
+            )
+            assert "acknowledged by jdoe" in await page.js(
+                f"document.querySelector('[data-alarm-id=\"{alarm_id}\"]').textContent"
+            )
+            assert await page.js(f"sessionStorage.getItem('hotcell-daq-api-token') === {json.dumps(TOKEN)}")
+        with JournalReader(data_dir) as reader:
+            audit = [a for a in reader.audit() if a["action"] == "alarm_acknowledged"]
+        assert [(a["subject"], a["actor"], a["detail"]["comment"]) for a in audit] == [
+            (alarm_id, "jdoe", "seen on the page")
+        ]
         # The daemon has stopped: within a few seconds the whole page says so.
         stopped = time.monotonic()
         await page.wait_for("document.body.classList.contains('stale')", timeout=10)

@@ -1,5 +1,5 @@
 // The live page: status every 2 s from /api/status, values from the /api/stream event source,
-// alarms from /api/alarms (the derived alarms of /api/status where that route is missing).
+// alarms from /api/status, completed from /api/alarms (the alarm engine's limits, acknowledged here).
 // Plain JavaScript and canvas, no external resources: the line PC may have no internet.
 //
 // The page must never look healthy when it is not: ages keep counting in the browser between
@@ -27,7 +27,7 @@ let lastAnswerMs = null;    // browser time of the last status answer
 let skewMs = 0;             // daemon clock minus browser clock, from the last status
 let offsetS = null;         // the site's UTC offset (s), from the last status
 let lastStatus = null;
-let alarmsApi = true;       // false once /api/alarms answered 404 (not in this daemon)
+let alarmsApi = true;       // false once /api/alarms answered 404 (a daemon without it)
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -133,8 +133,12 @@ function showValue(instrument, channel, v) {
   const card = instrumentCard(instrument);
   const d = display.get(key) || {};
   const text = v.text ?? v.attrs?.text ?? null;
-  latest.set(key, { acq_ns: v.acq_ns, quality: v.quality, value: v.value, text });
+  latest.set(key, { acq_ns: v.acq_ns, quality: v.quality, value: v.value, unit: v.unit, reason: v.reason, text });
+  // Until the status has said how a channel is shown (a flag, a state, a number), nothing is
+  // drawn for it: the stream can answer before the first status does.
+  if (!display.has(key)) return;
   if (d.kind === "flag") {
+    $(`tr[data-channel="${CSS.escape(channel)}"]`, card)?.remove();
     const c = chip(card, channel);
     const on = v.value !== null && v.value !== undefined && v.value !== 0;
     c.className = "chip " + (v.quality !== "GOOD" ? "q-" + v.quality : on ? "on" : "off");
@@ -164,7 +168,8 @@ function tickAges() {
     const age = Math.max(0, (now - r.acq_ns / 1e6) / 1000);
     const limit = staleAfter.has(key) ? staleAfter.get(key) : 10;
     const stale = instrumentUp.get(instrument) === false || (limit !== null && age > limit);
-    const target = (display.get(key) || {}).kind === "flag" ? chip(card, channel) : channelRow(card, channel);
+    if (!display.has(key)) continue;
+    const target = display.get(key).kind === "flag" ? chip(card, channel) : channelRow(card, channel);
     target.classList.toggle("stale", stale);
     if (target.tagName === "TR") $(".age", target).textContent = formatAge(age);
     else target.title = `${channel}: ${formatAge(age)} old`;
@@ -267,10 +272,10 @@ function renderStatus(st) {
       staleAfter.set(key, v.stale_after_s === undefined ? inst.stale_after_s ?? 10 : v.stale_after_s);
       lastUnit.set(key, v.unit);
       const live = latest.get(key);
-      if (!live || live.acq_ns <= v.acq_ns) showValue(name, ch, v);
+      showValue(name, ch, live && live.acq_ns > v.acq_ns ? live : v);
     }
   }
-  if (!alarmsApi) renderAlarms(st.alarms.map(a => ({ ...a, derived: true })));
+  renderAlarms(st.alarms || []);
   const j = st.journal;
   if (j) {
     $("#journal").textContent = `${j.readings_committed} readings committed since start · ` +
@@ -303,6 +308,7 @@ async function getJson(path) {
 }
 
 async function pollStatus() {
+  if (alarmsApi) await pollAlarms();  // first, so the status draws the banner complete
   try {
     const resp = await getJson("/api/status");
     if (!resp.ok) throw new Error(resp.status);
@@ -311,50 +317,50 @@ async function pollStatus() {
   } catch (e) {
     // No answer: tickAges turns the page stale once STALE_AFTER_MS has passed.
   }
-  if (alarmsApi) await pollAlarms();
   tickAges();
 }
 
 // -- alarms ------------------------------------------------------------------------------
+// The banner lists the alarms of /api/status (limits of the alarm engine, with their id, and
+// the derived ones: instruments not connected, BAD values, journal and sink trouble), each limit
+// alarm completed from /api/alarms (when raised, its value, whether acknowledged).
 
 async function pollAlarms() {
   try {
     const resp = await getJson("/api/alarms");
-    if (resp.status === 404) {
-      alarmsApi = false;
-      if (lastStatus) renderAlarms(lastStatus.alarms.map(a => ({ ...a, derived: true })));
-      return;
-    }
+    if (resp.status === 404) { alarmsApi = false; return; }
     if (!resp.ok) return;
     const body = await resp.json();
-    const list = Array.isArray(body) ? body : (body.active ?? body.alarms ?? []);
-    renderAlarms(list.filter(a => !a.state || a.active !== false));
+    alarmDetails = new Map((body.active || []).map(a => [a.id, a]));
   } catch (e) { /* the status poll shows the daemon's absence */ }
 }
 
-function alarmText(a) {
-  const subject = a.subject ?? [a.instrument, a.channel].filter(Boolean).join("/");
-  return `${subject}: ${a.message ?? a.kind ?? ""}` + (a.value !== undefined && a.value !== null ? ` (${a.value})` : "");
-}
+let alarmDetails = new Map();
 
 function renderAlarms(list) {
   const banner = $("#alarms");
   const ul = $("#alarm-list");
   ul.textContent = "";
-  banner.classList.toggle("active", list.some(a => a.severity !== "warning"));
+  const urgent = list.some(a => a.severity === "alarm");
+  banner.classList.toggle("active", urgent);
   banner.classList.toggle("quiet", !list.length);
   $("#alarm-count").textContent = list.length ? `${list.length} active` : "none";
-  for (const a of list) {
-    const li = el("li", { class: String(a.severity || "alarm") + (a.acked || a.acknowledged ? " acked" : "") });
+  for (const s of list) {
+    const a = { ...s, ...(s.id !== undefined ? alarmDetails.get(s.id) || {} : {}) };
+    const acked = a.acknowledged === true || a.state === "acknowledged active";
+    const li = el("li", { class: String(s.severity || "alarm") + (acked ? " acked" : "") });
     if (a.id !== undefined) li.dataset.alarmId = String(a.id);
-    li.append(el("span", { class: "sev" }, String(a.severity || "alarm")), el("span", { class: "what" }, alarmText(a)));
-    if (a.raised_ns) li.append(el("span", { class: "when" }, siteTime(a.raised_ns / 1e6)));
-    if (a.id !== undefined && !a.derived && !(a.acked || a.acknowledged)) {
+    li.append(el("span", { class: "sev" }, String(a.priority || s.severity || "alarm")));
+    const value = a.value !== undefined && a.value !== null && a.unit !== undefined
+      ? ` (${formatValue(`${a.instrument}/${a.channel}`, a.value, a.unit)[0]} ${a.unit})` : "";
+    li.append(el("span", { class: "what" }, `${s.subject}: ${s.message}${value}`));
+    if (a.raised_ns) li.append(el("span", { class: "when" }, "since " + siteTime(a.raised_ns / 1e6)));
+    if (a.id !== undefined && !acked) {
       const b = el("button", { type: "button", class: "ack" }, "acknowledge");
       b.addEventListener("click", () => acknowledge(a.id));
       li.append(b);
-    } else if (a.acked || a.acknowledged) {
-      li.append(el("span", { class: "when" }, "acknowledged"));
+    } else if (acked) {
+      li.append(el("span", { class: "when" }, `acknowledged${a.acked_by ? " by " + a.acked_by : ""}`));
     }
     ul.append(li);
   }
@@ -374,7 +380,7 @@ async function acknowledge(id) {
   if (resp.status === 401 || resp.status === 403) sessionStorage.removeItem(TOKEN_KEY);
   $("#ack-msg").textContent = resp.ok ? `alarm ${id} acknowledged` : `not acknowledged: HTTP ${resp.status}`;
   tokenBox();
-  await pollAlarms();
+  await pollStatus();
 }
 
 function tokenBox() {
@@ -414,7 +420,8 @@ function geometry(canvas) {
 function draw(key) {
   const [instrument, ...rest] = key.split("/");
   const channel = rest.join("/");
-  const kind = (display.get(key) || {}).kind;
+  if (!display.has(key)) { dirty.add(key); return; }  // drawn once the status has come
+  const kind = display.get(key).kind;
   if (kind === "flag") return;  // a chip, no trend
   const row = channelRow(instrumentCard(instrument), channel);
   const s = series.get(key);
