@@ -15,8 +15,8 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.cli import demo, simulate
-from daq.config.load import load_config
+from daq.config.load import Config, load_config
 from daq.journal.journal import JOURNAL_FILE, connect
 from daq.journal.verify import verify_journal
 from daq.validate.results import NOT_VERIFIABLE, SKIPPED, Scenario
@@ -52,6 +52,7 @@ class Acquisition:
     restart_ns: int
     end_ns: int
     error: str | None = None
+    alarm_steps: list[tuple[str, str, str, bool]] = dataclasses.field(default_factory=list)
 
 
 async def _acquire_async(data_dir: Path, seed: int) -> Acquisition:
@@ -62,6 +63,7 @@ async def _acquire_async(data_dir: Path, seed: int) -> Acquisition:
     cfg = cfg.with_instruments(
         [i.model_copy(update={"period_s": 0.5}) if i.name == _RESTARTED else i for i in cfg.instruments]
     )
+    cfg = _with_tripping_limit(cfg)
     saved = dict(demo.SIMULATION)
     for name, faults in _FAULTS.items():
         spec = demo.SIMULATION[name]
@@ -93,6 +95,9 @@ async def _acquire_async(data_dir: Path, seed: int) -> Acquisition:
             listeners[_RESTARTED] = (spec, new)
 
         tasks.append(asyncio.create_task(plan(), name="validate-fault-plan"))
+        tasks.append(
+            asyncio.create_task(_alarm_plan(daemon, acq, cfg.model.api.token_env), name="validate-alarms")
+        )
 
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -110,6 +115,68 @@ async def _acquire_async(data_dir: Path, seed: int) -> Acquisition:
     if errors:
         acq.error = f"fault plan failed: {errors[0]!r}"
     return acq
+
+
+def _with_tripping_limit(cfg: Config) -> Config:
+    """The demo cell with its first alarm limit set below the process's ambient value, so that
+    the alarm is raised within a second of the start."""
+    alarms = getattr(cfg.model, "alarms", None)
+    if alarms is None or not alarms.limits:
+        return cfg
+    first = alarms.limits[0].model_copy(update={"high": -50.0, "on_delay_s": 0.5, "deadband": 0.0})
+    section = alarms.model_copy(update={"limits": [first, *alarms.limits[1:]]})
+    return Config(cfg.model.model_copy(update={"alarms": section}), path=cfg.path, text=cfg.text)
+
+
+async def _daq_async(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daq", *argv,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    out, _ = await proc.communicate(stdin.encode())
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+def daq(*argv: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run the ``daq`` command line in its own process: ``(exit status, output)``."""
+    res = subprocess.run(
+        [sys.executable, "-m", "daq", *argv], input=stdin, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=120,
+    )  # fmt: skip
+    return res.returncode, res.stdout + res.stderr
+
+
+async def _alarm_plan(daemon: Any, acq: Acquisition, token_env: str | None) -> None:
+    """List the alarms through the API, and acknowledge the first as a named user."""
+    api = getattr(daemon.services.get("api"), "url", None)
+    steps = acq.alarm_steps
+    if not api or not token_env:
+        steps.append(("the local API", "serving", str(api), False))
+        return
+    await asyncio.sleep(3.0)
+    code, text = await _daq_async("alarms", "list", "--api", api, "--json")
+    try:
+        listing = json.loads(text)
+    except ValueError:
+        listing = {}
+    active = [a for a in listing.get("active", []) if isinstance(a, dict)]
+    steps.append(
+        (
+            "daq alarms list (the daemon's API)",
+            ">= 1 active alarm",
+            f"exit {code}, {len(active)} active",
+            bool(active),
+        )
+    )
+    if not active:
+        return
+    alarm_id = str(active[0].get("alarm_id") or active[0].get("id"))
+    code, text = await _daq_async(
+        "alarms", "ack", alarm_id, "--api", api, "--token-env", token_env,
+        "--actor", "oq-validation", "--comment", "acknowledged by the OQ",
+    )  # fmt: skip
+    steps.append((f"daq alarms ack {alarm_id}", "exit 0", f"exit {code}: {text.strip()[:200]}", code == 0))
 
 
 def _rows(data_dir: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -339,6 +406,125 @@ def clock_audit(ctx: Context) -> Scenario:
     return sc.finish()
 
 
+def alarms(ctx: Context) -> Scenario:
+    sc = Scenario("OQ-ALARMS", "An alarm raised, journaled and acknowledged by a named user")
+    acq = ctx.acquisition()
+    sc.observe(
+        "limit set for the test",
+        "the demo cell's first limit set to high -50 (always passed), on-delay 0.5 s",
+    )
+    for action, expected, actual, passed in acq.alarm_steps:
+        sc.check(action, expected, actual, passed)
+    rows = _rows(acq.data_dir, "SELECT alarm_id, kind, state, actor, comment FROM alarm_events ORDER BY id")
+    kinds = [r[1] for r in rows]
+    sc.check("alarm journal: the alarm raised", "a 'raised' event", kinds[:6], "raised" in kinds)
+    acks = [r for r in rows if r[3] == "oq-validation"]
+    sc.check(
+        "alarm journal: the acknowledgement",
+        "by oq-validation with its comment",
+        acks[:1],
+        bool(acks) and acks[0][4] == "acknowledged by the OQ",
+    )
+    sc.evidence_json(
+        ctx.out,
+        "alarm-events.json",
+        [dict(zip(("alarm_id", "kind", "state", "actor", "comment"), r, strict=True)) for r in rows],
+    )
+    return sc.finish()
+
+
+def _sealed_run(acq: Acquisition) -> str | None:
+    rows = _rows(acq.data_dir, "SELECT run_id FROM run_events WHERE kind='stop' ORDER BY id LIMIT 1")
+    return str(rows[0][0]) if rows else None
+
+
+def run_seal(ctx: Context) -> Scenario:
+    sc = Scenario("OQ-RUN-SEAL", "A run started by the process is closed and sealed")
+    acq = ctx.acquisition()
+    run_id = _sealed_run(acq)
+    sc.check("a sealed run in the journal", "1 run sealed", run_id, run_id is not None)
+    code, text = daq("runs", "list", "--data-dir", str(acq.data_dir), "--json")
+    sc.check("daq runs list", "exit 0", f"exit {code}", code == 0)
+    path = ctx.out / "evidence" / "OQ-RUN-SEAL-runs.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    sc.add_evidence(ctx.out, path)
+    return sc.finish()
+
+
+def export(ctx: Context) -> Scenario:
+    sc = Scenario("OQ-EXPORT", "An export verified; a changed export refused")
+    acq = ctx.acquisition()
+    run_id = _sealed_run(acq)
+    if not sc.check("a sealed run to export", "1 run", run_id, run_id is not None):
+        return sc.finish()
+    assert run_id is not None
+    outdir = ctx.scratch / "export"
+    code, text = daq("export", run_id, "--data-dir", str(acq.data_dir), "--out", str(outdir))
+    sc.check("daq export", "exit 0", f"exit {code}: {text.strip()[-200:]}", code == 0)
+    code, text = daq("verify", "--export", str(outdir), "--data-dir", str(acq.data_dir))
+    sc.check("daq verify --export", "OK", text.strip()[-200:], code == 0 and "OK" in text)
+    changed = ctx.scratch / "export-changed"
+    shutil.copytree(outdir, changed)
+    victim = sorted(p for p in changed.rglob("*.csv") if p.stat().st_size)[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    code, text = daq("verify", "--export", str(changed))
+    sc.check(
+        f"daq verify --export after one byte of {victim.name} flipped",
+        f"FAILED naming {victim.name}",
+        text.strip()[-200:],
+        code != 0 and victim.name in text,
+    )
+    return sc.finish()
+
+
+def signatures(ctx: Context) -> Scenario:
+    sc = Scenario(
+        "OQ-SIGNATURES", "An e-signature refused with a wrong password, accepted with the right one"
+    )
+    acq = ctx.acquisition()
+    run_id = _sealed_run(acq)
+    if not sc.check("a sealed run to sign", "1 run", run_id, run_id is not None):
+        return sc.finish()
+    assert run_id is not None
+    d = ctx.scratch / "signing"
+    shutil.copytree(acq.data_dir, d)
+    pw = "oq-correct-horse-battery"
+    code, text = daq("users", "add", "oq-reviewer", "--name", "OQ Reviewer", "--roles", "admin,reviewer",
+                     "--data-dir", str(d), stdin=f"{pw}\n")  # fmt: skip
+    sc.check(
+        "daq users add oq-reviewer (password from stdin)",
+        "exit 0",
+        f"exit {code}: {text.strip()[-150:]}",
+        code == 0,
+    )
+    code, text = daq("runs", "sign", run_id, "--meaning", "reviewed", "--data-dir", str(d),
+                     stdin="oq-reviewer\nwrong-password-0000\n")  # fmt: skip
+    sc.check(
+        "sign with a wrong password",
+        "refused, non-zero exit",
+        f"exit {code}: {text.strip()[-150:]}",
+        code != 0,
+    )
+    code, text = daq("runs", "sign", run_id, "--meaning", "reviewed", "--comment", "OQ", "--data-dir", str(d),
+                     stdin=f"oq-reviewer\n{pw}\n")  # fmt: skip
+    sc.check(
+        "sign with the right password", "accepted, exit 0", f"exit {code}: {text.strip()[-150:]}", code == 0
+    )
+    sigs = _rows(d, "SELECT user_id, meaning FROM signatures WHERE run_id=?", run_id)
+    sc.check(
+        "the signature names the signer and the meaning",
+        "oq-reviewer reviewed",
+        sigs,
+        ("oq-reviewer", "reviewed") in [tuple(r) for r in sigs],
+    )
+    code, text = daq("verify", "--data-dir", str(d))
+    sc.check("daq verify (chains and signatures)", "OK", text.strip()[-150:], code == 0)
+    return sc.finish()
+
+
 def _not_yet(sid: str, title: str, why: str) -> Callable[[Context], Scenario]:
     def run(ctx: Context) -> Scenario:
         return Scenario(sid, title).finish(NOT_VERIFIABLE, why)
@@ -370,14 +556,10 @@ SCENARIOS: dict[str, Callable[[Context], Scenario]] = {
     "OQ-DISK-FULL": _not_yet(
         "OQ-DISK-FULL", "A full disk", "scenario not written yet (no unprivileged small file system)"
     ),
-    "OQ-RUN-SEAL": _not_yet("OQ-RUN-SEAL", "A run sealed", "scenario not written yet"),
-    "OQ-EXPORT": _not_yet(
-        "OQ-EXPORT", "An export verified, a changed export refused", "scenario not written yet"
-    ),
-    "OQ-ALARMS": _not_yet(
-        "OQ-ALARMS", "Alarms raised and acknowledged", "the alarm engine is not in this release"
-    ),
-    "OQ-SIGNATURES": _not_yet("OQ-SIGNATURES", "Signatures refused and accepted", "scenario not written yet"),
+    "OQ-RUN-SEAL": run_seal,
+    "OQ-EXPORT": export,
+    "OQ-ALARMS": alarms,
+    "OQ-SIGNATURES": signatures,
     "OQ-FORWARD-OUTAGE": forward_outage,
 }
 
@@ -395,6 +577,3 @@ def run_oq(out: Path, scratch: Path, only: list[str] | None = None) -> list[Scen
             sc.check("scenario ran", "no error", f"{type(exc).__name__}: {exc}", False)
             results.append(sc.finish())
     return results
-
-
-_ = (json, signal, sys)
