@@ -2,7 +2,7 @@
 
 Ac-225 is assayed through the gammas of its daughters Fr-221 and Bi-213, which must be in
 equilibrium with the parent: about 34 min after separation for Fr-221 and about 5.3 h for
-Bi-213 to be within 1 % (DOMAIN.md, radioactive decay). Once a separation or end-of-labelling
+Bi-213 to be within 1 % (docs/instruments.md, the nuclide table). Once a separation or end-of-labelling
 "t0" is recorded, for one instrument, one run, or the whole line, an Ac-225 reading taken less
 than ``ac225_equilibrium_wait_s`` after it is UNCERTAIN with the reason
 ``daughters_not_in_equilibrium``. The value itself is kept: QA decides, the record shows why.
@@ -16,8 +16,8 @@ from daq.config.base import NonNegativeSeconds, StrictModel
 from daq.model import Quality, Reading, Reason
 from daq.physics import AC225_CHAIN, UnknownNuclide, equilibrium_time_s, nuclide
 
-#: 5.3 h: DOMAIN.md's figure for Bi-213 within 1 %; the Bateman solution gives ~5.19 h
-#: (:func:`daq.physics.equilibrium_time_s`), so the default errs on the safe side.
+#: 5.3 h: the documented figure for Bi-213 within 1 % (docs/instruments.md); the Bateman
+#: solution gives ~5.19 h (:func:`daq.physics.equilibrium_time_s`), so the default errs on the safe side.
 DEFAULT_AC225_WAIT_S = 5.3 * 3600
 
 

@@ -1,6 +1,6 @@
 """Biodex Atomlab 500 dose calibrator: CR-terminated ASCII commands, polled.
 
-Protocol facts (DOMAIN.md, Biodex Atomlab 500 row): 19200 8N1 over a null-modem cable;
+Protocol facts (docs/instruments.md, Biodex Atomlab 500): 19200 8N1 over a null-modem cable;
 commands are at most 7 letters ended by CR, a parameter follows a space or comma; replies end
 CR LF. ``^C`` (0x03) or ``1`` returns the current activity; ``ISO`` changes the isotope. The
 manual warns that remote setting commands can corrupt a measurement in progress at the
@@ -33,7 +33,7 @@ DEFAULT_REPLY = (
     r"^\s*(?P<nuclide>[A-Za-z0-9-]{1,8})\s+(?P<activity>-?[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-zµ]{1,4})\s*$"
 )
 
-#: Spellings of the activity query (DOMAIN.md: ``^C`` or ``1``).
+#: Spellings of the activity query (docs/instruments.md, Biodex Atomlab 500: ``^C`` or ``1``).
 QUERIES: dict[str, bytes] = {"1": b"1\r", "^C": b"\x03"}
 
 

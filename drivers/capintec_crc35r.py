@@ -1,6 +1,6 @@
 """Capintec CRC-35R dose calibrator: framed, polled, up to 8 chambers.
 
-Protocol facts (DOMAIN.md, Capintec CRC-35R row): 4800 8N1. A request is STX (0x02), a
+Protocol facts (docs/instruments.md, Capintec CRC-35R): 4800 8N1. A request is STX (0x02), a
 length byte ``'A'`` + number of command characters, the command, a checksum, ETX (0x03);
 checksum = ((STX + length byte + sum of the command bytes) AND 0x7F) + 0x21. Worked example:
 ``R1`` (read chamber 1) is ``02 43 52 31 69 03``. The reply, read up to ETX, carries
@@ -10,7 +10,7 @@ unit codes 3/4/5 = kBq/MBq/GBq; a division in a calibration number reads as ``&`
 
 Unverified: that the reply is framed and checksummed like the request (the driver checks the
 frame that way, so a corrupted reply is caught); the acknowledgement text of ``I<n>``; and
-``I<n>`` for chambers other than 1 (DOMAIN.md shows ``I1`` only).
+``I<n>`` for chambers other than 1 (docs/instruments.md shows ``I1`` only).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, ex
 STX = 0x02
 ETX = 0x03
 
-#: Unit codes of the ``DR`` reply (DOMAIN.md: 3/4/5 = kBq/MBq/GBq).
+#: Unit codes of the ``DR`` reply (docs/instruments.md, Capintec CRC-35R: 3/4/5 = kBq/MBq/GBq).
 UNIT_CODES: dict[str, str] = {"3": "kBq", "4": "MBq", "5": "GBq"}
 
 _REPLY = re.compile(r"^DR([1-8]),([^,]{1,16}),(.{6})([0-9])$", re.DOTALL)

@@ -1,6 +1,6 @@
 """Veenstra/Comecer VIK-202 ionisation chamber: CR-terminated commands, polled.
 
-Protocol facts (DOMAIN.md, VIK-202 row): 9600 8N1. Commands end with CR and are acknowledged
+Protocol facts (docs/instruments.md, VIK-202): 9600 8N1. Commands end with CR and are acknowledged
 with ``>OK``; ``!R`` answers with the activity in Bq as a decimal number. The nuclide is
 chosen by calibration factor ``!F<factor>`` (e.g. 762 = F-18, 236 = Tc-99m, 447 = I-131);
 ``!GF`` reads the factor. ``!BON``/``!BOFF`` background, ``!Z`` autozero and ``!A`` its
@@ -26,11 +26,11 @@ from daq.transport import LinkFactory, open_link
 from drivers.base import Capability, Deadline, SerialDriver
 from drivers.line import CalibratorInstrument, ReadoutChecks, display_figure, exchange
 
-#: Calibration factors DOMAIN.md names; a site adds its own with ``factor_nuclides``.
+#: Calibration factors docs/instruments.md names (VIK-202); a site adds its own with ``factor_nuclides``.
 FACTOR_NUCLIDES: dict[str, str] = {"762": "F-18", "236": "Tc-99m", "447": "I-131"}
 
 CR = b"\r"
-#: The acknowledgement of a command (DOMAIN.md); some firmware also sends it after a value.
+#: The acknowledgement of a command (docs/instruments.md, VIK-202); some firmware also sends it after a value.
 ACK = ">OK"
 
 

@@ -1,10 +1,11 @@
 """A configurable line/regex driver, kind ``line``, for calibrators whose manuals a site supplies.
 
 Some calibrators (Capintec CRC-25R/55tR, PTW Curiementor) have protocols that are not public
-(DOMAIN.md: "do not assume they match the CRC-35R"). Until a site confirms one, this driver
-covers them from config: an optional poll command, a terminator, an encoding, and a regular
-expression with named groups ``activity`` (required), ``unit``, ``nuclide`` and
-``device_time``. Without ``poll_command`` it listens for lines the instrument sends by itself.
+(docs/instruments.md, "The `line` driver": not to be assumed to match the CRC-35R). Until a
+site confirms one, this driver covers them from config: an optional poll command, a terminator,
+an encoding, and a regular expression with named groups ``activity`` (required), ``unit``,
+``nuclide`` and ``device_time``. Without ``poll_command`` it listens for lines the instrument
+sends by itself.
 
 It also holds :func:`exchange`, the request/reply step the polled calibrator drivers share.
 """

@@ -1,6 +1,6 @@
 """Open radio-TLC scanner (9600 baud, ASCII lines).
 
-Protocol facts (DOMAIN.md, "Radio-TLC scanners"): the host starts a scan with one line
+Protocol facts (docs/instruments.md, "Radio-TLC scanner"): the host starts a scan with one line
 ``batch,operator,range_mm,time_min\\n``. The scanner returns to the origin, then steps 0.5 mm
 at a time, counting detector pulses for ``time_min x 60 / (range_mm x 2)`` seconds at each
 position, and prints one line per position, ``<position in mm x 10>; <counts>`` (a space after

@@ -1,7 +1,7 @@
 """Veenstra VDC-404/405 dose calibrator.
 
 With its serial option set to "PC" the calibrator sends, unprompted, one line per
-measurement: ``<isotope>: <activity> <unit>`` (DOMAIN.md, Veenstra row). The driver only
+measurement: ``<isotope>: <activity> <unit>`` (docs/instruments.md, Veenstra VDC-404/405). The driver only
 listens: it sends nothing, so it cannot disturb a measurement at the console.
 """
 

@@ -1,6 +1,6 @@
 """Biodex Atomlab 500 simulator: CR-terminated ASCII commands, CR LF replies, 19200 baud.
 
-Protocol facts (DOMAIN.md, Biodex Atomlab 500 row): commands are at most 7 letters ended by
+Protocol facts (docs/instruments.md, Biodex Atomlab 500): commands are at most 7 letters ended by
 CR, a parameter follows a space or comma; replies end CR LF; ``^C`` (0x03) or ``1`` returns
 the current activity; ``ISO`` changes the isotope.
 

@@ -1,6 +1,6 @@
 """Capintec CRC-35R simulator: framed requests, ``DR`` replies, up to 8 chambers.
 
-Protocol facts (DOMAIN.md, Capintec CRC-35R row): a frame is STX (0x02), a length byte
+Protocol facts (docs/instruments.md, Capintec CRC-35R): a frame is STX (0x02), a length byte
 ``'A'`` + number of payload characters, the payload, a checksum
 ((STX + length byte + sum of payload bytes) AND 0x7F) + 0x21, and ETX (0x03); ``R1`` is
 ``02 43 52 31 69 03``. ``R<n>`` is answered ``DR<n>,<nuclide padded>,<activity 6 chars><unit

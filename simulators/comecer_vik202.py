@@ -1,6 +1,6 @@
 """Veenstra/Comecer VIK-202 chamber simulator: ``!`` commands ended by CR, 9600 baud.
 
-Protocol facts (DOMAIN.md, VIK-202 row): commands end with CR and are acknowledged with
+Protocol facts (docs/instruments.md, VIK-202): commands end with CR and are acknowledged with
 ``>OK``; ``!R`` answers the activity in Bq as a decimal number; ``!F<factor>`` sets the
 calibration factor (762 = F-18, 236 = Tc-99m, 447 = I-131), ``!GF`` reads it; ``!BON``/``!BOFF``
 background, ``!Z`` autozero and ``!A`` its result, ``!GQ`` chamber current (A), ``!V`` HV

@@ -1,7 +1,7 @@
 """A generic line-emitting calibrator for the ``line`` driver.
 
 Illustrative only: the format is this project's own, *not* a claim about any vendor's
-protocol (CRC-25R/55tR and Curiementor protocols are not public, DOMAIN.md). Each line reads
+protocol (CRC-25R/55tR and Curiementor protocols are not public, docs/instruments.md). Each line reads
 ``A=<activity> <unit> N=<nuclide> T=<YYYY-MM-DD HH:MM:SS>`` CR LF, the time being the
 device clock in UTC. With ``poll=1`` it answers each ``RD`` CR with one line; otherwise it
 sends a line every ``interval_s``.

@@ -1,6 +1,6 @@
 """Open radio-TLC scanner simulator: realistic chromatograms on the real line protocol.
 
-Protocol facts (DOMAIN.md, "Radio-TLC scanners"): the host sends
+Protocol facts (docs/instruments.md, "Radio-TLC scanner"): the host sends
 ``batch,operator,range_mm,time_min\\n``; the scanner returns to the origin, steps 0.5 mm at a
 time counting for ``time_min x 60 / (range_mm x 2)`` s per position, prints
 ``<position mm x 10>; <counts>`` per position (space after the semicolon), then ``end``; a

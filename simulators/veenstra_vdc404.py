@@ -1,6 +1,6 @@
 """Veenstra VDC-404 simulator: unsolicited ``<isotope>: <activity> <unit>`` lines.
 
-Protocol fact (DOMAIN.md, Veenstra row): with the serial option "PC" the calibrator sends
+Protocol fact (docs/instruments.md, Veenstra VDC-404/405): with the serial option "PC" the calibrator sends
 one line per measurement, unprompted. Lines end CR LF.
 """
 

@@ -1,6 +1,6 @@
 """Biodex Atomlab 500: the query bytes, the reply parser (golden lines, fuzzing) and config.
 
-Protocol facts (DOMAIN.md, Biodex Atomlab 500 row): 19200 8N1; commands end with CR; ``^C``
+Protocol facts (docs/instruments.md, Biodex Atomlab 500): 19200 8N1; commands end with CR; ``^C``
 (0x03) or ``1`` returns the current activity; replies end CR LF; ``ISO`` changes the isotope.
 The reply text is unverified; the golden lines below are the driver's documented default
 format ``<isotope> <activity> <unit>``.

@@ -1,6 +1,6 @@
 """Capintec CRC-35R framing and reply parser: golden frames and fuzzing.
 
-Protocol facts (DOMAIN.md, Capintec CRC-35R row): STX, length byte 'A' + number of command
+Protocol facts (docs/instruments.md, Capintec CRC-35R): STX, length byte 'A' + number of command
 characters, command, checksum ((STX + length + sum of command bytes) AND 0x7F) + 0x21, ETX;
 ``R1`` is ``02 43 52 31 69 03``; the reply carries ``DRx,<nuclide or cal number, space
 padded>,<activity 6 characters><unit code>``, unit codes 3/4/5 = kBq/MBq/GBq, ``&`` marks a
@@ -26,7 +26,7 @@ from drivers.capintec_crc35r import (
 )
 from simulators.capintec_crc35r import Crc35rSimulator, crc35r_frame
 
-# DOMAIN.md worked example: R1 (read chamber 1).
+# docs/instruments.md worked example: R1 (read chamber 1).
 R1 = bytes.fromhex("02 43 52 31 69 03")
 
 

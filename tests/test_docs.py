@@ -174,3 +174,21 @@ def test_the_checks_see_links_and_anchors() -> None:
     text = "# A title\n## Two, words: `x`\n## Two, words: `x`\n[a](b.md#c) ![i](img.png)\n```\n[no](x)\n```\n"
     assert anchors(text) == {"a-title", "two-words-x", "two-words-x-1"}
     assert links(text) == ["b.md#c", "img.png"]
+
+
+# Names of documents that were never part of the repository; the facts live in docs/ now.
+_OUTSIDE = re.compile(r"\b(?:DOMAIN|PERFORMANCE|STYLE)\.md\b|(?<![\w.])shared/")
+
+
+def test_no_file_refers_to_documents_outside_the_repository() -> None:
+    here = Path(__file__).resolve()
+    files = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for folder in ("daq", "drivers", "simulators", "tests", "bench", "docs", "config", "systemd"):
+        files.extend(p for p in (ROOT / folder).rglob("*") if p.is_file() and "node_modules" not in p.parts)
+    found = []
+    for path in files:
+        if path == here or path.suffix in (".pyc", ".png", ".pdf", ".sqlite3"):
+            continue
+        text = path.read_text(errors="replace")
+        found.extend(f"{path.relative_to(ROOT)}: {m.group(0)}" for m in _OUTSIDE.finditer(text))
+    assert not found, found

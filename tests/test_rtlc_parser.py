@@ -1,6 +1,6 @@
 """Radio-TLC scanner line parser: golden lines and fuzzing.
 
-Protocol facts (DOMAIN.md, "Radio-TLC scanners"): the host starts a scan with one line
+Protocol facts (docs/instruments.md, "Radio-TLC scanner"): the host starts a scan with one line
 ``batch,operator,range_mm,time_min\\n``; the scanner prints one line per 0.5 mm position,
 ``<position in mm x 10>; <counts>`` with a space after the semicolon (the example given is
 ``125; 48``), then ``end``; a failure prints ``Error: <text>``. It counts for

@@ -330,7 +330,7 @@ async def test_bad_lines_are_journaled_with_their_bytes_and_leave_a_flagged_hole
 
 
 async def test_corrupt_positions_are_refused_not_stored() -> None:
-    """Golden lines over a real socket: positions climb by 0.5 mm (DOMAIN.md), so a line off
+    """Golden lines over a real socket: positions climb by 0.5 mm (docs/instruments.md), so a line off
     the grid, out of order or past the range is corrupt; the driver raises ProtocolError
     with its bytes and keeps the scan going."""
     # 7 is off the grid, 10 repeats, 5000 is past the range, and 5 after 2.0 mm is what a

@@ -2,7 +2,7 @@
 background and ROI integration, the verdict rules, methods in config and advisory peaks.
 
 RCP % = net counts in the product ROI / net counts in all ROIs x 100, after background
-subtraction, with ROIs fixed by Rf in the validated method (DOMAIN.md, RCP).
+subtraction, with ROIs fixed by Rf in the validated method (docs/radio-tlc.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Veenstra VDC-404 parser: golden lines and fuzzing.
 
-Protocol fact (DOMAIN.md, Veenstra row): with the serial option "PC" the calibrator sends
+Protocol fact (docs/instruments.md, Veenstra VDC-404/405): with the serial option "PC" the calibrator sends
 unsolicited lines ``<isotope>: <activity> <unit>``.
 """
 

@@ -1,6 +1,6 @@
 """Comecer VIK-202: the number replies (golden, fuzzing), device info and the factor table.
 
-Protocol facts (DOMAIN.md, VIK-202 row): 9600 8N1; commands end with CR; ``>OK``
+Protocol facts (docs/instruments.md, VIK-202): 9600 8N1; commands end with CR; ``>OK``
 acknowledgements; ``!R`` answers the activity in Bq as a decimal number; ``!F<factor>``
 sets and ``!GF`` reads the calibration factor (762 = F-18, 236 = Tc-99m, 447 = I-131);
 ``!GQ`` chamber current (A), ``!V`` HV battery, ``!GV`` software version.

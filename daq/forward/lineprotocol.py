@@ -16,7 +16,7 @@ characters"):
 Lines are built with f-strings (about 14 times cheaper than influxdb-client ``Point``
 objects); the escaped measurement-and-tags prefix of a series is cached.
 
-Schema (see the README section "Forwarding to InfluxDB"): measurement = the instrument's kind;
+Schema (see docs/forwarding.md, "Schema"): measurement = the instrument's kind;
 tags ``site``, ``cell``, ``instrument``, ``channel``, ``run_id`` (while a run is active),
 ``nuclide`` (when the reading carries one) and ``dup`` (only on the rare second, third...
 reading of a series with the very same acquisition time); fields ``value`` (float, absent

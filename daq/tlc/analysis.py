@@ -1,6 +1,6 @@
 """Radiochemical purity from a chromatogram: background, ROI integration, RCP, pass or fail.
 
-RCP % = net counts in the product ROI / net counts in all ROIs x 100 (DOMAIN.md, RCP), the
+RCP % = net counts in the product ROI / net counts in all ROIs x 100 (docs/radio-tlc.md), the
 net counts being the gross counts minus the background counts of the same positions. A
 negative net (an empty ROI after background subtraction) counts as zero in the RCP; the
 stored ``net_counts`` keep the sign, so nothing is hidden.

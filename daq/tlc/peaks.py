@@ -1,7 +1,7 @@
 """Advisory peak finding: propose ROIs from a chromatogram.
 
 The proposal helps whoever writes or reviews a method; it never changes a result, since the
-validated method's ROIs decide (DOMAIN.md: ROIs are fixed by Rf in the validated method).
+validated method's ROIs decide (docs/radio-tlc.md: ROIs are fixed by Rf in the validated method).
 
 A peak is a run of positions whose 5-point moving average stands above the baseline (the
 median count) by five Poisson standard deviations or 1 % of the tallest peak, whichever is

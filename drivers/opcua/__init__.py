@@ -5,8 +5,8 @@ Each ``[[instruments.nodes]]`` entry maps one channel to a node, by NodeId
 (``/2:Synth/2:reactor_temp``). Browse paths are translated on every connect, so a server
 that renumbers its namespaces after a restart is followed.
 
-Acquisition is by subscription (subscribe, don't poll: PERFORMANCE.md): one subscription
-per connection with the map's publishing interval, one monitored item per node with its
+Acquisition is by subscription (subscribe, don't poll: docs/fieldbus.md, OPC UA "Acquisition"):
+one subscription per connection with the map's publishing interval, one monitored item per node with its
 sampling interval and server-side queue size. Nodes marked ``poll = true`` (or the whole
 instrument with ``mode = "poll"``) are read in one Read call per ``period_s`` instead.
 
