@@ -79,7 +79,7 @@ async def record_run(data_dir: Path, *, readings: int = 25) -> Recorded:
     sim = await Vdc404Simulator(options={"interval_s": "0.03", "nuclide": "F-18"}).serve("tcp://127.0.0.1:0")
     daemon = Daemon(vdc_config(data_dir, sim.url))
     recorder = T0Recorder(getattr(daemon, "equilibrium", None))
-    daemon.equilibrium = recorder  # type: ignore[attr-defined]
+    daemon.equilibrium = recorder  # type: ignore[assignment]
     task = asyncio.create_task(daemon.run())
     try:
         await wait_until(lambda: "runs" in daemon.services and bool(daemon.supervisors))

@@ -93,6 +93,7 @@ def main() -> None:
     if allow is None:
         fail(f"{unit} has no SystemCallFilter=")
     flt = seccomp.SyscallFilter(defaction=seccomp.ERRNO(error_number))
+    assert allow is not None  # fail() raised otherwise
     for name in sorted(allow):
         if name == "socket" and families is not None:
             continue

@@ -276,8 +276,8 @@ async def test_run_control_needs_the_token(data_dir: Path, monkeypatch: pytest.M
         async with http.get(f"{url}/api/runs/no-such-run") as resp:
             assert resp.status == 404
         # Without run control the control endpoints say so (after the token check).
-        api: Any = daemon.services["api"]
-        runs, api.runs = api.runs, None
+        service: Any = daemon.services["api"]
+        runs, service.runs = service.runs, None
         try:
             async with http.post(f"{url}/api/runs", json=start, headers={**auth, "X-Actor": "jdoe"}) as resp:
                 assert resp.status == 503
@@ -285,7 +285,7 @@ async def test_run_control_needs_the_token(data_dir: Path, monkeypatch: pytest.M
             async with http.post(f"{url}/api/runs", json=start) as resp:
                 assert resp.status == 401
         finally:
-            api.runs = runs
+            service.runs = runs
     with JournalReader(data_dir) as r:
         audit = r.audit()
     annotation = [a for a in audit if a["action"] == "annotation"]

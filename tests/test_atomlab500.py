@@ -67,7 +67,8 @@ async def test_driver_polls_with_either_query(query: str) -> None:
     sim = Atomlab500Simulator(options={"nuclide": "Tc-99m", "activity_mbq": "925", "units": "curie"})
     listener = await sim.serve("tcp://127.0.0.1:0")
     driver = Atomlab500Driver(
-        Atomlab500Config(name="al", kind="biodex-atomlab500", port=listener.url, query=query), SystemClock()
+        Atomlab500Config(name="al", kind="biodex-atomlab500", port=listener.url, query=query),  # type: ignore[arg-type]
+        SystemClock(),
     )
     try:
         await driver.connect()

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncua import Server, ua
+from asyncua import ua
+from asyncua.server.server import Server
 
 from daq.clock import SystemClock
 from daq.daemon import Daemon
 from daq.journal import Journal, JournalReader, verify_journal
-from daq.model import Quality
+from daq.model import Quality, Reading
 from daq.runs import store
 from daq.runs.export import verify_export, write_export
 from drivers.opcua import OpcUaConfig, OpcUaDriver
@@ -47,7 +48,9 @@ async def test_non_utf8_text_through_the_cli_and_the_api_is_journaled_escaped(
     daemon = Daemon(cfg)
     task = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: "api" in daemon.services and getattr(daemon.services["api"], "url", None))
+        await wait_until(
+            lambda: "api" in daemon.services and bool(getattr(daemon.services["api"], "url", None))
+        )
         api: Any = daemon.services["api"]
         sup = daemon.supervisors[0]
 
@@ -161,7 +164,7 @@ async def null_time_server() -> AsyncIterator[tuple[Server, ua.NodeId, str]]:
     server.set_endpoint(url + "/")
     idx = await server.register_namespace("urn:hotcell-daq:test:null-time")
     obj = await server.nodes.objects.add_object(idx, "Plc")
-    var = await obj.add_variable(ua.NodeId("level", idx), "level", 1.0)
+    var = await obj.add_variable(ua.NodeId("level", idx), "level", 1.0)  # type: ignore[arg-type]
     await server.start()
     try:
         yield server, var.nodeid, url
@@ -171,7 +174,9 @@ async def null_time_server() -> AsyncIterator[tuple[Server, ua.NodeId, str]]:
 
 async def write_null_stamped(server: Server, node: ua.NodeId, value: float) -> None:
     dv = ua.DataValue(
-        ua.Variant(value, ua.VariantType.Double), SourceTimestamp=NULL_DATETIME, ServerTimestamp=NULL_DATETIME
+        ua.Variant(value, ua.VariantType.Double),
+        SourceTimestamp=NULL_DATETIME,  # type: ignore[arg-type]
+        ServerTimestamp=NULL_DATETIME,  # type: ignore[arg-type]
     )
     await server.write_attribute_value(node, dv)
 
@@ -189,7 +194,7 @@ async def test_opcua_null_datetime_is_journaled_as_no_timestamp(
     journal = await Journal.open(data_dir, clock=SystemClock())
     try:
         await driver.connect()
-        got = []
+        got: list[Reading] = []
         async with asyncio.timeout(10):
             value = 3.0
             while len(got) < 3:

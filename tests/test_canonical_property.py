@@ -84,7 +84,7 @@ events = st.builds(
     InstrumentEvent, instrument=texts, kind=texts, ts_ns=timestamps, mono_ns=ints, detail=attrs, raw=raws
 )
 audits = st.tuples(texts, texts, st.one_of(st.none(), texts), attrs)
-annotations = st.tuples(texts, texts, texts)
+annotation_args = st.tuples(texts, texts, texts)
 
 
 async def journal_all(
@@ -145,7 +145,7 @@ def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     rs=st.lists(readings, max_size=6),
     es=st.lists(events, max_size=3),
     aus=st.lists(audits, max_size=3),
-    notes=st.lists(annotations, max_size=2),
+    notes=st.lists(annotation_args, max_size=2),
 )
 def test_any_record_is_journaled_canonically_and_verifies(
     rs: list[Reading],

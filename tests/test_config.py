@@ -9,6 +9,7 @@ import pytest
 from daq.cli import main
 from daq.config.load import load_config
 from daq.errors import ConfigError
+from drivers.comecer_vik202 import Vik202Config
 
 GOOD = """
 [daemon]
@@ -251,6 +252,7 @@ port = "socket://127.0.0.1:7002"
     assert "unknown nuclide 'Xx-999'" in err
     # A known nuclide in any spelling the table knows is stored in the table's spelling.
     cfg = load_config(write(tmp_path, GOOD + vik.replace("Xx-999", "18F")))
+    assert isinstance(cfg.instruments[1], Vik202Config)
     assert cfg.instruments[1].factor_nuclides == {"123": "F-18"}
 
 

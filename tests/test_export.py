@@ -63,7 +63,8 @@ async def test_forged_records_with_fresh_hashes_do_not_reproduce_the_seal(
     data_dir: Path, tmp_path: Path
 ) -> None:
     rec = await record_run(data_dir, readings=10)
-    out = write_export(data_dir, rec.run_id, tmp_path / "e", "csv") and tmp_path / "e"
+    out = tmp_path / "e"
+    write_export(data_dir, rec.run_id, out, "csv")
     # A forger changes a value, re-hashes that record, fixes the file hashes and the manifest:
     # every per-file check passes, but the seal no longer follows from the records.
     path = out / "readings.csv"

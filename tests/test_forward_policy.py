@@ -155,7 +155,7 @@ async def test_a_poison_point_in_single_point_batches_is_quarantined(data_dir: P
 class SlowServer(ScriptedServer):
     """Answers every write after ``delay_s`` (longer than the sink's timeout)."""
 
-    delay_s = 1.0
+    delay_s: float = 1.0
 
     async def _write(self, request: web.Request) -> web.Response:
         await asyncio.sleep(self.delay_s)

@@ -203,7 +203,7 @@ def test_same_series_same_timestamp_gets_a_dup_tag_and_formatting_is_determinist
 
 # -- round trip ----------------------------------------------------------------------------------
 
-texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
 
 
 @given(channel=texts, nuclide=texts, run_id=texts, unit=texts, reason=texts)

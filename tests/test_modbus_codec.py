@@ -225,6 +225,7 @@ address = 300
     cfg_file.write_text(text)
     config = parse_config(text, path=str(cfg_file))
     inst = config.instruments[0]
+    assert isinstance(inst, ModbusConfig)
     assert inst.map_file == str(tmp_path / "maps" / "m.toml")
     assert [c.name for c in inst.all_channels][-1] == "extra"
     assert len(inst.all_channels) == 29

@@ -221,7 +221,7 @@ async def test_peer_server_over_the_daemon_poll_loop(fresh: PeerModbusServer) ->
     drv = driver(fresh.url, [{"name": "x", "table": "input", "address": 50, "type": "float32"}])  # type: ignore[attr-defined]
     await drv.connect()
     try:
-        values = []
+        values: list[float | None] = []
         for i in range(20):
             fresh.bank.set_input_registers(50, words32(utils.encode_ieee(1.5 + i), big=True))
             values.extend(r.value for r in await drv.read())
@@ -311,7 +311,7 @@ def test_refused_addresses_anywhere_are_isolated_and_the_plan_settles(
     its value, from the first poll on; the plan then settles and never asks for a refused
     address together with anything else."""
     taken: set[int] = set()
-    channels = []
+    channels: list[dict[str, Any]] = []
     for address, kind in layout:
         width = 2 if kind == "int32" else 1
         span = set(range(address, address + width))

@@ -61,7 +61,10 @@ def daemon_config(data_dir: Path, url: str) -> Any:
 async def test_connect_is_idempotent_and_close_never_raises(sim: Any) -> None:
     _, url = sim
     cfg = OpcUaConfig(
-        name="c", kind="opcua", url=url, nodes=[{"channel": c, "node_id": node_id(c)} for c in CHANNELS]
+        name="c",
+        kind="opcua",
+        url=url,
+        nodes=[{"channel": c, "node_id": node_id(c)} for c in CHANNELS],  # type: ignore[misc]
     )
     driver = OpcUaDriver(cfg, SystemClock())
     assert driver.streaming

@@ -332,6 +332,7 @@ async def test_unreachable_server_is_a_connect_error() -> None:
 def test_shipped_node_map_loads_and_maps_every_simulator_channel() -> None:
     cfg = load_config(REPO / "config" / "synth-opcua-map.toml")
     (inst,) = cfg.instruments
+    assert isinstance(inst, OpcUaConfig)
     assert inst.kind == "opcua"
     assert {n.channel for n in inst.nodes} == {c.name for c in CORE_CHANNELS}
     units = {c.name: c.unit for c in CORE_CHANNELS}
@@ -431,7 +432,7 @@ _variants = st.one_of(
 def test_any_datavalue_converts_without_raising(value: Any, code: int, ts: bool) -> None:
     driver = OpcUaDriver(opcua_config("opc.tcp://plc:4840", ["x"]), SystemClock())
     stamp = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=1) if ts else None
-    dv = ua.DataValue(ua.Variant(value), StatusCode=ua.StatusCode(UInt32(code)), SourceTimestamp=stamp)
+    dv = ua.DataValue(ua.Variant(value), StatusCode=ua.StatusCode(UInt32(code)), SourceTimestamp=stamp)  # type: ignore[arg-type]
     out = convert(driver.config.nodes[0], dv, 1, 2, driver.reading)
     reading = out[-1]
     severity = code >> 30

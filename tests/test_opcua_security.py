@@ -79,8 +79,8 @@ def secure_config(url: str, client: CertPair, password_env: str, **security: Any
         url=url,
         username="operator",
         password_env=password_env,
-        security={"certificate_file": str(client.cert), "private_key_file": str(client.key), **security},
-        nodes=[{"channel": "reactor_temp", "node_id": node_id("reactor_temp"), "unit": "degC"}],
+        security={"certificate_file": str(client.cert), "private_key_file": str(client.key), **security},  # type: ignore[arg-type]
+        nodes=[{"channel": "reactor_temp", "node_id": node_id("reactor_temp"), "unit": "degC"}],  # type: ignore[list-item]
     )
 
 
@@ -154,7 +154,10 @@ async def test_missing_policy_is_refused_never_a_weaker_fallback(url: str, pki: 
 @module_loop
 async def test_unsecured_client_is_refused_by_a_secure_only_server(url: str) -> None:
     cfg = OpcUaConfig(
-        name="plain", kind="opcua", url=url, nodes=[{"channel": "t", "node_id": node_id("reactor_temp")}]
+        name="plain",
+        kind="opcua",
+        url=url,
+        nodes=[{"channel": "t", "node_id": node_id("reactor_temp")}],  # type: ignore[list-item]
     )
     driver = OpcUaDriver(cfg, SystemClock())
     with pytest.raises(ConnectError, match="SecurityPolicy#None"):
@@ -181,9 +184,9 @@ async def test_password_from_a_systemd_credential(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     cfg = OpcUaConfig(
         name="synth-sec", kind="opcua", url=url, username="operator", password_credential="synth-opcua-password",
-        security={"mode": "SignAndEncrypt", "policy": "Basic256Sha256", "certificate_file": str(pki.client.cert),
+        security={"mode": "SignAndEncrypt", "policy": "Basic256Sha256", "certificate_file": str(pki.client.cert),  # type: ignore[arg-type]
                   "private_key_file": str(pki.client.key), "trust_list_dir": str(pki.trusted)},
-        nodes=[{"channel": "reactor_temp", "node_id": node_id("reactor_temp")}],
+        nodes=[{"channel": "reactor_temp", "node_id": node_id("reactor_temp")}],  # type: ignore[list-item]
     )  # fmt: skip
     await first_good(OpcUaDriver(cfg, SystemClock()))
 
@@ -192,9 +195,9 @@ async def test_password_from_a_systemd_credential(
 async def test_missing_client_key_is_a_clear_error(url: str, pki: Pki, password: str, tmp_path: Path) -> None:
     cfg = OpcUaConfig(
         name="synth-sec", kind="opcua", url=url, username="operator", password_env=password,
-        security={"mode": "SignAndEncrypt", "policy": "Basic256Sha256", "certificate_file": str(pki.client.cert),
+        security={"mode": "SignAndEncrypt", "policy": "Basic256Sha256", "certificate_file": str(pki.client.cert),  # type: ignore[arg-type]
                   "private_key_file": str(tmp_path / "nope.pem"), "trust_list_dir": str(pki.trusted)},
-        nodes=[{"channel": "reactor_temp", "node_id": node_id("reactor_temp")}],
+        nodes=[{"channel": "reactor_temp", "node_id": node_id("reactor_temp")}],  # type: ignore[list-item]
     )  # fmt: skip
     driver = OpcUaDriver(cfg, SystemClock())
     with pytest.raises(ConnectError, match=r"private_key_file .* does not exist"):

@@ -28,8 +28,8 @@ def _pages(paths: list[Path]) -> list[dict[str, str]]:
             assert im.size[1] > 800
             # Not blank: the page has drawn pixels besides the white background.
             extrema = im.convert("L").getextrema()
-            assert extrema[0] < 128
-            out.append(dict(im.text))
+            assert extrema[0] < 128  # type: ignore[operator]
+            out.append(dict(im.text))  # type: ignore[attr-defined]
     return out
 
 

@@ -49,7 +49,7 @@ def rendered_pages(pdf: Path, tmp: Path) -> list[Path]:
     files = sorted(tmp.glob("pg-*.png"))
     for f in files:
         with Image.open(f) as im:
-            assert im.convert("L").getextrema()[0] < 100
+            assert im.convert("L").getextrema()[0] < 100  # type: ignore[operator]
     return files
 
 
@@ -76,7 +76,7 @@ def hand_run() -> RunData:
     readings.sort(key=lambda r: r["acq_ns"])
     for i, r in enumerate(readings, 1):
         r["id"] = i
-    run = {"run_id": "R-1", "batch": "B-7", "product": "[18F]PSMA-1007", "nuclide": "F-18", "operator": "op",
+    run: dict[str, Any] = {"run_id": "R-1", "batch": "B-7", "product": "[18F]PSMA-1007", "nuclide": "F-18", "operator": "op",
            "method": None, "config_sha256": "c" * 64, "instruments": {}, "clock": {"synchronised": True,
            "source": "adjtimex"}, "started_ns": T0, "started_by": "op", "start_reason": None,
            "ended_ns": T0 + 90 * MIN, "ended_by": "op", "stop_reason": None, "seal": "5" * 64,
@@ -130,7 +130,7 @@ def test_yield_and_activity_at_eos_hand_computed(tmp_path: Path) -> None:
     meta = []
     for f in png["files"]:
         with Image.open(f) as im:
-            meta.append(dict(im.text))
+            meta.append(dict(im.text))  # type: ignore[attr-defined]
     process = "\n".join(m["Text"] for m in meta if m["Sections"] == "process")
     assert "2 of 3 recorded process channels shown" in process
     assert "not plotted (all are in the export): synth/flow" in process

@@ -16,7 +16,7 @@ from daq.clock import SystemClock
 from daq.daemon import Daemon
 from daq.errors import DaqError, ProtocolError
 from daq.journal import JournalReader, verify_journal
-from daq.model import Quality
+from daq.model import Quality, Reading
 from daq.supervisor import State
 from daq.tlc import store
 from daq.tlc.service import TlcService
@@ -255,7 +255,7 @@ async def test_lines_without_a_scan_of_ours_are_journaled_flagged(data_dir: Path
     try:
         await driver.connect()
         await driver.link.write(b"X,someone,10,1\n")  # started by someone else
-        readings = []
+        readings: list[Reading] = []
         while not any(r.attrs and r.attrs.get("end") for r in readings):
             readings.extend(await driver.read())
     finally:

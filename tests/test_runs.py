@@ -20,7 +20,7 @@ from daq.journal.journal import dumps
 from daq.journal.lock import take_lock
 from daq.runs import store
 from daq.runs.export import verify_export, write_export
-from daq.runs.manager import RunError
+from daq.runs.fields import RunError
 from daq.runs.seal import seal_from_journal
 from simulators.synth_modbus import SynthModbusSimulator
 from simulators.veenstra_vdc404 import Vdc404Simulator
@@ -342,7 +342,9 @@ async def test_runs_cli_through_the_daemons_api(
     daemon = Daemon(cfg)
     task = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: "api" in daemon.services and getattr(daemon.services["api"], "url", None))
+        await wait_until(
+            lambda: "api" in daemon.services and bool(getattr(daemon.services["api"], "url", None))
+        )
         api: Any = daemon.services["api"]
         base = ["--api", api.url, "--token-env", "DAQ_TEST_RUNS_TOKEN", "--actor", "alice"]
 

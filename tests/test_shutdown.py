@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def _sink(url: str, **extra: object) -> str:
     return "[[sinks]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
 
 
-def _with_sink(data_dir: Path, inst: list[dict[str, object]], sink: str) -> str:
+def _with_sink(data_dir: Path, inst: list[dict[str, Any]], sink: str) -> str:
     # A cell forwarding to a store names its site and cell.
     return config_text(data_dir, inst, sink).replace("[daemon]\n", '[daemon]\nsite = "s"\ncell = "c"\n', 1)
 

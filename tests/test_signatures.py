@@ -293,9 +293,9 @@ async def test_reintegration_after_signing_and_tampered_signatures(data_dir: Pat
         "wider ROI",
     ]
     assert (await arun(args))[0] == 0
-    rc, out, _ = await arun(["runs", "review", rec.run_id, *d])
-    assert "covers earlier analysis versions: A-2" in out
-    assert "unsigned: review; approval" in out
+    rc, review, _ = await arun(["runs", "review", rec.run_id, *d])
+    assert "covers earlier analysis versions: A-2" in review
+    assert "unsigned: review; approval" in review
     assert (await arun(["verify", *d]))[0] == 0
     # A signature copied into another run (even with a proper chain hash) fails verify, named.
     conn = sqlite3.connect(data_dir / JOURNAL_FILE)
@@ -421,7 +421,8 @@ async def test_export_signature_re_hashed_for_another_seal_fails(data_dir: Path,
     manifest: every per-file and chain check passes, the binding to the exported seal does not."""
     import hashlib
 
-    from daq.runs.export import MANIFEST, TableRows, _json_text, _read_table, _table_text
+    from daq.runs.export import MANIFEST, _json_text, _read_table, _table_text
+    from daq.runs.store import TableRows
 
     rec = await record_run(data_dir, readings=3)
     await asyncio.to_thread(make_users, data_dir)

@@ -48,8 +48,8 @@ async def test_sigstop_of_the_daemon_is_recorded_as_missed_polls_and_a_stall(dat
         p.send_signal(signal.SIGCONT)
         await wait_until(
             lambda: (
-                _rows(data_dir, "SELECT 1 FROM readings WHERE reason = 'missed_polls'")
-                and _rows(data_dir, "SELECT 1 FROM events WHERE kind = 'stall'")
+                bool(_rows(data_dir, "SELECT 1 FROM readings WHERE reason = 'missed_polls'"))
+                and bool(_rows(data_dir, "SELECT 1 FROM events WHERE kind = 'stall'"))
             ),
             timeout=10,
         )
@@ -101,8 +101,8 @@ async def test_sigstop_does_not_stale_an_opcua_subscription(data_dir: Path) -> N
         p.send_signal(signal.SIGCONT)
         await wait_until(
             lambda: (
-                _rows(data_dir, f"SELECT 1 FROM readings WHERE quality = 0 AND acq_ns > {resumed}")
-                and _rows(data_dir, "SELECT 1 FROM events WHERE kind = 'stall'")
+                bool(_rows(data_dir, f"SELECT 1 FROM readings WHERE quality = 0 AND acq_ns > {resumed}"))
+                and bool(_rows(data_dir, "SELECT 1 FROM events WHERE kind = 'stall'"))
             ),
             timeout=10,
         )

@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,7 +149,7 @@ async def test_each_component_fails_in_turn_and_is_restarted(
     }  # fmt: skip
 
 
-def _daemon_process(data_dir: Path, sim_urls: list[str]) -> proc.subprocess.Popen[str]:
+def _daemon_process(data_dir: Path, sim_urls: list[str]) -> subprocess.Popen[str]:
     cfg = data_dir.parent / "cell.toml"
     instruments = [
         {"name": n, "kind": "veenstra-vdc404", "port": url} for n, url in zip("ab", sim_urls, strict=True)

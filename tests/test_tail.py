@@ -44,7 +44,7 @@ class Lines:
 
     def take(self, n: int, timeout: float = 30) -> list[str]:
         deadline = time.monotonic() + timeout
-        got = []
+        got: list[str] = []
         while len(got) < n:
             left = deadline - time.monotonic()
             assert left > 0, f"only {len(got)} of {n} lines within {timeout} s: {got[-3:]}"
@@ -99,7 +99,7 @@ def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> N
         restarted_ns = time.time_ns()
         daemon = spawn("run", "--config", str(cfg))
         wait_healthy(url)
-        later = []
+        later: list[dict[str, Any]] = []
         while not later or later[-1]["acq_ns"] < restarted_ns + 500_000_000:
             later.extend(json.loads(x) for x in lines.take(1))
     finally:
