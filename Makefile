@@ -25,12 +25,15 @@ peers: $(PEER_OPCUA)/node_modules/.package-lock.json
 demo: $(STAMP)
 	$(BIN)/daq demo $(DEMO_ARGS)
 
+# Two workers: the suite's wall time is mostly waiting on sockets, subprocesses and servers.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) peers
 	$(BIN)/ruff check daq drivers simulators tests bench
 	$(BIN)/ruff format --check daq drivers simulators tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 check: test
 

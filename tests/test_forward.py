@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from aiohttp import web
@@ -159,7 +159,7 @@ async def wait_server_matches(
         got, samples = server_series(vm)
         return samples >= n_fields
 
-    await wait_until(check, timeout=60, interval=0.5)
+    await wait_until(check, timeout=60, interval=0.1)
     assert samples == n_fields  # exactly once: no replay stored twice
     assert got.keys() == expected.keys()
     for key in expected:
@@ -349,7 +349,7 @@ class ScriptedServer:
             {"code": "x", "message": f"scripted {status}"}, status=status, headers=headers
         )
 
-    async def __aenter__(self) -> ScriptedServer:
+    async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/api/v2/write", self._write)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -583,7 +583,7 @@ async def test_escaping_and_same_timestamp_readings_through_the_real_server(
     def labels() -> list[dict[str, str]]:
         return [s["metric"] for s in vm.export('{__name__="veenstra-vdc404_value"}')]
 
-    await wait_until(lambda: len(labels()) == len(odd) + 2, timeout=60, interval=0.5)
+    await wait_until(lambda: len(labels()) == len(odd) + 2, timeout=60, interval=0.1)
     got = labels()
     assert {m["channel"] for m in got} == {*odd, "same"}
     assert all(m["site"] == "site A" and m["cell"] == "cell,1" for m in got)

@@ -97,8 +97,16 @@ class Victoria:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def flush(self) -> None:
+        """Make every sample accepted so far visible to queries now (VictoriaMetrics' documented
+        ``/internal/force_flush``) instead of after its in-memory buffering delay of about a second."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=30) as resp:
+            resp.read()
+
     def export(self, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
-        """Every series matching ``match``: ``{"metric": {...}, "values": [...], "timestamps": [...]}``."""
+        """Every series matching ``match``: ``{"metric": {...}, "values": [...], "timestamps": [...]}``,
+        including samples accepted just before the call (it flushes first)."""
+        self.flush()
         data = urllib.parse.urlencode({"match[]": match, "start": "0"}).encode()
         with urllib.request.urlopen(f"{self.url}/api/v1/export", data=data, timeout=30) as resp:
             return [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
