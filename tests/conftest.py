@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -23,24 +24,39 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-_THREADS_BEFORE = pytest.StashKey[set[threading.Thread]]()
+_THREADS_AFTER_SETUP = pytest.StashKey[set[threading.Thread]]()
+
+
+class _ModuleThreads:
+    """The threads alive before the first test of the current test module was set up."""
+
+    path: ClassVar[object] = None
+    before: ClassVar[set[threading.Thread]] = set()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    item.stash[_THREADS_BEFORE] = set(threading.enumerate())
-    return (yield)
+    if _ModuleThreads.path != item.path:
+        _ModuleThreads.path, _ModuleThreads.before = item.path, set(threading.enumerate())
+    try:
+        return (yield)
+    finally:
+        item.stash[_THREADS_AFTER_SETUP] = set(threading.enumerate())
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    """Every test fails if threads it started are still running after its teardown (a journal
-    writer, a sink thread or a server thread left behind keeps files and ports busy and would
-    slow or break later tests). Checked after every fixture's teardown, the event loop's
-    included: the loop's default executor threads end when the loop closes. Threads get a
-    second to finish what they were told to stop doing."""
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test fails if threads are left running: a journal writer, a sink thread or a server
+    thread left behind keeps files and ports busy and slows or breaks later tests.
+
+    Threads a test started while it ran must be gone after its teardown (every fixture's,
+    the event loop's included: the loop's default executor threads end when it closes).
+    Fixtures shared by a module (a server, a module-scoped event loop) end with the module:
+    after the module's last test, every thread started since its first must be gone.
+    Threads get a second to finish what they were told to stop doing."""
     result = yield
-    before = item.stash.get(_THREADS_BEFORE, set())
+    module_ended = nextitem is None or nextitem.path != item.path
+    before = _ModuleThreads.before if module_ended else item.stash.get(_THREADS_AFTER_SETUP, set())
     deadline = time.monotonic() + 1.0
     while True:
         leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
@@ -48,7 +64,8 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
             break
         leftover[0].join(timeout=0.05)
     if leftover:
-        pytest.fail(f"test leaked threads: {', '.join(sorted(t.name for t in leftover))}")
+        where = "test module" if module_ended else "test"
+        pytest.fail(f"{where} leaked threads: {', '.join(sorted(t.name for t in leftover))}")
     return result
 
 
