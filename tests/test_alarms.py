@@ -358,8 +358,8 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
     texts = []
     for page in sorted(tmp_path.glob("r-p*.png")):
         with Image.open(page) as im:
-            if im.text["Sections"] == "alarms":
-                texts.append(im.text["Text"])
+            if im.text["Sections"] == "alarms":  # type: ignore[attr-defined]
+                texts.append(im.text["Text"])  # type: ignore[attr-defined]
     text = " ".join("\n".join(texts).split())  # lines wrap on the page
     assert "Limit alarms raised during the run (1, from the alarm journal)" in text
     assert f"HIGH synth/reactor_setpoint H {alarm['id']}: reactor setpoint above 120 degC" in text
