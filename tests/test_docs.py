@@ -185,7 +185,7 @@ def test_no_file_refers_to_documents_outside_the_repository() -> None:
     files = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
     for folder in ("daq", "drivers", "simulators", "tests", "bench", "docs", "config", "systemd"):
         files.extend(p for p in (ROOT / folder).rglob("*") if p.is_file() and "node_modules" not in p.parts)
-    found = []
+    found: list[str] = []
     for path in files:
         if path == here or path.suffix in (".pyc", ".png", ".pdf", ".sqlite3"):
             continue
