@@ -28,7 +28,6 @@ import asyncio
 import collections
 import contextlib
 import copy
-import dataclasses
 import json
 import sqlite3
 import time
@@ -359,7 +358,7 @@ class Journal:
             return None
         seq = self._seq.get(reading.instrument, 0) + 1
         self._seq[reading.instrument] = seq
-        reading = dataclasses.replace(reading, seq=seq)
+        reading = reading.with_seq(seq)
         self._readings.append(reading)
         self._appended += 1
         self._wake.set()
