@@ -13,7 +13,15 @@ import pytest
 from daq.cli import main
 from daq.validate import iq, oq, requirements
 
-FAST = ["OQ-GAP-DISCONNECT", "OQ-BAD-FRAME", "OQ-KILL-RESTART", "OQ-VERIFY", "OQ-TAMPER", "OQ-ALARMS", "IQ-VERSIONS"]
+FAST = [
+    "OQ-GAP-DISCONNECT",
+    "OQ-BAD-FRAME",
+    "OQ-KILL-RESTART",
+    "OQ-VERIFY",
+    "OQ-TAMPER",
+    "OQ-ALARMS",
+    "IQ-VERSIONS",
+]
 
 
 def _args(out: Path, *ids: str) -> list[str]:
