@@ -216,12 +216,16 @@ FLAG_WORDS = ("valve", "alarm", "door", "running", "open", "closed", "enabled", 
 def channel_display(cfg: Any) -> dict[str, dict[str, Any]]:
     """How the live page shows each channel the config declares: ``decimals`` (configured, else
     none, meaning the unit's default), ``kind`` (``flag`` for on/off values, ``state`` for a
-    number with state names, ``number``), ``states`` (number to name) and, for values reported
+    number with state names, ``number``), ``states`` (number to name), ``steps`` (discrete
+    values, drawn as steps: states, flags, unscaled integer registers) and, for values reported
     only on change, ``stale_after_s = None`` (never stale by age alone)."""
     out: dict[str, dict[str, Any]] = {}
     for ch in getattr(cfg, "all_channels", None) or []:  # Modbus register map
         kind = "flag" if ch.data_type in ("bool", "bit") else "state" if ch.enum else "number"
         out[ch.name] = {"decimals": ch.decimals, "kind": kind, "states": dict(ch.enum or {})}
+        # An unscaled integer register (a counter, a step number) changes in steps.
+        if ch.data_type.startswith(("int", "uint")) and ch.scale == 1 and ch.offset == 0:
+            out[ch.name]["steps"] = True
     subscribed = getattr(cfg, "mode", None) == "subscribe"
     for node in getattr(cfg, "nodes", None) or []:  # OPC UA node map
         states = {f"{v:g}": text for text, v in node.states.items()}
@@ -241,6 +245,7 @@ def _display_of(
 ) -> dict[str, Any]:
     d = dict(declared or {"decimals": None, "kind": "number", "states": {}})
     d.setdefault("stale_after_s", stale_s)
+    d["steps"] = d.get("steps", False) or d["kind"] != "number"
     if d["decimals"] is None:
         d["decimals"] = UNIT_DECIMALS.get(unit, DEFAULT_DECIMALS)
     if d["kind"] == "number" and not unit and any(w in channel.lower() for w in FLAG_WORDS):

@@ -267,6 +267,8 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
             assert channels["dose_rate"]["decimals"] == 2  # the unit's default
             assert channels["valve_1"]["kind"] == "flag"
             assert channels["step_number"]["kind"] == "state"
+            assert channels["step_number"]["steps"] is True
+            assert channels["cell_pressure"]["steps"] is False
             assert channels["step_number"]["text"] in STEP_NAMES
 
             await page.call("Page.navigate", url=url + "/")

@@ -268,7 +268,7 @@ function renderStatus(st) {
     $(".error", card).textContent = inst.last_error || "";
     for (const [ch, v] of Object.entries(inst.channels || {})) {
       const key = name + "/" + ch;
-      display.set(key, { decimals: v.decimals, kind: v.kind, states: v.states || {} });
+      display.set(key, { decimals: v.decimals, kind: v.kind, states: v.states || {}, steps: !!v.steps });
       staleAfter.set(key, v.stale_after_s === undefined ? inst.stale_after_s ?? 10 : v.stale_after_s);
       lastUnit.set(key, v.unit);
       const live = latest.get(key);
@@ -449,7 +449,8 @@ function draw(key) {
   ctx.strokeStyle = "#2b6cb0";
   ctx.lineWidth = 1.2;
   ctx.beginPath();
-  const step = kind === "state";  // discrete values hold until the next one: drawn as steps
+  // Discrete values (states, counters) hold until the next one: drawn as steps.
+  const step = kind === "state" || display.get(key).steps;
   let pen = false, lastY = 0;
   for (const [t, v] of g.s) {
     if (v === null) { pen = false; continue; }  // a gap stays a gap
