@@ -118,3 +118,39 @@ def test_disabled_gap_records_fail_the_gap_scenario(tmp_path: Path, monkeypatch:
 def test_verify_refuses_a_missing_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--verify", str(tmp_path)]) == 1
     assert "FAILED" in capsys.readouterr().err
+
+
+def test_pq_reads_the_site_config_and_reports_per_instrument(tmp_path: Path) -> None:
+    import socket
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "daq", "simulate", "veenstra-vdc404", "--listen", f"tcp://127.0.0.1:{port}",
+         "--set", "interval_s=0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        site = tmp_path / "site.toml"
+        site.write_text(
+            f'[daemon]\ndata_dir = "{tmp_path / "site-data"}"\n[api]\nenabled = false\n'
+            f'[[instruments]]\nname = "dc-1"\nkind = "veenstra-vdc404"\nport = "socket://127.0.0.1:{port}"\n'
+        )
+        out = tmp_path / "pack"
+        assert main(["validate", "--pq", "--config", str(site), "--duration", "2", "--out", str(out)]) == 0
+        doc = json.loads((out / "validation.json").read_text())
+        pq = next(s for s in doc["scenarios"] if s["id"] == "PQ-SITE")
+        assert pq["status"] == "pass"
+        assert any(st["action"] == "dc-1: read" and st["passed"] for st in pq["steps"])
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from daq import __version__
+from daq.cli.argtypes import seconds
 
 NAME = "validate"
 HELP = "run the IQ/OQ validation pack: a PDF, JSON and evidence traced from requirements to results"
@@ -23,6 +24,10 @@ HELP = "run the IQ/OQ validation pack: a PDF, JSON and evidence traced from requ
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iq", action="store_true", help="installation qualification of this machine")
     p.add_argument("--oq", action="store_true", help="operational qualification against the simulators")
+    p.add_argument("--pq", action="store_true", help="read the site's --config for --duration S (PQ aid)")
+    p.add_argument(
+        "--duration", type=seconds, default=600.0, metavar="S", help="how long --pq reads (default 600)"
+    )
     p.add_argument(
         "--scenario",
         action="append",
@@ -52,7 +57,10 @@ def main(args: argparse.Namespace) -> int:
     if args.out is None:
         print("daq validate: give --out DIR (or --verify DIR)", file=sys.stderr)
         return 2
-    if not (args.iq or args.oq):
+    if args.pq and args.config is None:
+        print("daq validate: --pq reads the site's instruments: give --config SITE.toml", file=sys.stderr)
+        return 2
+    if not (args.iq or args.oq or args.pq):
         args.iq = args.oq = True
     out: Path = args.out
     logs.configure("warning")  # the scenarios' own faults would otherwise fill the terminal
@@ -90,6 +98,11 @@ def main(args: argparse.Namespace) -> int:
     if args.oq:
         with tempfile.TemporaryDirectory(prefix="daq-validate-") as scratch:
             results += oq.run_oq(out, Path(scratch), only)
+    if args.pq:
+        from daq.validate.pq import run_pq
+
+        with tempfile.TemporaryDirectory(prefix="daq-validate-pq-") as scratch:
+            results.append(run_pq(out, Path(scratch), args.config, args.duration))
     system = {
         "hotcell-daq": __version__,
         "python": platform.python_version(),

@@ -34,7 +34,8 @@ SCOPE = (
 
 def requirement_result(req: Requirement, by_id: dict[str, Scenario]) -> str:
     """A requirement's result: ``fail``/``not_verifiable`` if any of its scenarios is,
-    ``not run`` if none ran, ``pass`` when every scenario that ran passed or was informational."""
+    ``not run`` if none ran, ``skipped`` if all were, ``recorded`` if they only recorded
+    observations, else ``pass`` (every scenario that ran passed, or was informational)."""
     ran = [by_id[s] for s in req.scenarios if s in by_id]
     if not ran:
         return "not run"
@@ -43,6 +44,8 @@ def requirement_result(req: Requirement, by_id: dict[str, Scenario]) -> str:
             return status
     if all(s.status == "skipped" for s in ran):
         return "skipped"
+    if all(s.status in ("informational", "skipped") for s in ran):
+        return "recorded"  # only observations (an IQ fact of this machine): for the site to judge
     return "pass"
 
 
