@@ -195,6 +195,28 @@ async def test_stream_ndjson_filters_replay_and_no_duplicates(data_dir: Path) ->
             assert "unknown quality 'perfect'" in (await resp.json())["error"]
 
 
+async def test_stream_resumes_after_a_journal_id(data_dir: Path) -> None:
+    async with running_daemon(data_dir) as (daemon, url, _), aiohttp.ClientSession() as http:
+        await wait_until(lambda: daemon.supervisor("dc1").readings >= 20)
+        await daemon.journal.flush()  # type: ignore[union-attr]
+        with JournalReader(data_dir) as r:
+            before = list(r.readings())
+        since_id = before[len(before) // 2]["id"]
+        # Replay after that id, then live: every reading once, by id, none before it.
+        async with http.get(f"{url}/api/stream", params={"since_id": str(since_id)}) as resp:
+            assert resp.status == 200
+            got = await ndjson_lines(resp, len(before) - len(before) // 2 + 10)
+        ids = [g["id"] for g in got]
+        assert ids == list(range(since_id + 1, since_id + 1 + len(ids))), "gap or duplicate by id"
+        # The ids a client sees are the journal's.
+        with JournalReader(data_dir) as r:
+            journaled = {x["id"]: x["seq"] for x in r.readings()}
+        assert all(journaled[g["id"]] == g["seq"] for g in got)
+        async with http.get(f"{url}/api/stream", params={"since_id": "-1"}) as resp:
+            assert resp.status == 400
+            assert "since_id" in (await resp.json())["error"]
+
+
 async def test_stream_sse(data_dir: Path) -> None:
     async with running_daemon(data_dir) as (_, url, _), aiohttp.ClientSession() as http:
         headers = {"Accept": "text/event-stream"}

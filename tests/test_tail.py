@@ -118,6 +118,10 @@ def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> N
     seqs = [r["seq"] for r in first + later]
     # Every reading once, none lost across the restart: sequence numbers run on without a gap.
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # dc1 is the journal's only instrument, so its readings' journal ids run on too: the
+    # reconnect resumed after the last id shown (since_id), with no duplicate and no gap.
+    ids = [r["id"] for r in first + later]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
     assert any(r["acq_ns"] > restarted_ns for r in later)
 
 

@@ -13,7 +13,8 @@ Endpoints (JSON unless stated):
                                 ``instrument``, ``channel`` (glob), ``quality``, ``limit``
 ``GET /api/stream``             live readings, NDJSON or server-sent events (``format=sse`` or
                                 ``Accept: text/event-stream``), same filters; ``since`` /
-                                ``since_ns`` replay the journal first
+                                ``since_ns`` replay the journal first; ``since_id`` (a journal
+                                id, every reading carries its ``id``) resumes exactly after it
 ``GET /api/runs``               runs (``/api/runs/active``, ``/api/runs/{run_id}``)
 ``POST /api/runs``              start a run; ``.../active/stop``, ``.../active/annotations``,
                                 ``.../active/t0``: need ``Authorization: Bearer <token>`` and an
@@ -96,6 +97,14 @@ def _query_since(request: web.Request, now_ns: int, default: str | None) -> int 
     return since
 
 
+def _query_since_id(request: web.Request) -> int | None:
+    """``since_id``: the journal id of the last reading a client saw (0 for all)."""
+    text = request.query.get("since_id")
+    if text is None:
+        return None
+    return guard.int_param("since_id", text, 0, 2**63 - 1, "a journal id (0 or more)")
+
+
 def make_app(parts: ApiParts) -> web.Application:
     """The aiohttp application over ``parts`` (the :class:`~daq.api.server.ApiService`)."""
     svc = parts
@@ -166,6 +175,7 @@ def make_app(parts: ApiParts) -> web.Application:
         now = svc.now_ns()
         flt = _query_filter(request)
         since = _query_since(request, now, None)
+        since_id = _query_since_id(request)
         fmt = request.query.get("format")
         if fmt not in (None, "sse", "ndjson"):
             raise json_error(web.HTTPBadRequest, "format: expected sse or ndjson")
@@ -182,6 +192,7 @@ def make_app(parts: ApiParts) -> web.Application:
             heartbeat_s=settings.heartbeat_s,
             replay_limit=settings.replay_limit,
             now_ns=now,
+            since_id=since_id,
         )
 
     add_run_routes(routes, parts)

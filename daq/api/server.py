@@ -95,7 +95,7 @@ class ApiService:
         self.alarm_feed = AlarmFeed()
         if alarms is not None:
             alarms.on_transition(self.alarm_feed.publish)
-        self.hub = StreamHub()
+        self.hub = StreamHub(lambda: journal.last_batch_first_id)
         # Registered now (services are built before the supervisors start), so the counters
         # see every reading; both hooks only append or add, never wait.
         self.counters = metrics.CommitCounters(journal)

@@ -24,19 +24,19 @@ import bisect
 import collections
 import contextlib
 import json
-import math
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from daq.api.filters import ReadingFilter
+from daq.journal import codec
+from daq.journal.codec import READING_COLUMNS
 from daq.journal.journal import JOURNAL_FILE, connect
-from daq.journal.reader import READING_COLUMNS
 from daq.logs import get_logger
-from daq.model import Quality, Reading
+from daq.model import Reading
 
 log = get_logger("daq.api")
 
@@ -48,62 +48,25 @@ REPLAY_CHUNK = 500
 #: group them): look this far before ``since`` when bisecting, then filter exactly.
 _BISECT_MARGIN_NS = 10_000_000_000
 
-_QUALITY_NAMES = {int(q): q.name for q in Quality}
 
-
-def _finite(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def reading_json(r: Reading) -> bytes:
-    """One reading as the stream's JSON object (the raw frame is left to the journal)."""
-    return json.dumps(
-        {
-            "type": "reading",
-            "instrument": r.instrument,
-            "channel": r.channel,
-            "seq": r.seq,
-            "acq_ns": r.acq_ns,
-            "value": _finite(r.value),
-            "unit": r.unit,
-            "quality": _QUALITY_NAMES[r.quality],
-            "reason": r.reason,
-            "run_id": r.run_id,
-            "attrs": dict(r.attrs) if r.attrs else None,
-        },
-        separators=(",", ":"),
-        default=str,
-    ).encode()
+def reading_json(r: Reading, rid: int | None = None) -> bytes:
+    """One reading as the stream's JSON object, with its journal id (:func:`codec.json_object`)."""
+    return codec.json_bytes(r, rid)
 
 
 def row_json(row: Mapping[str, Any]) -> bytes:
-    """A journal row (see :data:`READING_COLUMNS`) in the same shape as :func:`reading_json`."""
-    attrs = row["attrs"]
-    return json.dumps(
-        {
-            "type": "reading",
-            "instrument": row["instrument"],
-            "channel": row["channel"],
-            "seq": row["seq"],
-            "acq_ns": row["acq_ns"],
-            "value": _finite(row["value"]),
-            "unit": row["unit"],
-            "quality": _QUALITY_NAMES.get(row["quality"], str(row["quality"])),
-            "reason": row["reason"],
-            "run_id": row["run_id"],
-            "attrs": json.loads(attrs) if attrs else None,
-        },
-        separators=(",", ":"),
-        default=str,
-    ).encode()
+    """A journal row (see :data:`codec.READING_COLUMNS`) in the same shape as :func:`reading_json`."""
+    rec = codec.record(row)
+    return codec.json_bytes(rec.reading, rec.id)
 
 
 def query_journal(
-    data_dir: Path, *, since_ns: int, flt: ReadingFilter, scan_limit: int
+    data_dir: Path, *, since_ns: int, flt: ReadingFilter, scan_limit: int, since_id: int | None = None
 ) -> tuple[list[Mapping[str, Any]], bool]:
-    """Readings with ``acq_ns >= since_ns`` matching ``flt``, in commit order.
+    """Readings with ``acq_ns >= since_ns`` matching ``flt``, in commit order; with ``since_id``,
+    the readings committed after the one with that journal id instead (``since_ns`` is then
+    ignored): what a client that saw ids up to ``since_id`` has not seen, whatever their
+    acquisition times.
 
     Reads through its own read-only connection (runs on a worker thread beside the live
     writer, which WAL allows). At most the last ``scan_limit`` readings of the journal are
@@ -122,9 +85,12 @@ def query_journal(
             ).fetchone()
             return int(row[0])
 
-        # First id whose reading is not older than since (minus the margin), by bisection on id.
-        target = since_ns - _BISECT_MARGIN_NS
-        start = bisect.bisect_left(range(lo_id, hi_id + 1), target, key=acq_at) + lo_id
+        if since_id is not None:
+            start, since_ns = max(lo_id, since_id + 1), -(2**63)
+        else:
+            # First id whose reading is not older than since (minus the margin), by bisection on id.
+            target = since_ns - _BISECT_MARGIN_NS
+            start = bisect.bisect_left(range(lo_id, hi_id + 1), target, key=acq_at) + lo_id
         truncated = False
         if hi_id - start + 1 > scan_limit:
             start = hi_id - scan_limit + 1
@@ -145,16 +111,19 @@ def query_journal(
 class SharedBatch:
     """One committed batch, encoded at most once whatever the number of clients."""
 
-    __slots__ = ("_encoded", "readings")
+    __slots__ = ("_encoded", "first_id", "readings")
 
-    def __init__(self, readings: list[Reading]):
+    def __init__(self, readings: list[Reading], first_id: int | None = None):
         self.readings = readings
+        #: Journal id of ``readings[0]`` (the others follow in order), if known.
+        self.first_id = first_id
         self._encoded: list[bytes | None] = [None] * len(readings)
 
     def line(self, i: int) -> bytes:
         data = self._encoded[i]
         if data is None:
-            data = self._encoded[i] = reading_json(self.readings[i])
+            rid = None if self.first_id is None else self.first_id + i
+            data = self._encoded[i] = reading_json(self.readings[i], rid)
         return data
 
 
@@ -174,6 +143,8 @@ class StreamClient:
         self.transport: asyncio.Transport | None = None
         #: After a replay: per instrument, the last sequence number already sent.
         self.sent_seq: dict[str, int] = {}
+        #: After a replay by id: the last journal id already sent.
+        self.sent_id = 0
         self.sent = 0
 
     def offer(self, batch: SharedBatch) -> None:
@@ -200,11 +171,14 @@ class StreamClient:
             return None
         batches, self.batches = self.batches, collections.deque()
         self.pending = 0
-        flt, everything, sent_seq = self.filter, self.filter.everything, self.sent_seq
+        flt, everything, sent_seq, sent_id = self.filter, self.filter.everything, self.sent_seq, self.sent_id
         lines: list[bytes] = []
         for batch in batches:
+            first_id = batch.first_id
             for i, r in enumerate(batch.readings):
                 if not everything and not flt.match_reading(r):
+                    continue
+                if sent_id and first_id is not None and first_id + i <= sent_id:
                     continue
                 if sent_seq and r.seq <= sent_seq.get(r.instrument, 0):
                     continue
@@ -215,7 +189,9 @@ class StreamClient:
 class StreamHub:
     """All connected stream clients; :meth:`publish` is the journal's commit hook."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_id: Callable[[], int] | None = None) -> None:
+        #: Gives the journal id of the first reading of the batch being published.
+        self._first_id = first_id
         self.clients: set[StreamClient] = set()
         self.connected_total = 0
         self.dropped_total = 0
@@ -224,7 +200,7 @@ class StreamHub:
     def publish(self, readings: list[Reading]) -> None:
         if not self.clients or self.closed:
             return
-        batch = SharedBatch(readings)
+        batch = SharedBatch(readings, None if self._first_id is None else self._first_id())
         for client in tuple(self.clients):
             client.offer(batch)
 
@@ -287,8 +263,11 @@ async def serve_stream(
     heartbeat_s: float,
     replay_limit: int,
     now_ns: int,
+    since_id: int | None = None,
 ) -> web.StreamResponse:
-    """Stream readings to one client until it goes away, is dropped, or the server stops."""
+    """Stream readings to one client until it goes away, is dropped, or the server stops.
+    ``since_id`` (a journal id) replays what was committed after it and resumes exactly
+    there (no duplicate, no gap); ``since_ns`` replays by acquisition time."""
     peer = str(request.remote)
     client = hub.register(flt, max_pending, peer)
     client.transport = request.transport
@@ -313,10 +292,14 @@ async def serve_stream(
 
         if sse:
             await write(b"retry: 2000\n\n")
-        if since_ns is not None:
+        if since_ns is not None or since_id is not None:
+            if since_id is not None:
+                client.sent_id = since_id
             rows, truncated = await asyncio.get_running_loop().run_in_executor(
                 None,
-                lambda: query_journal(data_dir, since_ns=since_ns, flt=flt, scan_limit=replay_limit),
+                lambda: query_journal(
+                    data_dir, since_ns=since_ns or 0, flt=flt, scan_limit=replay_limit, since_id=since_id
+                ),
             )
             if truncated:
                 await write(
@@ -325,8 +308,12 @@ async def serve_stream(
             for i in range(0, len(rows), REPLAY_CHUNK):
                 chunk = rows[i : i + REPLAY_CHUNK]
                 await write(_frame([row_json(r) for r in chunk], sse))
+                sent_seq = client.sent_seq
                 for r in chunk:
-                    client.sent_seq[r["instrument"]] = max(client.sent_seq.get(r["instrument"], 0), r["seq"])
+                    if since_id is not None:
+                        client.sent_id = max(client.sent_id, r["id"])
+                    else:
+                        sent_seq[r["instrument"]] = max(sent_seq.get(r["instrument"], 0), r["seq"])
                 client.sent += len(chunk)
             await write(_notice("live", sse, replayed=len(rows), now_ns=now_ns))
         while not client.closed:

@@ -2,8 +2,8 @@
 
 ``--since 5m`` first replays the journal's recent readings. When the daemon goes away
 (a restart), tail says so once, retries with a capped backoff, and on reconnecting asks for
-everything since the last reading it showed, so nothing committed in between is missed;
-readings already shown are skipped by their per-instrument sequence number.
+everything committed after the last reading it showed (``since_id``, its journal id), so
+nothing committed in between is missed and nothing is shown twice.
 """
 
 from __future__ import annotations
@@ -171,11 +171,16 @@ def follow(
     started_ns = time.time_ns()
     seen: dict[str, int] = {}
     last_ns: int | None = None
+    #: Journal id of the last reading shown: a reconnect resumes right after it (acquisition
+    #: times are not monotonic in commit order, journal ids are).
+    last_id: int | None = None
     backoff = BACKOFF_INITIAL_S
     down = False
     while deadline is None or time.monotonic() < deadline:
         params = flt.as_params()
-        if last_ns is not None:
+        if last_id is not None:
+            params.append(("since_id", str(last_id)))
+        elif last_ns is not None:
             params.append(("since_ns", str(last_ns)))
         elif since_ns is not None:
             params.append(("since_ns", str(since_ns)))
@@ -197,6 +202,9 @@ def follow(
                         continue  # already shown (a replay overlaps what came live)
                     seen[inst] = seq
                     last_ns = obj["acq_ns"] if last_ns is None else max(last_ns, obj["acq_ns"])
+                    rid = obj.get("id")
+                    if isinstance(rid, int):
+                        last_id = rid if last_id is None else max(last_id, rid)
                     printer.show(obj)
                 if deadline is not None and time.monotonic() >= deadline:
                     return

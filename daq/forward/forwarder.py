@@ -60,6 +60,7 @@ from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
 from daq.forward.policy import Accepted, Outcome, Rejected, Retry, classify, settle
 from daq.journal.anchors import SINK_ANCHOR_EVERY_S
+from daq.journal.codec import LINE_ACQ_NS, LINE_ID, LINE_INSTRUMENT
 from daq.journal.journal import Journal, connect
 from daq.logs import get_logger
 from daq.secrets import resolve_secret
@@ -448,20 +449,22 @@ class InfluxForwarder:
         ).fetchall()
         if not rows:
             return None
-        batch = Batch(first_id=rows[0][0], last_id=rows[-1][0], oldest_acq_ns=rows[0][4])
+        batch = Batch(
+            first_id=rows[0][LINE_ID], last_id=rows[-1][LINE_ID], oldest_acq_ns=rows[0][LINE_ACQ_NS]
+        )
         kinds = self.formatter.kinds
         fmt = self.formatter.format
         lines, ids = batch.lines, batch.ids
         for row in rows:
-            instrument = row[1]
+            instrument = row[LINE_INSTRUMENT]
             if instrument not in kinds and instrument not in self._kind_cache:
                 self._measurement_kind(instrument)
             try:
                 lines.append(fmt(row))
             except LineProtocolError as exc:
-                batch.unformattable.append((row[0], str(exc)))
+                batch.unformattable.append((row[LINE_ID], str(exc)))
                 continue
-            ids.append(row[0])
+            ids.append(row[LINE_ID])
         if lines:
             batch.body = self._encode(lines)
         return batch

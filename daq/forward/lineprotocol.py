@@ -34,22 +34,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from daq.errors import DaqError
+from daq.journal.codec import LINE_ACQ_NS, LINE_CHANNEL, LINE_COLUMNS, LINE_INSTRUMENT, LINE_SELECT
 
-#: The journal columns a formatter reads, in this order.
-ROW_COLUMNS = (
-    "id",
-    "instrument",
-    "channel",
-    "seq",
-    "acq_ns",
-    "value",
-    "unit",
-    "quality",
-    "reason",
-    "attrs",
-    "run_id",
-)
-ROW_SELECT = f"SELECT {', '.join(ROW_COLUMNS)} FROM readings"
+#: The journal columns a formatter reads, in this order (defined with the reading codec).
+ROW_COLUMNS = LINE_COLUMNS
+ROW_SELECT = LINE_SELECT
 
 Row = tuple[Any, ...]
 
@@ -161,8 +150,8 @@ class LineFormatter:
 
     def observe(self, row: Row) -> int:
         """Account for ``row`` in the collision state; returns its ``dup`` rank (0 normally)."""
-        series = (row[1], row[2])
-        t = row[4] // self.resolution_ns
+        series = (row[LINE_INSTRUMENT], row[LINE_CHANNEL])
+        t = row[LINE_ACQ_NS] // self.resolution_ns
         last = self._last.get(series)
         dup = last[1] + 1 if last is not None and last[0] == t else 0
         self._last[series] = (t, dup)
@@ -200,6 +189,7 @@ class LineFormatter:
         formatted as they would be had it been sent)."""
         # The hot path of the forwarder (one call per point): observe() and float_field()
         # are inlined here.
+        # Unpacked in LINE_COLUMNS order (daq.journal.codec; tests/test_codec.py pins it).
         _id, instrument, channel, seq, acq_ns, value, unit, quality, reason, attrs, run_id = row
         series = (instrument, channel)
         t = acq_ns // self.resolution_ns

@@ -39,7 +39,7 @@ from typing import Any
 from daq import canonical
 from daq.clock import Clock
 from daq.errors import JournalError
-from daq.journal import chain
+from daq.journal import chain, codec
 from daq.journal.anchors import Anchors, anchor_at_close
 from daq.journal.schema import CHAINED, migrate
 from daq.journal.settings import JournalSection
@@ -79,11 +79,8 @@ def dumps(obj: Mapping[str, Any] | None) -> str | None:
     return _dumps(canonical.with_notes(canonical.json_object(obj, notes), notes))
 
 
-def _dumps(obj: Mapping[str, Any] | None) -> str | None:
-    """JSON of an object already in canonical form."""
-    if not obj:
-        return None
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+#: JSON of an object already in canonical form (the same encoding as a reading's attrs).
+_dumps = codec.attrs_json
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
@@ -218,6 +215,9 @@ class Journal:
         self._failed_attempts = 0
         self.commits = 0
         self.readings_committed = 0
+        #: Journal id of the first reading of the last committed batch (the commit hooks'
+        #: readings have ids from it on, in order: stored readings take consecutive ids).
+        self.last_batch_first_id = 0
         self.last_commit_s = 0.0
         self.last_commit_wall_ns = 0
         self.overflowed = 0
@@ -654,6 +654,8 @@ class Journal:
             self.last_commit_wall_ns = self.clock.time_ns()
             self.commits += 1
             self.readings_committed += len(committed)
+            # Stored readings take consecutive ids (a refused one gives its id to the next).
+            self.last_batch_first_id = self.last_reading_id - len(committed) + 1
             self._committed += n
             if committed:
                 self._notify(committed)
@@ -851,11 +853,7 @@ def _safe_name(fn: Any) -> str:
 
 def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], Reading]:
     c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
-    row = (
-        rid, c.instrument, c.channel, c.seq, c.acq_ns, c.mono_ns, c.device_ns, c.value,
-        c.unit, int(c.quality), c.reason, c.raw, _dumps(c.attrs), c.run_id,
-    )  # fmt: skip
-    return row, c
+    return codec.row(rid, c), c
 
 
 def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:

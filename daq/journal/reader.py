@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from daq.errors import JournalError
+from daq.journal.codec import READING_COLUMNS
 from daq.journal.journal import JOURNAL_FILE, connect
 from daq.journal.schema import CHAINED
 from daq.model import Quality
 
-READING_COLUMNS = CHAINED["readings"]
+__all__ = ["READING_COLUMNS", "JournalReader"]
 
 
 class JournalReader:

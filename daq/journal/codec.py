@@ -1,0 +1,132 @@
+"""One reading record, one codec: the journal row, the committed record, its JSON object and
+the row a line-protocol formatter reads are all derived here, from one list of columns.
+
+A reading's shape was positional and re-encoded wherever it was needed; anything that reads or
+writes a reading's columns by position uses the names and functions of this module instead, so
+a column added to the ``readings`` table is added in one place.
+
+* a journal row: :data:`READING_COLUMNS` (the ``readings`` table, the chain payload's input);
+* a committed record: :class:`ReadingRecord`, a :class:`~daq.model.Reading` with its journal id;
+* its JSON object (:func:`json_object`): what the live stream, ``/api/readings`` and tail
+  clients get; it carries the journal ``id``, which is how a client resumes;
+* the line-protocol input (:data:`LINE_COLUMNS`, :data:`LINE_SELECT`, the ``LINE_*`` indexes):
+  the columns the forwarder selects and formats, fetched as plain tuples for speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from daq.journal.schema import CHAINED
+from daq.model import Quality, Reading
+
+#: The ``readings`` table's columns in table order (the insert tuple and the chain payload).
+READING_COLUMNS: tuple[str, ...] = CHAINED["readings"]
+
+#: The columns a line-protocol formatter reads, in this order (one tuple per reading).
+LINE_COLUMNS: tuple[str, ...] = (
+    "id", "instrument", "channel", "seq", "acq_ns", "value", "unit", "quality", "reason", "attrs", "run_id",
+)  # fmt: skip
+LINE_SELECT = f"SELECT {', '.join(LINE_COLUMNS)} FROM readings"
+#: Positions in a :data:`LINE_COLUMNS` tuple (the forwarder's hot path indexes tuples).
+LINE_ID = LINE_COLUMNS.index("id")
+LINE_INSTRUMENT = LINE_COLUMNS.index("instrument")
+LINE_CHANNEL = LINE_COLUMNS.index("channel")
+LINE_ACQ_NS = LINE_COLUMNS.index("acq_ns")
+
+_QUALITY_NAMES = {int(q): q.name for q in Quality}
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class ReadingRecord:
+    """A committed reading and the journal id it was committed under."""
+
+    id: int
+    reading: Reading
+
+
+def attrs_json(attrs: Mapping[str, Any] | None) -> str | None:
+    """The ``attrs`` column of canonical attrs: canonical JSON (sorted keys, no spaces)."""
+    if not attrs:
+        return None
+    return json.dumps(attrs, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def row(rid: int, r: Reading) -> tuple[Any, ...]:
+    """The journal row (:data:`READING_COLUMNS`) of the canonical reading ``r`` under id ``rid``."""
+    return (
+        rid, r.instrument, r.channel, r.seq, r.acq_ns, r.mono_ns, r.device_ns, r.value,
+        r.unit, int(r.quality), r.reason, r.raw, attrs_json(r.attrs), r.run_id,
+    )  # fmt: skip
+
+
+def record(values: Sequence[Any] | Mapping[str, Any]) -> ReadingRecord:
+    """The record of a journal row, given as a :data:`READING_COLUMNS` tuple or a mapping of
+    column names (a mapping may lack ``mono_ns``, ``device_ns`` and ``raw``, and may hold
+    ``attrs`` decoded already, as :meth:`~daq.journal.reader.JournalReader.readings` gives)."""
+    d: Mapping[str, Any] = (
+        values if isinstance(values, Mapping) else dict(zip(READING_COLUMNS, values, strict=True))
+    )
+    attrs = d["attrs"]
+    raw = d.get("raw")
+    return ReadingRecord(
+        id=int(d["id"]),
+        reading=Reading(
+            instrument=d["instrument"],
+            channel=d["channel"],
+            value=d["value"],
+            unit=d["unit"],
+            quality=Quality(d["quality"]),
+            acq_ns=d["acq_ns"],
+            mono_ns=d.get("mono_ns") or 0,
+            reason=d["reason"],
+            device_ns=d.get("device_ns"),
+            raw=bytes(raw) if raw is not None else None,
+            attrs=(json.loads(attrs) if isinstance(attrs, str) else attrs) if attrs else None,
+            run_id=d["run_id"],
+            seq=d["seq"],
+        ),
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def json_object(r: Reading, rid: int | None = None) -> dict[str, Any]:
+    """The JSON object of a reading (the raw frame is left to the journal); ``id`` is the
+    journal id when known, else ``null``."""
+    return {
+        "type": "reading",
+        "id": rid,
+        "instrument": r.instrument,
+        "channel": r.channel,
+        "seq": r.seq,
+        "acq_ns": r.acq_ns,
+        "value": _finite(r.value),
+        "unit": r.unit,
+        "quality": _QUALITY_NAMES.get(int(r.quality), str(r.quality)),
+        "reason": r.reason,
+        "run_id": r.run_id,
+        "attrs": dict(r.attrs) if r.attrs else None,
+    }
+
+
+def json_bytes(r: Reading, rid: int | None = None) -> bytes:
+    """:func:`json_object` encoded compactly."""
+    return json.dumps(json_object(r, rid), separators=(",", ":"), default=str).encode()
+
+
+def line_fields(rec: ReadingRecord) -> tuple[Any, ...]:
+    """The :data:`LINE_COLUMNS` tuple of a record, as the forwarder selects it from the journal."""
+    r = rec.reading
+    return (
+        rec.id, r.instrument, r.channel, r.seq, r.acq_ns, r.value, r.unit, int(r.quality), r.reason,
+        attrs_json(r.attrs), r.run_id,
+    )  # fmt: skip
