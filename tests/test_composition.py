@@ -25,10 +25,14 @@ def test_nothing_the_daemon_uses_imports_the_daemon() -> None:
     assert {m: c for m, c in back.items() if c is not None} == {}
 
 
+#: The top layer: the command line and the validation pack it runs start daemons and load files.
+TOP = ("daq.cli.", "daq.validate")
+
+
 def test_only_the_command_line_imports_the_daemon() -> None:
     graph = _graph()
     importers = graph.find_modules_that_directly_import("daq.daemon")
-    assert {m for m in importers if not m.startswith("daq.cli")} == set()
+    assert {m for m in importers if not m.startswith(TOP)} == set()
 
 
 #: The daemon, its composition root and what it hands the services, and the services.
@@ -83,7 +87,7 @@ def test_config_sections_sit_below_the_loader() -> None:
     # The loader and the model know every section; below them only the command line (and
     # the signature policy, which re-reads a config snapshot the journal holds) load files.
     importers = graph.find_modules_that_directly_import("daq.config.load")
-    assert {m for m in importers if not m.startswith("daq.cli.")} == {"daq.runs.signatures"}
+    assert {m for m in importers if not m.startswith(TOP)} == {"daq.runs.signatures"}
 
 
 def test_the_config_model_is_static_and_typed() -> None:
