@@ -39,7 +39,7 @@ def collect(data_dir: Path) -> dict[str, Any]:
     with JournalReader(data_dir) as reader:
         instruments = reader.instrument_summary()
         max_id = reader.max_reading_id()
-        from daq.forward.forwarder import sink_status_from_journal
+        from daq.forward.status import sink_status_from_journal
 
         now = time.time_ns()
         sinks = {

@@ -40,7 +40,6 @@ import contextlib
 import email.utils
 import gzip
 import json
-import os
 import random
 import sqlite3
 import ssl
@@ -49,7 +48,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -59,6 +57,7 @@ from daq.errors import JournalError
 from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
 from daq.forward.policy import Accepted, Outcome, Rejected, Retry, classify, settle
+from daq.forward.status import status_file, write_status_file
 from daq.journal.anchors import SINK_ANCHOR_EVERY_S
 from daq.journal.codec import LINE_ACQ_NS, LINE_ID, LINE_INSTRUMENT
 from daq.journal.journal import Journal, connect
@@ -73,7 +72,6 @@ log = get_logger("daq.forward")
 
 #: Rows before the cursor replayed at start so the ``dup`` tags come out as they did before.
 SEED_WINDOW = 10_000
-STATUS_DIR = "sinks"
 STATUS_EVERY_S = 2.0
 #: How much of a quarantined line its audit entry keeps.
 QUARANTINE_LINE_MAX = 2000
@@ -188,7 +186,7 @@ class InfluxForwarder:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_since: float | None = None
         self._kind_cache: dict[str, str | None] = {}
-        self._status_path = journal.data_dir / STATUS_DIR / f"{sink.name}.json"
+        self._status_path = status_file(journal.data_dir, sink.name)
         self._last_log = 0.0
         self._in_outage = False
         #: Set by stop(): the final drain runs; then set when its time is over.
@@ -387,10 +385,7 @@ class InfluxForwarder:
         }
 
     def _write_status_sync(self, status: dict[str, Any]) -> None:
-        self._status_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._status_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(status, sort_keys=True), encoding="utf-8")
-        tmp.replace(self._status_path)
+        write_status_file(self._status_path, status)
 
     def _oldest_pending_sync(self, cursor: int) -> int | None:
         assert self._conn is not None
@@ -705,11 +700,6 @@ class InfluxForwarder:
         self.state = "sending"
 
 
-def status_file(data_dir: Path, sink: str) -> Path:
-    """Where a running forwarder leaves its figures for ``daq status --data-dir``."""
-    return Path(data_dir) / STATUS_DIR / f"{sink}.json"
-
-
 def sink_token(sink: InfluxSink, index: int) -> str | None:
     """The sink's token from its credential or environment variable (``None`` if it has none)."""
     if not sink.token_env and not sink.token_credential:
@@ -771,36 +761,3 @@ def service(ctx: ServiceContext) -> ForwardService | None:
         for i, sink in sinks
     ]
     return ForwardService(forwarders)
-
-
-def sink_status_from_journal(
-    conn: sqlite3.Connection, data_dir: Path, sink: str, cursor: int, max_id: int, now_ns: int
-) -> dict[str, Any]:
-    """A sink's figures as ``daq status --data-dir`` shows them: backlog and the age of the
-    oldest pending reading from the journal; rate, last error and alarm from the file the
-    running forwarder refreshes (with its ``updated_ns``), when there is one."""
-    row = conn.execute("SELECT acq_ns FROM readings WHERE id > ? ORDER BY id LIMIT 1", (cursor,)).fetchone()
-    out: dict[str, Any] = {
-        "forwarded_through_id": cursor,
-        "backlog": max(0, max_id - cursor),
-        "pending": max(0, max_id - cursor),
-        "oldest_pending_age_s": None if row is None else max(0.0, (now_ns - int(row[0])) / 1e9),
-        "points_per_s": None,
-        "last_error": None,
-    }
-    try:
-        live = json.loads(status_file(data_dir, sink).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return out
-    for k in (
-        "points_per_s",
-        "points_written",
-        "last_error",
-        "last_error_ns",
-        "alarm",
-        "quarantined",
-        "state",
-    ):
-        out[k] = live.get(k)
-    out["status_updated_ns"] = live.get("updated_ns")
-    return out
