@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import pytest
 from PIL import Image
 from pymodbus.client import AsyncModbusTcpClient
 
+from daq import timefmt
 from daq.alarms.engine import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmEngine, AlarmError
+from daq.alarms.service import left_open
 from daq.alarms.settings import AlarmsSection
 from daq.api.server import ApiService
 from daq.cli import main as cli_main
@@ -28,6 +31,7 @@ from daq.config.load import parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.journal import JournalReader
+from daq.journal.journal import JOURNAL_FILE, Journal
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
 from daq.runs.export import decoded, journal_run, open_journal
@@ -383,3 +387,46 @@ def test_transitions_reach_listeners_and_read_for_people() -> None:
     assert "ALARM acknowledged" in line
     assert "synth/p L = 4 Pa" in line
     assert line.endswith("pressure low [acknowledged active] by ann: valve closed")
+
+
+async def test_an_alarm_active_at_a_restart_is_taken_back_from_the_journal(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = ManualClock()
+    first = engine(clock, high=10.0)
+    journal = await Journal.open(data_dir, clock=clock)
+    first.attach(journal)
+    feed(first, clock, 12.0)
+    [raised] = first.active()
+    await journal.close()
+
+    again = engine(clock, high=10.0)
+    assert again.restore(left_open(data_dir / JOURNAL_FILE)) == 1
+    [back] = again.active()
+    assert (back["id"], back["state"], back["raised_ns"]) == (raised["id"], UNACK, raised["raised_ns"])
+    journal = await Journal.open(data_dir, clock=clock)
+    again.attach(journal)
+    feed(again, clock, 9.0)  # the value is back: the same alarm returns to normal, unacknowledged
+    again.acknowledge(raised["id"], actor="ann", comment="after the restart")
+    await journal.close()
+    with JournalReader(data_dir) as reader:
+        kinds = reader.conn.execute(
+            "SELECT kind, state FROM alarm_events WHERE alarm_id = ? ORDER BY id", (raised["id"],)
+        ).fetchall()
+    assert kinds == [("raised", UNACK), ("cleared", RTN_UNACK), ("acknowledged", NORMAL)]
+    assert left_open(data_dir / JOURNAL_FILE) == []
+    assert verify_journal(data_dir).ok
+    # What people read is in the site's zone with its offset (a zone that is not UTC here).
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        capsys.readouterr()
+        assert cli_main(["alarms", "list", "--data-dir", str(data_dir), "--all"]) == 0
+        out = capsys.readouterr().out
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        timefmt.set_site_zone(None)
+    assert raised["id"] in out
+    assert "+05:30" in out
+    assert "by ann: after the restart" in out

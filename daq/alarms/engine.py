@@ -153,6 +153,24 @@ class AlarmEngine:
     def attach(self, journal: Journal) -> None:
         self.journal = journal
 
+    def restore(self, alarms: Iterable[dict[str, Any]]) -> int:
+        """Take back the alarms the journal left not in normal (folded by
+        :func:`daq.alarms.store.fold`) when the daemon stopped, so an alarm active at a restart
+        is still that alarm: acknowledged with its id, cleared by the readings that follow.
+        Alarms of limits no longer configured stay as the journal has them. Returns how many."""
+        restored = 0
+        for a in alarms:
+            if a.get("state") in (None, NORMAL):
+                continue
+            for p in self.points.get((a["instrument"], a["channel"]), []):
+                if p.condition == a["condition"] and p.state == NORMAL:
+                    p.state, p.alarm_id, p.run_id = a["state"], a["id"], a["run_id"]
+                    p.raised_ns, p.acked_ns, p.acked_by = a["raised_ns"], a["acked_ns"], a["acked_by"]
+                    p.comment, p.cleared_ns, p.value = a["comment"], a["cleared_ns"], a["value"]
+                    p.unit = a.get("unit") or ""
+                    restored += 1
+        return restored
+
     def on_transition(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """Call ``listener`` with each transition (:meth:`transition`) after it is journaled;
         a listener that raises is logged, never stops the stage."""

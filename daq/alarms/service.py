@@ -3,11 +3,33 @@ to the status board, and reports its figures among the services' status."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from daq.logs import get_logger
 
 if TYPE_CHECKING:
     from daq.alarms.engine import AlarmEngine
     from daq.context import ServiceContext
+
+
+log = get_logger("daq.alarms")
+
+
+def left_open(path: Path) -> list[dict[str, Any]]:
+    """The alarms the journal holds that are not in normal (read before any reading flows)."""
+    from daq.alarms.store import fold, open_rows
+    from daq.journal.journal import connect
+
+    with contextlib.suppress(sqlite3.Error):
+        conn = connect(path, read_only=True)
+        try:
+            return [a for a in fold(open_rows(conn)) if a["state"] != "normal"]
+        finally:
+            conn.close()
+    return []
 
 
 class AlarmService:
@@ -33,5 +55,9 @@ def service(ctx: ServiceContext) -> AlarmService:
     """Built by :func:`daq.services.build_services` before any reading flows."""
     engine = ctx.alarms
     engine.attach(ctx.journal)
+    if engine.points:
+        restored = engine.restore(left_open(ctx.journal.path))
+        if restored:
+            log.info("alarms restored from the journal", alarms=restored)
     ctx.status.add_alarm_source(engine.status_alarms)
     return AlarmService(engine)

@@ -41,6 +41,21 @@ def alarm_rows(
     return rows
 
 
+def open_rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The rows of the alarms whose last row leaves them not in normal."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone()
+    if found is None:
+        return []
+    cols = CHAINED[TABLE]
+    sql = (
+        f"SELECT {', '.join(cols)} FROM {TABLE} WHERE alarm_id IN (SELECT alarm_id FROM {TABLE} e"
+        f" WHERE e.id = (SELECT MAX(id) FROM {TABLE} l WHERE l.alarm_id = e.alarm_id)"
+        " AND e.state != 'normal')"
+        " ORDER BY id"
+    )
+    return [dict(zip(cols, r, strict=True)) for r in conn.execute(sql)]
+
+
 def fold(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per alarm id (its latest state and who acknowledged it), newest raised first;
     the same keys as ``GET /api/alarms`` gives for one alarm."""
