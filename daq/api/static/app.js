@@ -24,6 +24,7 @@ const instrumentUp = new Map(); // instrument -> connected
 let dirty = new Set();
 let streamUp = false;
 let lastAnswerMs = null;    // browser time of the last status answer
+const loadedMs = Date.now(); // a first answer has until STALE_AFTER_MS after loading
 let skewMs = 0;             // daemon clock minus browser clock, from the last status
 let offsetS = null;         // the site's UTC offset (s), from the last status
 let lastStatus = null;
@@ -174,13 +175,13 @@ function tickAges() {
     if (target.tagName === "TR") $(".age", target).textContent = formatAge(age);
     else target.title = `${channel}: ${formatAge(age)} old`;
   }
-  const stale = lastAnswerMs === null || Date.now() - lastAnswerMs > STALE_AFTER_MS;
+  const stale = Date.now() - (lastAnswerMs ?? loadedMs) > STALE_AFTER_MS;
   document.body.classList.toggle("stale", stale);
   const banner = $("#stale");
   banner.hidden = !stale;
   if (stale) {
     banner.textContent = lastAnswerMs === null
-      ? "STALE: no answer from the daemon yet"
+      ? "STALE: the daemon has not answered since this page was loaded"
       : `STALE since ${siteTime(lastAnswerMs + skewMs)}: the daemon is not answering; the values shown are the last it sent`;
   }
   setLink(stale);
