@@ -283,7 +283,10 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
             step = await page.wait_for(f"{synth('tr', 'step_number', '.value')}?.textContent")
             assert step in STEP_NAMES
             assert (
-                await page.js("document.querySelector('#process [data-field=\"step\"] .v').textContent")
+                await page.wait_for(
+                    "(v => v && v.textContent !== '–' && v.textContent)"
+                    "(document.querySelector('#process [data-field=\"step\"] .v'))"
+                )
                 in STEP_NAMES
             )
             # Values at their channel's resolution.
