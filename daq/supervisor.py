@@ -26,6 +26,9 @@ from drivers.base import Capability, Deadline, Driver
 
 log = get_logger("daq.supervisor")
 
+#: While an instrument stays unreachable, one "still unavailable" line at most this often.
+UNAVAILABLE_REMINDER_S = 60.0
+
 
 class State(enum.Enum):
     STARTING = "starting"
@@ -94,6 +97,12 @@ class Supervisor:
         self.last_error: str | None = None
         self.last_values: dict[str, Reading] = {}
         self._known_channels: dict[str, str] = dict(driver.channels())
+        #: While the instrument stays unreachable, retries log at debug level and a reminder at
+        #: most every :data:`UNAVAILABLE_REMINDER_S` (monotonic ns of the last one), so an
+        #: unplugged instrument does not print a connecting/backoff pair every few seconds.
+        self._retrying = False
+        self._reminded_ns = 0
+        self._failed_attempts = 0
 
     # -- journaling helpers -----------------------------------------------------------
 
@@ -158,7 +167,10 @@ class Supervisor:
     def _set_state(self, state: State, **fields: Any) -> None:
         if state is not self.state:
             self.state = state
-            log.info("instrument state", instrument=self.name, state=state.value, **fields)
+            quiet = self._retrying and state in (State.CONNECTING, State.BACKOFF)
+            (log.debug if quiet else log.info)(
+                "instrument state", instrument=self.name, state=state.value, **fields
+            )
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -182,6 +194,7 @@ class Supervisor:
                 if attempt:
                     self.reconnects += 1
                 attempt = 0
+                self._retrying = False
                 self.last_error = None
                 self._event(EventKind.CONNECTED, {"device": self.device_info.as_dict()})
                 self._set_state(State.CONNECTED, device=self.device_info.model)
@@ -204,9 +217,21 @@ class Supervisor:
     async def _after_failure(self, reason: str, message: str, first: bool) -> None:
         # Recorded before close(): closing a hung link can itself take a timeout, and the gap
         # and the event are stamped when the failure was detected, not when close gave up.
+        self._failed_attempts += 1
+        now = self.clock.monotonic_ns()
         if first:
             self._event(EventKind.DISCONNECTED, {"reason": reason, "error": message})
             log.warning("instrument unavailable", instrument=self.name, reason=reason, error=message)
+            self._retrying, self._reminded_ns, self._failed_attempts = True, now, 1
+        elif now - self._reminded_ns >= UNAVAILABLE_REMINDER_S * 1e9:
+            self._reminded_ns = now
+            log.warning(
+                "instrument still unavailable",
+                instrument=self.name,
+                reason=reason,
+                error=message,
+                attempts=self._failed_attempts,
+            )
         self.last_error = message
         self._gap(reason, message)
         await self.driver.close()

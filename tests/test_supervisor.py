@@ -9,6 +9,7 @@ from daq.clock import ManualClock, SystemClock
 from daq.config.base import InstrumentBase
 from daq.config.load import JournalSection
 from daq.daemon import Daemon
+from daq.errors import ConnectError
 from daq.journal import Journal, JournalReader
 from daq.model import DeviceInfo, Quality, Reading
 from daq.supervisor import Supervisor, backoff_delay
@@ -211,3 +212,57 @@ async def test_supervisor_stops_even_when_a_library_swallows_the_cancellation(da
             raise AssertionError("the supervisor kept polling after it was cancelled") from None
     assert task.cancelled()
     await journal.close()
+
+
+class _Unplugged(Driver):
+    """An instrument that never answers: every connect fails."""
+
+    kind = "test-unplugged"
+    config_model = InstrumentBase
+    capability = Capability.POLLED
+
+    def __init__(self, clock: ManualClock) -> None:
+        cfg = InstrumentBase(name="u1", kind="test-unplugged", period_s=1.0, backoff_initial_s=1.0,
+                             backoff_cap_s=5.0)  # fmt: skip
+        super().__init__(cfg, clock)
+        self.attempts = 0
+
+    async def connect(self) -> DeviceInfo:
+        self.attempts += 1
+        raise ConnectError("no such port")
+
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
+        raise AssertionError("never connected")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_unplugged_instrument_is_logged_once_then_reminded_not_every_retry(data_dir: Path) -> None:
+    import structlog
+
+    clock = ManualClock()
+    journal = await Journal.open(data_dir, clock=SystemClock(), settings=JournalSection())
+    driver = _Unplugged(clock)
+    sup = Supervisor(driver, journal, clock)
+    started_ns = clock.monotonic_ns()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(sup.run())
+        # Backoff sleeps move the manual clock: about 150 s of retries at a 5 s cap.
+        await wait_until(lambda: driver.attempts >= 40)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    elapsed_s = (clock.monotonic_ns() - started_ns) / 1e9
+    await journal.close()
+    shown = [e for e in logs if e["log_level"] in ("info", "warning") and e.get("instrument") == "u1"]
+    events = [e["event"] for e in shown]
+    assert events.count("instrument unavailable") == 1
+    # Connecting and backoff after the first failure go to debug; a reminder at most once a minute.
+    assert [e["state"] for e in shown if e["event"] == "instrument state"] == ["connecting", "stopped"]
+    reminders = [e for e in shown if e["event"] == "instrument still unavailable"]
+    assert elapsed_s > 120
+    assert 1 <= len(reminders) <= elapsed_s / 60 + 1
+    retries = [r["attempts"] for r in reminders]
+    assert all(b - a >= 10 for a, b in zip([1, *retries], retries, strict=False))  # 60 s of 5 s backoff
+    assert driver.attempts > 4 * len(reminders)
+    assert sum(1 for e in logs if e["event"] == "instrument state" and e["log_level"] == "debug") > 40
