@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daq.cli import main
-from daq.validate import iq, oq, requirements
+from daq.cli.validation import iq, oq, requirements
 
 FAST = [
     "OQ-GAP-DISCONNECT",

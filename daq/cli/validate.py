@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from daq import logs
-    from daq.validate import iq, oq, pack, requirements
+    from daq.cli.validation import iq, oq, pack, requirements
 
     if args.verify is not None:
         ok, line = pack.verify_pack(args.verify)
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="daq-validate-") as scratch:
             results += oq.run_oq(out, Path(scratch), only)
     if args.pq:
-        from daq.validate.pq import run_pq
+        from daq.cli.validation.pq import run_pq
 
         with tempfile.TemporaryDirectory(prefix="daq-validate-pq-") as scratch:
             results.append(run_pq(out, Path(scratch), args.config, args.duration))

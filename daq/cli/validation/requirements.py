@@ -10,7 +10,7 @@ from daq.errors import ConfigError
 
 #: In a checkout the list sits beside the package; an installed wheel carries a copy in the
 #: package (see pyproject's package data).
-_CHECKOUT = Path(__file__).resolve().parents[2] / "validation" / "requirements.toml"
+_CHECKOUT = Path(__file__).resolve().parents[3] / "validation" / "requirements.toml"
 _PACKAGED = Path(__file__).resolve().parent / "requirements.toml"
 
 RISKS = ("high", "medium", "low")

@@ -20,12 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from daq.cli.validation.results import INFORMATIONAL, Scenario, now_iso
 from daq.errors import DaqError
 from daq.runs.clock import read_sync_state
-from daq.validate.results import INFORMATIONAL, Scenario, now_iso
 
 DIST = "hotcell-daq"
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[3]
 UNIT = "hotcell-daq.service"
 
 

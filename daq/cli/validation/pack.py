@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from daq.validate.requirements import Requirement
-from daq.validate.results import DEVIATIONS, Scenario, sha256_file
+from daq.cli.validation.requirements import Requirement
+from daq.cli.validation.results import DEVIATIONS, Scenario, sha256_file
 
 JSON_FILE = "validation.json"
 PDF_FILE = "validation.pdf"

@@ -9,9 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from daq.cli.validation.results import Scenario
 from daq.config.load import load_config
 from daq.journal.journal import JOURNAL_FILE, connect
-from daq.validate.results import Scenario
 
 
 def run_pq(out: Path, scratch: Path, config_path: Path, duration_s: float) -> Scenario:

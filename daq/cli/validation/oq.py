@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from daq.cli import demo, simulate
+from daq.cli.validation.results import SKIPPED, Scenario
 from daq.config.load import Config, load_config
 from daq.journal.journal import JOURNAL_FILE, connect
 from daq.journal.verify import verify_journal
-from daq.validate.results import SKIPPED, Scenario
 
 #: How the validation drives the demo cell: faults stronger than the demo's so that a few
 #: seconds show them, and the instrument whose server is stopped and restarted.
