@@ -617,12 +617,76 @@ def kill_restart(ctx: Context) -> Scenario:
 
 
 def disk_full(ctx: Context) -> Scenario:
-    sc = Scenario("OQ-DISK-FULL", "A full disk")
-    return sc.finish(
-        SKIPPED,
-        "not exercised: filling a file system needs a small one of its own (a tmpfs or loop mount), "
-        "which an unprivileged user cannot create; the site tests it in its PQ or IQ with a dedicated volume",
+    sc = Scenario("OQ-DISK-FULL", "A full disk: an explicit error, nothing committed lost, writing resumes")
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return sc.finish(
+            SKIPPED,
+            "not exercised: filling a file system needs a small one of its own (a tmpfs mount), which "
+            "needs root; run the OQ as root, or test it in the PQ with a dedicated volume",
+        )
+    mnt = ctx.scratch / "small-fs"
+    mnt.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True, text=True
     )
+    if mounted.returncode != 0:
+        return sc.finish(
+            SKIPPED, f"not exercised: a small tmpfs could not be mounted ({mounted.stderr.strip()})"
+        )
+    try:
+        asyncio.run(_disk_full(ctx, sc, mnt))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    return sc.finish()
+
+
+async def _disk_full(ctx: Context, sc: Scenario, mnt: Path) -> None:
+    from daq.config.load import parse_config
+    from daq.daemon import Daemon
+
+    listener = await simulate.start(
+        "veenstra-vdc404", "tcp://127.0.0.1:0", seed=ctx.seed, options={"interval_s": "0.0005"}
+    )
+    data_dir = mnt / "data"
+    text = _KILL_CONFIG.format(data_dir=data_dir, port=listener.url).replace(
+        "commit_window_s = 0.05", "commit_window_s = 0.05\nmax_pending = 2000"
+    )
+    daemon = Daemon(parse_config(text, path="oq-disk-full.toml"))
+    task = asyncio.create_task(daemon.run())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (daemon.journal is None or daemon.journal.error is None):
+            await asyncio.sleep(0.1)
+        journal = daemon.journal
+        error = journal.error if journal is not None else None
+        sc.check("fill a 600 KiB file system", "the journal reports the full disk", error, bool(error))
+        if journal is None or not error:
+            return
+        committed = journal.readings_committed
+        sc.observe("readings committed when the disk filled", committed)
+        grown = await asyncio.create_subprocess_exec("mount", "-o", "remount,size=64m", str(mnt))
+        await grown.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            journal.error is not None or journal.readings_committed <= committed + 100
+        ):
+            await asyncio.sleep(0.1)
+        resumed = journal.readings_committed - committed
+        sc.check(
+            "free space again", "commits resume (more than 100 further readings)", resumed,
+            journal.error is None and resumed > 100,
+        )  # fmt: skip
+    finally:
+        daemon.request_stop()
+        await task
+        await listener.close()
+    report = verify_journal(data_dir)
+    sc.check("daq verify", "every chain intact", report.problem or "intact", report.ok)
+    audit = _rows(data_dir, "SELECT detail FROM audit WHERE action = 'journal_write_failed'")
+    sc.check("the audit trail", "the write failure is audited", f"{len(audit)} entries", len(audit) > 0)
+    overflow = _rows(data_dir, "SELECT COUNT(*) FROM events WHERE kind = 'overflow'")
+    sc.observe("overflow records (readings that could not be held while the disk was full)", overflow[0][0])
+    sc.evidence_json(ctx.out, "disk-full.json", {"error": error, "audit": [a[0] for a in audit]})
 
 
 _FORWARD_SINK = """
