@@ -178,6 +178,15 @@ def compute_alarms(status: Mapping[str, Any], extra: Sequence[AlarmRule] = ()) -
     out: list[Alarm] = []
     for rule in (*ALARM_RULES, *extra):
         out.extend(rule(status))
+    # An alarm of the alarm engine (it has an id: journaled, acknowledgeable) stands for the
+    # derived one about the same thing: an alarm channel, or a lost link ("inst/*").
+    engine = {a["subject"] for a in out if a.get("id")}
+
+    def covered(a: Alarm) -> bool:
+        lost_link = f"{a['subject']}/*" in engine and a["message"].startswith("not connected")
+        return not a.get("id") and (a["subject"] in engine or lost_link)
+
+    out = [a for a in out if not covered(a)]
     order = {"alarm": 0, "warning": 1}
     out.sort(key=lambda a: order.get(a["severity"], 2))
     return out

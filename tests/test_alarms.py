@@ -430,3 +430,51 @@ async def test_an_alarm_active_at_a_restart_is_taken_back_from_the_journal(
     assert raised["id"] in out
     assert "+05:30" in out
     assert "by ann: after the restart" in out
+
+
+def test_built_in_rules_are_alarms_of_the_engine() -> None:
+    from daq.alarms.engine import COMM, ON
+    from daq.status import compute_alarms
+
+    clock = ManualClock()
+    eng = AlarmEngine(AlarmsSection(), clock=clock)
+
+    def reading(channel: str, value: float | None, reason: str | None = None) -> Reading:
+        clock.advance(0.1)
+        quality = Quality.GOOD if value is not None else Quality.BAD
+        r = Reading(
+            "synth", channel, value, "", quality, clock.time_ns(), clock.monotonic_ns(), reason=reason
+        )
+        assert eng(r) is r
+        return r
+
+    # An alarm channel of the instrument itself: non-zero raises, zero clears.
+    reading("alarm_overtemp", 0.0)
+    assert eng.active() == []
+    reading("alarm_overtemp", 1.0)
+    [on] = eng.active()
+    assert (on["channel"], on["condition"], on["state"]) == ("alarm_overtemp", ON, UNACK)
+    assert on["message"] == "synth/alarm_overtemp alarm active"
+    eng.acknowledge(on["id"], actor="op", comment="cooling checked")
+    reading("alarm_overtemp", 0.0)
+    assert eng.active() == []
+    # Other channels make no built-in alarm, whatever their value.
+    reading("reactor_temp", 120.0)
+    assert eng.active() == []
+    # A lost link: the gap of a disconnection raises COMM once; data again clears it.
+    reading("reactor_temp", None, "disconnected")
+    reading("alarm_overtemp", None, "disconnected")
+    [comm] = eng.active()
+    assert (comm["channel"], comm["condition"], comm["state"]) == ("*", COMM, UNACK)
+    assert comm["message"] == "synth not communicating"
+    # The status shows the engine's alarm instead of the derived one about the same link.
+    status = {"instruments": {"synth": {"state": "backoff", "last_error": "refused", "channels": {}}}}
+    alarms = compute_alarms(status, [eng.status_alarms])
+    assert [a["subject"] for a in alarms] == ["synth/*"]
+    reading("reactor_temp", None, "parse_error")  # a bad frame is not a lost link
+    reading("reactor_temp", 25.0)
+    [back] = eng.active()
+    assert back["state"] == RTN_UNACK  # returned, and waits for acknowledgement
+    eng.acknowledge(back["id"], actor="op", comment="cable reseated")
+    assert eng.active() == []
+    assert eng.unacknowledged() == 0

@@ -10,7 +10,15 @@ acknowledgement is also an audit entry with the user and the comment.
 Timing uses the readings' monotonic time (``mono_ns``), so on- and off-delays follow the
 injected clock and are immune to wall-clock steps. A limit is evaluated on GOOD and UNCERTAIN
 readings with a value; a BAD reading (a gap) holds the alarm's state and resets any pending
-delay. The stage never changes a reading and never raises into acquisition: an error while
+delay.
+
+Beside the configured limits, two built-in rules make alarms of the same kind (journaled,
+acknowledged, cleared): a channel named ``alarm_*`` or ``*_alarm`` reading non-zero (condition
+``ON``, unless a limit is configured for it), and an instrument that stops communicating
+(condition ``COMM`` on channel ``*``: raised by the gap record of a disconnection, a failed
+connection or a timeout, cleared by the instrument's next reading that is not BAD).
+
+The stage never changes a reading and never raises into acquisition: an error while
 evaluating is logged and counted (``errors`` in :meth:`AlarmEngine.status`).
 """
 
@@ -27,7 +35,7 @@ import structlog
 from daq.alarms.settings import SEVERITIES, AlarmsSection, ChannelLimits
 from daq.errors import DaqError
 from daq.journal.journal import dumps
-from daq.model import Quality, Reading
+from daq.model import Quality, Reading, Reason
 
 if TYPE_CHECKING:
     from daq.clock import Clock
@@ -51,6 +59,26 @@ CONDITIONS: dict[str, tuple[str, bool]] = {
     "L": ("low", False),
     "LL": ("low_low", False),
 }
+
+
+#: The built-in rules' conditions and the gap reasons that raise ``COMM``.
+ON, COMM = "ON", "COMM"
+COMM_CHANNEL = "*"
+COMM_REASONS = frozenset({Reason.DISCONNECTED, Reason.CONNECT_FAILED, Reason.TIMEOUT})
+
+
+def is_alarm_channel(channel: str) -> bool:
+    """A channel whose non-zero value is an alarm of the instrument itself (``alarm_*``, ``*_alarm``)."""
+    return channel.startswith("alarm") or channel.endswith("_alarm")
+
+
+def _builtin_limits(instrument: str, channel: str, message: str) -> ChannelLimits:
+    # Built without validation: ``*`` is not a channel name a config may use, which is the point.
+    return ChannelLimits.model_construct(
+        instrument=instrument, channel=channel, high_high=None, high=0.0, low=None, low_low=None,
+        deadband=0.0, on_delay_s=0.0, off_delay_s=0.0, severity="high", severity_extreme="critical",
+        message=message,
+    )  # fmt: skip
 
 
 class AlarmError(DaqError):
@@ -109,6 +137,10 @@ class AlarmPoint:
 
 
 def _default_message(p: AlarmPoint) -> str:
+    if p.condition == ON:
+        return f"{p.instrument}/{p.channel} alarm active"
+    if p.condition == COMM:
+        return f"{p.instrument} not communicating"
     word = {"HH": "high-high", "H": "high", "L": "low", "LL": "low-low"}[p.condition]
     where = "above" if p.above else "below"
     return f"{p.instrument}/{p.channel} {word} ({where} {p.setpoint:g} {p.unit})".replace(" )", ")")
@@ -139,6 +171,8 @@ class AlarmEngine:
         self.clock = clock
         self.journal: Journal | None = None
         self.points: dict[tuple[str, str], list[AlarmPoint]] = {}
+        #: The built-in ``COMM`` alarm point of each instrument that has lost its link once.
+        self.comm: dict[str, AlarmPoint] = {}
         for lim in settings.limits:
             pts = []
             for cond, (key, above) in CONDITIONS.items():
@@ -149,6 +183,10 @@ class AlarmEngine:
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.recent)
         self.errors = 0
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def _groups(self) -> list[list[AlarmPoint]]:
+        """Every alarm point: the configured limits', the ``ON`` points, the ``COMM`` points."""
+        return [*self.points.values(), list(self.comm.values())]
 
     def attach(self, journal: Journal) -> None:
         self.journal = journal
@@ -162,7 +200,14 @@ class AlarmEngine:
         for a in alarms:
             if a.get("state") in (None, NORMAL):
                 continue
-            for p in self.points.get((a["instrument"], a["channel"]), []):
+            if a["condition"] == COMM:
+                self._comm_point(a["instrument"])
+            elif a["condition"] == ON and (a["instrument"], a["channel"]) not in self.points:
+                self.points[(a["instrument"], a["channel"])] = [self._on_point(a["instrument"], a["channel"])]
+            candidates = self.points.get((a["instrument"], a["channel"]), [])
+            if a["condition"] == COMM:
+                candidates = [self.comm[a["instrument"]]]
+            for p in candidates:
                 if p.condition == a["condition"] and p.state == NORMAL:
                     p.state, p.alarm_id, p.run_id = a["state"], a["id"], a["run_id"]
                     p.raised_ns, p.acked_ns, p.acked_by = a["raised_ns"], a["acked_ns"], a["acked_by"]
@@ -179,15 +224,44 @@ class AlarmEngine:
     # -- the pipeline stage ------------------------------------------------------------------
 
     def __call__(self, reading: Reading) -> Reading:
-        points = self.points.get((reading.instrument, reading.channel))
-        if points:
-            try:
+        key = (reading.instrument, reading.channel)
+        try:
+            points = self.points.get(key)
+            if points is None and is_alarm_channel(reading.channel):
+                points = self.points[key] = [self._on_point(*key)]
+            if points:
                 self._evaluate(points, reading)
-            except Exception as exc:  # never into acquisition: the reading goes on regardless
-                self.errors += 1
-                log.error("alarm evaluation failed", instrument=reading.instrument, channel=reading.channel,
-                          error=repr(exc))  # fmt: skip
+            self._communication(reading)
+        except Exception as exc:  # never into acquisition: the reading goes on regardless
+            self.errors += 1
+            log.error("alarm evaluation failed", instrument=reading.instrument, channel=reading.channel,
+                      error=repr(exc))  # fmt: skip
         return reading
+
+    def _on_point(self, instrument: str, channel: str) -> AlarmPoint:
+        limits = _builtin_limits(instrument, channel, "")
+        return AlarmPoint(instrument, channel, ON, 0.0, True, limits)
+
+    def _comm_point(self, instrument: str) -> AlarmPoint:
+        p = self.comm.get(instrument)
+        if p is None:
+            p = self.comm[instrument] = AlarmPoint(
+                instrument, COMM_CHANNEL, COMM, 0.0, True, _builtin_limits(instrument, COMM_CHANNEL, "")
+            )
+        return p
+
+    def _communication(self, r: Reading) -> None:
+        """The built-in ``COMM`` rule: raised by the gap of a lost link, cleared by data again."""
+        if r.quality == Quality.BAD:
+            if r.reason in COMM_REASONS:
+                p = self._comm_point(r.instrument)
+                if p.state not in ACTIVE:
+                    p.value, p.unit = None, ""
+                    self._raise(p, r)
+            return
+        lost = self.comm.get(r.instrument)
+        if lost is not None and lost.state in ACTIVE:
+            self._clear(lost, r)
 
     def _evaluate(self, points: Iterable[AlarmPoint], r: Reading) -> None:
         value = r.value
@@ -280,7 +354,7 @@ class AlarmEngine:
 
     def find(self, alarm_id: str) -> AlarmPoint | None:
         """The point whose current alarm is ``alarm_id`` and waits for acknowledgement."""
-        for pts in self.points.values():
+        for pts in self._groups():
             for p in pts:
                 if p.alarm_id == alarm_id and p.state in (UNACK, RTN_UNACK):
                     return p
@@ -312,14 +386,14 @@ class AlarmEngine:
 
     def active(self) -> list[dict[str, Any]]:
         """Alarms not in ``normal`` (active, or returned and unacknowledged), worst first."""
-        out = [p.view() for pts in self.points.values() for p in pts if p.state != NORMAL]
+        out = [p.view() for pts in self._groups() for p in pts if p.state != NORMAL]
         out.sort(key=lambda a: (SEVERITIES.index(a["severity"]), a["raised_ns"] or 0))
         return out
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The alarms not in normal, each as a transition of kind ``active`` (a stream's start)."""
         out = []
-        for pts in self.points.values():
+        for pts in self._groups():
             for p in pts:
                 if p.state != NORMAL:
                     ts = p.raised_ns or 0
@@ -334,14 +408,14 @@ class AlarmEngine:
     def counts(self) -> dict[str, int]:
         """Active alarms (``unacknowledged active`` or ``acknowledged active``) by severity."""
         out = dict.fromkeys(SEVERITIES, 0)
-        for pts in self.points.values():
+        for pts in self._groups():
             for p in pts:
                 if p.state in ACTIVE:
                     out[p.severity] += 1
         return out
 
     def unacknowledged(self) -> int:
-        return sum(1 for pts in self.points.values() for p in pts if p.state == UNACK)
+        return sum(1 for pts in self._groups() for p in pts if p.state == UNACK)
 
     def status(self) -> dict[str, Any]:
         return {
