@@ -168,7 +168,7 @@ def demo_rate(seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "demo"
         subprocess.run(
-            [sys.executable, "-m", "daq", "demo", "--duration", str(seconds), "--data-dir", str(data), "--every", "1e9"],
+            [sys.executable, "-m", "daq", "demo", "--duration", str(seconds), "--data-dir", str(data), "--every", "86400"],
             check=True, capture_output=True, timeout=seconds + 120,
         )  # fmt: skip
         with JournalReader(data) as r:
