@@ -179,14 +179,11 @@ def compute_alarms(status: Mapping[str, Any], extra: Sequence[AlarmRule] = ()) -
     for rule in (*ALARM_RULES, *extra):
         out.extend(rule(status))
     # An alarm of the alarm engine (it has an id: journaled, acknowledgeable) stands for the
-    # derived one about the same thing: an alarm channel, or a lost link ("inst/*").
+    # derived one about the same channel (an alarm channel). An instrument's state ("not
+    # connected (backoff): why") stays beside its lost-link alarm ("inst/*"): the one says what
+    # the link does now, the other is the alarm record to acknowledge.
     engine = {a["subject"] for a in out if a.get("id")}
-
-    def covered(a: Alarm) -> bool:
-        lost_link = f"{a['subject']}/*" in engine and a["message"].startswith("not connected")
-        return not a.get("id") and (a["subject"] in engine or lost_link)
-
-    out = [a for a in out if not covered(a)]
+    out = [a for a in out if a.get("id") or a["subject"] not in engine]
     order = {"alarm": 0, "warning": 1}
     out.sort(key=lambda a: order.get(a["severity"], 2))
     return out

@@ -467,10 +467,17 @@ def test_built_in_rules_are_alarms_of_the_engine() -> None:
     [comm] = eng.active()
     assert (comm["channel"], comm["condition"], comm["state"]) == ("*", COMM, UNACK)
     assert comm["message"] == "synth not communicating"
-    # The status shows the engine's alarm instead of the derived one about the same link.
-    status = {"instruments": {"synth": {"state": "backoff", "last_error": "refused", "channels": {}}}}
+    # The status shows the engine's alarm beside the instrument's state, and an alarm channel
+    # once (the engine's, not also the derived one).
+    status = {"instruments": {"synth": {"state": "backoff", "last_error": "refused", "channels": {
+        "alarm_overtemp": {"quality": "GOOD", "value": 1.0, "reason": None}}}}}  # fmt: skip
+    reading("alarm_overtemp", 1.0)
     alarms = compute_alarms(status, [eng.status_alarms])
-    assert [a["subject"] for a in alarms] == ["synth/*"]
+    assert sorted(a["subject"] for a in alarms) == ["synth", "synth/*", "synth/alarm_overtemp"]
+    assert next(a for a in alarms if a["subject"] == "synth/alarm_overtemp").get("id")
+    [overtemp] = [a for a in eng.active() if a["condition"] == ON]
+    eng.acknowledge(overtemp["id"], actor="op", comment="checked")
+    reading("alarm_overtemp", 0.0)
     reading("reactor_temp", None, "parse_error")  # a bad frame is not a lost link
     reading("reactor_temp", 25.0)
     [back] = eng.active()
