@@ -18,9 +18,11 @@ memory and would write it back. Each change and its chained audit entry (``sink_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +59,28 @@ def _cursor(conn: sqlite3.Connection, sink: str) -> int:
     return int(row[0])
 
 
-def _open(data_dir: Path) -> Path:
+@contextlib.contextmanager
+def _transaction(data_dir: Path) -> Iterator[sqlite3.Connection]:
+    """The journal of a stopped daemon (its lock held), in one ``BEGIN IMMEDIATE`` transaction:
+    the caller commits or rolls back; an exception rolls back what is still open."""
     path = Path(data_dir) / JOURNAL_FILE
     if not path.exists():
         raise DaqError(f"no journal at {path}")
-    return path
+    lock = take_lock(Path(data_dir))
+    try:
+        conn = connect(path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+    finally:
+        lock.close()
 
 
 def rewind(
@@ -76,57 +95,43 @@ def rewind(
 ) -> CursorChange:
     """Move ``sink``'s cursor back so that every reading acquired at or after ``to_ns`` (UTC
     ns) is sent again; see the module docstring."""
-    path = _open(data_dir)
-    lock = take_lock(Path(data_dir))
-    try:
-        conn = connect(path)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = _cursor(conn, sink)
-                head = conn.execute("SELECT id, acq_ns FROM readings ORDER BY id LIMIT 1").fetchone()
-                first: int | None = None if head is None else int(head[0])
-                first_ns = 0 if head is None else int(head[1])
-                row = conn.execute("SELECT MIN(id) FROM readings WHERE acq_ns >= ?", (to_ns,)).fetchone()
-                # Readings come in commit order, acquisition times nearly so: from the first
-                # reading acquired at or after the time on, everything is sent again.
-                target = current if row[0] is None else min(current, int(row[0]) - 1)
-                change = CursorChange(sink, "rewind", current, target, current - target, first)
-                if target == current:
-                    change.note = "no reading acquired at or after that time was sent: nothing to rewind"
-                elif first is not None and 1 < first == target + 1 and first_ns > to_ns:
-                    change.note = f"readings before id {first} were pruned and cannot be sent again"
-                if dry_run or target == current:
-                    conn.execute("ROLLBACK")
-                    return change
-                now = time.time_ns() if now_ns is None else now_ns
-                conn.execute(
-                    "UPDATE sink_cursors SET last_id = ?, updated_ns = ? WHERE sink = ?", (target, now, sink)
-                )
-                append_audit(
-                    conn,
-                    "sink_rewind",
-                    subject=sink,
-                    actor=actor,
-                    ts_ns=now,
-                    detail={
-                        "from_id": current,
-                        "to_id": target,
-                        "to_ns": to_ns,
-                        "readings": change.readings,
-                        "reason": reason,
-                    },
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
-        return change
-    finally:
-        lock.close()
+    with _transaction(data_dir) as conn:
+        current = _cursor(conn, sink)
+        head = conn.execute("SELECT id, acq_ns FROM readings ORDER BY id LIMIT 1").fetchone()
+        first: int | None = None if head is None else int(head[0])
+        first_ns = 0 if head is None else int(head[1])
+        row = conn.execute("SELECT MIN(id) FROM readings WHERE acq_ns >= ?", (to_ns,)).fetchone()
+        # Readings come in commit order, acquisition times nearly so: from the first
+        # reading acquired at or after the time on, everything is sent again.
+        target = current if row[0] is None else min(current, int(row[0]) - 1)
+        change = CursorChange(sink, "rewind", current, target, current - target, first)
+        if target == current:
+            change.note = "no reading acquired at or after that time was sent: nothing to rewind"
+        elif first is not None and 1 < first == target + 1 and first_ns > to_ns:
+            change.note = f"readings before id {first} were pruned and cannot be sent again"
+        if dry_run or target == current:
+            conn.execute("ROLLBACK")
+            return change
+        now = time.time_ns() if now_ns is None else now_ns
+        conn.execute(
+            "UPDATE sink_cursors SET last_id = ?, updated_ns = ? WHERE sink = ?", (target, now, sink)
+        )
+        append_audit(
+            conn,
+            "sink_rewind",
+            subject=sink,
+            actor=actor,
+            ts_ns=now,
+            detail={
+                "from_id": current,
+                "to_id": target,
+                "to_ns": to_ns,
+                "readings": change.readings,
+                "reason": reason,
+            },
+        )
+        conn.execute("COMMIT")
+    return change
 
 
 def forget(
@@ -146,36 +151,22 @@ def forget(
             f"sink {sink!r} is still in the configuration: remove it there first "
             "(its forwarder would start again from the beginning of the journal)"
         )
-    path = _open(data_dir)
-    lock = take_lock(Path(data_dir))
-    try:
-        conn = connect(path)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = _cursor(conn, sink)
-                last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0]
-                change = CursorChange(sink, "forget", current, None, max(0, int(last) - current))
-                if dry_run:
-                    conn.execute("ROLLBACK")
-                    return change
-                now = time.time_ns() if now_ns is None else now_ns
-                conn.execute("DELETE FROM sink_cursors WHERE sink = ?", (sink,))
-                append_audit(
-                    conn,
-                    "sink_forget",
-                    subject=sink,
-                    actor=actor,
-                    ts_ns=now,
-                    detail={"last_id": current, "unsent": change.readings, "reason": reason},
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
-        return change
-    finally:
-        lock.close()
+    with _transaction(data_dir) as conn:
+        current = _cursor(conn, sink)
+        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0]
+        change = CursorChange(sink, "forget", current, None, max(0, int(last) - current))
+        if dry_run:
+            conn.execute("ROLLBACK")
+            return change
+        now = time.time_ns() if now_ns is None else now_ns
+        conn.execute("DELETE FROM sink_cursors WHERE sink = ?", (sink,))
+        append_audit(
+            conn,
+            "sink_forget",
+            subject=sink,
+            actor=actor,
+            ts_ns=now,
+            detail={"last_id": current, "unsent": change.readings, "reason": reason},
+        )
+        conn.execute("COMMIT")
+    return change
