@@ -59,6 +59,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from daq.backoff import backoff_delay
 from daq.logs import get_logger
 
 log = get_logger("daq.supervision")
@@ -260,7 +261,7 @@ class TaskTree:
                 if time.monotonic() - started >= HEALTHY_AFTER_S:
                     attempt = 0
                 attempt += 1
-                delay = min(self.cap_s, self.initial_s * 2 ** (attempt - 1)) * self.rng.uniform(0.8, 1.0)
+                delay = backoff_delay(attempt, self.initial_s, self.cap_s, self.rng)
                 rec.state = "restarting"
                 log.warning("task restarting", component=rec.component, delay_s=round(delay, 3))
                 await asyncio.sleep(delay)

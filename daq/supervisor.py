@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from daq.backoff import backoff_delay
 from daq.clock import Clock
 from daq.errors import ConnectError, DeviceError, DriverError, ProtocolError, ReadTimeout
 from daq.journal.journal import Journal
@@ -48,13 +49,6 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def backoff_delay(attempt: int, initial_s: float, cap_s: float, rng: random.Random) -> float:
-    """Delay before reconnect ``attempt`` (1-based): doubling from ``initial_s``, capped, with
-    up to 20 % jitter downwards so a cell full of instruments does not reconnect in lockstep."""
-    base = min(cap_s, initial_s * (2 ** max(0, attempt - 1)))
-    return float(base * rng.uniform(0.8, 1.0))
 
 
 class Supervisor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from daq.backoff import backoff_delay
 from daq.clock import ManualClock, SystemClock
 from daq.config.base import InstrumentBase
 from daq.config.load import JournalSection
@@ -12,7 +13,7 @@ from daq.daemon import Daemon
 from daq.errors import ConnectError
 from daq.journal import Journal, JournalReader
 from daq.model import DeviceInfo, Quality, Reading
-from daq.supervisor import Supervisor, backoff_delay
+from daq.supervisor import Supervisor
 from drivers.base import Capability, Deadline, Driver
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests.helpers import free_port, make_config, wait_until
