@@ -28,12 +28,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
+from daq.clock import Clock
+from daq.journal import chain
+from daq.journal.offline import tail
 from daq.journal.schema import CHAINED
+from daq.model import iso
 
 if TYPE_CHECKING:
-    from daq.journal.journal import Journal
     from daq.model import Reading
 
 TABLE = "anchors"
@@ -49,10 +53,21 @@ def heads_json(heads: dict[str, tuple[int, bytes]]) -> str:
     return json.dumps(out, sort_keys=True, separators=(",", ":"))
 
 
+class AnchoredJournal(Protocol):
+    """What anchors need of the open journal (:class:`~daq.journal.journal.Journal`, which
+    imports this module): its clock, the heads it has committed, and a chained record queued."""
+
+    clock: Clock
+
+    def committed_heads(self) -> dict[str, tuple[int, bytes]]: ...
+
+    def record(self, table: str, values: Mapping[str, Any]) -> int: ...
+
+
 class Anchors:
     """Writes the anchors of one open :class:`~daq.journal.journal.Journal`."""
 
-    def __init__(self, journal: Journal):
+    def __init__(self, journal: AnchoredJournal):
         self.journal = journal
         self.last_heads: str | None = None
         self._last_mono = time.monotonic()
@@ -85,9 +100,6 @@ class Anchors:
 
 def anchor_offline(conn: sqlite3.Connection, cause: str, ts_ns: int) -> None:
     """Append an anchor inside the caller's write transaction (daemon stopped, lock held)."""
-    from daq.journal import chain
-    from daq.journal.offline import tail
-
     if TABLE not in CHAINED:
         return
     heads = heads_json({t: tail(conn, t) for t in CHAINED if t != TABLE})
@@ -104,8 +116,6 @@ def anchor_at_close(conn: sqlite3.Connection, anchors: Anchors, ts_ns: int) -> N
     ``close``), unless the heads are those of its previous anchor."""
     if TABLE not in CHAINED:
         return
-    from daq.journal.offline import tail
-
     heads = heads_json({t: tail(conn, t) for t in CHAINED if t != TABLE})
     if heads in (anchors.last_heads, "{}"):
         return
@@ -131,8 +141,6 @@ def check(conn: sqlite3.Connection, pruned_through: dict[str, int]) -> tuple[str
         for table, (rid, digest) in parsed.items():
             if table not in newest or int(rid) >= newest[table][0]:
                 newest[table] = (int(rid), str(digest), int(aid), str(cause), int(ts_ns))
-    from daq.model import iso
-
     for table, (rid, digest, aid, cause, ts_ns) in newest.items():
         if table not in CHAINED or rid <= pruned_through.get(table, 0):
             continue

@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from daq import canonical
-from daq.journal import chain
-from daq.journal.journal import _dumps
+from daq.journal import chain, codec
 
 
 def tail(conn: sqlite3.Connection, table: str) -> tuple[int, bytes]:
@@ -35,7 +34,7 @@ def append_audit(
     mono = time.monotonic_ns()
     entry = canonical.AuditEntry(ts_ns, mono, actor, action, subject, detail, run_id)
     c = canonical.audit(entry, now_ns=time.time_ns(), now_mono_ns=mono)
-    row = (aid + 1, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, _dumps(c.detail), c.run_id)
+    row = (aid + 1, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, codec.attrs_json(c.detail), c.run_id)
     conn.execute(
         "INSERT INTO audit (id, ts_ns, mono_ns, actor, action, subject, detail, run_id, hash) "
         "VALUES (?,?,?,?,?,?,?,?,?)",
