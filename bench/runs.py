@@ -23,7 +23,8 @@ from daq.clock import SystemClock
 from daq.journal import Journal
 from daq.journal.journal import dumps
 from daq.model import Quality, Reading
-from daq.runs.export import decoded, journal_run, open_journal, verify_export, write_export
+from daq.runs.checked import journal_run, open_journal
+from daq.runs.export import decoded, verify_export, write_export
 from daq.runs.report import render
 from daq.runs.seal import current_through, seal_from_journal
 from daq.runs.store import get_run

@@ -34,7 +34,8 @@ from daq.journal import JournalReader
 from daq.journal.journal import JOURNAL_FILE, Journal
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
-from daq.runs.export import decoded, journal_run, open_journal
+from daq.runs.checked import journal_run, open_journal
+from daq.runs.export import decoded
 from daq.runs.report import render
 from simulators.synth_modbus import SETPOINT_ADDRESS, SynthModbusSimulator
 from tests.helpers import config_text, make_config, wait_until

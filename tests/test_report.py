@@ -14,7 +14,8 @@ from PIL import Image
 
 from daq.cli import main as cli
 from daq.physics import nuclide
-from daq.runs.export import decoded, journal_run, open_journal, verify_export, write_export
+from daq.runs.checked import journal_run, open_journal
+from daq.runs.export import decoded, verify_export, write_export
 from daq.runs.report import SECTIONS, render
 from tests.runs_helpers import TLC, record_run
 

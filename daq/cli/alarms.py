@@ -143,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.data_dir is not None and args.api is None:
         from daq.alarms.store import alarms
-        from daq.runs.export import open_journal
+        from daq.runs.checked import open_journal
 
         conn = open_journal(args.data_dir)
         try:

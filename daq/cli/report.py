@@ -12,7 +12,8 @@ from pathlib import Path
 
 from daq.cli.argtypes import add_data_dir
 from daq.cli.paths import out_file
-from daq.runs.export import decoded, journal_run, open_journal
+from daq.runs.checked import journal_run, open_journal
+from daq.runs.export import decoded
 
 NAME = "report"
 HELP = (

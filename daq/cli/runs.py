@@ -25,7 +25,7 @@ from daq.cli import signing
 from daq.cli.argtypes import add_data_dir
 from daq.errors import DaqError
 from daq.runs import store
-from daq.runs.export import open_journal
+from daq.runs.checked import open_journal
 from daq.timefmt import human
 from daq.timeparse import parse_instant
 

@@ -41,7 +41,8 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
     """The review of ``run_id`` as text lines."""
     from daq.errors import DaqError
     from daq.runs import figures
-    from daq.runs.export import decoded, journal_run, open_journal
+    from daq.runs.checked import journal_run, open_journal
+    from daq.runs.export import decoded
     from daq.runs.signatures import current_analyses, signature_status, signatures_of
     from daq.runs.store import get_run, load_run
 
@@ -130,8 +131,8 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
 
 async def _sign(args: argparse.Namespace) -> dict[str, Any]:
     from daq.cli.users import Prompter, site_config
+    from daq.runs.checked import open_journal
     from daq.runs.clock import read_sync_state
-    from daq.runs.export import open_journal
     from daq.runs.signatures import sign
     from daq.runs.store import get_run
     from daq.users import journal_session
@@ -174,7 +175,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def summary_lines(data_dir: Path) -> list[str]:
     """For ``daq demo``'s closing summary: the commands that take the last sealed run through QC."""
     from daq.runs import store
-    from daq.runs.export import open_journal
+    from daq.runs.checked import open_journal
 
     conn = open_journal(data_dir)
     try:

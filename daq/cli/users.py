@@ -93,7 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 async def _write(args: argparse.Namespace) -> str:
     from daq import users
-    from daq.runs.export import open_journal
+    from daq.runs.checked import open_journal
 
     ask = Prompter()
     cmd = args.users_command
@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> int:
         print(asyncio.run(_write(args)))
         return 0
     from daq import users
-    from daq.runs.export import open_journal
+    from daq.runs.checked import open_journal
 
     conn = open_journal(args.data_dir)
     try:

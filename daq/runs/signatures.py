@@ -43,6 +43,7 @@ from daq.clock import Clock
 from daq.errors import ConfigError, DaqError
 from daq.journal.journal import Journal, dumps
 from daq.journal.schema import CHAINED
+from daq.runs.checked import journal_run
 from daq.runs.qc_settings import SigningSection, UsersSection
 from daq.runs.store import get_run, list_runs
 from daq.users import Account, Writes, authenticate, user_at
@@ -144,7 +145,6 @@ def sign(
     ``conn`` is a read-only connection to the same journal; ``journal`` is opened for writing
     (under the daemon lock) and receives the signature and every audit entry, refusals included.
     """
-    from daq.runs.export import journal_run  # export imports this module
 
     def refuse(reason: str, actor: str) -> SignatureRefused:
         journal.audit(
