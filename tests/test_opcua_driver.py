@@ -29,8 +29,9 @@ from daq.errors import ConfigError, ConnectError
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
 from drivers.base import Capability
-from drivers.opcua import OpcUaConfig, OpcUaDriver, read_secret
+from drivers.opcua import OpcUaConfig, OpcUaDriver
 from drivers.opcua.conversion import convert
+from drivers.opcua.security import password
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
 from simulators.synthesis import CORE_CHANNELS
 from tests.helpers import config_text, make_config, wait_until
@@ -392,19 +393,28 @@ def test_config_error_names_the_node_key_path(data_dir: Path) -> None:
 def test_password_from_env_and_from_systemd_credential(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The one secret reader (daq.secrets) with its rules; a missing secret is a connect
+    # failure naming the instrument and the key, which the supervisor records and retries.
     monkeypatch.setenv("OPCUA_PW", "s3cret")
-    assert read_secret("OPCUA_PW", None) == "s3cret"
+    assert password("OPCUA_PW", None, "plc") == "s3cret"
     (tmp_path / "opcua-pw").write_text("from-credential\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert read_secret(None, "opcua-pw") == "from-credential"
+    assert password(None, "opcua-pw", "plc") == "from-credential"
+    assert password(None, None, "plc") is None
+    monkeypatch.setenv("OPCUA_PW", "")
+    with pytest.raises(ConnectError, match="plc: password_env: environment variable OPCUA_PW"):
+        password("OPCUA_PW", None, "plc")
     monkeypatch.delenv("OPCUA_PW")
-    with pytest.raises(ConnectError, match="OPCUA_PW"):
-        read_secret("OPCUA_PW", None)
-    with pytest.raises(ConnectError, match="cannot read"):
-        read_secret(None, "missing")
+    with pytest.raises(ConnectError, match="OPCUA_PW is not set"):
+        password("OPCUA_PW", None, "plc")
+    with pytest.raises(ConnectError, match=r"plc: password_credential: credential file .* does not exist"):
+        password(None, "missing", "plc")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConnectError, match="is empty"):
+        password(None, "empty", "plc")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(ConnectError, match="CREDENTIALS_DIRECTORY"):
-        read_secret(None, "opcua-pw")
+        password(None, "opcua-pw", "plc")
     assert os.environ.get("OPCUA_PW") is None
 
 

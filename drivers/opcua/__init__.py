@@ -47,6 +47,6 @@ from __future__ import annotations
 
 from drivers.opcua.config import OpcUaConfig, OpcUaNode, OpcUaSecurity
 from drivers.opcua.driver import OpcUaDriver
-from drivers.opcua.security import fingerprint, read_secret
+from drivers.opcua.security import fingerprint
 
-__all__ = ["OpcUaConfig", "OpcUaDriver", "OpcUaNode", "OpcUaSecurity", "fingerprint", "read_secret"]
+__all__ = ["OpcUaConfig", "OpcUaDriver", "OpcUaNode", "OpcUaSecurity", "fingerprint"]

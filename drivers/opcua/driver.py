@@ -24,7 +24,7 @@ from drivers.base import Capability, Deadline, Driver
 from drivers.opcua.config import OpcUaConfig, OpcUaNode
 from drivers.opcua.conversion import NODE_GONE, convert
 from drivers.opcua.errors import map_exceptions, status_text
-from drivers.opcua.security import read_secret, secure
+from drivers.opcua.security import password, secure
 
 if TYPE_CHECKING:
     from asyncua import ua
@@ -134,9 +134,9 @@ class OpcUaDriver(Driver):
         await secure(client, cfg.security, cfg.url, self.name)
         if cfg.username:
             client.set_user(cfg.username)
-            password = read_secret(cfg.password_env, cfg.password_credential)
-            if password is not None:
-                client.set_password(password)
+            secret = password(cfg.password_env, cfg.password_credential, self.name)
+            if secret is not None:
+                client.set_password(secret)
         try:
             await client.connect()
         except UaStatusCodeError as exc:

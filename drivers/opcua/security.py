@@ -8,12 +8,12 @@ or issued by a CA in, the trust list; it is checked before anything is encrypted
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daq.errors import ConnectError
+from daq.errors import ConfigError, ConnectError
+from daq.secrets import resolve_secret
 from drivers.opcua.config import OpcUaSecurity
 from drivers.opcua.errors import map_exceptions
 
@@ -42,26 +42,18 @@ def _mode(name: str) -> ua.MessageSecurityMode:
     ]
 
 
-def read_secret(env: str | None, credential: str | None) -> str | None:
-    """A secret from ``$<env>`` or ``$CREDENTIALS_DIRECTORY/<credential>``; raises ConnectError."""
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ConnectError(f"environment variable {env} (password_env) is not set")
-        return value
-    if credential:
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConnectError(
-                f"password_credential {credential!r}: $CREDENTIALS_DIRECTORY is not set "
-                "(run under systemd with LoadCredential=)"
-            )
-        path = Path(directory) / credential
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConnectError(f"password_credential {credential!r}: cannot read {path}: {exc}") from exc
-    return None
+def password(env: str | None, credential: str | None, instrument: str) -> str | None:
+    """The user's password, resolved by :func:`daq.secrets.resolve_secret` (the one secret
+    reader), or ``None`` when the config names none. A missing or empty secret is a
+    :class:`ConnectError` naming the key: the supervisor records it and tries again, so a
+    credential provided later is picked up without a restart."""
+    if not env and not credential:
+        return None
+    what = f"{instrument}: " + ("password_env" if env else "password_credential")
+    try:
+        return resolve_secret(env, credential, what)
+    except ConfigError as exc:
+        raise ConnectError(str(exc)) from None
 
 
 def _der(cert: x509.Certificate) -> bytes:
