@@ -53,6 +53,8 @@ import tty
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import tomli_w
+
 from simulators.base import Listener, Simulator, SimulatorError, float_option
 from simulators.synthesis import STEPS, VALVES, SynthesisProcess
 
@@ -543,30 +545,17 @@ def register_map(*, extra_channels: int = 0, word_order: str = "big") -> list[di
 
 
 def register_map_toml(
-    *,
-    unit_ids: tuple[int, ...] = (1,),
-    extra_channels: int = 0,
-    word_order: str = "big",
-    table_name: str = "instruments.channels",
+    *, unit_ids: tuple[int, ...] = (1,), extra_channels: int = 0, word_order: str = "big"
 ) -> str:
-    """The register map of ``unit_ids`` as ``[[instruments.channels]]`` TOML tables.
+    """The register map of ``unit_ids`` as a TOML ``channels`` array: a map file of its own
+    (``map_file``), or the ``channels`` key of an ``[[instruments]]`` table.
 
     For benchmarks and generated configs (``extra_channels = 77`` gives 100 channels per
     synthesizer). With several unit ids, channel names get a ``u<ID>.`` prefix.
     """
-    lines: list[str] = []
+    channels = []
     for uid in unit_ids:
         prefix = f"u{uid}." if len(unit_ids) > 1 else ""
         for entry in register_map(extra_channels=extra_channels, word_order=word_order):
-            lines.append(f"[[{table_name}]]")
-            for key, value in {**entry, "name": prefix + entry["name"], "unit_id": uid}.items():
-                if isinstance(value, bool):
-                    lines.append(f"{key} = {'true' if value else 'false'}")
-                elif isinstance(value, str):
-                    lines.append(f'{key} = "{value}"')
-                elif isinstance(value, dict):
-                    inner = ", ".join(f'"{k}" = "{v}"' for k, v in value.items())
-                    lines.append(f"{key} = {{ {inner} }}")
-                else:
-                    lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+            channels.append({**entry, "name": prefix + entry["name"], "unit_id": uid})
+    return tomli_w.dumps({"channels": channels})

@@ -32,7 +32,7 @@ def instrument(name: str, url: str, **extra: Any) -> dict[str, Any]:
 
 def two_unit_map(tmp_path: Path, **kw: Any) -> Path:
     path = tmp_path / "two-units.toml"
-    path.write_text(register_map_toml(unit_ids=(1, 2), table_name="channels", **kw))
+    path.write_text(register_map_toml(unit_ids=(1, 2), **kw))
     return path
 
 
@@ -210,7 +210,7 @@ async def test_coalescing_on_the_wire_100_channels_per_unit(tmp_path: Path) -> N
     sim = SynthModbusSimulator(options={"extra_channels": "72"})
     listener = await sim.serve("tcp://127.0.0.1:0")
     try:
-        chans = tomllib.loads(register_map_toml(extra_channels=72, table_name="channels"))["channels"]
+        chans = tomllib.loads(register_map_toml(extra_channels=72))["channels"]
         assert len(chans) == 100
         drv = driver_for(listener.url, chans)
         await drv.connect()
