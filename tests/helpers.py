@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from daq.config.load import Config, parse_config
 
 
@@ -27,18 +29,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):  # an inline table (a list of them: a register or node map)
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    return str(v)
-
-
 def config_text(
     data_dir: Path,
     instruments: list[dict[str, Any]],
@@ -49,26 +39,15 @@ def config_text(
     """A config file text with ``instruments`` as ``[[instruments]]`` tables (flat keys);
     ``daemon`` adds keys to ``[daemon]`` (a config with a sink names its site and cell)."""
     journal = {"commit_window_s": 0.02, **(journal or {})}
-    lines = ["[daemon]", f"data_dir = {toml_value(str(data_dir))}"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in (daemon or {}).items()]
-    lines += ["", "[journal]"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in journal.items()]
-    lines.append("")
-    for inst in instruments:
-        lines.append("[[instruments]]")
-        nested = {k: v for k, v in inst.items() if isinstance(v, dict)}
-        for k, v in inst.items():
-            if not isinstance(v, dict):
-                lines.append(f"{k} = {toml_value(v)}")
-        for k, table in nested.items():
-            lines.append(f"[instruments.{k}]")
-            lines.extend(f"{kk} = {toml_value(vv)}" for kk, vv in table.items())
-        lines.append("")
+    data: dict[str, Any] = {"daemon": {"data_dir": str(data_dir), **(daemon or {})}, "journal": journal}
+    if instruments:  # none: ``extra`` may bring [[instruments]] tables of its own
+        data["instruments"] = instruments
+    text = tomli_w.dumps(data)
     if "[api]" not in extra:
         # Test daemons keep the local API off unless a test asks for it (on port 0), so
         # parallel daemons never contend for the default port.
         extra += "\n[api]\nenabled = false\n"
-    return "\n".join(lines) + "\n" + extra
+    return text + "\n" + extra
 
 
 def make_config(

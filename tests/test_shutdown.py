@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from daq import supervision
 from daq.config.load import parse_config
@@ -21,7 +22,7 @@ from daq.forward.forwarder import ForwardService
 from daq.supervision import EXIT_TASK_FAILED
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc
-from tests.helpers import config_text, toml_value, wait_until
+from tests.helpers import config_text, wait_until
 from tests.test_forward import wait_server_matches
 from tests.victoria import Victoria, victoria_server
 
@@ -34,7 +35,7 @@ def vm(tmp_path: Path) -> Iterator[Victoria]:
 def _sink(url: str, **extra: object) -> str:
     settings = {"name": "central", "kind": "influxdb", "url": url, "org": "o", "bucket": "b",
                 "batch_size": 5000, "max_age_s": 30.0, "precision": "ms", **extra}  # fmt: skip
-    return "[[sinks]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
+    return tomli_w.dumps({"sinks": [settings]})
 
 
 def _with_sink(data_dir: Path, inst: list[dict[str, Any]], sink: str) -> str:
