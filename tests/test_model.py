@@ -24,3 +24,24 @@ def test_with_seq_equals_replace_and_keeps_every_field() -> None:
     assert all(
         getattr(got, f.name) is getattr(r, f.name) for f in dataclasses.fields(Reading) if f.name != "seq"
     )
+
+
+def test_the_written_out_constructor_matches_the_fields() -> None:
+    import inspect
+
+    params = list(inspect.signature(Reading.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(Reading)
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        expected = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
+        assert p.default == expected, p.name
+    r = Reading("dc1", "activity", 1.0, "MBq", Quality.GOOD, 1, 2)
+    assert [getattr(r, f.name) for f in fields] == ["dc1", "activity", 1.0, "MBq", Quality.GOOD, 1, 2,
+                                                     None, None, None, None, None, 0]  # fmt: skip
+    try:
+        r.value = 2.0  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("a reading must stay frozen")
+    assert dataclasses.replace(r, seq=3) == r.with_seq(3)

@@ -100,50 +100,131 @@ _DOUBLE = struct.Struct(">d")
 
 _NULL_V2 = b"N" + _LEN.pack(0)
 _FLOAT_V2 = b"f" + _LEN.pack(_DOUBLE.size)
+# Tag and length of every integer's decimal digits an int64 can have (at most 20 characters),
+# looked up rather than packed: the writer encodes five or six integers per reading.
+_INT_V2 = tuple(b"i" + _LEN.pack(n) for n in range(21))
+# Encoded text columns, kept by value: instrument, channel and unit names repeat on every
+# reading. Bounded; emptied when full (a cache, never a source of truth).
+_TEXT_V2: dict[str, bytes] = {}
+_TEXT_V2_MAX = 4096
+_TEXT_V2_CACHED_LEN = 64
+
+
+def _text_v2(v: str) -> bytes:
+    data = v.encode()
+    seg = b"s" + _LEN.pack(len(data)) + data
+    if len(data) <= _TEXT_V2_CACHED_LEN:
+        if len(_TEXT_V2) >= _TEXT_V2_MAX:
+            _TEXT_V2.clear()
+        _TEXT_V2[v] = seg
+    return seg
+
+
+def _encode_v2(parts: list[bytes], values: tuple[Any, ...], real_at: int) -> None:
+    """Append the version 2 encoding of ``values`` to ``parts``; the column at index
+    ``real_at`` (-1: none) is a REAL column and is encoded as a float whatever number it holds."""
+    # Written for speed (the journal writer encodes every row): exact type checks first, the
+    # common types in the order they occur, no call per column beyond the encoding itself.
+    append = parts.append
+    texts = _TEXT_V2
+    ints = _INT_V2
+    pack = _LEN.pack
+    for index, v in enumerate(values):
+        t = type(v)
+        if index == real_at and v is not None:
+            append(_FLOAT_V2)
+            append(_DOUBLE.pack(float(v)))
+        elif t is str:
+            seg = texts.get(v)
+            append(seg if seg is not None else _text_v2(v))
+        elif t is int:
+            data = b"%d" % v
+            n = len(data)
+            append(ints[n] if n <= 20 else b"i" + pack(n))
+            append(data)
+        elif v is None:
+            append(_NULL_V2)
+        elif t is float:
+            append(_FLOAT_V2)
+            append(_DOUBLE.pack(v))
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            data = bytes(v)
+            append(b"b" + pack(len(data)))
+            append(data)
+        elif isinstance(v, int):  # a bool (SQLite stores and returns 0 or 1) or an IntEnum
+            data = b"%d" % int(v)
+            append(b"i" + pack(len(data)))
+            append(data)
+        elif isinstance(v, float):
+            append(_FLOAT_V2)
+            append(_DOUBLE.pack(float(v)))
+        elif isinstance(v, str):
+            append(_text_v2(str(v)))
+        else:
+            raise TypeError(f"a {t.__name__} cannot be hashed (NULL, int, float, str or bytes)")
 
 
 def typed_payload(row: tuple[Any, ...]) -> bytes:
     """Version 2: each column type-tagged and length-prefixed. A value of another type raises
     TypeError."""
-    # Written for speed (the journal writer encodes every row): one list, one join, no calls
-    # per column beyond the encoding itself.
     parts: list[bytes] = []
-    append = parts.append
-    pack = _LEN.pack
-    for v in row:
-        t = type(v)
-        if t is str:
-            data = v.encode()
-            append(b"s" + pack(len(data)) + data)
-        elif t is int:
-            data = b"%d" % v
-            append(b"i" + pack(len(data)) + data)
-        elif v is None:
-            append(_NULL_V2)
-        elif t is float:
-            append(_FLOAT_V2 + _DOUBLE.pack(v))
-        elif isinstance(v, (bytes, bytearray, memoryview)):
-            data = bytes(v)
-            append(b"b" + pack(len(data)) + data)
-        elif isinstance(v, int):  # a bool (SQLite stores and returns 0 or 1) or an IntEnum
-            data = b"%d" % int(v)
-            append(b"i" + pack(len(data)) + data)
-        elif isinstance(v, float):
-            append(_FLOAT_V2 + _DOUBLE.pack(float(v)))
-        elif isinstance(v, str):
-            data = str(v).encode()
-            append(b"s" + pack(len(data)) + data)
-        else:
-            raise TypeError(f"a {t.__name__} cannot be hashed (NULL, int, float, str or bytes)")
+    _encode_v2(parts, row, -1)
     return b"".join(parts)
 
 
+#: The readings table's one REAL column (``value``): SQLite hands an integer stored there back
+#: as a float, so it is hashed as one (text there raises ValueError: altered).
+_READING_VALUE_AT = 7
+
+
 def _reading_payload_v2(row: tuple[Any, ...]) -> bytes:
-    # ``value`` (8th) is the journal's one REAL column: SQLite hands an integer stored there
-    # back as a float, so it is hashed as one (text there raises ValueError: altered).
-    value = row[7]
-    middle = _NULL_V2 if value is None else _FLOAT_V2 + _DOUBLE.pack(float(value))
-    return typed_payload(row[:7]) + middle + typed_payload(row[8:])
+    if len(row) == 14:
+        (rid, instrument, channel, seq, acq_ns, mono_ns, device_ns, value, unit, quality, reason, raw,
+         attrs, run_id) = row  # fmt: skip
+        # The shapes canonical readings have (what the writer hashes, every reading), encoded in
+        # one expression; anything else (a row read back for verification, possibly altered)
+        # takes the general path, which gives the same bytes for these shapes (tested).
+        if (
+            type(rid) is int and type(seq) is int and type(acq_ns) is int and type(mono_ns) is int
+            and type(quality) is int and type(instrument) is str and type(channel) is str
+            and type(unit) is str and (device_ns is None or type(device_ns) is int)
+            and (value is None or type(value) is float) and (reason is None or type(reason) is str)
+            and (raw is None or type(raw) is bytes) and (attrs is None or type(attrs) is str)
+            and (run_id is None or type(run_id) is str)
+        ):  # fmt: skip
+            texts, ints = _TEXT_V2, _INT_V2
+            d_rid, d_seq, d_acq, d_mono, d_q = (
+                b"%d" % rid,
+                b"%d" % seq,
+                b"%d" % acq_ns,
+                b"%d" % mono_ns,
+                b"%d" % quality,
+            )
+            try:
+                return b"".join((
+                    ints[len(d_rid)], d_rid,
+                    texts.get(instrument) or _text_v2(instrument),
+                    texts.get(channel) or _text_v2(channel),
+                    ints[len(d_seq)], d_seq, ints[len(d_acq)], d_acq, ints[len(d_mono)], d_mono,
+                    _NULL_V2 if device_ns is None else _int_v2(device_ns),
+                    _NULL_V2 if value is None else _FLOAT_V2 + _DOUBLE.pack(value),
+                    texts.get(unit) or _text_v2(unit),
+                    ints[len(d_q)], d_q,
+                    _NULL_V2 if reason is None else (texts.get(reason) or _text_v2(reason)),
+                    _NULL_V2 if raw is None else b"b" + _LEN.pack(len(raw)) + raw,
+                    _NULL_V2 if attrs is None else (texts.get(attrs) or _text_v2(attrs)),
+                    _NULL_V2 if run_id is None else (texts.get(run_id) or _text_v2(run_id)),
+                ))  # fmt: skip
+            except IndexError:  # an integer beyond int64 (not from the writer): general path
+                pass
+    parts: list[bytes] = []
+    _encode_v2(parts, row, _READING_VALUE_AT)
+    return b"".join(parts)
+
+
+def _int_v2(v: int) -> bytes:
+    data = b"%d" % v
+    return b"i" + _LEN.pack(len(data)) + data
 
 
 def payload_for(table: str, version: int) -> Payload:

@@ -31,7 +31,7 @@ import copy
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -730,24 +730,28 @@ class Journal:
         prepared: list[_Prepared] = []
         next_id = {table: tail[0] for table, tail in self._tail.items()}
 
-        def prepare(table: str, record: Any, build: Callable[..., tuple[tuple[Any, ...], Any]]) -> None:
-            try:
-                row, canon = build(next_id[table] + 1, record, now_ns, now_mono)
-                payload = chain.payload_for(table, self._chain_version)(row)
-            except Exception as exc:
-                refused.append(_Rejected(table, record, exc))
-                return
-            next_id[table] += 1
-            prepared.append((table, row, payload, canon, record))
+        def prepare(
+            table: str, items: Iterable[Any], build: Callable[..., tuple[tuple[Any, ...], Any]]
+        ) -> None:
+            payload = chain.payload_for(table, self._chain_version)
+            rid = next_id[table]
+            add = prepared.append
+            for record in items:
+                try:
+                    row, canon = build(rid + 1, record, now_ns, now_mono)
+                    data = payload(row)
+                except Exception as exc:
+                    refused.append(_Rejected(table, record, exc))
+                    continue
+                rid += 1
+                add((table, row, data, canon, record))
+            next_id[table] = rid
 
-        for r in readings:
-            prepare("readings", r, _reading_row)
-        for e in events:
-            prepare("events", e, _event_row)
-        for a in audits:
-            prepare("audit", a, _audit_row)
+        prepare("readings", readings, _reading_row)
+        prepare("events", events, _event_row)
+        prepare("audit", audits, _audit_row)
         for table, values in records:
-            prepare(table, values, _generic_row)
+            prepare(table, (values,), _generic_row)
 
         tails = dict(self._tail)
         conn.execute("BEGIN")
