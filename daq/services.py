@@ -39,7 +39,7 @@ def build_services(ctx: ServiceContext) -> list[Service]:
         notifier = systemd_service(ctx)
         if notifier is not None:
             services.append(notifier)
-    from daq.forward.forwarder import service as forward_service
+    from daq.forward.service import service as forward_service
 
     forward = forward_service(ctx)
     if forward is not None:

@@ -28,7 +28,9 @@ from daq.config.load import Config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.forward.config import InfluxSink
-from daq.forward.forwarder import ForwardService, InfluxForwarder, _retry_after_s, sink_token
+from daq.forward.forwarder import InfluxForwarder
+from daq.forward.service import ForwardService, sink_token
+from daq.forward.writer import retry_after_s
 from daq.journal import Journal, JournalReader
 from daq.model import Quality, Reading
 from daq.secrets import resolve_secret
@@ -550,10 +552,10 @@ async def test_unformattable_reading_is_quarantined_without_being_sent(data_dir:
 
 
 def test_retry_after_parsing() -> None:
-    assert _retry_after_s("12", 0.0) == 12.0
-    assert _retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
-    assert _retry_after_s("garbage", 0.0) is None
-    assert _retry_after_s(None, 0.0) is None
+    assert retry_after_s("12", 0.0) == 12.0
+    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
+    assert retry_after_s("garbage", 0.0) is None
+    assert retry_after_s(None, 0.0) is None
 
 
 async def test_escaping_and_same_timestamp_readings_through_the_real_server(

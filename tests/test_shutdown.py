@@ -18,7 +18,7 @@ import tomli_w
 from daq import supervision
 from daq.config.load import parse_config
 from daq.daemon import Daemon
-from daq.forward.forwarder import ForwardService
+from daq.forward.service import ForwardService
 from daq.supervision import EXIT_TASK_FAILED
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc

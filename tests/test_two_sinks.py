@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from daq.daemon import Daemon
-from daq.forward.forwarder import ForwardService
+from daq.forward.service import ForwardService
 from daq.forward.status import status_file
 from daq.journal import JournalReader
 from daq.journal.journal import JOURNAL_FILE
