@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from daq.clock import ManualClock
 from daq.errors import JournalError
-from daq.journal import Journal, JournalReader, verify_journal
+from daq.journal import Journal, JournalReader, batch, verify_journal
 from daq.model import InstrumentEvent, Quality, Reading
 
 NOW = 1_700_000_000_000_000_000
@@ -239,7 +239,7 @@ async def test_an_unexpected_writer_error_is_logged_once_counted_and_retried(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = await open_journal(data_dir)
-    real_commit = journal._commit
+    real_commit = batch.commit
     failures = iter([RuntimeError("a bug in the writer"), RuntimeError("a bug in the writer")])
 
     def flaky(*args: Any) -> Any:
@@ -248,7 +248,7 @@ async def test_an_unexpected_writer_error_is_logged_once_counted_and_retried(
             raise exc
         return real_commit(*args)
 
-    monkeypatch.setattr(journal, "_commit", flaky)
+    monkeypatch.setattr(batch, "commit", flaky)
     try:
         with capture_logs() as logs:
             journal.append(reading(0))

@@ -10,16 +10,23 @@ readings are dropped *and counted*, and an explicit ``overflow`` event is journa
 count and time span as soon as a commit succeeds again: never a silent gap.
 
 Every record is put in canonical form (:mod:`daq.canonical`) by the writer just before it is
-hashed, so what SQLite gives back re-hashes to the same chain. The writer never stops on
-one record: a record that still cannot be encoded or stored is taken out of its batch and a
-``rejected_record`` event, holding an always-encodable account of it and of the error, is
-journaled in its place; the rest of the batch commits. An unexpected exception in the
+hashed, so what SQLite gives back re-hashes to the same chain. One batch is committed by
+:func:`daq.journal.batch.commit`, which never stops on one record: a record that still cannot
+be encoded or stored is taken out of its batch and a ``rejected_record`` event, holding an
+always-encodable account of it and of the error, is journaled in its place; the rest of the
+batch commits. An unexpected exception in the
 writer is logged (once per cause), counted in :attr:`Journal.writer_errors` and retried;
 only an unrecoverable one (the database connection or the writer thread gone) ends the
 writer, loudly: logged, :attr:`Journal.fatal` set, every waiter failed and the
 :meth:`Journal.on_fatal` callbacks called. Commit hooks and subscribers run after the
 commit, each isolated: one that raises is logged once per cause and counted in
 :attr:`Journal.hook_errors`.
+
+This module is longer than most (about 700 lines) because :class:`Journal` is one state
+machine: the pending buffer, its overflow accounting, the writer loop's retry and failure
+states and the waiters of :meth:`Journal.flush` all read and change the same fields; what
+does not touch them (the batch commit, the schema, the chain, anchors, reading back) lives
+in the package's other modules.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import copy
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,7 +46,7 @@ from typing import Any
 from daq import canonical
 from daq.clock import Clock
 from daq.errors import JournalError
-from daq.journal import chain, codec
+from daq.journal import batch, chain, codec
 from daq.journal.anchors import Anchors, anchor_at_close
 from daq.journal.schema import CHAINED, migrate
 from daq.journal.settings import JournalSection
@@ -52,22 +59,6 @@ log = get_logger("daq.journal")
 JOURNAL_FILE = "journal.sqlite3"
 #: Seconds :meth:`Journal.close` waits for the writer's last commit by default.
 CLOSE_TIMEOUT_S = 10.0
-#: Longest text of a refused record kept in its ``rejected_record`` event (the rest is counted).
-REJECTED_TEXT_MAX = 65_536
-
-#: Errors of the database as a whole (disk full or failing, locked, corrupt): the batch is
-#: kept and retried. Any other error while storing one row belongs to that row.
-_DATABASE_ERRORS = (sqlite3.OperationalError,)
-
-_INSERT: dict[str, str] = {
-    "readings": "INSERT INTO readings (id, instrument, channel, seq, acq_ns, mono_ns, device_ns, "
-    "value, unit, quality, reason, raw, attrs, run_id, hash) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    "events": "INSERT INTO events (id, instrument, kind, ts_ns, mono_ns, detail, raw, hash) "
-    "VALUES (?,?,?,?,?,?,?,?)",
-    "audit": "INSERT INTO audit (id, ts_ns, mono_ns, actor, action, subject, detail, run_id, hash) "
-    "VALUES (?,?,?,?,?,?,?,?,?)",
-}
 
 
 def dumps(obj: Mapping[str, Any] | None) -> str | None:
@@ -136,33 +127,6 @@ class _Overflow:
         self.count = 0
         self.first_ns = ts
         self.last_ns = ts
-
-
-class _Rejected:
-    """A record refused by the writer: what it was and why (becomes a ``rejected_record`` event)."""
-
-    __slots__ = ("error", "record", "table")
-
-    def __init__(self, table: str, record: Any, error: BaseException) -> None:
-        self.table = table
-        self.record = record
-        self.error = error
-
-
-def _database_wide(exc: BaseException) -> bool:
-    """An error of the database as a whole (full or failing disk, lock, corruption), not of
-    one row: the batch is kept and retried."""
-    return (
-        isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError)
-        or type(exc) is sqlite3.DatabaseError
-    )
-
-
-def _unrecoverable(exc: BaseException) -> bool:
-    """The writer cannot go on: its connection is closed or its thread pool shut down."""
-    if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
-        return True
-    return isinstance(exc, RuntimeError) and "shutdown" in str(exc)
 
 
 def _cause(exc: BaseException) -> tuple[str, str]:
@@ -560,7 +524,7 @@ class Journal:
             except JournalError:
                 raise  # a commit failure at close: close() reports it
             except Exception as exc:
-                if _unrecoverable(exc):
+                if batch.unrecoverable(exc):
                     self._die(exc)
                     return
                 self.writer_errors += 1
@@ -609,9 +573,12 @@ class Journal:
         if n:
             started = time.perf_counter()
             try:
-                committed, refused = await loop.run_in_executor(
-                    self._executor, self._commit, readings, events, audits, records
-                )
+                now = (self.clock.time_ns(), self.clock.monotonic_ns())
+                tails, committed, refused = await loop.run_in_executor(
+                    self._executor, batch.commit, self._conn, self._tail, self._chain_version, now,
+                    readings, events, audits, records,
+                )  # fmt: skip
+                self._tail = tails
             except Exception as exc:
                 # Keep the batch (in order, ahead of newer data) and retry: the disk may be
                 # full or busy. Overflow accounting bounds memory meanwhile.
@@ -619,7 +586,7 @@ class Journal:
                 self._events[:0] = events
                 self._audits[:0] = audits
                 self._records[:0] = records
-                if not isinstance(exc, sqlite3.Error) or _unrecoverable(exc):
+                if not isinstance(exc, sqlite3.Error) or batch.unrecoverable(exc):
                     raise
                 if self.error is None:
                     log.error("journal commit failed; retrying", error=str(exc), path=str(self.path))
@@ -667,7 +634,7 @@ class Journal:
                 fut.set_result(None)
         return self._closing and not self.pending
 
-    def _account_refused(self, refused: list[_Rejected]) -> None:
+    def _account_refused(self, refused: list[batch.Rejected]) -> None:
         """After a commit that refused records (event loop): count, log once per cause, and
         give back the ids of generic records that were never used."""
         for rej in refused:
@@ -681,113 +648,6 @@ class Journal:
                     "journal refused a record; kept as a rejected_record event (logged once per cause)",
                     table=rej.table, error=canonical.safe_repr(rej.error),
                 )  # fmt: skip
-
-    def _rejected_event(self, rej: _Rejected, now_ns: int, now_mono: int) -> InstrumentEvent:
-        """The ``rejected_record`` event standing for a refused record: built from text that
-        always encodes (escaped reprs), the raw frame kept as it came."""
-        rec = rej.record
-        instrument = getattr(rec, "instrument", None)
-        raw = getattr(rec, "raw", None)
-        shown = canonical.safe_repr(rec)
-        detail: dict[str, Any] = {
-            "table": rej.table,
-            "error_type": type(rej.error).__name__,
-            "error": canonical.safe_str(rej.error),
-            "record": shown[:REJECTED_TEXT_MAX],
-        }
-        if len(shown) > REJECTED_TEXT_MAX:
-            detail["record_chars"] = len(shown)
-        seq = getattr(rec, "seq", None)
-        if isinstance(seq, int) and seq:
-            detail["seq"] = seq
-        return InstrumentEvent(
-            instrument=instrument if isinstance(instrument, str) else "journal",
-            kind=EventKind.REJECTED_RECORD,
-            ts_ns=now_ns,
-            mono_ns=now_mono,
-            detail=detail,
-            raw=bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else None,
-        )
-
-    def _commit(
-        self,
-        readings: list[Reading],
-        events: list[InstrumentEvent],
-        audits: list[canonical.AuditEntry],
-        records: list[tuple[str, tuple[Any, ...]]],
-    ) -> tuple[list[Reading], list[_Rejected]]:
-        """Canonicalise, hash and insert one batch in one transaction (on the journal thread).
-
-        Returns the readings as journaled and the records refused (each stored as a
-        ``rejected_record`` event instead). A database-wide error propagates (batch retried).
-        """
-        conn = self._conn
-        if conn is None:
-            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        now_ns, now_mono = self.clock.time_ns(), self.clock.monotonic_ns()
-        refused: list[_Rejected] = []
-        # One prepared row per record, ids assigned in order (see _Prepared).
-        prepared: list[_Prepared] = []
-        next_id = {table: tail[0] for table, tail in self._tail.items()}
-
-        def prepare(
-            table: str, items: Iterable[Any], build: Callable[..., tuple[tuple[Any, ...], Any]]
-        ) -> None:
-            payload = chain.payload_for(table, self._chain_version)
-            rid = next_id[table]
-            add = prepared.append
-            for record in items:
-                try:
-                    row, canon = build(rid + 1, record, now_ns, now_mono)
-                    data = payload(row)
-                except Exception as exc:
-                    refused.append(_Rejected(table, record, exc))
-                    continue
-                rid += 1
-                add((table, row, data, canon, record))
-            next_id[table] = rid
-
-        prepare("readings", readings, _reading_row)
-        prepare("events", events, _event_row)
-        prepare("audit", audits, _audit_row)
-        for table, values in records:
-            prepare(table, (values,), _generic_row)
-
-        tails = dict(self._tail)
-        conn.execute("BEGIN")
-        try:
-            try:
-                stored = _insert_fast(conn, prepared, tails)
-            except Exception as exc:
-                if _database_wide(exc) or _unrecoverable(exc):
-                    raise
-                # One row failed: roll back and store row by row, refusing the failing ones.
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN")
-                tails = dict(self._tail)
-                stored = _insert_slow(conn, prepared, tails, refused, self._chain_version)
-            # Each refused record's stand-in goes into the events chain after the batch.
-            for rej in refused:
-                try:
-                    row, _ = _event_row(tails["events"][0] + 1, self._rejected_event(rej, now_ns, now_mono),
-                                        now_ns, now_mono)  # fmt: skip
-                    _insert_one(conn, "events", row, tails, self._chain_version)
-                except Exception as exc:
-                    if _database_wide(exc) or _unrecoverable(exc):
-                        raise
-                    minimal = InstrumentEvent(
-                        "journal", EventKind.REJECTED_RECORD, now_ns, now_mono,
-                        {"table": rej.table, "error_type": type(rej.error).__name__},
-                    )  # fmt: skip
-                    row, _ = _event_row(tails["events"][0] + 1, minimal, now_ns, now_mono)
-                    _insert_one(conn, "events", row, tails, self._chain_version)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._tail = tails
-        return [item[3] for item in stored if item[0] == "readings"], refused
 
     # -- sink cursors (the outbox) ---------------------------------------------------------
 
@@ -824,22 +684,6 @@ class Journal:
         return self._tail.get("readings", (0, b""))[0]
 
 
-# -- rows (on the journal thread) ---------------------------------------------------------
-
-#: (table, row without its hash, the row's payload, the canonical reading or None, the record as given)
-_Prepared = tuple[str, tuple[Any, ...], bytes, Any, Any]
-
-
-def _insert_sql(table: str) -> str:
-    sql = _INSERT.get(table)
-    if sql is None:
-        cols = CHAINED[table]
-        sql = _INSERT[table] = (
-            f"INSERT INTO {table} ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})"
-        )
-    return sql
-
-
 def _snapshot(detail: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """A deep copy of an audit detail (a shallow one if it holds something that cannot be
     copied; canonicalisation then deals with it in the writer)."""
@@ -853,78 +697,3 @@ def _snapshot(detail: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 def _safe_name(fn: Any) -> str:
     return canonical.text(getattr(fn, "__qualname__", None) or canonical.safe_repr(fn))
-
-
-def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], Reading]:
-    c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
-    return codec.row(rid, c), c
-
-
-def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
-    c = canonical.event(e, now_ns=now_ns, now_mono_ns=now_mono)
-    return (rid, c.instrument, c.kind, c.ts_ns, c.mono_ns, _dumps(c.detail), c.raw), None
-
-
-def _audit_row(rid: int, a: canonical.AuditEntry, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
-    c = canonical.audit(a, now_ns=now_ns, now_mono_ns=now_mono)
-    return (rid, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, _dumps(c.detail), c.run_id), None
-
-
-def _generic_row(
-    rid: int, values: tuple[Any, ...], now_ns: int, now_mono: int
-) -> tuple[tuple[Any, ...], None]:
-    return (rid, *map(canonical.column, values[1:])), None
-
-
-def _insert_one(
-    conn: sqlite3.Connection,
-    table: str,
-    row: tuple[Any, ...],
-    tails: dict[str, tuple[int, bytes]],
-    version: int,
-) -> None:
-    """Insert ``row`` as the next row of ``table`` (renumbered and re-hashed if needed)."""
-    rid, h = tails[table]
-    if row[0] != rid + 1:
-        row = (rid + 1, *row[1:])
-    h = chain.link(h, chain.payload_for(table, version)(row))
-    conn.execute(_insert_sql(table), (*row, h))
-    tails[table] = (rid + 1, h)
-
-
-def _insert_fast(
-    conn: sqlite3.Connection, prepared: list[_Prepared], tails: dict[str, tuple[int, bytes]]
-) -> list[_Prepared]:
-    """The whole batch, one ``executemany`` per table (the usual case)."""
-    by_table: dict[str, list[tuple[Any, ...]]] = {}
-    for table, row, payload, _, _ in prepared:
-        h = chain.link(tails[table][1], payload)
-        by_table.setdefault(table, []).append((*row, h))
-        tails[table] = (row[0], h)
-    for table, rows in by_table.items():
-        conn.executemany(_insert_sql(table), rows)
-    return prepared
-
-
-def _insert_slow(
-    conn: sqlite3.Connection,
-    prepared: list[_Prepared],
-    tails: dict[str, tuple[int, bytes]],
-    refused: list[_Rejected],
-    version: int,
-) -> list[_Prepared]:
-    """Row by row after a row failed: a failing row is refused, the chain goes on without it."""
-    stored = []
-    for item in prepared:
-        table, row, _, _, record = item
-        saved = tails[table]
-        try:
-            _insert_one(conn, table, row, tails, version)
-        except Exception as exc:
-            if _database_wide(exc) or _unrecoverable(exc):
-                raise
-            tails[table] = saved
-            refused.append(_Rejected(table, record, exc))
-            continue
-        stored.append(item)
-    return stored
