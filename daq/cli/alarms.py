@@ -13,11 +13,14 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from daq.api.client import DEFAULT_API, default_api, get_json
 from daq.cli.argtypes import DATA_DIR_ENV
+from daq.cli.following import follow_stream
+from daq.clock import Clock
 from daq.timefmt import human
 
 NAME = "alarms"
@@ -95,40 +98,35 @@ def transition_line(t: dict[str, Any]) -> str:
     )
 
 
-def follow_alarms(api: str, out: TextIO, *, as_json: bool, deadline: float | None) -> None:
+def follow_alarms(
+    api: str,
+    out: TextIO,
+    *,
+    as_json: bool,
+    deadline: float | None,
+    err: TextIO = sys.stderr,
+    clock: Clock | None = None,
+    pause: Callable[[float], None] = time.sleep,
+) -> None:
     """Print the daemon's alarm transitions until ``deadline`` (monotonic) or forever,
-    reconnecting with a backoff while the daemon does not answer."""
-    from daq.api.client import ApiUnavailable, stream
+    reconnecting with the one backoff while the daemon does not answer
+    (:func:`daq.cli.following.follow_stream`)."""
 
-    backoff, down = 0.5, False
-    while deadline is None or time.monotonic() < deadline:
-        timeout = 20.0 if deadline is None else min(20.0, deadline - time.monotonic())
-        if timeout <= 0:
-            return
-        try:
-            for obj in stream(api, [], timeout=max(timeout, 0.05), path="/api/alarms/stream"):
-                if down:
-                    print(f"daq tail: reconnected to {api}", file=sys.stderr, flush=True)
-                    down = False
-                backoff = 0.5
-                if obj.get("type") == "alarm":
-                    print(
-                        json.dumps(obj, separators=(",", ":")) if as_json else transition_line(obj),
-                        file=out,
-                        flush=True,
-                    )
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-            raise ApiUnavailable(f"{api} ended the alarm stream")
-        except ApiUnavailable as exc:
-            if deadline is not None and time.monotonic() >= deadline - 0.05:
-                return
-            if not down:
-                print(f"daq tail: {exc}; retrying", file=sys.stderr, flush=True)
-                down = True
-        pause = backoff if deadline is None else min(backoff, max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
-        backoff = min(5.0, backoff * 2)
+    def handle(obj: dict[str, Any]) -> None:
+        if obj.get("type") == "alarm":
+            line = json.dumps(obj, separators=(",", ":")) if as_json else transition_line(obj)
+            print(line, file=out, flush=True)
+
+    follow_stream(
+        api,
+        handle,
+        path="/api/alarms/stream",
+        what="the alarm stream",
+        deadline=deadline,
+        err=err,
+        clock=clock,
+        pause=pause,
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """``daq tail``: follow live readings from the running daemon, in aligned columns.
 
 ``--since 5m`` first replays the journal's recent readings. When the daemon goes away
-(a restart), tail says so once, retries with a capped backoff, and on reconnecting asks for
+(a restart), tail says so once, retries with the one capped backoff, and on reconnecting asks for
 everything committed after the last reading it showed (``since_id``, its journal id), so
 nothing committed in between is missed and nothing is shown twice.
 """
@@ -13,22 +13,20 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, TextIO
 
-from daq.api.client import ApiUnavailable, default_api, get_json, stream
+from daq.api.client import ApiUnavailable, default_api, get_json
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.cli.argtypes import seconds
+from daq.cli.following import follow_stream
+from daq.clock import Clock
 from daq.errors import DaqError
 from daq.physics import display_activity
 from daq.timefmt import human
 
 NAME = "tail"
 HELP = "follow live readings from the running daemon (optionally replaying the last minutes first)"
-
-BACKOFF_INITIAL_S = 0.5
-BACKOFF_CAP_S = 5.0
-#: Longest silence on the stream before the daemon counts as gone (it sends heartbeats more often).
-STREAM_SILENCE_S = 20.0
 
 
 def _duration(text: str) -> float:
@@ -166,58 +164,45 @@ def follow(
     *,
     deadline: float | None = None,
     err: TextIO = sys.stderr,
+    clock: Clock | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Print readings until ``deadline`` (monotonic) or forever, reconnecting as needed."""
+    """Print readings until ``deadline`` (monotonic) or forever, reconnecting as needed
+    (:func:`daq.cli.following.follow_stream`)."""
     started_ns = time.time_ns()
     seen: dict[str, int] = {}
     last_ns: int | None = None
     #: Journal id of the last reading shown: a reconnect resumes right after it (acquisition
     #: times are not monotonic in commit order, journal ids are).
     last_id: int | None = None
-    backoff = BACKOFF_INITIAL_S
-    down = False
-    while deadline is None or time.monotonic() < deadline:
-        params = flt.as_params()
+
+    def params(down: bool) -> list[tuple[str, str]]:
+        out = flt.as_params()
         if last_id is not None:
-            params.append(("since_id", str(last_id)))
+            out.append(("since_id", str(last_id)))
         elif last_ns is not None:
-            params.append(("since_ns", str(last_ns)))
+            out.append(("since_ns", str(last_ns)))
         elif since_ns is not None:
-            params.append(("since_ns", str(since_ns)))
+            out.append(("since_ns", str(since_ns)))
         elif down:
-            params.append(("since_ns", str(started_ns)))
-        # The read timeout bounds silence: never past --duration, so a quiet filter ends on time.
-        timeout = STREAM_SILENCE_S if deadline is None else min(STREAM_SILENCE_S, deadline - time.monotonic())
-        if timeout <= 0:
+            out.append(("since_ns", str(started_ns)))
+        return out
+
+    def handle(obj: dict[str, Any]) -> None:
+        nonlocal last_ns, last_id
+        if obj.get("type") != "reading":
             return
-        try:
-            for obj in stream(api, params, timeout=max(timeout, 0.05)):
-                if down:
-                    print(f"daq tail: reconnected to {api}", file=err, flush=True)
-                    down = False
-                backoff = BACKOFF_INITIAL_S
-                if obj.get("type") == "reading":
-                    inst, seq = obj["instrument"], obj["seq"]
-                    if seq <= seen.get(inst, 0):
-                        continue  # already shown (a replay overlaps what came live)
-                    seen[inst] = seq
-                    last_ns = obj["acq_ns"] if last_ns is None else max(last_ns, obj["acq_ns"])
-                    rid = obj.get("id")
-                    if isinstance(rid, int):
-                        last_id = rid if last_id is None else max(last_id, rid)
-                    printer.show(obj)
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-            raise ApiUnavailable(f"{api} ended the stream")
-        except ApiUnavailable as exc:
-            if deadline is not None and time.monotonic() >= deadline - 0.05:
-                return  # the silence was --duration running out, not a lost daemon
-            if not down:
-                print(f"daq tail: {exc}; retrying", file=err, flush=True)
-                down = True
-        pause = backoff if deadline is None else min(backoff, max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
-        backoff = min(BACKOFF_CAP_S, backoff * 2)
+        inst, seq = obj["instrument"], obj["seq"]
+        if seq <= seen.get(inst, 0):
+            return  # already shown (a replay overlaps what came live)
+        seen[inst] = seq
+        last_ns = obj["acq_ns"] if last_ns is None else max(last_ns, obj["acq_ns"])
+        rid = obj.get("id")
+        if isinstance(rid, int):
+            last_id = rid if last_id is None else max(last_id, rid)
+        printer.show(obj)
+
+    follow_stream(api, handle, params=params, deadline=deadline, err=err, clock=clock, pause=pause)
 
 
 def main(args: argparse.Namespace) -> int:
