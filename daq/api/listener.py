@@ -12,8 +12,9 @@ The API is served from one listening socket whose connections this module admits
 - **An idle timeout**: a keep-alive connection idle for ``idle_timeout_s`` is closed (aiohttp's
   keep-alive timeout, which also runs from the accept).
 - **Quiet back-off** when ``accept()`` fails for want of resources (``EMFILE``, ``ENFILE``,
-  ``ENOBUFS``, ``ENOMEM``): one warning per episode, counted, then retries from 50 ms doubling
-  to 1 s; asyncio's own server would log a traceback for every failed accept.
+  ``ENOBUFS``, ``ENOMEM``): one warning per episode, counted, then retries with the one backoff
+  (:class:`daq.backoff.Backoff`, from 50 ms doubling to 1 s, on the injected clock); asyncio's own
+  server would log a traceback for every failed accept.
 
 Request sizes are limited where the application is built (:func:`daq.api.app.make_app`):
 the body by ``max_body_bytes``, request and header lines by aiohttp's parser limits.
@@ -31,6 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
+from daq.backoff import Backoff
+from daq.clock import Clock, SystemClock
 from daq.logs import get_logger
 
 log = get_logger("daq.api")
@@ -71,9 +74,16 @@ class Listener:
     """Accepts connections for one aiohttp :class:`web.Server` (see the module docstring)."""
 
     def __init__(
-        self, server: web.Server, sock: socket.socket, *, max_connections: int, header_timeout_s: float
+        self,
+        server: web.Server,
+        sock: socket.socket,
+        *,
+        max_connections: int,
+        header_timeout_s: float,
+        clock: Clock | None = None,
     ):
         self.server = server
+        self.clock = clock if clock is not None else SystemClock()
         self.sock = sock
         self.max_connections = connection_cap(max_connections)
         self.header_timeout_s = header_timeout_s
@@ -107,7 +117,7 @@ class Listener:
         """Accept until cancelled; an error other than resource starvation is raised (the
         task tree restarts the API)."""
         loop = asyncio.get_running_loop()
-        delay = BACKOFF_INITIAL_S
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_CAP_S)
         while True:
             try:
                 conn, _ = await loop.sock_accept(self.sock)
@@ -116,20 +126,19 @@ class Listener:
                     raise
                 self.accept_failures += 1
                 if self._starved_since is None:
-                    self._starved_since = time.monotonic()
+                    self._starved_since = self.clock.monotonic_ns() / 1e9
                     log.warning(
                         "api cannot accept connections; backing off",
                         error=exc.strerror or str(exc),
                         connections=len(self.server.connections),
                     )
-                await asyncio.sleep(delay)
-                delay = min(BACKOFF_CAP_S, delay * 2)
+                await backoff.wait(self.clock)
                 continue
-            delay = BACKOFF_INITIAL_S
+            backoff.reset()
             if self._starved_since is not None:
                 log.info(
                     "api accepts connections again",
-                    starved_s=round(time.monotonic() - self._starved_since, 3),
+                    starved_s=round(self.clock.monotonic_ns() / 1e9 - self._starved_since, 3),
                     failed_accepts=self.accept_failures,
                 )
                 self._starved_since = None

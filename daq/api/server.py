@@ -151,6 +151,7 @@ class ApiService:
             sock,
             max_connections=self.settings.max_connections,
             header_timeout_s=self.settings.header_timeout_s,
+            clock=self.clock,
         )
         self.error = None
         host = self.settings.listen
