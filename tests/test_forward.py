@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import itertools
 import json
 import math
+import random
 import ssl
 import subprocess
 import sys
@@ -23,7 +25,8 @@ from typing import Any, Self
 import pytest
 from aiohttp import web
 
-from daq.clock import SystemClock
+from daq.backoff import Backoff
+from daq.clock import ManualClock, SystemClock
 from daq.config.load import Config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
@@ -427,12 +430,12 @@ async def test_5xx_and_429_retry_the_identical_body_and_honour_retry_after(data_
     headers = server.requests[0][0]
     assert headers["Content-Encoding"] == "gzip"
     assert headers["Authorization"] == "Token t0ken"
-    # Back-off: 0.5 doubling (with +-10 % jitter), Retry-After honoured as given.
+    # Back-off: 0.5 doubling (jitter only shortens a wait), Retry-After honoured as given.
     assert clock.sleeps[2] == 7.0
     for got, nominal in zip(
         [clock.sleeps[0], clock.sleeps[1], clock.sleeps[3]], [0.5, 1.0, 4.0], strict=True
     ):
-        assert nominal * 0.89 <= got <= nominal * 1.11
+        assert nominal * 0.8 <= got <= nominal
     assert len(server.accepted) == 50
     assert fwd.retries == 4
     assert fwd.last_error is not None
@@ -447,8 +450,61 @@ async def test_backoff_is_capped(data_dir: Path) -> None:
             await wait_until(lambda: fwd.cursor == 50)
         finally:
             await close_forwarder(journal, fwd)
-    assert max(clock.sleeps) <= 2.0 * 1.1
-    assert clock.sleeps[-1] >= 2.0 * 0.9
+    assert max(clock.sleeps) <= 2.0  # jitter never lengthens a wait past the cap
+    assert clock.sleeps[-1] >= 2.0 * 0.8
+
+
+class TimedServer(ScriptedServer):
+    """A scripted server noting when each request arrives on the forwarder's injected clock."""
+
+    def __init__(self, clock: ManualClock, script: list[tuple[int, dict[str, str]]]):
+        super().__init__(script)
+        self.clock = clock
+        self.arrivals_s: list[float] = []
+
+    async def _write(self, request: web.Request) -> web.Response:
+        self.arrivals_s.append(self.clock.monotonic_ns() / 1e9)
+        return await super()._write(request)
+
+
+async def test_retry_waits_follow_the_one_backoff_on_the_injected_clock(data_dir: Path) -> None:
+    # Nothing sleeps for real: the ManualClock moves only by the waits of the forwarder, so the
+    # time between two requests is exactly the wait before the second.
+    script = [(503, {}), (500, {}), (429, {"Retry-After": "7"}), (502, {}), (401, {}), (503, {}), (503, {})]
+    clock = ManualClock()
+    async with TimedServer(clock, script) as server:
+        journal = await Journal.open(data_dir, clock=clock)
+        await fill(journal, 50, channels=("activity",))
+        fwd = InfluxForwarder(
+            make_sink(server.url), journal, site="s", cell="c", kinds={}, clock=clock, rng=random.Random(7)
+        )
+        await fwd.start()
+        try:
+            await wait_until(lambda: fwd.cursor == 50)
+        finally:
+            await close_forwarder(journal, fwd)
+    waits = [b - a for a, b in itertools.pairwise(server.arrivals_s)]
+    # The same back-off (0.5 s doubling to the 8 s cap, jitter only shortening) with the same
+    # random numbers; each retry is one attempt, whatever it waits.
+    same = Backoff(0.5, 8.0, rng=random.Random(7))
+    jittered = [same.next_delay() for _ in script]
+    # (The clock counts whole nanoseconds.)
+    assert waits == pytest.approx(
+        [
+            jittered[0],  # 503: 0.5 s, shortened by up to 20 %
+            jittered[1],  # 500: 1 s
+            7.0,  # 429: Retry-After exactly, as the server asked
+            jittered[3],  # 502: 4 s
+            8.0,  # 401: the alarm retries exactly at the cap
+            jittered[5],  # 503: capped at 8 s
+            jittered[6],
+        ],
+        abs=1e-8,
+    )
+    nominal = [0.5, 1.0, 7.0, 4.0, 8.0, 8.0, 8.0]
+    assert all(0.8 * n - 1e-8 <= w <= n + 1e-8 for w, n in zip(waits, nominal, strict=True))
+    assert fwd.retries == len(script)
+    assert len(server.accepted) == 50
 
 
 async def test_auth_failure_raises_one_alarm_and_retries_at_the_cap(data_dir: Path) -> None:

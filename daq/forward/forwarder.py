@@ -25,12 +25,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from daq.backoff import Backoff
 from daq.clock import Clock
 from daq.errors import JournalError
 from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import LineFormatter
 from daq.forward.outbox import Batch, OutboxReader
-from daq.forward.policy import Accepted, Rejected, settle
+from daq.forward.policy import Accepted, Rejected, retry_wait, settle
 from daq.forward.status import SinkStatus, status_file, write_status_file
 from daq.forward.writer import InfluxWriter, safe_url
 from daq.journal.anchors import SINK_ANCHOR_EVERY_S
@@ -80,6 +81,9 @@ class InfluxForwarder:
         self.journal = journal
         self.clock = clock
         self.rng = rng or random.Random()
+        #: Retries of one request body, and of a batch meeting a server fault.
+        self._retry = Backoff(sink.backoff_initial_s, sink.backoff_cap_s, rng=self.rng)
+        self._fault = Backoff(sink.backoff_initial_s, sink.backoff_cap_s, rng=self.rng)
         self.writer = InfluxWriter(sink, clock=clock, token=token)
         formatter = LineFormatter(
             site=site, cell=cell, kinds=kinds, resolution_ns=RESOLUTION_NS[sink.precision]
@@ -98,7 +102,6 @@ class InfluxForwarder:
         self._drain_over = False
         #: A line this server accepted (see :func:`daq.forward.policy.settle`).
         self._witness: str | None = None
-        self._fault_delay = sink.backoff_initial_s
 
     # -- figures ---------------------------------------------------------------------------
 
@@ -351,10 +354,9 @@ class InfluxForwarder:
                 f"points refused although not shown to be at fault (server fault): {fault.message}",
             )
             self.health.retries += 1
-            await self._pause(self._fault_delay * (1.0 + 0.2 * (self.rng.random() - 0.5)))
-            self._fault_delay = min(self.sink.backoff_cap_s, self._fault_delay * 2)
+            await self._pause(self._fault.next_delay())
             return False
-        self._fault_delay = self.sink.backoff_initial_s
+        self._fault.reset()
         if result.accepted:
             self.health.acknowledged(result.accepted)
         for index, refusal in result.poison:
@@ -376,7 +378,7 @@ class InfluxForwarder:
 
     async def _send(self, body: bytes) -> Accepted | Rejected:
         """POST ``body`` until the server accepts or refuses it, backing off meanwhile."""
-        delay = self.sink.backoff_initial_s
+        self._retry.reset()
         while True:
             self.health.sending()
             outcome = await self.writer.post(body)
@@ -385,18 +387,10 @@ class InfluxForwarder:
                 return outcome
             if isinstance(outcome, Rejected):
                 return outcome
-            wait, jittered = delay, True
             if outcome.alarm:
                 assert outcome.status is not None
                 self.health.raise_alarm(outcome.status, outcome.message.partition(": ")[2])
-                wait, jittered = self.sink.backoff_cap_s, False
             else:
-                if outcome.after_s is not None:
-                    wait, jittered = min(outcome.after_s, self.sink.retry_after_max_s), False
                 self.health.outage(outcome.message)
             self.health.retries += 1
-            if jittered:
-                # +-10 %: forwarders of many lines restarting together do not retry in step.
-                wait *= 1.0 + 0.2 * (self.rng.random() - 0.5)
-            await self._pause(wait)
-            delay = min(self.sink.backoff_cap_s, delay * 2)
+            await self._pause(retry_wait(outcome, self._retry, retry_after_max_s=self.sink.retry_after_max_s))

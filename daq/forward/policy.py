@@ -16,12 +16,19 @@ while the witness is accepted right after is poison. A server that refuses every
 witness, or the witness refused too) or that recovers meanwhile (the point accepted on its
 second try) is a server fault: nothing is quarantined, the batch is retried with back-off and
 the sink is in alarm.
+
+How long to wait before a retry is decided here too (:func:`retry_wait`), on the project's one
+back-off (:class:`daq.backoff.Backoff`: doubling to the cap, jitter only shortening a delay);
+the waits an operator is promised are exact: an alarm retries at the cap, a ``Retry-After`` is
+honoured as given (up to the sink's ``retry_after_max_s``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+
+from daq.backoff import Backoff
 
 #: Statuses meaning "the server refuses these points" (isolate, then maybe quarantine).
 REJECTED = frozenset({400, 413, 422})
@@ -68,6 +75,21 @@ def classify(status: int, message: str, after_s: float | None = None) -> Outcome
     if 400 <= status < 500 and status not in TRANSIENT:
         return Retry(text, status, alarm=True)
     return Retry(text, status or None, after_s=after_s if status == 429 else None)
+
+
+def retry_wait(outcome: Retry, backoff: Backoff, *, retry_after_max_s: float) -> float:
+    """Seconds to wait before sending the same body again after ``outcome``.
+
+    Every retry counts as one attempt of ``backoff`` (so the back-off after a ``Retry-After``
+    goes on from where it was), but only a plain retry waits its jittered delay: an alarm waits
+    exactly the cap ("retrying at the cap", as the operator is told) and a 429's ``Retry-After``
+    exactly what the server asked, cut to ``retry_after_max_s``."""
+    delay = backoff.next_delay()
+    if outcome.alarm:
+        return backoff.cap_s
+    if outcome.after_s is not None:
+        return min(outcome.after_s, retry_after_max_s)
+    return delay
 
 
 @dataclass(slots=True)
