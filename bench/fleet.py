@@ -128,6 +128,7 @@ class Cell:
     daemon: subprocess.Popen[bytes] | None = None
     config: Path | None = None
     marks: dict[str, Any] = field(default_factory=dict)
+    stopping: bool = False  # the daemon has been sent its SIGTERM
 
     @property
     def journal(self) -> Path:
@@ -151,6 +152,7 @@ class Cell:
     def start_daemon(self, config: Path | None = None) -> None:
         log = (self.directory / "daemon.log").open("ab")
         try:
+            self.stopping = False
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "daq", "run", "--config", str(config or self.config)],
                 stdout=log,
@@ -159,9 +161,17 @@ class Cell:
         finally:
             log.close()
 
-    def stop_daemon(self) -> int:
+    def signal_daemon(self) -> None:
+        """Ask the daemon to stop (one SIGTERM: a second one would cut its shutdown short)
+        without waiting for it; :meth:`stop_daemon` waits."""
         assert self.daemon is not None
-        self.daemon.send_signal(signal.SIGTERM)
+        if not self.stopping:
+            self.stopping = True
+            self.daemon.send_signal(signal.SIGTERM)
+
+    def stop_daemon(self) -> int:
+        self.signal_daemon()
+        assert self.daemon is not None
         try:
             return self.daemon.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -169,11 +179,15 @@ class Cell:
             self.daemon.wait()
             return -9
 
+    def close_simulators(self) -> None:
+        """Tell the simulators to stop (their stdin closes) without waiting for them."""
+        if self.sims is not None and self.sims.stdin is not None and not self.sims.stdin.closed:
+            self.sims.stdin.close()
+
     def stop_simulators(self) -> None:
         if self.sims is None:
             return
-        assert self.sims.stdin is not None
-        self.sims.stdin.close()
+        self.close_simulators()
         try:
             self.sims.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -431,7 +445,12 @@ def run_fleet(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # 3. stop; deliver what each journaled after its last acknowledged batch
         time.sleep(args.tail_s)
         phase("measured")
+        # Every cell is told to stop before any is waited for: the fleet stops together.
+        for c in cells:
+            c.signal_daemon()
         exits = [c.stop_daemon() for c in cells]
+        for c in cells:
+            c.close_simulators()
         for c in cells:
             c.stop_simulators()
         phase("stop")
