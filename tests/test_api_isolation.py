@@ -1,5 +1,7 @@
 """A stalled live client (connected, never reading) does not slow acquisition or the journal:
-it is dropped, and a client that reads keeps getting every reading."""
+its subscription of the live feed overflows into a gap (holding nothing), its socket is
+dropped once it accepts nothing for ``client_write_timeout_s``, and a client that reads keeps
+getting every reading."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def closed_by_server(s: socket.socket, timeout: float = 30) -> bool:
 
 
 async def test_stalled_client_is_dropped_and_acquisition_unaffected(data_dir: Path) -> None:
-    api = "client_queue = 2000\nclient_write_timeout_s = 60\n"
+    api = "client_queue = 100\nclient_write_timeout_s = 4\n"
     async with running_daemon(data_dir, interval_s=0.001, api=api) as (daemon, url, _):
         svc = daemon.services["api"]
         assert isinstance(svc, ApiService)
@@ -71,28 +73,32 @@ async def test_stalled_client_is_dropped_and_acquisition_unaffected(data_dir: Pa
                     if obj["type"] == "reading":
                         received.append(obj["seq"])
 
+        journal = daemon.journal
+        assert journal is not None
         reading_client = asyncio.create_task(reader(), name="reading-client")
         try:
-            await wait_until(lambda: len(svc.hub.clients) == 1)
+            await wait_until(lambda: len(svc.live.clients) == 1)
             base_rate, base_commits = await measure(daemon, 3.0)
             assert base_rate > 100, base_rate
 
             stalled = await asyncio.to_thread(stalled_client, port)
             try:
-                await wait_until(lambda: len(svc.hub.clients) == 2)
+                await wait_until(lambda: len(svc.live.clients) == 2)
                 before = len(received)
                 stall_rate, stall_commits = await measure(daemon, 3.0)
-                await wait_until(lambda: svc.hub.dropped_total == 1, timeout=60)
+                # Far more than client_queue readings were committed meanwhile: the stalled
+                # client's subscription overflowed into a gap instead of growing.
+                assert journal.feed.overflows >= 1
+                assert all(sub.pending <= 100 for sub in svc.live.clients)
+                await wait_until(lambda: svc.live.dropped_total == 1, timeout=30)
                 assert await asyncio.to_thread(closed_by_server, stalled)
             finally:
                 stalled.close()
             after_rate, _ = await measure(daemon, 1.0)
-            assert len(svc.hub.clients) == 1  # the reading client stays
+            assert len(svc.live.clients) == 1  # the reading client stays
         finally:
             reading_client.cancel()
             await asyncio.gather(reading_client, return_exceptions=True)
-        journal = daemon.journal
-        assert journal is not None
         print(
             f"readings/s: {base_rate:.0f} before, {stall_rate:.0f} while stalled, {after_rate:.0f} after; "
             f"commits/s {base_commits:.1f} / {stall_commits:.1f}; lag max {svc.lag.max_s * 1000:.1f} ms"

@@ -13,6 +13,7 @@ from daq.cli import main
 from daq.clock import ManualClock, SystemClock
 from daq.config.load import JournalSection
 from daq.journal import Journal, JournalReader, verify_journal
+from daq.journal.feed import FeedBatch, Gap, read_range
 from daq.model import Quality, Reading
 
 
@@ -150,22 +151,33 @@ async def test_overflow_is_recorded_not_silent(data_dir: Path) -> None:
     assert overflow[0]["instrument"] == "dc1"
 
 
-async def test_subscribers_get_committed_batches_and_slow_ones_drop(data_dir: Path) -> None:
+async def test_feed_subscribers_get_committed_batches_and_a_slow_one_a_gap_by_id(data_dir: Path) -> None:
     journal = await Journal.open(data_dir, clock=SystemClock())
-    fast = journal.subscribe(maxsize=100)
-    slow = journal.subscribe(maxsize=1)
+    fast = journal.feed.subscribe(100, "fast")
+    slow = journal.feed.subscribe(15, "slow")
     for batch in range(3):
         for i in range(10):
             journal.append(reading(batch * 10 + i))
         await journal.flush()
-    got = []
-    while not fast.queue.empty():
-        got.extend(await fast.get())
-    assert len(got) == 30
-    assert slow.dropped == 20
+    got = [r for item in fast.take() if isinstance(item, FeedBatch) for r in item.records()]
+    assert [rec.id for rec in got] == list(range(1, 31))
+    assert [rec.reading.seq for rec in got] == list(range(1, 31))
+    # The slow one holds at most 15: the second batch would pass that, so it and the first
+    # became a gap (the ids to read back from the journal); the third queued after the gap.
+    gap, third = slow.take()
+    assert isinstance(gap, Gap)
+    assert isinstance(third, FeedBatch)
+    assert (gap.after_id, gap.last_id, gap.missed) == (0, 20, 20)
+    assert [rec.id for rec in third.records()] == list(range(21, 31))
+    assert slow.gaps == 1
+    assert journal.feed.overflows == 1
+    with JournalReader(data_dir) as r:
+        back = read_range(r.conn, gap.after_id, last_id=gap.last_id, limit=100)
+    assert [rec.reading for rec in back + third.records()] == [rec.reading for rec in got]
     fast.close()
     slow.close()
     await journal.close()
+    assert not journal.feed.subscriptions
 
 
 async def test_status_json_counts(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

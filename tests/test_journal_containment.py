@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from daq.clock import ManualClock
 from daq.errors import JournalError
 from daq.journal import Journal, JournalReader, batch, verify_journal
+from daq.journal.feed import FeedBatch
 from daq.model import InstrumentEvent, Quality, Reading
 
 NOW = 1_700_000_000_000_000_000
@@ -203,12 +204,12 @@ async def test_a_raising_commit_hook_or_subscriber_does_not_stop_the_writer(data
     def broken(readings: list[Reading]) -> None:
         raise RuntimeError("hook bug")
 
-    class BrokenSubscriber:
-        def offer(self, batch: list[Reading]) -> None:
-            raise ValueError("subscriber bug")
+    def broken_offer(batch: FeedBatch) -> None:
+        raise ValueError("subscriber bug")
 
     journal.on_commit(broken)
-    journal._subscribers.append(BrokenSubscriber())  # type: ignore[arg-type]
+    sub = journal.feed.subscribe(100, "broken")
+    sub.offer = broken_offer  # type: ignore[method-assign]
     journal.on_commit(lambda rs: seen.extend(r.seq for r in rs))
     try:
         with capture_logs() as logs:

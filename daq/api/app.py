@@ -9,8 +9,10 @@ Endpoints (JSON unless stated):
 ``GET /api/status``             instruments (state, last value per channel and its age,
                                 reconnects), the journal (size, commits), sinks (backlog, last
                                 error), the active run, alarms, each service's status
-``GET /api/readings``           readings from the journal: ``since`` (``5m``) or ``since_ns``,
-                                ``instrument``, ``channel`` (glob), ``quality``, ``limit``
+``GET /api/readings``           readings from the journal: ``since`` (``5m``) or ``since_ns``
+                                (the newest ``limit``), or ``since_id`` (a journal id: the
+                                oldest ``limit`` after it; ``last_id`` continues), ``instrument``,
+                                ``channel`` (glob), ``quality``
 ``GET /api/stream``             live readings, NDJSON or server-sent events (``format=sse`` or
                                 ``Accept: text/event-stream``), same filters; ``since`` /
                                 ``since_ns`` replay the journal first; ``since_id`` (a journal
@@ -29,6 +31,7 @@ alarms come from :mod:`daq.status`, never from the supervisors directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Protocol
 
@@ -41,7 +44,7 @@ from daq.api.config import ApiSection
 from daq.api.control import add_run_routes
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.guard import dumps_json, json_error
-from daq.api.stream import StreamHub, query_journal, row_json, serve_stream
+from daq.api.stream import LiveClients, query_journal, records_json, serve_stream
 from daq.context import AlarmControl, RunControl
 from daq.journal.journal import Journal
 from daq.status import StatusBoard
@@ -56,7 +59,7 @@ class ApiParts(Protocol):
     settings: ApiSection
     journal: Journal
     board: StatusBoard
-    hub: StreamHub
+    live: LiveClients
     counters: metrics.CommitCounters
     lag: metrics.LagSampler
     auth: BearerAuth | None
@@ -97,12 +100,17 @@ def _query_since(request: web.Request, now_ns: int, default: str | None) -> int 
     return since
 
 
-def _query_since_id(request: web.Request) -> int | None:
-    """``since_id``: the journal id of the last reading a client saw (0 for all)."""
+def _query_since_id(request: web.Request, *, last_event_id: bool = False) -> int | None:
+    """``since_id``: the journal id of the last reading a client saw (0 for all); for the
+    stream, a browser's ``Last-Event-ID`` header (sent when an ``EventSource`` reconnects)
+    stands for it when the query has none."""
     text = request.query.get("since_id")
+    name = "since_id"
+    if text is None and last_event_id:
+        text, name = request.headers.get("Last-Event-ID"), "Last-Event-ID"
     if text is None:
         return None
-    return guard.int_param("since_id", text, 0, 2**63 - 1, "a journal id (0 or more)")
+    return guard.int_param(name, text, 0, 2**63 - 1, "a journal id (0 or more)")
 
 
 def make_app(parts: ApiParts) -> web.Application:
@@ -134,7 +142,7 @@ def make_app(parts: ApiParts) -> web.Application:
             board.journal,
             svc.counters,
             svc.lag,
-            svc.hub,
+            svc.live,
             board.sinks(),
             now,
             svc.alarms.counts() if svc.alarms is not None else None,
@@ -151,23 +159,25 @@ def make_app(parts: ApiParts) -> web.Application:
     async def readings(request: web.Request) -> web.Response:
         now = svc.now_ns()
         flt = _query_filter(request)
-        since = _query_since(request, now, "5m")
-        assert since is not None
-        # limit: the newest N readings; at least 1 (0 or a negative number is refused, not
-        # read as "all"); more than replay_limit is cut to replay_limit.
+        # since_id pages forward by journal id (the oldest readings after it first); without
+        # it, the newest readings acquired since ``since`` (5 minutes by default).
+        since_id = _query_since_id(request)
+        since = None if since_id is not None else _query_since(request, now, "5m")
+        # limit: at least 1 (0 or a negative number is refused, not read as "all"); more than
+        # replay_limit is cut to replay_limit.
         asked = request.query.get("limit", "10000")
         limit = guard.int_param("limit", asked, 1, 2**63 - 1, "a number of readings")
         limit = min(limit, settings.replay_limit)
-        rows, truncated = await asyncio.get_running_loop().run_in_executor(
+        answer = await asyncio.get_running_loop().run_in_executor(
             None,
-            lambda: query_journal(
-                svc.journal.data_dir, since_ns=since, flt=flt, scan_limit=settings.replay_limit
+            functools.partial(
+                query_journal, svc.journal.data_dir, flt=flt, scan_limit=settings.replay_limit,
+                since_ns=since or 0, since_id=since_id, limit=limit,
             ),
-        )
-        if len(rows) > limit:
-            rows, truncated = rows[-limit:], True
-        body = b'{"readings":[' + b",".join(row_json(r) for r in rows) + b'],"truncated":'
-        body += b"true}" if truncated else b"false}"
+        )  # fmt: skip
+        body = b'{"readings":[' + b",".join(records_json(answer.records)) + b'],"truncated":'
+        body += b"true" if answer.truncated else b"false"
+        body += b',"last_id":%d}' % answer.last_id
         return web.Response(body=body, content_type="application/json")
 
     @routes.get("/api/stream")
@@ -175,14 +185,14 @@ def make_app(parts: ApiParts) -> web.Application:
         now = svc.now_ns()
         flt = _query_filter(request)
         since = _query_since(request, now, None)
-        since_id = _query_since_id(request)
+        since_id = _query_since_id(request, last_event_id=True)
         fmt = request.query.get("format")
         if fmt not in (None, "sse", "ndjson"):
             raise json_error(web.HTTPBadRequest, "format: expected sse or ndjson")
         sse = fmt == "sse" or (fmt is None and "text/event-stream" in request.headers.get("Accept", ""))
         return await serve_stream(
             request,
-            hub=svc.hub,
+            clients=svc.live,
             data_dir=svc.journal.data_dir,
             flt=flt,
             since_ns=since,

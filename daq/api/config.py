@@ -25,8 +25,9 @@ class ApiSection(StrictModel):
     the token comes from the environment variable ``token_env`` or the systemd credential
     ``token_credential``. Without either, run control over the API is disabled.
     ``client_queue`` bounds, in readings, what a live-stream client may have waiting; a client
-    that falls that far behind (or whose socket accepts nothing for ``client_write_timeout_s``)
-    is disconnected, never waited for.
+    that falls that far behind gets a gap marker and the readings it missed from the journal
+    (never waited for); one whose socket accepts nothing for ``client_write_timeout_s`` is
+    disconnected.
     """
 
     enabled: bool = True

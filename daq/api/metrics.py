@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from daq.model import Quality, Reading
 
 if TYPE_CHECKING:
-    from daq.api.stream import StreamHub
+    from daq.api.stream import LiveClients
     from daq.journal.journal import Journal
 
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -140,7 +140,7 @@ def render(
     j: Journal,
     counters: CommitCounters,
     lag: LagSampler,
-    hub: StreamHub,
+    live: LiveClients,
     sinks: dict[str, dict[str, Any]],
     now_ns: int,
     alarms: Mapping[str, int] | None = None,
@@ -246,11 +246,17 @@ def render(
         "daq_event_loop_lag_seconds", "How late the event loop woke a 250 ms sleeper.", lag.histogram
     )
     out.family("daq_event_loop_lag_max_seconds", "gauge", "Largest event-loop lag seen.", [({}, lag.max_s)])
-    out.family("daq_api_stream_clients", "gauge", "Connected live-stream clients.", [({}, len(hub.clients))])
+    out.family("daq_api_stream_clients", "gauge", "Connected live-stream clients.", [({}, len(live.clients))])
     out.family(
         "daq_api_stream_dropped_total",
         "counter",
-        "Live-stream clients disconnected for falling behind or not reading.",
-        [({}, hub.dropped_total)],
+        "Live-stream clients disconnected because their socket accepted nothing for too long.",
+        [({}, live.dropped_total)],
+    )
+    out.family(
+        "daq_api_stream_gaps_total",
+        "counter",
+        "Times a live-stream client fell behind the live feed and was sent the readings from the journal.",
+        [({}, live.gaps_total)],
     )
     return out.text()

@@ -3,7 +3,8 @@ application of :mod:`daq.api.app` (its endpoints are listed there; run control i
 :mod:`daq.api.control`, status from :mod:`daq.status`).
 
 The API never blocks acquisition: journal queries run on worker threads with their own
-read-only connections, live clients have bounded queues (:mod:`daq.api.stream`), and if the
+read-only connections, live clients read bounded subscriptions of the journal's live feed
+(:mod:`daq.api.stream`), and if the
 port cannot be bound the daemon keeps acquiring while the service retries.
 """
 
@@ -23,7 +24,7 @@ from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.guard import json_error
 from daq.api.listener import Listener, listening_socket
-from daq.api.stream import StreamHub
+from daq.api.stream import LiveClients
 from daq.context import AlarmControl, RunControl
 from daq.logs import get_logger
 from daq.model import Reading
@@ -95,12 +96,12 @@ class ApiService:
         self.alarm_feed = AlarmFeed()
         if alarms is not None:
             alarms.on_transition(self.alarm_feed.publish)
-        self.hub = StreamHub(lambda: journal.last_batch_first_id)
+        #: Clients of the live stream, each a subscription of the journal's live feed.
+        self.live = LiveClients(journal.feed)
         # Registered now (services are built before the supervisors start), so the counters
-        # see every reading; both hooks only append or add, never wait.
+        # see every reading; the hook only adds, never waits.
         self.counters = metrics.CommitCounters(journal)
         journal.on_commit(_guarded(self.counters, "metrics"))
-        journal.on_commit(_guarded(self.hub.publish, "live stream"))
         self.lag = metrics.LagSampler()
         self.auth: BearerAuth | None = None
         self.runner: web.AppRunner | None = None
@@ -185,7 +186,7 @@ class ApiService:
                 listener.close()
 
     async def stop(self) -> None:
-        self.hub.close_all()
+        self.live.close_all()
         self.alarm_feed.close_all()
         if self._serving is not None:
             self._serving.cancel()
@@ -202,8 +203,9 @@ class ApiService:
             "url": self.url,
             "error": self.error,
             "connections": self.listener.status() if self.listener is not None else None,
-            "stream_clients": len(self.hub.clients),
-            "stream_dropped": self.hub.dropped_total,
+            "stream_clients": len(self.live.clients),
+            "stream_dropped": self.live.dropped_total,
+            "stream_gaps": self.live.gaps_total,
             "control": "enabled" if self.auth and self.auth.enabled else "disabled",
         }
 

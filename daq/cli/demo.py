@@ -24,6 +24,9 @@ from daq.cli.argtypes import seconds
 from daq.config.load import Config, load_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
+from daq.journal.codec import ReadingRecord
+from daq.journal.feed import FeedBatch, read_range
+from daq.journal.journal import connect
 from daq.journal.reader import JournalReader
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
@@ -239,14 +242,27 @@ class LivePrinter:
 
 
 async def _print_live(daemon: Daemon, printer: LivePrinter) -> None:
-    assert daemon.journal is not None
-    sub = daemon.journal.subscribe(maxsize=10_000)
+    """Print what the journal commits, from its live feed; readings the printer fell behind on
+    (a gap) are read back from the journal, so none is left out."""
+    journal = daemon.journal
+    assert journal is not None
+    with journal.feed.subscribe(10_000, "demo printer") as sub:
+        while not sub.closed:
+            for item in await sub.get():
+                if isinstance(item, FeedBatch):
+                    for r in item.readings:
+                        printer.show(r)
+                    continue
+                for rec in await asyncio.to_thread(_journal_range, journal.path, item.after_id, item.last_id):
+                    printer.show(rec.reading)
+
+
+def _journal_range(path: Path, after_id: int, last_id: int) -> list[ReadingRecord]:
+    conn = connect(path, read_only=True)
     try:
-        while True:
-            for r in await sub.get():
-                printer.show(r)
+        return read_range(conn, after_id, last_id=last_id, limit=last_id - after_id)
     finally:
-        sub.close()
+        conn.close()
 
 
 async def start_simulators(cfg: Config, *, seed: int) -> tuple[Config, list[tuple[str, SimSpec, Listener]]]:

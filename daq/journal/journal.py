@@ -18,9 +18,9 @@ batch commits. An unexpected exception in the
 writer is logged (once per cause), counted in :attr:`Journal.writer_errors` and retried;
 only an unrecoverable one (the database connection or the writer thread gone) ends the
 writer, loudly: logged, :attr:`Journal.fatal` set, every waiter failed and the
-:meth:`Journal.on_fatal` callbacks called. Commit hooks and subscribers run after the
-commit, each isolated: one that raises is logged once per cause and counted in
-:attr:`Journal.hook_errors`.
+:meth:`Journal.on_fatal` callbacks called. Commit hooks and the live feed (:attr:`Journal.feed`,
+:mod:`daq.journal.feed`) get each committed batch after the commit, each isolated: one that
+raises is logged once per cause and counted in :attr:`Journal.hook_errors`.
 
 This module is longer than most (about 700 lines) because :class:`Journal` is one state
 machine: the pending buffer, its overflow accounting, the writer loop's retry and failure
@@ -48,6 +48,7 @@ from daq.clock import Clock
 from daq.errors import JournalError
 from daq.journal import batch, chain, codec
 from daq.journal.anchors import Anchors, anchor_at_close
+from daq.journal.feed import Feed
 from daq.journal.schema import CHAINED, migrate
 from daq.journal.settings import JournalSection
 from daq.logs import get_logger
@@ -95,31 +96,6 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class Subscription:
-    """A bounded feed of committed readings for a live consumer.
-
-    A consumer that falls behind loses *its copy* of whole batches (counted in ``dropped``);
-    the journal and every other consumer are unaffected.
-    """
-
-    def __init__(self, journal: Journal, maxsize: int):
-        self._journal = journal
-        self.queue: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize)
-        self.dropped = 0
-
-    def offer(self, batch: list[Reading]) -> None:
-        try:
-            self.queue.put_nowait(batch)
-        except asyncio.QueueFull:
-            self.dropped += len(batch)
-
-    async def get(self) -> list[Reading]:
-        return await self.queue.get()
-
-    def close(self) -> None:
-        self._journal.unsubscribe(self)
-
-
 class _Overflow:
     __slots__ = ("count", "first_ns", "last_ns")
 
@@ -164,7 +140,8 @@ class Journal:
         self._appended = 0
         self._committed = 0
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-        self._subscribers: list[Subscription] = []
+        #: Committed readings for live consumers (daq.journal.feed): subscribe there.
+        self.feed = Feed()
         self._commit_hooks: list[Callable[[list[Reading]], None]] = []
         #: Each chain's head written down now and then (daq.journal.anchors).
         self.anchors = Anchors(self)
@@ -187,7 +164,7 @@ class Journal:
         self.overflowed = 0
         #: Records refused by the writer (each journaled as a ``rejected_record`` event).
         self.rejected = 0
-        #: Exceptions raised by commit hooks and subscribers (isolated; the writer goes on).
+        #: Exceptions raised by commit hooks and the live feed (isolated; the writer goes on).
         self.hook_errors = 0
         #: Unexpected exceptions in the writer loop (logged once per cause, retried).
         self.writer_errors = 0
@@ -282,6 +259,7 @@ class Journal:
         else:
             self._executor.shutdown(wait=False)
         self._fail_waiters(JournalError("journal closed before commit"))
+        self.feed.close()
 
     def _anchor_at_close_sync(self) -> None:
         if self._conn is None:
@@ -450,15 +428,6 @@ class Journal:
 
     # -- consumers ---------------------------------------------------------------------
 
-    def subscribe(self, maxsize: int = 1000) -> Subscription:
-        sub = Subscription(self, maxsize)
-        self._subscribers.append(sub)
-        return sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        with contextlib.suppress(ValueError):
-            self._subscribers.remove(sub)
-
     def on_commit(self, hook: Callable[[list[Reading]], None]) -> None:
         """Call ``hook(readings)`` on the event loop after each successful commit with the
         readings as journaled (canonical). A hook that raises is logged and counted; the
@@ -483,8 +452,7 @@ class Journal:
                 )  # fmt: skip
 
     def _notify(self, readings: list[Reading]) -> None:
-        for sub in list(self._subscribers):
-            self._isolated("subscriber", sub.offer, readings)
+        self._isolated("live feed", self.feed.publish, self.last_batch_first_id, readings)
         for hook in list(self._commit_hooks):
             self._isolated("commit hook", hook, readings)
 
