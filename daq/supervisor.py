@@ -23,7 +23,7 @@ from daq.logs import get_logger
 from daq.model import SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
 from daq.supervision import fault_point
 from daq.transport import overdue
-from drivers.base import Capability, Deadline, Driver
+from drivers.base import Capability, Deadline, Driver, Duty
 
 log = get_logger("daq.supervisor")
 
@@ -49,6 +49,27 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class DutyGrid:
+    """When each of a driver's duties is next due, on a fixed grid from connect."""
+
+    def __init__(self, duties: list[Duty], connected_ns: int):
+        self.duties = duties
+        self.due = [connected_ns + int(d.first_s * 1e9) for d in duties]
+
+    def next_due(self) -> int | None:
+        return min(self.due, default=None)
+
+    def take_due(self, now: int) -> list[Duty]:
+        out = []
+        for i, duty in enumerate(self.duties):
+            if now >= self.due[i]:
+                every = int(duty.every_s * 1e9)
+                # The next slot after now: slots that passed while something else ran are skipped.
+                self.due[i] += ((now - self.due[i]) // every + 1) * every
+                out.append(duty)
+        return out
 
 
 class Supervisor:
@@ -97,6 +118,8 @@ class Supervisor:
         self._retrying = False
         self._reminded_ns = 0
         self._failed_attempts = 0
+        #: Set when the driver's silence limit changed while a wait was under way.
+        self._rearm = False
 
     # -- journaling helpers -----------------------------------------------------------
 
@@ -270,12 +293,87 @@ class Supervisor:
         return None
 
     async def _stream(self) -> None:
-        while True:
-            _raise_if_cancelled()
-            readings = await self._read_once()
+        """Read a streaming or subscription driver, owning its silence limit and duties.
+
+        Each wait for ``read()`` is bounded by the earlier of the driver's silence limit
+        (counted from the last time ``read()`` returned) and the next duty; a duty coming due
+        cancels the wait (``read()`` may be cancelled while waiting), runs, and the wait
+        resumes with the same silence deadline. A silence past the limit is a ``timeout``
+        gap and a reconnect, unless the timer fired late because the process stood still."""
+        driver = self.driver
+        loop = asyncio.get_running_loop()
+        duties = DutyGrid(driver.duties(), self.clock.monotonic_ns())
+        heard = self.clock.monotonic_ns()
+        waiting: list[asyncio.Timeout] = []
+
+        def rearm() -> None:
+            # The limit changed (a scan started): wake the wait so the limit is asked again.
+            self._rearm = True
+            for cm in waiting:
+                cm.reschedule(loop.time())
+
+        self._rearm = False
+        driver.on_cadence_change = rearm
+        try:
+            while True:
+                _raise_if_cancelled()
+                await self._run_duties(duties)
+                if self._rearm:
+                    self._rearm, heard = False, self.clock.monotonic_ns()
+                limit_s = driver.silence_limit_s()
+                silent_at = None if limit_s is None else heard + int(limit_s * 1e9)
+                wake_at = min((t for t in (silent_at, duties.next_due()) if t is not None), default=None)
+                wait_s = None if wake_at is None else max(0.0, (wake_at - self.clock.monotonic_ns()) / 1e9)
+                started = loop.time()
+                done = False
+                readings: list[Reading] | None = None
+                try:
+                    async with asyncio.timeout(wait_s) as cm:
+                        waiting.append(cm)
+                        readings = await self._read_once()
+                        done = True
+                except TimeoutError:
+                    if not cm.expired():
+                        raise
+                finally:
+                    waiting.clear()
+                if done:
+                    heard = self.clock.monotonic_ns()
+                    if readings:
+                        self._store(readings)
+                    fault_point(self.component)
+                    continue
+                if self._rearm:
+                    continue
+                if wait_s is not None and overdue(loop, started, wait_s):
+                    # The process stood still (SIGSTOP, a paused host): that time was not the
+                    # instrument's silence. What it sent meanwhile waits in the link.
+                    heard = self.clock.monotonic_ns()
+                    continue
+                if limit_s is not None and wake_at == silent_at:
+                    raise ReadTimeout(driver.silenced(limit_s))
+        finally:
+            driver.on_cadence_change = None
+
+    async def _run_duties(self, duties: DutyGrid) -> None:
+        """Run the driver's duties that are due, each within its own deadline; readings are
+        stored, frame and device errors recorded, a timeout is the link's (it reconnects)."""
+        for duty in duties.take_due(self.clock.monotonic_ns()):
+            deadline = Deadline.after(self.clock, duty.timeout_s)
+            try:
+                async with asyncio.timeout(duty.timeout_s):
+                    async with self.io_lock:
+                        readings = await duty.call(deadline)
+            except TimeoutError as exc:
+                raise ReadTimeout(f"{self.name}: {duty.name}: no answer within {duty.timeout_s:g} s") from exc
+            except ProtocolError as exc:
+                self._bad_frame(exc)
+                continue
+            except DeviceError as exc:
+                self._device_error(exc)
+                continue
             if readings:
                 self._store(readings)
-            fault_point(self.component)
 
     async def _poll(self) -> None:
         period_ns = int(self.config.period_s * 1e9)
@@ -283,6 +381,7 @@ class Supervisor:
         # Poll on a fixed monotonic grid: the period never drifts with read time, and
         # offset_s spreads instruments so they are not all woken at the same instant.
         start = self.clock.monotonic_ns() + int(self.offset_s * 1e9)
+        duties = DutyGrid(self.driver.duties(), self.clock.monotonic_ns())
         k = 0
         consecutive_timeouts = 0
         loop = asyncio.get_running_loop()
@@ -319,6 +418,8 @@ class Supervisor:
                 consecutive_timeouts = 0
             if readings:
                 self._store(readings)
+            # Between polls: a duty's time counts toward the next slot's lateness, as it should.
+            await self._run_duties(duties)
             fault_point(self.component)
             now = self.clock.monotonic_ns()
             next_k = k + 1

@@ -49,9 +49,11 @@ class Link:
         except (OSError, RuntimeError) as exc:
             raise ConnectError(f"write to {self.url} failed: {exc}") from exc
 
-    async def read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+    async def read_until(self, terminator: bytes, timeout_s: float | None) -> bytes:
         """Return the next frame including ``terminator``.
 
+        ``timeout_s`` ``None`` waits without a timer (a streaming driver, whose silence the
+        supervisor times); cancelling the wait loses nothing, the bytes stay buffered.
         Raises :class:`ReadTimeout` when no full frame arrives in time, :class:`ConnectError`
         when the link closes, and :class:`ProtocolError` (with the bytes) when more than
         :data:`MAX_FRAME` bytes arrive without a terminator, after discarding them.
@@ -68,6 +70,7 @@ class Link:
                     # (SIGSTOP, a paused host), not that the device went silent: what it sent
                     # meanwhile waits in the socket. One fresh window, starting now, reads it
                     # instead of dropping the link (and those frames) as a device fault.
+                    assert timeout_s is not None
                     if attempt == 1 and overdue(loop, started, timeout_s):
                         continue
                     raise ReadTimeout(f"no frame from {self.url} within {timeout_s:g} s") from exc

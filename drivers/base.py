@@ -15,6 +15,19 @@ It never sleeps, retries, reconnects or stores: the supervisor owns all of that.
   that does not parse (the link stays usable), :class:`~daq.errors.DeviceError` for an
   error reported by the instrument, :class:`~daq.errors.ReadTimeout` and
   :class:`~daq.errors.ConnectError` when the link is in doubt.
+- A streaming or subscription driver declares how long its instrument may stay silent:
+  :meth:`Driver.silence_limit_s` (measured from the last time ``read()`` returned; ``None``
+  while silence is normal, as for an idle scanner). The supervisor owns that timer: it bounds
+  each wait with it, turns a silence into the same ``timeout`` gap and reconnect for every
+  driver (asking :meth:`Driver.silenced` for the reason), and gives a fresh window when the
+  process, not the instrument, stood still. ``read()`` itself waits without a timer, returns
+  ``[]`` when the instrument spoke without a value (a keep-alive, a blank line), and may be
+  cancelled while waiting without losing anything. A driver whose limit changes while the
+  supervisor waits (a scan starts) calls :meth:`Driver.cadence_changed`.
+- Periodic requests beside the polls or the stream (nodes to resolve again, nodes read on a
+  grid in a subscription) are :class:`Duty` s listed by :meth:`Driver.duties`; the supervisor
+  runs them on its own grid with their deadline, stores what they return and treats their
+  errors like a read's. A driver keeps no timer of its own.
 - ``close()`` is idempotent and never raises.
 - ``channels()`` lists ``(channel, unit)`` pairs known in advance, so the supervisor can
   write a BAD record for each during a gap.
@@ -33,7 +46,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from daq.clock import Clock
@@ -80,6 +93,21 @@ class Deadline:
         return self.remaining_ns() / 1e9
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Duty:
+    """A request the supervisor makes of a driver on its own grid, beside polls or the stream.
+
+    ``call(deadline)`` returns readings to store (BAD records of what it found unavailable);
+    it is due ``first_s`` after connect, then every ``every_s`` on a fixed grid (slots that
+    passed while something else ran are skipped), and must finish within ``timeout_s``."""
+
+    name: str
+    every_s: float
+    timeout_s: float
+    call: Callable[[Deadline], Awaitable[list[Reading]]]
+    first_s: float = 0.0
+
+
 class Driver(abc.ABC):
     """Base class of every driver; see the module docstring for the contract."""
 
@@ -95,6 +123,8 @@ class Driver(abc.ABC):
         self.config = config
         self.name = config.name
         self.clock = clock
+        #: Set by the supervisor that owns this driver: called by :meth:`cadence_changed`.
+        self.on_cadence_change: Callable[[], None] | None = None
 
     @property
     def streaming(self) -> bool:
@@ -105,6 +135,28 @@ class Driver(abc.ABC):
         """``deadline``, or for a call outside a supervisor (a test, a one-off command) the
         config's ``timeout_s`` from now."""
         return deadline if deadline is not None else Deadline.after(self.clock, self.config.timeout_s)
+
+    def silence_limit_s(self) -> float | None:
+        """How long the instrument may stay silent (``read()`` not returning), from the last
+        time ``read()`` returned, before the link counts as lost; ``None``: no limit. Asked
+        before every wait of a streaming or subscription driver; polled drivers have their
+        deadline instead."""
+        return None
+
+    def silenced(self, silent_s: float) -> str:
+        """The supervisor found the instrument silent for ``silent_s``: end what the silence
+        interrupts and return the reason for the gap record (the link is then reconnected)."""
+        return f"{self.name}: nothing received for {silent_s:g} s"
+
+    def cadence_changed(self) -> None:
+        """Tell the supervisor that :meth:`silence_limit_s` changed (a scan started): it asks
+        again, counting the silence from now."""
+        if self.on_cadence_change is not None:
+            self.on_cadence_change()
+
+    def duties(self) -> list[Duty]:
+        """The periodic requests the supervisor makes of this driver while connected."""
+        return []
 
     @abc.abstractmethod
     async def connect(self) -> DeviceInfo: ...
@@ -245,6 +297,9 @@ class SerialDriver(Driver):
         merged = self.default_serial.model_dump()
         merged.update({k: v for k, v in self.config.serial.model_dump().items() if v is not None})
         return merged
+
+    def silenced(self, silent_s: float) -> str:
+        return f"{self.name}: no line for {silent_s:g} s"
 
     async def open(self) -> Link:
         if self._link is None:

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from daq.clock import Clock
 from daq.config.base import Count, PositiveSeconds, SerialInstrument, SerialSettings
-from daq.errors import ProtocolError, ReadTimeout
+from daq.errors import ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
 from daq.physics import UnknownNuclide, UnknownUnit, canonical_unit, decay_between, nuclide
 from daq.transport import Link, LinkFactory, open_link
@@ -207,7 +207,8 @@ class LineConfig(CalibratorInstrument):
     nuclide: str | None = None
     device_time_format: str | None = None
     device_tz: str = "UTC"
-    #: Silence longer than this is treated as a lost link (listening mode only).
+    #: Silence longer than this is treated as a lost link (listening mode only; the
+    #: supervisor times it).
     stale_after_s: PositiveSeconds = 10.0
 
     @field_validator("pattern")
@@ -339,13 +340,14 @@ class LineDriver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
 
+    def silence_limit_s(self) -> float | None:
+        return self.config.stale_after_s if self._request is None else None
+
     async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         cfg = self.config
         if self._request is None:
-            try:
-                raw = await self.link.read_until(self.parser.terminator, cfg.stale_after_s)
-            except ReadTimeout as exc:
-                raise ReadTimeout(f"{self.name}: no line for {cfg.stale_after_s:g} s") from exc
+            # Listening: the supervisor times the silence (silence_limit_s).
+            raw = await self.link.read_until(self.parser.terminator, None)
             if not raw.strip():
                 return []
         else:

@@ -7,7 +7,8 @@ position, and prints one line per position, ``<position in mm x 10>; <counts>`` 
 the semicolon, e.g. ``125; 48``). After the last position it prints ``end``, returns to the
 origin and waits for the next start line. A failure prints ``Error: <text>``.
 
-The driver is a streaming driver: :meth:`RtlcScannerDriver.read` waits for the next line. A
+The driver is a streaming driver: :meth:`RtlcScannerDriver.read` waits for the next line, and
+the supervisor times a silent scan (:meth:`RtlcScannerDriver.silence_limit_s`). A
 scan is started by :meth:`RtlcScannerDriver.start_scan` (the daemon's TLC service calls it);
 every position line becomes a ``counts`` reading and a ``scan_progress`` reading as it arrives,
 so the lines are journaled while the scan runs and a connection lost mid-scan loses nothing.
@@ -29,7 +30,7 @@ from pydantic import Field
 
 from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialInstrument, SerialSettings
-from daq.errors import ConnectError, DaqError, ProtocolError, ReadTimeout
+from daq.errors import ConnectError, DaqError, ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
 from daq.transport import LinkFactory, open_link
 from drivers.base import Capability, Deadline, SerialDriver
@@ -200,7 +201,6 @@ class RtlcScannerDriver(SerialDriver):
     ) -> None:
         super().__init__(config, clock, link_factory=link_factory)
         self.scan: Scan | None = None
-        self._deadline_mono = 0
 
     async def connect(self) -> DeviceInfo:
         await self.open()
@@ -257,14 +257,13 @@ class RtlcScannerDriver(SerialDriver):
         )
         # Whatever is buffered belongs to no scan of ours; it is journaled, not mixed in.
         self.scan = scan
-        self._deadline_mono = self.clock.monotonic_ns() + int(
-            (cfg.home_s + scan.dwell_s + cfg.line_margin_s) * 1e9
-        )
         try:
             await link.write(line)
         except ConnectError as exc:
             self.scan = None
             raise ConnectError(f"{self.name}: cannot start a scan: {exc}") from exc
+        # The scanner is now expected to speak (silence_limit_s): the supervisor times it.
+        self.cadence_changed()
         return scan
 
     def abort_scan(self, reason: str) -> Scan | None:
@@ -297,21 +296,28 @@ class RtlcScannerDriver(SerialDriver):
             attrs={**attrs, "error": text},
         )
 
-    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
+    def silence_limit_s(self) -> float | None:
+        """An idle scanner is silent by design. During a scan the next line is due within the
+        dwell time plus ``line_margin_s``; the first one also after ``home_s`` (the scanner
+        returns to the origin first)."""
         scan = self._active()
         if scan is None:
-            timeout = self.config.period_s
-        else:
-            timeout = max(0.001, (self._deadline_mono - self.clock.monotonic_ns()) / 1e9)
+            return None
+        cfg = self.config
+        return (0.0 if scan.positions_mm else cfg.home_s) + scan.dwell_s + cfg.line_margin_s
+
+    def silenced(self, silent_s: float) -> str:
+        scan = self._active()
+        reason = f"no line from the scanner for {silent_s:g} s"
+        if scan is None:
+            return f"{self.name}: {reason}"
+        scan.finish(self.clock.time_ns(), complete=False, reason=reason)
+        return f"{self.name}: scan {scan.scan_id}: {reason}"
+
+    async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         try:
-            raw = await self.link.read_until(b"\n", timeout)
-        except ReadTimeout as exc:
-            scan = self._active()
-            if scan is None or self.clock.monotonic_ns() < self._deadline_mono:
-                return []  # an idle scanner is silent; so is one between two lines
-            reason = f"no line from the scanner for {timeout:g} s"
-            scan.finish(self.clock.time_ns(), complete=False, reason=reason)
-            raise ReadTimeout(f"{self.name}: scan {scan.scan_id}: {reason}") from exc
+            # No timer here: the supervisor times a silent scan (silence_limit_s).
+            raw = await self.link.read_until(b"\n", None)
         except ConnectError as exc:
             self.abort_scan(f"connection lost: {exc}")
             raise
@@ -343,7 +349,6 @@ class RtlcScannerDriver(SerialDriver):
         if isinstance(line, ScanPoint):
             scan.positions_mm.append(line.position_mm)
             scan.counts.append(line.counts)
-            self._deadline_mono = mono_ns + int((scan.dwell_s + self.config.line_margin_s) * 1e9)
             out = [
                 self.reading(
                     self.COUNTS,

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from daq.clock import Clock
 from daq.config.base import PositiveSeconds, SerialSettings
-from daq.errors import ProtocolError, ReadTimeout
+from daq.errors import ProtocolError
 from daq.model import DeviceInfo, Reading
 from daq.physics import UnknownUnit, canonical_unit
 from daq.transport import LinkFactory, open_link
@@ -75,11 +75,12 @@ class Vdc404Driver(SerialDriver):
     def channels(self) -> list[tuple[str, str]]:
         return [(self.config.channel, "Bq")]
 
+    def silence_limit_s(self) -> float | None:
+        return self.config.stale_after_s
+
     async def read(self, deadline: Deadline | None = None) -> list[Reading]:
-        try:
-            raw = await self.link.read_until(b"\n", self.config.stale_after_s)
-        except ReadTimeout as exc:
-            raise ReadTimeout(f"{self.name}: no line for {self.config.stale_after_s:g} s") from exc
+        # No timer here: the supervisor times the silence (silence_limit_s).
+        raw = await self.link.read_until(b"\n", None)
         acq_ns, mono_ns = self.clock.time_ns(), self.clock.monotonic_ns()
         if not raw.strip():
             return []

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
 from daq.config.load import Config, parse_config
+
+if TYPE_CHECKING:
+    from daq.model import Reading
+    from drivers.base import Driver
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
@@ -58,3 +63,32 @@ def make_config(
     daemon: dict[str, Any] | None = None,
 ) -> Config:
     return parse_config(config_text(data_dir, instruments, extra, journal, daemon), path="test.toml")
+
+
+async def collect(
+    driver: Driver, until: Callable[[list[Reading]], bool], timeout: float = 10.0
+) -> list[Reading]:
+    """Read ``driver`` until ``until(readings)`` holds, standing in for its supervisor: polls on
+    ``period_s``, the driver's duties (node retries, polled nodes) on their grid, reads of a
+    streaming or subscription driver in between (its silence limit is not applied)."""
+    from daq.clock import SystemClock
+    from daq.supervisor import DutyGrid
+    from drivers.base import Capability, Deadline
+
+    clock = SystemClock()
+    duties = DutyGrid(driver.duties(), clock.monotonic_ns())
+    out: list[Reading] = []
+    async with asyncio.timeout(timeout):
+        while not until(out):
+            for duty in duties.take_due(clock.monotonic_ns()):
+                out.extend(await duty.call(Deadline.after(clock, duty.timeout_s)))
+            if driver.capability is Capability.POLLED:
+                out.extend(await driver.read())
+                await asyncio.sleep(driver.config.period_s)
+                continue
+            due = duties.next_due()
+            wait_s = None if due is None else max(0.0, (due - clock.monotonic_ns()) / 1e9)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    out.extend(await driver.read())
+    return out

@@ -27,14 +27,13 @@ from daq.config.load import load_config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, ConnectError
 from daq.journal import JournalReader
-from daq.model import Quality, Reading
-from drivers.base import Capability
+from daq.model import Quality
 from drivers.opcua import OpcUaConfig, OpcUaDriver
 from drivers.opcua.conversion import convert
 from drivers.opcua.security import password
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
 from simulators.synthesis import CORE_CHANNELS
-from tests.helpers import config_text, make_config, wait_until
+from tests.helpers import collect, config_text, make_config, wait_until
 
 #: The tests that talk to the shared server run in its (module-wide) event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -56,18 +55,6 @@ def opcua_config(url: str, channels: list[str] = ANALOG, **extra: Any) -> OpcUaC
     fields: dict[str, Any] = {"name": "synth1", "kind": "opcua", "url": url, "nodes": nodes}
     fields.update(extra)
     return OpcUaConfig(**fields)
-
-
-async def collect(driver: OpcUaDriver, until: Any, timeout: float = 10.0) -> list[Reading]:
-    """Read batches until ``until(readings)`` holds."""
-    out: list[Reading] = []
-    async with asyncio.timeout(timeout):
-        while not until(out):
-            out.extend(await driver.read())
-            if driver.capability is Capability.POLLED:
-                # The poll grid is the supervisor's; this loop stands in for it.
-                await asyncio.sleep(driver.config.period_s)
-    return out
 
 
 # -- against the server ----------------------------------------------------------------

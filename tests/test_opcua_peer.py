@@ -25,9 +25,8 @@ from daq.config.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
-from drivers.base import Capability
 from drivers.opcua import OpcUaConfig, OpcUaDriver
-from tests.helpers import config_text, free_port, wait_until
+from tests.helpers import collect, config_text, free_port, wait_until
 
 PEER_DIR = Path(__file__).resolve().parent / "peers" / "opcua-node"
 STEPS = {"idle": 0.0, "heat": 1.0, "cool": 2.0}
@@ -99,17 +98,6 @@ def peer_config(url: str, nodes: list[dict[str, Any]], **extra: Any) -> OpcUaCon
     return OpcUaConfig(**fields)
 
 
-async def collect(driver: OpcUaDriver, until: Any, timeout: float = 15.0) -> list[Reading]:
-    out: list[Reading] = []
-    async with asyncio.timeout(timeout):
-        while not until(out):
-            out.extend(await driver.read())
-            if driver.capability is Capability.POLLED:
-                # The poll grid is the supervisor's; this loop stands in for it.
-                await asyncio.sleep(driver.config.period_s)
-    return out
-
-
 def each(rows: list[Reading], channels: set[str], n: int) -> bool:
     return all(sum(r.channel == c for r in rows) >= n for c in channels)
 
@@ -126,7 +114,7 @@ async def test_subscription_by_node_id_and_browse_path(peer: str) -> None:
     driver = OpcUaDriver(peer_config(peer, NODES, sampling_interval_ms=50), SystemClock())
     info = await driver.connect()
     try:
-        rows = await collect(driver, lambda rs: each(rs, {"temp", "count", "flag", "step"}, 5))
+        rows = await collect(driver, lambda rs: each(rs, {"temp", "count", "flag", "step"}, 5), 15.0)
     finally:
         await driver.close()
     assert "node-opcua peer" in info.model
@@ -152,7 +140,7 @@ async def test_poll_mode_reads_every_node(peer: str) -> None:
     driver = OpcUaDriver(peer_config(peer, NODES, mode="poll", period_s=0.2, timeout_s=0.15), SystemClock())
     await driver.connect()
     try:
-        rows = await collect(driver, lambda rs: each(rs, {"temp", "count", "flag", "step"}, 3))
+        rows = await collect(driver, lambda rs: each(rs, {"temp", "count", "flag", "step"}, 3), 15.0)
     finally:
         await driver.close()
     assert all(r.quality is Quality.GOOD for r in rows)
@@ -172,7 +160,7 @@ async def test_missing_node_and_unresolved_browse_path_are_bad_logged_once_and_l
     with structlog.testing.capture_logs() as logs:
         await driver.connect()
         try:
-            rows = await collect(driver, lambda rs: sum(r.channel == "ghost" for r in rs) >= 3)
+            rows = await collect(driver, lambda rs: sum(r.channel == "ghost" for r in rs) >= 3, 15.0)
             problems = driver.problems()
         finally:
             await driver.close()

@@ -250,7 +250,7 @@ class TlcService:
     ) -> dict[str, Any]:
         driver = self._driver(sup)
         cfg = driver.config
-        # A backstop only: the driver aborts a silent scan itself after home_s / line_margin_s.
+        # A backstop only: the supervisor aborts a silent scan after home_s / line_margin_s.
         backstop = cfg.home_s + scan.expected_points * (scan.dwell_s + cfg.line_margin_s) + 60.0
         try:
             async with asyncio.timeout(backstop):

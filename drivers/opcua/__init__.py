@@ -27,9 +27,11 @@ streaming. Such a node is logged once (not at every retry or reconnect) and list
 revised is recorded in the device information (``revised_sampling_ms``, per channel).
 
 Loss of the server is detected by asyncua's watchdog (a ServerState read every
-``watchdog_s``), by the socket closing, and by the subscription's keep-alives stopping for
-``stale_after_s``; ``read()`` then raises :class:`~daq.errors.ConnectError` and the
-supervisor records the gap and reconnects (this driver never reconnects by itself).
+``watchdog_s``) and by the socket closing, after which ``read()`` raises
+:class:`~daq.errors.ConnectError`, and by the subscription's keep-alives stopping for
+``stale_after_s``, which the supervisor times (the driver declares it as its silence limit).
+The supervisor records the gap and reconnects; it also runs the node retries and the reads of
+``poll = true`` nodes as the driver's duties. The driver keeps no timer and never reconnects.
 
 Security: ``None``, ``Sign`` or ``SignAndEncrypt`` with ``Basic256Sha256`` or
 ``Aes256_Sha256_RsaPss``; the client certificate and key come from files; the server

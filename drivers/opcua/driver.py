@@ -19,8 +19,7 @@ import structlog
 from daq.clock import Clock
 from daq.errors import ConnectError, ProtocolError
 from daq.model import DeviceInfo, Quality, Reading, Reason
-from daq.transport import STALL_TOLERANCE_S
-from drivers.base import Capability, Deadline, Driver
+from drivers.base import Capability, Deadline, Driver, Duty
 from drivers.opcua.config import OpcUaConfig, OpcUaNode
 from drivers.opcua.conversion import NODE_GONE, convert
 from drivers.opcua.errors import map_exceptions, status_text
@@ -84,9 +83,8 @@ class OpcUaDriver(Driver):
         self._lost: str | None = None
         self._sub_id: int | None = None
         self._last_seq: int | None = None
-        self._last_publish_mono = 0
-        self._next_poll_mono = 0
-        self._next_retry_mono = 0
+        #: A publish response (data or keep-alive) arrived since the last read returned.
+        self._heard = False
         self._next_handle = 1
         #: channel -> why it is unavailable, as last logged (kept across reconnects: logged once).
         self._logged_unavailable: dict[str, str] = {}
@@ -111,6 +109,15 @@ class OpcUaDriver(Driver):
         # One minute rather than asyncua's hour: a session abandoned by a crashed daemon is
         # cleaned up by the server soon, and servers rarely allow more than ten minutes.
         client.session_timeout = 60_000
+
+        # asyncua's own watchdog (a ServerState read every watchdog_s) and the socket closing
+        # end here: the waiting read() raises, and the supervisor records the gap.
+        async def on_lost(exc: Exception) -> None:
+            if self._client is client:
+                self._lost = f"connection to {cfg.url} lost ({exc!r})"
+                self._wake.set()
+
+        client.connection_lost_callback = on_lost
         self._client = client
         self._reset_state()
         try:
@@ -119,10 +126,6 @@ class OpcUaDriver(Driver):
         except ConnectError:
             await self.close()
             raise
-        now = self.clock.monotonic_ns()
-        self._last_publish_mono = now
-        self._next_poll_mono = now
-        self._next_retry_mono = now + int(cfg.node_retry_s * 1e9)
         assert self._info is not None
         return self._info
 
@@ -158,6 +161,7 @@ class OpcUaDriver(Driver):
         self._pending = []
         self._wake = asyncio.Event()
         self._lost = None
+        self._heard = False
         self._sub_id = None
         self._last_seq = None
         self._revised_ms = {}
@@ -293,11 +297,12 @@ class OpcUaDriver(Driver):
         from asyncua import ua
 
         now, mono = self.clock.time_ns(), self.clock.monotonic_ns()
-        self._last_publish_mono = mono
+        self._heard = True
         msg = result.NotificationMessage
         data = msg.NotificationData
         if not data:
-            return  # a keep-alive
+            self._wake.set()  # a keep-alive: the server is there (the supervisor times silence)
+            return
         seq = int(msg.SequenceNumber)
         if self._last_seq is not None and seq != self._last_seq + 1 and seq > self._last_seq:
             # Notification messages the server sent that never reached us: a gap.
@@ -342,46 +347,65 @@ class OpcUaDriver(Driver):
 
     # -- read ------------------------------------------------------------------------
 
+    def silence_limit_s(self) -> float | None:
+        """Subscribe mode: a publish response (data or keep-alive) is due every ``keepalive_s``
+        at the latest; none for ``stale_after_s`` means the link is lost."""
+        return self.config.stale_after_s if self.capability is Capability.SUBSCRIPTION else None
+
+    def silenced(self, silent_s: float) -> str:
+        return f"{self.name}: no publish response (data or keep-alive) for {silent_s:g} s"
+
+    def duties(self) -> list[Duty]:
+        """Nodes that did not resolve (or were removed) are resolved again every
+        ``node_retry_s``; in subscribe mode, ``poll = true`` nodes are read every ``period_s``."""
+        cfg = self.config
+        retry_s = cfg.node_retry_s
+        out = [Duty("retry unavailable nodes", retry_s, 2 * cfg.request_timeout_s, self._retry_duty, retry_s)]
+        if cfg.mode == "subscribe" and any(it.node.poll for it in self._items):
+            out.append(Duty("read polled nodes", cfg.period_s, cfg.timeout_s, self._poll_duty))
+        return out
+
     async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         """Poll mode: one Read of every node (the supervisor's timeout bounds it). Subscribe
-        mode: the next batch of notifications, ``poll = true`` nodes' values, overflow and
-        unresolved-node records."""
+        mode: the next batch of notifications, overflow and unavailable-node records, or
+        ``[]`` after a keep-alive; it waits without a timer of its own."""
+        if self.capability is Capability.POLLED:
+            out = await self._poll(self._connected())
+            out.extend(self._unavailable())
+            return out
+        return await self._next_batch()
+
+    def _connected(self) -> Client:
+        from asyncua.client.ua_client import UaClientState
+
         client = self._client
         if client is None:
             raise ConnectError(f"{self.name}: not connected")
-        if self.capability is Capability.POLLED:
-            return await self._poll_once(client)
-        return await self._next_batch(client)
-
-    async def _poll_once(self, client: Client) -> list[Reading]:
-        from asyncua.client.ua_client import UaClientState
-
         if client.state is not UaClientState.CONNECTED:
             raise ConnectError(f"{self.name}: connection to {self.config.url} lost ({client.state.value})")
-        mono = self.clock.monotonic_ns()
-        if mono >= self._next_retry_mono:
-            # Checked when the supervisor polls: the driver runs no timer of its own.
-            self._next_retry_mono = mono + int(self.config.node_retry_s * 1e9)
-            await self._retry(client)
-        out = await self._poll(client)
-        out.extend(self._unavailable())
-        return out
+        return client
 
-    async def _next_batch(self, client: Client) -> list[Reading]:
+    async def _retry_duty(self, deadline: Deadline) -> list[Reading]:
+        await self._retry(self._connected())
+        return self._unavailable()
+
+    async def _poll_duty(self, deadline: Deadline) -> list[Reading]:
+        return await self._poll(self._connected())
+
+    async def _next_batch(self) -> list[Reading]:
         from asyncua.client.ua_client import UaClientState
 
-        cfg = self.config
-        period_ns = int(cfg.period_s * 1e9)
-        polled = cfg.mode == "poll" or any(it.node.poll for it in self._items)
         while True:
+            client = self._client
+            if client is None:
+                raise ConnectError(f"{self.name}: not connected")
             lost = self._lost
             if lost is None and client.state is not UaClientState.CONNECTED:
-                lost = f"connection to {cfg.url} lost ({client.state.value})"
+                lost = f"connection to {self.config.url} lost ({client.state.value})"
             if lost is not None:
                 if self._pending or self._dropped:
                     return self._take()  # what arrived before the loss first; the error next time
                 raise ConnectError(f"{self.name}: {lost}")
-            mono = self.clock.monotonic_ns()
             out = self._take()
             for handle in self._gone:
                 gone = self._by_handle.pop(handle, None)
@@ -392,37 +416,14 @@ class OpcUaDriver(Driver):
             if self._gone:
                 self._note_unavailable()
             self._gone.clear()
-            if polled and mono >= self._next_poll_mono:
-                # On a fixed grid from connect: the period does not drift with read time.
-                behind = (mono - self._next_poll_mono) // period_ns + 1
-                self._next_poll_mono += behind * period_ns
-                out.extend(await self._poll(client))
-            if mono >= self._next_retry_mono:
-                self._next_retry_mono = mono + int(cfg.node_retry_s * 1e9)
-                await self._retry(client)
             out.extend(self._unavailable())
-            if out:
+            heard, self._heard = self._heard, False
+            if out or heard:
                 return out
-            if cfg.mode == "subscribe" and mono - self._last_publish_mono > cfg.stale_after_s * 1e9:
-                raise ConnectError(
-                    f"{self.name}: no publish response (data or keep-alive) for {cfg.stale_after_s:g} s"
-                )
-            wait_ns = min(int(cfg.watchdog_s * 1e9), self._next_retry_mono - mono)
-            if polled:
-                wait_ns = min(wait_ns, self._next_poll_mono - mono)
             self._wake.clear()
-            if self._pending or self._dropped or self._lost:
-                continue
-            loop = asyncio.get_running_loop()
-            started, wait_s = loop.time(), max(wait_ns, 1_000_000) / 1e9
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
-            late_s = loop.time() - started - wait_s
-            if late_s > STALL_TOLERANCE_S:
-                # The process stood still (SIGSTOP, a paused host): that time was not the
-                # server's silence, so it does not count toward stale_after_s.
-                self._last_publish_mono += int(late_s * 1e9)
+            # Cancelled by the supervisor when a duty is due or the silence limit passes:
+            # nothing is lost, the buffer is read by the next call.
+            await self._wake.wait()
 
     def _take(self) -> list[Reading]:
         out, self._pending = self._pending, []
