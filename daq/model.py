@@ -143,6 +143,14 @@ class Reading:
             self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, self.run_id, seq,
         )  # fmt: skip
 
+    def with_run_id(self, run_id: str | None) -> Reading:
+        """This reading attributed to ``run_id``: ``dataclasses.replace(self, run_id=run_id)``,
+        built directly because the ``runs`` stage does it for every reading while a run is open."""
+        return Reading(
+            self.instrument, self.channel, self.value, self.unit, self.quality, self.acq_ns,
+            self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, run_id, self.seq,
+        )  # fmt: skip
+
 
 # The slots' setters (member descriptors), used by Reading.__init__ only.
 (

@@ -49,6 +49,8 @@ def canonicalise(clock: Clock) -> Stage:
     """
 
     def stage(reading: Reading) -> Reading:
+        if canonical.is_canonical_reading(reading):  # the usual case: no clock read needed
+            return reading
         return canonical.reading(reading, now_ns=clock.time_ns(), now_mono_ns=clock.monotonic_ns())
 
     return stage
@@ -67,6 +69,8 @@ class Pipeline:
 
     def __init__(self, steps: Iterable[tuple[str, Stage]]):
         self._steps: list[Step] = []
+        # The stages alone, in order: what __call__ runs for every reading.
+        self._stages: tuple[Stage, ...] = ()
         for name, stage in steps:
             self.insert(name, stage)
 
@@ -83,6 +87,7 @@ class Pipeline:
             raise ValueError("give before or after, not both")
         if before is None and after is None:
             self._steps.append(Step(name, stage))
+            self._stages = tuple(s.stage for s in self._steps)
             return
         anchor = before if before is not None else after
         assert anchor is not None
@@ -90,10 +95,11 @@ class Pipeline:
             raise ValueError(f"no stage named {anchor!r}; stages: {', '.join(self.names)}")
         index = self.names.index(anchor) + (0 if before is not None else 1)
         self._steps.insert(index, Step(name, stage))
+        self._stages = tuple(s.stage for s in self._steps)
 
     def __call__(self, reading: Reading) -> Reading:
-        for step in self._steps:
-            reading = step.stage(reading)
+        for stage in self._stages:
+            reading = stage(reading)
         return reading
 
     def __repr__(self) -> str:

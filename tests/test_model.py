@@ -45,3 +45,6 @@ def test_the_written_out_constructor_matches_the_fields() -> None:
     else:
         raise AssertionError("a reading must stay frozen")
     assert dataclasses.replace(r, seq=3) == r.with_seq(3)
+    assert dataclasses.replace(r, run_id="R-2") == r.with_run_id("R-2")
+    full = Reading("dc1", "a", 1.5, "MBq", Quality.UNCERTAIN, 1, 2, "stale", 3, b"x", {"k": 1}, "R-1", 7)
+    assert full.with_run_id(None) == dataclasses.replace(full, run_id=None)

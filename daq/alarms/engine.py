@@ -171,6 +171,8 @@ class AlarmEngine:
         self.clock = clock
         self.journal: Journal | None = None
         self.points: dict[tuple[str, str], list[AlarmPoint]] = {}
+        #: Channels seen that have no alarm point (no limits, not an alarm channel).
+        self._without_points: set[tuple[str, str]] = set()
         #: The built-in ``COMM`` alarm point of each instrument that has lost its link once.
         self.comm: dict[str, AlarmPoint] = {}
         for lim in settings.limits:
@@ -227,11 +229,16 @@ class AlarmEngine:
         key = (reading.instrument, reading.channel)
         try:
             points = self.points.get(key)
-            if points is None and is_alarm_channel(reading.channel):
-                points = self.points[key] = [self._on_point(*key)]
+            if points is None and key not in self._without_points:
+                if is_alarm_channel(reading.channel):
+                    points = self.points[key] = [self._on_point(*key)]
+                else:
+                    # Most channels have no alarm: remember that rather than ask per reading.
+                    self._without_points.add(key)
             if points:
                 self._evaluate(points, reading)
-            self._communication(reading)
+            if reading.quality is Quality.BAD or self.comm:
+                self._communication(reading)
         except Exception as exc:  # never into acquisition: the reading goes on regardless
             self.errors += 1
             log.error("alarm evaluation failed", instrument=reading.instrument, channel=reading.channel,

@@ -14,7 +14,6 @@ opened a run belongs to it, the reading that closed one does not.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from daq.model import Reading
@@ -46,4 +45,4 @@ class RunAttribution:
         run_id = self.run_for(reading.instrument)
         if reading.run_id == run_id:
             return reading
-        return dataclasses.replace(reading, run_id=run_id)
+        return reading.with_run_id(run_id)
