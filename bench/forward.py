@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gzip
 import json
 import os
@@ -42,7 +43,7 @@ from daq.config.load import JournalSection
 from daq.forward.config import InfluxSink
 from daq.forward.forwarder import InfluxForwarder
 from daq.forward.lineprotocol import LineFormatter
-from daq.journal import Journal, JournalReader
+from daq.journal import Journal, JournalReader, codec
 from daq.model import Quality, Reading
 from tests.victoria import Victoria
 
@@ -95,7 +96,7 @@ async def ceiling(url: str, n: int, batch_size: int) -> dict[str, float]:
 
     fmt = LineFormatter(site="bench", cell="bench", kinds={}, default_kind="ceiling")
     gen = Clock(time.time_ns() - 10**12)
-    lines = [fmt.format((0, r.instrument, r.channel, i, r.acq_ns, r.value, r.unit, 0, None, None, None))
+    lines = [fmt.format(codec.line_fields(codec.ReadingRecord(i, dataclasses.replace(r, seq=i))))
              for i, r in enumerate(gen.readings(n))]  # fmt: skip
     bodies = [
         gzip.compress("\n".join(lines[i : i + batch_size]).encode(), compresslevel=1)

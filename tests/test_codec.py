@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 from daq.clock import ManualClock
@@ -34,6 +35,9 @@ def test_row_record_json_line_fields_round_trip() -> None:
     # The line-protocol tuple is the journal row's columns by name, in LINE_COLUMNS order.
     by_name = dict(zip(codec.READING_COLUMNS, row, strict=True))
     assert fields == tuple(by_name[c] for c in codec.LINE_COLUMNS)
+    for name in ("id", "instrument", "channel", "acq_ns"):
+        assert codec.LINE_COLUMNS[getattr(codec, f"LINE_{name.upper()}")] == name
+    assert len(typing.get_args(codec.LineRow)) == len(codec.LINE_COLUMNS)
     assert fields[codec.LINE_ID] == 12
     assert fields[codec.LINE_ACQ_NS] == r.acq_ns
     assert (fields[codec.LINE_INSTRUMENT], fields[codec.LINE_CHANNEL]) == ("dc1", "activity")

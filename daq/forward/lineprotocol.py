@@ -34,13 +34,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from daq.errors import DaqError
-from daq.journal.codec import LINE_ACQ_NS, LINE_CHANNEL, LINE_COLUMNS, LINE_INSTRUMENT, LINE_SELECT
+from daq.journal.codec import (
+    LINE_ACQ_NS,
+    LINE_CHANNEL,
+    LINE_COLUMNS,
+    LINE_INSTRUMENT,
+    LINE_SELECT,
+    LineRow,
+)
 
 #: The journal columns a formatter reads, in this order (defined with the reading codec).
 ROW_COLUMNS = LINE_COLUMNS
 ROW_SELECT = LINE_SELECT
-
-Row = tuple[Any, ...]
+#: One row of them, typed by the reading codec.
+Row = LineRow
 
 _MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from daq.journal.schema import CHAINED
 from daq.model import Quality, Reading
@@ -32,11 +32,15 @@ LINE_COLUMNS: tuple[str, ...] = (
     "id", "instrument", "channel", "seq", "acq_ns", "value", "unit", "quality", "reason", "attrs", "run_id",
 )  # fmt: skip
 LINE_SELECT = f"SELECT {', '.join(LINE_COLUMNS)} FROM readings"
-#: Positions in a :data:`LINE_COLUMNS` tuple (the forwarder's hot path indexes tuples).
-LINE_ID = LINE_COLUMNS.index("id")
-LINE_INSTRUMENT = LINE_COLUMNS.index("instrument")
-LINE_CHANNEL = LINE_COLUMNS.index("channel")
-LINE_ACQ_NS = LINE_COLUMNS.index("acq_ns")
+#: A :data:`LINE_COLUMNS` tuple as SQLite gives it: id, instrument, channel, seq, acq_ns, value
+#: (``None`` for a gap), unit, quality, reason, attrs (canonical JSON), run_id.
+LineRow = tuple[int, str, str, int, int, float | None, str, int, str | None, str | None, str | None]
+#: Positions in a :data:`LINE_COLUMNS` tuple (the forwarder's hot path indexes tuples); literal,
+#: so that indexing a :data:`LineRow` with them is typed (tests/test_codec.py pins them).
+LINE_ID: Final = 0
+LINE_INSTRUMENT: Final = 1
+LINE_CHANNEL: Final = 2
+LINE_ACQ_NS: Final = 4
 
 _QUALITY_NAMES = {int(q): q.name for q in Quality}
 
@@ -123,7 +127,7 @@ def json_bytes(r: Reading, rid: int | None = None) -> bytes:
     return json.dumps(json_object(r, rid), separators=(",", ":"), default=str).encode()
 
 
-def line_fields(rec: ReadingRecord) -> tuple[Any, ...]:
+def line_fields(rec: ReadingRecord) -> LineRow:
     """The :data:`LINE_COLUMNS` tuple of a record, as the forwarder selects it from the journal."""
     r = rec.reading
     return (
