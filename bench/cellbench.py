@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from daq import logs
-from daq.config.load import Config, parse_config
-from daq.config.write import to_toml
+from daq.configfile.load import Config, parse_config
+from daq.configfile.write import to_toml
 from daq.daemon import Daemon
 from daq.model import Quality, Reading
 

@@ -87,8 +87,8 @@ def serve_cell(args: argparse.Namespace) -> int:
     """Start the demo cell's simulators, write the cell's config, and serve until stdin closes."""
     from simcell import SimulatedCell
 
-    from daq.config.load import Config
-    from daq.config.write import dump_config
+    from daq.configfile.load import Config
+    from daq.configfile.write import dump_config
     from daq.forward.config import InfluxSink
 
     directory = Path(args.serve_cell)
@@ -503,7 +503,7 @@ def run_fleet(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def drain_config(cell: Cell, url: str, backoff_cap_s: float) -> str:
     """The cell's daemon with no instruments: it only forwards what the journal holds."""
-    from daq.config.write import to_toml
+    from daq.configfile.write import to_toml
 
     return to_toml(
         {

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from daq import logs
 from daq.clock import SystemClock
-from daq.config.load import JournalSection
+from daq.configfile.load import JournalSection
 from daq.forward.config import InfluxSink
 from daq.forward.forwarder import InfluxForwarder
 from daq.forward.lineprotocol import LineFormatter

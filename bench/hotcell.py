@@ -30,7 +30,7 @@ from cellbench import Probe, SimProcess, machine, make_config, run_daemon
 from synth import modbus_instruments, opcua_instruments
 
 from daq.cli.demo import SIMULATION
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 
 DEMO = Path(__file__).resolve().parents[1] / "config" / "demo.toml"
 

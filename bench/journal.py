@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from daq.clock import SystemClock
-from daq.config.load import JournalSection
+from daq.configfile.load import JournalSection
 from daq.journal import Journal, verify_journal
 from daq.model import Quality, Reading
 

@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 
 from daq.cli import demo
-from daq.config.load import Config, load_config
-from daq.config.write import dump_config
+from daq.configfile.load import Config, load_config
+from daq.configfile.write import dump_config
 from simulators.base import Listener
 
 

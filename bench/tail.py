@@ -29,7 +29,7 @@ from pathlib import Path
 from daq import logs
 from daq.cli import simulate
 from daq.cli.demo import SIMULATION, _default_config, attach
-from daq.config.load import Config, load_config
+from daq.configfile.load import Config, load_config
 from daq.daemon import Daemon
 from simulators.base import Listener
 

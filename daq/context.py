@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from daq.alarms.engine import AlarmEngine
     from daq.clock import Clock
-    from daq.config.model import Config
+    from daq.configfile.model import Config
     from daq.equilibrium import EquilibriumGate
     from daq.journal.journal import Journal
     from daq.runs.attribution import RunAttribution

@@ -29,7 +29,7 @@ from typing import Any
 from daq import __version__
 from daq.alarms.engine import AlarmEngine
 from daq.clock import Clock, SystemClock
-from daq.config.model import Config
+from daq.configfile.model import Config
 from daq.context import Service, ServiceContext
 from daq.equilibrium import EquilibriumGate
 from daq.errors import DaqError, WriteRefused

@@ -4,15 +4,17 @@
 :func:`build_services` is the one place that knows every service and what each is given: a
 :class:`~daq.context.ServiceContext` for the common parts, and, where one service needs
 another, that one's narrow interface (the API gets the run operations as
-:class:`~daq.context.RunControl`; the run manager gets the clock monitor's sync state). Feature
-modules are imported here lazily so a daemon without a feature does not pay for it. To add a
-part of the daemon, build it here and append it to the list.
+:class:`~daq.context.RunControl` and the loader's config in force for a run; the run manager
+gets the clock monitor's sync state). Feature modules are imported here lazily so a daemon
+without a feature does not pay for it. To add a part of the daemon, build it here and append
+it to the list.
 """
 
 from __future__ import annotations
 
 import os
 
+from daq.configfile.snapshot import run_config
 from daq.context import Service, ServiceContext
 
 
@@ -49,7 +51,7 @@ def build_services(ctx: ServiceContext) -> list[Service]:
     tlc = tlc_service(ctx)
     if tlc is not None:
         services.append(tlc)
-    api = api_service(ctx, runs=runs, alarms=ctx.alarms)
+    api = api_service(ctx, runs=runs, run_config=run_config, alarms=ctx.alarms)
     if api is not None:
         services.append(api)
     return services

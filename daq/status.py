@@ -22,7 +22,7 @@ from daq.model import Quality
 from daq.supervisor import State, Supervisor
 
 if TYPE_CHECKING:
-    from daq.config.model import Config
+    from daq.configfile.model import Config
     from daq.journal.journal import Journal
     from daq.supervision import StallWatch, TaskTree
 

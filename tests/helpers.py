@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from daq.config.load import Config, parse_config
+from daq.configfile.load import Config, parse_config
 
 if TYPE_CHECKING:
     from daq.model import Reading

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from daq.config.load import Config
+from daq.configfile.load import Config
 from daq.daemon import Daemon
 from daq.journal.schema import CHAINED
 from simulators.veenstra_vdc404 import Vdc404Simulator

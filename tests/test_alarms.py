@@ -27,7 +27,7 @@ from daq.api.server import ApiService
 from daq.cli import main as cli_main
 from daq.cli.alarms import transition_line
 from daq.clock import ManualClock
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.journal import JournalReader

@@ -17,7 +17,7 @@ import pytest
 
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.server import ApiService
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.journal import JournalReader

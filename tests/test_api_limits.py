@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from daq.api.server import ApiService
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc

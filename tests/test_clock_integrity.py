@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.clock import ManualClock
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality, Reason

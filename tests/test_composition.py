@@ -83,19 +83,35 @@ def test_config_sections_sit_below_the_loader() -> None:
     graph = _graph()
     for module in SECTION_MODULES:
         upstream = graph.find_upstream_modules(module)
-        assert not upstream & {"daq.config.load", "daq.config.model"}, module
-    # The loader and the model know every section; below them only the command line (and
-    # the signature policy, which re-reads a config snapshot the journal holds) load files.
-    importers = graph.find_modules_that_directly_import("daq.config.load")
-    assert {m for m in importers if not m.startswith(TOP)} == {"daq.runs.signatures"}
+        assert not upstream & {"daq.configfile.load", "daq.configfile.model"}, module
+    # The loader and the model know every section; only the command line and the config file
+    # package itself (the config in force for a run, re-read from the journal's snapshots) load
+    # files: the API is given that by the composition root.
+    importers = graph.find_modules_that_directly_import("daq.configfile.load")
+    assert {m for m in importers if not m.startswith(TOP)} == {"daq.configfile.snapshot"}
+
+
+def test_the_features_cross_checks_are_typed_without_the_model() -> None:
+    from typing import Any, get_type_hints
+
+    from daq.alarms.settings import check_config as alarms_check
+    from daq.config.base import InstrumentsConfig
+    from daq.forward.naming import check_naming
+    from daq.runs.qc_settings import check_config as qc_check
+    from daq.tlc.methods import check_config as tlc_check
+
+    for check in (alarms_check, qc_check, tlc_check, check_naming):
+        model = get_type_hints(check)["model"]
+        assert model is not Any, check
+        assert InstrumentsConfig in model.__mro__, check
 
 
 def test_the_config_model_is_static_and_typed() -> None:
     from typing import get_type_hints
 
     from daq.api.config import ApiSection
-    from daq.config.load import parse_config
-    from daq.config.model import Config, DaqConfig
+    from daq.configfile.load import parse_config
+    from daq.configfile.model import Config, DaqConfig
     from daq.journal.settings import JournalSection
 
     assert get_type_hints(Config.__init__)["model"] is DaqConfig

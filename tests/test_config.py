@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from daq.cli import main
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 from daq.errors import ConfigError
 from drivers.comecer_vik202 import Vik202Config
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daq.config.load import load_config, parse_config
-from daq.config.write import dump_config, to_toml
+from daq.configfile.load import load_config, parse_config
+from daq.configfile.write import dump_config, to_toml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 

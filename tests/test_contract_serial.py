@@ -142,7 +142,7 @@ async def test_outage_is_recorded_and_recovered(
 
 def test_demo_cell_has_at_least_two_calibrator_models() -> None:
     from daq.cli.demo import SIMULATION, _default_config
-    from daq.config.load import load_config
+    from daq.configfile.load import load_config
 
     cfg = load_config(_default_config())
     kinds = {i.kind for i in cfg.instruments} & SERIAL_KINDS

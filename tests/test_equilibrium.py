@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daq.clock import ManualClock
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.equilibrium import DEFAULT_AC225_WAIT_S, EquilibriumGate
 from daq.errors import ConfigError

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from daq.backoff import Backoff
 from daq.clock import ManualClock, SystemClock
-from daq.config.load import Config, parse_config
+from daq.configfile.load import Config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.forward.config import InfluxSink

@@ -11,7 +11,7 @@ import pytest
 
 from daq.cli import main
 from daq.clock import ManualClock, SystemClock
-from daq.config.load import JournalSection
+from daq.configfile.load import JournalSection
 from daq.journal import Journal, JournalReader, verify_journal
 from daq.journal.feed import FeedBatch, Gap, read_range
 from daq.model import Quality, Reading

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.errors import ConfigError, ProtocolError
 from drivers.modbus import ModbusConfig, compile_plan
 from drivers.modbus.codec import Span, ValueCodec, plan_requests, registers_to_bytes

@@ -266,7 +266,7 @@ async def test_rtu_over_a_pty_through_the_daemon(data_dir: Path, tmp_path: Path)
 async def test_the_demo_cells_synthesizer_runs_on_its_simulator(data_dir: Path) -> None:
     from daq.cli import simulate
     from daq.cli.demo import SIMULATION, attach
-    from daq.config.load import load_config
+    from daq.configfile.load import load_config
 
     cfg = load_config(MAP.parent / "demo.toml").with_data_dir(data_dir)
     inst = next(i for i in cfg.instruments if i.name == "synth-modbus")

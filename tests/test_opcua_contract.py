@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from daq.clock import SystemClock
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daq.clock import SystemClock
-from daq.config.load import load_config, parse_config
+from daq.configfile.load import load_config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, ConnectError
 from daq.journal import JournalReader

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daq.clock import SystemClock
-from daq.config.load import JournalSection
+from daq.configfile.load import JournalSection
 from daq.journal import Journal, JournalReader
 from daq.model import EventKind, Quality, Reason
 from daq.supervisor import State, Supervisor

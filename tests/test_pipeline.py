@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from daq.clock import ManualClock
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality, Reading, Reason

@@ -213,7 +213,7 @@ async def test_pdf_pages_carry_header_footer_and_draft_until_approved(data_dir: 
 
 
 def test_report_settings_are_checked(tmp_path: Path) -> None:
-    from daq.config.load import parse_config
+    from daq.configfile.load import parse_config
     from daq.errors import ConfigError
     from tests.helpers import config_text
 

@@ -12,7 +12,7 @@ import pytest
 
 from daq.cli import main as cli
 from daq.cli import simulate
-from daq.config.load import load_config, parse_config
+from daq.configfile.load import load_config, parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
 from daq.journal import Journal, JournalReader, verify_journal

@@ -16,7 +16,7 @@ import pytest
 import tomli_w
 
 from daq import supervision
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.forward.service import ForwardService
 from daq.supervision import EXIT_TASK_FAILED

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from daq import supervision
 from daq.api.server import ApiService
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.supervision import EXIT_TASK_FAILED, Policy, TaskTree
 from simulators.veenstra_vdc404 import Vdc404Simulator

@@ -8,7 +8,7 @@ from pathlib import Path
 from daq.backoff import backoff_delay
 from daq.clock import ManualClock, SystemClock
 from daq.config.base import InstrumentBase
-from daq.config.load import JournalSection
+from daq.configfile.load import JournalSection
 from daq.daemon import Daemon
 from daq.errors import ConnectError
 from daq.journal import Journal, JournalReader

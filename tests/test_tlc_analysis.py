@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daq.clock import SystemClock
-from daq.config.load import parse_config
+from daq.configfile.load import parse_config
 from daq.errors import ConfigError
 from daq.tlc.analysis import analyse
 from daq.tlc.methods import TlcMethod

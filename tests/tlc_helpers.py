@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daq.config.load import Config, DaqConfigModel
+from daq.configfile.load import Config, DaqConfigModel
 from tests.helpers import make_config
 
 #: These tests need no local API; keep it off so daemons in parallel never share a port.

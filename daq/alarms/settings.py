@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from daq.config.base import Name, NonNegativeSeconds, StrictModel
+from daq.config.base import InstrumentsConfig, Name, NonNegativeSeconds, StrictModel
 from daq.errors import ConfigError
 
 #: Priorities in ISA-18.2's sense, worst first.
@@ -74,11 +74,17 @@ class AlarmsSection(StrictModel):
         return self
 
 
-def check_config(model: Any, file: str) -> None:
+class AlarmsConfig(InstrumentsConfig, Protocol):
+    """What :func:`check_config` reads of the whole config."""
+
+    @property
+    def alarms(self) -> AlarmsSection: ...
+
+
+def check_config(model: AlarmsConfig, file: str) -> None:
     """Cross-check: every ``[[alarms.limits]]`` names a configured instrument."""
-    alarms: AlarmsSection | None = getattr(model, "alarms", None)
     names = [i.name for i in model.instruments]
-    for i, lim in enumerate(alarms.limits if alarms is not None else []):
+    for i, lim in enumerate(model.alarms.limits):
         if lim.instrument not in names:
             raise ConfigError(
                 f"no instrument named {lim.instrument!r} (configured: {', '.join(names) or 'none'})",

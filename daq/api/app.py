@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -50,6 +50,9 @@ from daq.journal.journal import Journal
 from daq.status import StatusBoard
 from daq.timeparse import MAX_NS, MIN_NS
 
+if TYPE_CHECKING:
+    from daq.runs.signatures import RunConfig
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
@@ -65,6 +68,7 @@ class ApiParts(Protocol):
     auth: BearerAuth | None
     alarms: AlarmControl | None
     alarm_feed: AlarmFeed
+    run_config: RunConfig
 
     def now_ns(self) -> int: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -20,6 +20,9 @@ from daq.api.guard import dumps_json, json_error
 from daq.context import RunControl
 from daq.errors import DaqError
 from daq.journal.journal import Journal
+
+if TYPE_CHECKING:
+    from daq.runs.signatures import RunConfig
 
 #: (required, optional) fields of each run operation's JSON body; ``actor`` comes with any.
 START_FIELDS = ({"batch", "product", "nuclide", "operator"}, {"method", "reason"})
@@ -70,7 +73,7 @@ async def _body(request: web.Request, fields: tuple[set[str], set[str]]) -> tupl
     return body, actor
 
 
-async def signing_endpoint(request: web.Request, journal: Journal) -> web.Response:
+async def signing_endpoint(request: web.Request, journal: Journal, run_config: RunConfig) -> web.Response:
     """``POST /api/runs/{run_id}/signatures`` with ``{"user_id", "password", "meaning",
     "comment"?}``: loopback peers only; a refusal is 403 (and in the audit trail)."""
     from daq.runs.signatures import SignatureRefused, sign_live
@@ -102,6 +105,7 @@ async def signing_endpoint(request: web.Request, journal: Journal) -> web.Respon
             comment=body.get("comment"),
             user_id=body["user_id"],
             password=body["password"],
+            run_config=run_config,
         )
     except (SignatureRefused, UserError) as exc:
         raise json_error(web.HTTPForbidden, str(exc)) from None
@@ -111,11 +115,12 @@ async def signing_endpoint(request: web.Request, journal: Journal) -> web.Respon
 
 
 class RunRoutesParts(Protocol):
-    """What the run routes use of the service: the token check, the journal (signatures)
-    and the run operations."""
+    """What the run routes use of the service: the token check, the journal and the config in
+    force for a run (signatures), and the run operations."""
 
     auth: BearerAuth | None
     journal: Journal
+    run_config: RunConfig
 
     def run_control(self) -> RunControl: ...
 
@@ -210,4 +215,4 @@ def add_run_routes(routes: web.RouteTableDef, svc: RunRoutesParts) -> None:
         # machine only (see daq.runs.signatures.sign_live and docs/qc-guide.md).
         assert svc.auth is not None
         svc.auth.check(request)
-        return await signing_endpoint(request, svc.journal)
+        return await signing_endpoint(request, svc.journal, svc.run_config)

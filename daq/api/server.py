@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from daq.clock import Clock
     from daq.context import ServiceContext
     from daq.journal.journal import Journal
+    from daq.runs.signatures import RunConfig
     from daq.supervision import TaskTree
 
 log = get_logger("daq.api")
@@ -81,6 +82,7 @@ class ApiService:
         board: StatusBoard,
         runs: RunControl | None,
         alarms: AlarmControl | None = None,
+        run_config: RunConfig,
     ):
         self.settings = settings
         self.clock = clock
@@ -92,6 +94,8 @@ class ApiService:
         self.runs = runs
         #: The alarms' views and acknowledgement (``/api/alarms``).
         self.alarms = alarms
+        #: The config a run was acquired with (its signing rules), from the journal's snapshots.
+        self.run_config = run_config
         #: Clients of the live alarm stream, fed by the engine's transitions.
         self.alarm_feed = AlarmFeed()
         if alarms is not None:
@@ -230,7 +234,7 @@ class ApiService:
 
 
 def build_service(
-    ctx: ServiceContext, *, runs: RunControl | None, alarms: AlarmControl | None = None
+    ctx: ServiceContext, *, runs: RunControl | None, run_config: RunConfig, alarms: AlarmControl | None = None
 ) -> ApiService | None:
     """Built by :func:`daq.services.build_services`: ``None`` when ``[api] enabled = false``."""
     settings: ApiSection = ctx.config.model.api
@@ -244,6 +248,7 @@ def build_service(
         board=ctx.status,
         runs=runs,
         alarms=alarms,
+        run_config=run_config,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 from daq.forward.naming import check_fleet
 
 NAME = "check-config"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from daq import logs
 from daq.cli import runs, signing, simulate, tlc
 from daq.cli.argtypes import seconds
-from daq.config.load import Config, load_config
+from daq.configfile.load import Config, load_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError, DaqError
 from daq.journal.codec import ReadingRecord

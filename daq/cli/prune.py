@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from daq.cli.argtypes import add_data_dir
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 from daq.runs.retention import prune
 from daq.runs.settings import RunsSection
 from daq.timefmt import human

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     # The format is the name's; checked before any work, so a typo costs one line, not a render.
     suffix = out_file(args.out, (".png",) if args.png else (".pdf", ".png"))
-    from daq.cli.users import site_config
+    from daq.configfile.snapshot import site_config
     from daq.runs.report import render
 
     conn = open_journal(args.data_dir)

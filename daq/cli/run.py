@@ -8,7 +8,7 @@ from pathlib import Path
 
 from daq import logs
 from daq.cli.argtypes import seconds
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 from daq.daemon import Daemon
 
 NAME = "run"

@@ -130,7 +130,8 @@ def review_lines(data_dir: Path, run_id: str) -> list[str]:
 
 
 async def _sign(args: argparse.Namespace) -> dict[str, Any]:
-    from daq.cli.users import Prompter, site_config
+    from daq.cli.users import Prompter
+    from daq.configfile.snapshot import site_config
     from daq.runs.checked import open_journal
     from daq.runs.clock import read_sync_state
     from daq.runs.signatures import sign

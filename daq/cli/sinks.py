@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         configured: set[str] | None = None
         if args.config:
-            from daq.config.load import load_config
+            from daq.configfile.load import load_config
 
             configured = {s.name for s in getattr(load_config(args.config).model, "sinks", [])}
         change = cursors.forget(

@@ -26,7 +26,7 @@ from typing import Any
 
 from daq.cli.argtypes import add_data_dir, finite
 from daq.clock import SystemClock
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 from daq.errors import ConfigError, DaqError
 from daq.journal.journal import Journal
 from daq.journal.reader import JournalReader

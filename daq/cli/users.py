@@ -14,12 +14,11 @@ import argparse
 import asyncio
 import getpass
 import json
-import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 from daq.cli.argtypes import add_data_dir
+from daq.configfile.snapshot import site_config
 from daq.errors import DaqError
 from daq.timefmt import human
 
@@ -54,13 +53,6 @@ class Prompter:
     def credentials(self, who: str) -> tuple[str, str]:
         user = self.text(f"{who} user id: ")
         return user, self.secret(f"password for {user}: ")
-
-
-def site_config(conn: sqlite3.Connection, path: Path | None, config_sha256: str | None = None) -> Any:
-    """See :func:`daq.runs.signatures.policy_config`."""
-    from daq.runs.signatures import policy_config
-
-    return policy_config(conn, path, config_sha256)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

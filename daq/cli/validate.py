@@ -84,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
     only = args.scenario
     data_dir = None
     if args.config is not None:
-        from daq.config.load import load_config
+        from daq.configfile.load import load_config
 
         try:
             data_dir = Path(load_config(args.config).daemon.data_dir)

@@ -1,6 +1,7 @@
-"""Configuration: TOML validated by pydantic, once, up front.
+"""Configuration building blocks: the base types every section is made of.
 
-``daq.config.base`` holds the building blocks drivers extend; ``daq.config.load`` assembles
-the whole file (with every driver's instrument model) and turns validation failures into
-:class:`~daq.errors.ConfigError` naming the file, the key path and what was expected.
+``daq.config.base`` holds the strict model, the typed ranges (seconds, ports...) and the
+instrument base drivers extend; ``daq.config.sections`` the daemon's own section. Nothing here
+imports a feature: each feature's section lives with the feature and is assembled, with every
+other, by :mod:`daq.configfile` (the model of the whole file and its loader, above the features).
 """

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -186,3 +187,15 @@ class SerialInstrument(InstrumentBase):
 
     def bus(self) -> str | None:
         return self.port
+
+
+class InstrumentsConfig(Protocol):
+    """What every feature's cross-check reads of the whole config: its instruments.
+
+    The model of the whole file (:class:`daq.configfile.model.DaqConfig`) is assembled above the
+    features from their sections; a feature's check names the sections it reads in a protocol
+    extending this one, so it is typed without importing the model.
+    """
+
+    @property
+    def instruments(self) -> Sequence[InstrumentBase]: ...

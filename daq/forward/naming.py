@@ -26,11 +26,14 @@ one fleet may share a site and cell name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from daq.clock import SystemClock
+from daq.config.base import InstrumentBase, InstrumentsConfig
+from daq.config.sections import DaemonSection
 from daq.errors import ConfigError, DaqError
+from daq.forward.config import InfluxSink
 from daq.forward.lineprotocol import LineProtocolError, key, string_field
 from drivers import REGISTRY
 
@@ -67,7 +70,27 @@ def _carried(value: str, what: str, file: str, key_path: str) -> None:
         ) from None
 
 
-def _channels(inst: Any) -> list[tuple[str, str]]:
+class NamingConfig(InstrumentsConfig, Protocol):
+    """What :func:`check_naming` reads of the whole config."""
+
+    @property
+    def daemon(self) -> DaemonSection: ...
+
+    @property
+    def sinks(self) -> Sequence[InfluxSink]: ...
+
+
+class FleetMember(Protocol):
+    """What :func:`check_fleet` reads of each loaded config (:class:`daq.configfile.model.Config`)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def daemon(self) -> DaemonSection: ...
+
+
+def _channels(inst: InstrumentBase) -> list[tuple[str, str]]:
     """The channels (name, unit) a configured instrument produces, as its driver declares them."""
     try:
         driver = REGISTRY[inst.kind](inst, SystemClock())
@@ -77,7 +100,7 @@ def _channels(inst: Any) -> list[tuple[str, str]]:
         return []
 
 
-def check_naming(model: Any, data: Mapping[str, Any], file: str) -> None:
+def check_naming(model: NamingConfig, data: Mapping[str, Any], file: str) -> None:
     """Refuse names a central store could confuse or line protocol cannot carry.
 
     ``model`` is the validated config, ``data`` the raw TOML it came from (for key paths).
@@ -86,7 +109,7 @@ def check_naming(model: Any, data: Mapping[str, Any], file: str) -> None:
     daemon = model.daemon
     for name in CELL_KEYS:
         _carried(getattr(daemon, name), f"[daemon] {name}", file, f"daemon.{name}")
-    sinks = [i for i, s in enumerate(getattr(model, "sinks", [])) if s.enabled]
+    sinks = [i for i, s in enumerate(model.sinks) if s.enabled]
     if sinks:
         missing = [name for name in CELL_KEYS if name not in daemon.model_fields_set]
         if missing:
@@ -115,10 +138,10 @@ def check_naming(model: Any, data: Mapping[str, Any], file: str) -> None:
                 ) from None
 
 
-def check_fleet(configs: Iterable[Any]) -> None:
+def check_fleet(configs: Iterable[FleetMember]) -> None:
     """Refuse two configs of one fleet that name the same site and cell.
 
-    ``configs`` are loaded :class:`~daq.config.load.Config` objects (each already valid on its
+    ``configs`` are loaded :class:`~daq.configfile.model.Config` objects (each already valid on its
     own). Two daemons with the same site and cell would write the same series into a shared
     store. Raises :class:`ConfigError` naming the second file.
     """

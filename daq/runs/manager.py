@@ -38,7 +38,7 @@ from daq.runs.trigger import EdgeTrigger
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.config.model import Config
+    from daq.configfile.model import Config
     from daq.context import ServiceContext
     from daq.journal.journal import Journal
     from daq.supervisor import Supervisor

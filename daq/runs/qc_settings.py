@@ -1,13 +1,14 @@
 """The ``[users]``, ``[signatures]`` and ``[report]`` config sections (registered in
-:mod:`daq.config.load`); kept free of imports so the config loader can import them."""
+:mod:`daq.configfile.load`); kept free of imports so the config loader can import them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, field_validator
 
-from daq.config.base import StrictModel
+from daq.config.base import InstrumentsConfig, StrictModel
+from daq.errors import ConfigError
 
 
 class UsersSection(StrictModel):
@@ -92,11 +93,16 @@ class ReportSection(StrictModel):
         return value
 
 
-def check_config(model: Any, file: str) -> None:
+class ReportConfig(InstrumentsConfig, Protocol):
+    """What :func:`check_config` reads of the whole config."""
+
+    @property
+    def report(self) -> ReportSection: ...
+
+
+def check_config(model: ReportConfig, file: str) -> None:
     """Cross-check: the ``[report]`` channels name configured instruments (a typo would leave
     the yield or a plot empty on every report)."""
-    from daq.errors import ConfigError
-
     names = {i.name for i in model.instruments}
     report: ReportSection = model.report
     keys: list[tuple[str, str | None]] = [

@@ -1,4 +1,4 @@
-"""The ``[runs]`` and ``[clock]`` config sections (registered in :mod:`daq.config.load`)."""
+"""The ``[runs]`` and ``[clock]`` config sections (registered in :mod:`daq.configfile.load`)."""
 
 from __future__ import annotations
 

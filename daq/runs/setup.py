@@ -13,7 +13,7 @@ from daq.journal.reader import JournalReader
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.config.model import Config
+    from daq.configfile.model import Config
     from daq.journal.journal import Journal
     from daq.supervisor import Supervisor
 

@@ -35,16 +35,17 @@ import dataclasses
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, Protocol
 
 from daq.clock import Clock
-from daq.errors import ConfigError, DaqError
-from daq.journal.journal import Journal, dumps
+from daq.errors import DaqError
+from daq.journal.journal import Journal, connect, dumps
 from daq.journal.schema import CHAINED
 from daq.runs.checked import journal_run
+from daq.runs.clock import read_sync_state
 from daq.runs.qc_settings import SigningSection, UsersSection
+from daq.runs.settings import ClockSection
 from daq.runs.store import get_run, list_runs
 from daq.users import Account, Writes, authenticate, user_at
 
@@ -261,38 +262,39 @@ class DeferredWrites:
         self.calls.clear()
 
 
-def policy_config(conn: sqlite3.Connection, path: Path | None, config_sha256: str | None = None) -> Any:
-    """The config whose ``[users]``/``[signatures]``/``[report]`` rule: ``path`` if given, else
-    the journal's snapshot with ``config_sha256`` (a run's), else the newest snapshot, else
-    the defaults. Returns the validated config model."""
-    from daq.config.load import DaqConfigModel, load_config, parse_config  # the loader imports this package
+class SigningConfig(Protocol):
+    """What signing reads of a config (:class:`daq.configfile.model.DaqConfig` has it): the
+    accounts' rules, the signing policy and where the clock's sync state comes from."""
 
-    if path is not None:
-        return load_config(path).model
-    row = None
-    if config_sha256:
-        row = conn.execute(
-            "SELECT text, path FROM configs WHERE sha256 = ? ORDER BY id DESC LIMIT 1", (config_sha256,)
-        ).fetchone()
-    if row is None:
-        row = conn.execute("SELECT text, path FROM configs ORDER BY id DESC LIMIT 1").fetchone()
-    if row is None:
-        return DaqConfigModel()
-    try:
-        return parse_config(row[0], path=f"{row[1] or 'config'} (snapshot in the journal)").model
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}; give --config FILE") from None
+    @property
+    def users(self) -> UsersSection: ...
+
+    @property
+    def signatures(self) -> SigningSection: ...
+
+    @property
+    def clock(self) -> ClockSection: ...
+
+
+#: The config in force for a run, given a read-only journal connection and the run's config
+#: hash (:func:`daq.configfile.snapshot.site_config`, given by the composition root).
+RunConfig = Callable[[sqlite3.Connection, str | None], SigningConfig]
 
 
 async def sign_live(
-    journal: Journal, *, run_id: str, meaning: str, comment: str | None, user_id: str, password: str
+    journal: Journal,
+    *,
+    run_id: str,
+    meaning: str,
+    comment: str | None,
+    user_id: str,
+    password: str,
+    run_config: RunConfig,
 ) -> dict[str, Any]:
     """:func:`sign` in a running daemon (the local API): the checks run on a worker thread over
     a read-only connection; the signature and every audit entry, refusals included, are
-    journaled through the daemon's own writer. Policy from the run's config snapshot."""
-    from daq.journal.journal import connect
-    from daq.runs.clock import read_sync_state
-
+    journaled through the daemon's own writer. Policy from the run's config snapshot
+    (``run_config``)."""
     deferred = DeferredWrites(journal.clock)
 
     def work() -> dict[str, Any]:
@@ -302,7 +304,7 @@ async def sign_live(
                 sha = get_run(conn, run_id).get("config_sha256")
             except DaqError:
                 sha = None
-            cfg = policy_config(conn, None, sha)
+            cfg = run_config(conn, sha)
             return sign(
                 deferred,
                 conn,

@@ -17,11 +17,11 @@ ROI's background.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from daq.config.base import Name, StrictModel
+from daq.config.base import InstrumentsConfig, Name, StrictModel
 from daq.errors import ConfigError
 
 RoiKind = Literal["product", "free", "colloid", "impurity"]
@@ -126,10 +126,16 @@ class TlcSection(StrictModel):
         raise KeyError(f"no TLC method {name!r} (known: {known})")
 
 
-def check_config(model: Any, file: str) -> None:
+class TlcConfig(InstrumentsConfig, Protocol):
+    """What :func:`check_config` reads of the whole config."""
+
+    @property
+    def tlc(self) -> TlcSection: ...
+
+
+def check_config(model: TlcConfig, file: str) -> None:
     """Cross-check: every scanner's ``method`` names a configured method."""
-    tlc: TlcSection | None = getattr(model, "tlc", None)
-    names = {m.name for m in tlc.methods} if tlc is not None else set()
+    names = {m.name for m in model.tlc.methods}
     for i, inst in enumerate(model.instruments):
         method = getattr(inst, "method", None)
         if inst.kind == "rtlc-scanner" and method is not None and method not in names:

@@ -105,7 +105,7 @@ def files(out: Path) -> Scenario:
 
 
 def config(out: Path, path: Path | None) -> Scenario:
-    from daq.config.load import load_config
+    from daq.configfile.load import load_config
 
     sc = Scenario("IQ-CONFIG", "The site configuration validated and identified by its hash")
     if path is None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from daq.cli import demo, simulate
 from daq.cli.validation.results import SKIPPED, Scenario
-from daq.config.load import Config, load_config
+from daq.configfile.load import Config, load_config
 from daq.journal.journal import JOURNAL_FILE, connect
 from daq.journal.verify import verify_journal
 
@@ -641,7 +641,7 @@ def disk_full(ctx: Context) -> Scenario:
 
 
 async def _disk_full(ctx: Context, sc: Scenario, mnt: Path) -> None:
-    from daq.config.load import parse_config
+    from daq.configfile.load import parse_config
     from daq.daemon import Daemon
 
     listener = await simulate.start(

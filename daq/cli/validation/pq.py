@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from daq.cli.validation.results import Scenario
-from daq.config.load import load_config
+from daq.configfile.load import load_config
 from daq.journal.journal import JOURNAL_FILE, connect
 
 

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from daq.alarms.settings import check_config as check_alarms
 from daq.config.base import PositiveSeconds
-from daq.config.model import Config, DaqConfig
 from daq.config.sections import DaemonSection
+from daq.configfile.model import Config, DaqConfig
 from daq.errors import ConfigError
 from daq.forward.naming import check_naming
 from daq.journal.settings import JournalSection
@@ -28,7 +28,7 @@ from drivers import REGISTRY
 #: Keys that would hold a secret inline; secrets come from the environment or credentials.
 SECRET_KEYS = frozenset({"token", "password", "secret", "api_key", "apikey", "private_key"})
 
-#: The model every file is validated against (:class:`daq.config.model.DaqConfig`).
+#: The model every file is validated against (:class:`daq.configfile.model.DaqConfig`).
 DaqConfigModel = DaqConfig
 
 #: A feature's check across sections, run after validation: (the model, the file) and it

@@ -2,7 +2,7 @@
 
 Used where the daemon's own tools generate a runnable config (``daq demo --write-config``,
 benchmarks). The output re-validates to the same model: :func:`dump_config` is the inverse of
-:func:`daq.config.load.parse_config` for the values that matter. The TOML itself is written by
+:func:`daq.configfile.load.parse_config` for the values that matter. The TOML itself is written by
 tomli-w (the maintained counterpart of the standard library's reader).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import tomli_w
 
-from daq.config.model import Config
+from daq.configfile.model import Config
 
 
 def _without_none(value: Any) -> Any:
