@@ -15,8 +15,8 @@ from pathlib import Path
 
 from daq.clock import SystemClock
 from daq.config.base import InstrumentBase
-from daq.config.load import JournalSection
 from daq.journal import Journal, JournalReader
+from daq.journal.settings import JournalSection
 from daq.model import DeviceInfo, EventKind, Quality, Reading, Reason
 from daq.supervisor import State, Supervisor
 from daq.transport import Link, null_modem
