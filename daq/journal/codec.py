@@ -9,6 +9,8 @@ a column added to the ``readings`` table is added in one place.
 * a committed record: :class:`ReadingRecord`, a :class:`~daq.model.Reading` with its journal id;
 * its JSON object (:func:`json_object`): what the live stream, ``/api/readings`` and tail
   clients get; it carries the journal ``id``, which is how a client resumes;
+* its columns for people (:data:`READABLE_COLUMNS`, :func:`readable`): what a run's export
+  writes after a reading's journal columns;
 * the line-protocol input (:data:`LINE_COLUMNS`, :data:`LINE_SELECT`, the ``LINE_*`` indexes):
   the columns the forwarder selects and formats, fetched as plain tuples for speed.
 """
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from daq.journal.schema import CHAINED
-from daq.model import Quality, Reading
+from daq.model import Quality, Reading, iso
 
 #: The ``readings`` table's columns in table order (the insert tuple and the chain payload).
 READING_COLUMNS: tuple[str, ...] = CHAINED["readings"]
@@ -97,6 +99,22 @@ def record(values: Sequence[Any] | Mapping[str, Any]) -> ReadingRecord:
     )
 
 
+#: What a run's export writes after a reading's journal columns, for people: the acquisition
+#: time in ISO 8601 (UTC) and the quality's name. Not hashed; verifying an export recomputes
+#: them with the rest of the file.
+READABLE_COLUMNS: tuple[str, ...] = ("acq_iso", "quality_name")
+
+
+def quality_name(quality: int) -> str:
+    """``GOOD``, ``UNCERTAIN`` or ``BAD`` (an unknown code as its number)."""
+    return _QUALITY_NAMES.get(int(quality), str(quality))
+
+
+def readable(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`READABLE_COLUMNS` of a reading given as a journal row (a mapping of columns)."""
+    return {"acq_iso": iso(row["acq_ns"]), "quality_name": quality_name(row["quality"])}
+
+
 def _finite(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
@@ -115,7 +133,7 @@ def json_object(r: Reading, rid: int | None = None) -> dict[str, Any]:
         "acq_ns": r.acq_ns,
         "value": _finite(r.value),
         "unit": r.unit,
-        "quality": _QUALITY_NAMES.get(int(r.quality), str(r.quality)),
+        "quality": quality_name(r.quality),
         "reason": r.reason,
         "run_id": r.run_id,
         "attrs": dict(r.attrs) if r.attrs else None,

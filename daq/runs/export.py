@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 from daq import __version__
 from daq.errors import DaqError
-from daq.journal import chain
+from daq.journal import chain, codec
 from daq.journal.journal import JOURNAL_FILE, connect
-from daq.model import Quality, iso
+from daq.model import iso
 from daq.runs import figures
 from daq.runs.checked import ExportError, journal_run, open_journal
 from daq.runs.seal import BASE_TABLES, compute_seal
@@ -58,9 +58,10 @@ def _sha256(path: Path) -> str:
 
 
 def _derived(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    """Columns for people (ISO 8601 times, quality names); not hashed, ignored by verification."""
+    """Columns for people (ISO 8601 times, quality names): not hashed; verification recomputes
+    them with the rest of the file. A reading's are the codec's (:func:`codec.readable`)."""
     if table == "readings":
-        return {"acq_iso": iso(row["acq_ns"]), "quality_name": Quality(row["quality"]).name}
+        return codec.readable(row)
     if "ts_ns" in row and isinstance(row["ts_ns"], int):
         return {"ts_iso": iso(row["ts_ns"])}
     return {}
