@@ -379,7 +379,11 @@ class SynthModbusSimulator(Simulator):
     # -- serving ---------------------------------------------------------------------
 
     async def serve(self, listen: str) -> Listener:
-        """Serve at ``tcp://HOST:PORT`` (port 0 picks a free one) or ``pty`` (Modbus RTU)."""
+        """Serve at ``tcp://HOST:PORT`` (port 0 picks a free one) or ``pty`` (Modbus RTU).
+
+        ``tcp://__pymodbus_nullmodem:PORT`` (pymodbus's ``NULLMODEM_HOST``) serves on pymodbus's
+        in-memory null modem instead of a socket: a client given the same host and port
+        reaches it in the same process (tests)."""
         self._build_images()
         self._stopping = False
         updater = asyncio.create_task(self._updater(), name=f"sim:{self.kind}:update")
@@ -440,8 +444,14 @@ class SynthModbusSimulator(Simulator):
         parts = urlsplit(listen)
         if parts.scheme != "tcp" or parts.hostname is None:
             raise SimulatorError(f"--listen {listen!r}: expected tcp://HOST:PORT or pty")
+        from pymodbus.transport import NULLMODEM_HOST
+
         server = await self._start_tcp(parts.hostname, parts.port or 0)
-        host, port = server.transport.sockets[0].getsockname()[:2]
+        if parts.hostname == NULLMODEM_HOST:
+            # pymodbus's in-memory null modem (tests): no socket, the port is the given one.
+            host, port = parts.hostname, parts.port or 0
+        else:
+            host, port = server.transport.sockets[0].getsockname()[:2]
         self._bound = (host, port)
         return f"tcp://{host}:{port}", self._stop_server
 

@@ -30,10 +30,13 @@ it into an engineering value (scale, offset, unit). See :mod:`drivers.modbus.cod
   character times, 1.75 ms above 19200 baud: Modbus over Serial Line V1.02, 2.5.1.1).
 
 pymodbus (pinned) does the framing; its client is created without its own reconnect or
+retries (the supervisor owns both), by a link factory, so a test can join the driver to a real
+pymodbus server over pymodbus's in-memory null modem.
 
 The package: :mod:`.config` (the instrument table and register map), :mod:`.codec` (decoding
 and request planning, free of I/O), :mod:`.plan` (the compiled reads of one poll),
-:mod:`.errors` (exception codes; pymodbus's errors mapped in one place) and :mod:`.driver`.
+:mod:`.errors` (exception codes; pymodbus's errors mapped in one place), :mod:`.link` (the
+client on a socket, a serial line or the null modem) and :mod:`.driver`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -26,6 +25,7 @@ from drivers.base import Capability, Deadline, Driver
 from drivers.modbus.codec import MAX_REGISTERS, Span, ValueCodec, plan_requests, registers_to_bytes
 from drivers.modbus.config import ModbusConfig
 from drivers.modbus.errors import EXCEPTION_NAMES, UNIT_DOWN_CODES, UnitFailed, map_exceptions
+from drivers.modbus.link import ModbusLinkFactory, open_client
 from drivers.modbus.plan import PlannedRead, PlannedValue, UnitPlan, compile_plan
 
 log = structlog.get_logger("drivers.modbus")
@@ -56,8 +56,10 @@ class ModbusDriver(Driver):
         "set": "write CHANNEL=VALUE to a writable holding register or coil (engineering units)",
     }
 
-    def __init__(self, config: ModbusConfig, clock: Clock):
+    def __init__(self, config: ModbusConfig, clock: Clock, *, link_factory: ModbusLinkFactory = open_client):
         super().__init__(config, clock)
+        #: Makes the pymodbus client (:func:`.link.open_client`); a test passes :func:`.link.null_modem`.
+        self.link_factory = link_factory
         self._client: Any = None
         self._plan = compile_plan(config)
         self._by_name = {c.name: c for c in config.all_channels}
@@ -92,40 +94,10 @@ class ModbusDriver(Driver):
 
     # -- connection ------------------------------------------------------------------
 
-    def _make_client(self) -> Any:
-        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-        from pymodbus.framer import FramerType
-
-        cfg = self.config
-        # reconnect_delay=0 and retries=0: the supervisor owns reconnects and retries.
-        if cfg.is_tcp:
-            parts = urlsplit(cfg.port)
-            return AsyncModbusTcpClient(
-                parts.hostname or "",
-                port=parts.port or 502,
-                name=self.name,
-                reconnect_delay=0,
-                timeout=self._timeout_s,
-                retries=0,
-            )
-        s = cfg.serial
-        return AsyncModbusSerialClient(
-            cfg.port,
-            framer=FramerType.RTU,
-            baudrate=s.baudrate or 19200,
-            bytesize=s.bytesize or 8,
-            parity=s.parity or "E",
-            stopbits=s.stopbits or 1,
-            name=self.name,
-            reconnect_delay=0,
-            timeout=self._timeout_s,
-            retries=0,
-        )
-
     async def connect(self) -> DeviceInfo:
         if self._client is None or not self._client.connected:
             await self.close()
-            client = self._make_client()
+            client = self.link_factory(self.config, self.name, self._timeout_s)
             self._client = client
             # pymodbus has one timeout for connecting and for each request: give the connect
             # connect_timeout_s, then set it back to the per-request timeout.
