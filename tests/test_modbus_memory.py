@@ -19,8 +19,8 @@ from typing import Any
 from pymodbus.transport import NULLMODEM_HOST
 
 from daq.clock import SystemClock
-from daq.config.load import JournalSection
 from daq.journal import Journal, JournalReader
+from daq.journal.settings import JournalSection
 from daq.model import EventKind, Quality, Reason
 from daq.supervisor import Supervisor
 from drivers.modbus import ModbusConfig, ModbusDriver, load_map_file
