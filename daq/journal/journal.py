@@ -431,7 +431,10 @@ class Journal:
     def on_commit(self, hook: Callable[[list[Reading]], None]) -> None:
         """Call ``hook(readings)`` on the event loop after each successful commit with the
         readings as journaled (canonical). A hook that raises is logged and counted; the
-        writer and the other hooks go on."""
+        writer and the other hooks go on. Hooks are the daemon's own bookkeeping, run inside
+        the writer's cycle (anchors, metrics counters, a forwarder's wake-up): they must
+        return at once. A consumer of the readings themselves, at its own pace, subscribes
+        to :attr:`feed` instead (bounded, with gaps by journal id)."""
         self._commit_hooks.append(hook)
 
     def on_fatal(self, hook: Callable[[BaseException], None]) -> None:
