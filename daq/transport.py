@@ -7,7 +7,8 @@ Links never retry, sleep or store: that is the supervisor's job.
 
 Drivers open links through a :class:`LinkFactory` (:func:`open_link` by default), so a test
 can hand them one end of a :func:`null_modem`: two links connected in memory, the same
-stream code as a socket without one.
+stream code as a socket without one. :func:`join` connects any two asyncio protocols the
+same way (an OPC UA client's and server's).
 """
 
 from __future__ import annotations
@@ -159,21 +160,41 @@ async def open_link(
 LinkFactory = Callable[..., Awaitable[Link]]
 
 
-class _MemoryTransport(asyncio.Transport):
-    """One direction of a null modem: what is written here arrives at the peer's reader."""
+class MemoryTransport(asyncio.Transport):
+    """One end of an in-memory connection between two asyncio protocols (:func:`join`).
 
-    def __init__(self, protocol: asyncio.StreamReaderProtocol) -> None:
+    What is written here is handed to the peer's ``data_received`` on the next loop turn, in
+    order; closing an end is end-of-file at the other (``eof_received``, then a close unless
+    the protocol keeps the connection half open), as after a TCP FIN."""
+
+    def __init__(self, protocol: asyncio.Protocol, name: str) -> None:
         super().__init__()
         self._protocol = protocol
-        self.peer: asyncio.StreamReader | None = None
-        self.peer_transport: _MemoryTransport | None = None
+        self._name = name
+        self.peer: MemoryTransport | None = None
         self._closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
-            raise ConnectionResetError("null modem: this end is closed")
-        if self.peer is not None and data:
-            self.peer.feed_data(bytes(data))
+            # As a socket transport does: dropped; a stream's drain() reports the lost connection.
+            return
+        peer = self.peer
+        if peer is not None and data:
+            asyncio.get_running_loop().call_soon(peer._receive, bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def _receive(self, data: bytes) -> None:
+        if not self._closing:
+            self._protocol.data_received(data)
+
+    def _peer_closed(self) -> None:
+        if self._closing:
+            return
+        keep_open = self._protocol.eof_received()
+        if not keep_open:
+            self.close()
 
     def is_closing(self) -> bool:
         return self._closing
@@ -184,16 +205,43 @@ class _MemoryTransport(asyncio.Transport):
         self._closing = True
         loop = asyncio.get_running_loop()
         loop.call_soon(self._protocol.connection_lost, None)
-        peer = self.peer_transport
-        if peer is not None and not peer._closing:
-            # The other end sees end-of-file, as after a TCP FIN.
-            loop.call_soon(peer._protocol.eof_received)
+        peer = self.peer
+        if peer is not None:
+            loop.call_soon(peer._peer_closed)
 
     def abort(self) -> None:
         self.close()
 
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return not self._closing
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": "null-modem"}.get(name, default)
+        return {"peername": self._name, "sockname": self._name}.get(name, default)
+
+
+def join(
+    a: asyncio.Protocol, b: asyncio.Protocol, name: str = "memory"
+) -> tuple[MemoryTransport, MemoryTransport]:
+    """Connect two protocols in memory and tell each (``connection_made``); returns their
+    transports. Both sides' own code runs unchanged: only the socket is replaced. Must be
+    called inside a running loop."""
+    ta, tb = MemoryTransport(a, name), MemoryTransport(b, name)
+    ta.peer, tb.peer = tb, ta
+    a.connection_made(ta)
+    b.connection_made(tb)
+    return ta, tb
 
 
 def null_modem(url: str = "memory://null-modem") -> tuple[Link, Link]:
@@ -202,15 +250,11 @@ def null_modem(url: str = "memory://null-modem") -> tuple[Link, Link]:
     For tests (an instrument's expected conversation on one end, the driver on the other);
     closing one end is end-of-file at the other. Must be called inside a running loop."""
     loop = asyncio.get_running_loop()
-    ends = []
-    for _ in range(2):
-        reader = asyncio.StreamReader(limit=MAX_FRAME, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport = _MemoryTransport(protocol)
-        protocol.connection_made(transport)
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        ends.append((reader, writer, transport))
-    (ra, wa, ta), (rb, wb, tb) = ends
-    ta.peer, ta.peer_transport = rb, tb
-    tb.peer, tb.peer_transport = ra, ta
-    return Link(ra, wa, url), Link(rb, wb, url)
+    readers = [asyncio.StreamReader(limit=MAX_FRAME, loop=loop) for _ in range(2)]
+    protocols = [asyncio.StreamReaderProtocol(r, loop=loop) for r in readers]
+    transports = join(protocols[0], protocols[1], url)
+    links = [
+        Link(reader, asyncio.StreamWriter(transport, protocol, reader, loop), url)
+        for reader, protocol, transport in zip(readers, protocols, transports, strict=True)
+    ]
+    return links[0], links[1]

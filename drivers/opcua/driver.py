@@ -23,6 +23,7 @@ from drivers.base import Capability, Deadline, Driver, Duty
 from drivers.opcua.config import OpcUaConfig, OpcUaNode
 from drivers.opcua.conversion import NODE_GONE, convert
 from drivers.opcua.errors import map_exceptions, status_text
+from drivers.opcua.link import OpcUaLinkFactory, make_client
 from drivers.opcua.security import password, secure
 
 if TYPE_CHECKING:
@@ -67,8 +68,10 @@ class OpcUaDriver(Driver):
     config_model = OpcUaConfig
     config: OpcUaConfig
 
-    def __init__(self, config: OpcUaConfig, clock: Clock):
+    def __init__(self, config: OpcUaConfig, clock: Clock, *, link_factory: OpcUaLinkFactory | None = None):
         super().__init__(config, clock)
+        #: Opens the connection (asyncua's own socket when ``None``); a test joins it in memory.
+        self.link_factory = link_factory
         self.capability = Capability.POLLED if config.mode == "poll" else Capability.SUBSCRIPTION
         self._client: Client | None = None
         self._info: DeviceInfo | None = None
@@ -97,12 +100,10 @@ class OpcUaDriver(Driver):
     # -- connect ---------------------------------------------------------------------
 
     async def connect(self) -> DeviceInfo:
-        from asyncua.client.client import Client
-
         if self._client is not None and self._info is not None:
             return self._info
         cfg = self.config
-        client = Client(cfg.url, timeout=cfg.request_timeout_s, watchdog_intervall=cfg.watchdog_s)
+        client = make_client(cfg.url, cfg.request_timeout_s, cfg.watchdog_s, self.link_factory)
         client.application_uri = cfg.security.application_uri
         client.name = client.description = f"hotcell-daq {self.name}"
         client.product_uri = "urn:hotcell-daq"
