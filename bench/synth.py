@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellbench import Probe, SimProcess, free_port, machine, make_config, run_daemon
 
-from simulators.synth_modbus import register_map
+from simulators.synth_modbus_map import register_map
 from simulators.synth_opcua import SynthOpcUaSimulator
 
 CORE_MODBUS = len(register_map(extra_channels=0))

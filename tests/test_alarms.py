@@ -37,7 +37,8 @@ from daq.model import Quality, Reading
 from daq.runs.checked import journal_run, open_journal
 from daq.runs.export import decoded
 from daq.runs.report import render
-from simulators.synth_modbus import SETPOINT_ADDRESS, SynthModbusSimulator
+from simulators.synth_modbus import SynthModbusSimulator
+from simulators.synth_modbus_map import SETPOINT_ADDRESS
 from tests.helpers import config_text, make_config, wait_until
 from tests.test_modbus_driver import instrument
 

@@ -28,7 +28,8 @@ import pytest
 from daq.api.server import STATIC_DIR, ApiService
 from daq.daemon import Daemon
 from daq.journal import JournalReader
-from simulators.synth_modbus import STEP_NAMES, SynthModbusSimulator
+from simulators.synth_modbus import SynthModbusSimulator
+from simulators.synth_modbus_map import STEP_NAMES
 from tests.helpers import make_config, wait_until
 from tests.test_api import running_daemon
 

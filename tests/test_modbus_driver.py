@@ -17,7 +17,8 @@ from daq.journal import JournalReader
 from daq.model import Quality, Reading
 from drivers.modbus import ModbusConfig, ModbusDriver, load_map_file
 from simulators.base import Listener
-from simulators.synth_modbus import STEP_NAMES, SynthModbusSimulator, register_map_toml
+from simulators.synth_modbus import SynthModbusSimulator
+from simulators.synth_modbus_map import STEP_NAMES, register_map_toml
 from tests.helpers import make_config, wait_until
 
 MAP = Path(__file__).resolve().parents[1] / "config" / "synth-modbus-map.toml"

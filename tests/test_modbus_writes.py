@@ -13,7 +13,8 @@ from daq.daemon import Daemon
 from daq.errors import DeviceError, WriteRefused
 from daq.journal import JournalReader
 from drivers.modbus import load_map_file
-from simulators.synth_modbus import SETPOINT_ADDRESS, SynthModbusSimulator
+from simulators.synth_modbus import SynthModbusSimulator
+from simulators.synth_modbus_map import SETPOINT_ADDRESS
 from tests.helpers import make_config, wait_until
 from tests.test_modbus_driver import MAP, driver_for, instrument
 
