@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -11,7 +12,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
+
+from daq.logs import CHATTY_LIBRARIES
 
 # "ci" is the default; "long" is the fuzzing profile of bench/fuzz.py (>= 100,000 examples).
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,6 +71,23 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         where = "test module" if module_ended else "test"
         pytest.fail(f"{where} leaked threads: {', '.join(sorted(t.name for t in leftover))}")
     return result
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that configures logging (a command's ``main()`` run in-process does) leaves it as
+    it found it. Whatever order the tests run in, a later test that captures info events with
+    ``structlog.testing.capture_logs`` must not lose them to a level filter an earlier one set."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    libraries = {name: logging.getLogger(name).level for name in CHATTY_LIBRARIES}
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, library_level in libraries.items():
+        logging.getLogger(name).setLevel(library_level)
 
 
 @pytest.fixture(autouse=True)
