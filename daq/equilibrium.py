@@ -44,6 +44,9 @@ class EquilibriumGate:
         self._by_instrument: dict[str, list[int]] = {}
         self._by_run: dict[str, list[int]] = {}
         self.flagged = 0
+        # Whether a reported nuclide name is the parent, by name: calibrators report the same
+        # few names on every reading, and parsing one costs more than the rest of the stage.
+        self._parent_names: dict[str, bool] = {}
 
     @staticmethod
     def bi213_within_1_percent_s() -> float:
@@ -71,13 +74,18 @@ class EquilibriumGate:
         name = reading.attrs.get("nuclide") if reading.attrs else None
         if not isinstance(name, str) or not name:
             return False
-        try:
-            return nuclide(name).symbol == self.parent
-        except UnknownNuclide:
-            return False
+        known = self._parent_names.get(name)
+        if known is None:
+            try:
+                known = nuclide(name).symbol == self.parent
+            except UnknownNuclide:
+                known = False
+            if len(self._parent_names) < 1024:  # names come from instruments: keep it bounded
+                self._parent_names[name] = known
+        return known
 
     def __call__(self, reading: Reading) -> Reading:
-        if reading.quality is not Quality.GOOD or not self._is_parent(reading):
+        if not reading.attrs or reading.quality is not Quality.GOOD or not self._is_parent(reading):
             return reading
         t0 = self.t0_for(reading)
         if t0 is None or reading.acq_ns - t0 >= self.wait_ns:
