@@ -4,7 +4,9 @@ Start order: open (and recover) the journal; audit the start and the config; sta
 phase-0 services (those readings depend on, such as runs); start the supervisors; start the
 phase-1 services (forwarders, the local API) and phase-2 ones (readiness notification).
 Stop order (SIGTERM, SIGINT, or ``duration_s``): stop the services in reverse, cancel the
-supervisors, journal their stop, commit everything pending, close the journal.
+supervisors, journal their stop, commit everything pending, close the journal; each step
+bounded by what is left of ``daemon.shutdown_timeout_s`` (:mod:`daq.shutdown`). Writes to
+instruments go through :mod:`daq.writes` (audited, refused unless enabled).
 
 A *service* (:class:`daq.context.Service`) is anything with ``name``, ``phase``, ``async
 start()`` and ``async stop()`` (and optionally ``status() -> dict``). The daemon builds what
@@ -20,9 +22,6 @@ import contextlib
 import os
 import random
 import signal
-import sys
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,7 +31,7 @@ from daq.clock import Clock, SystemClock
 from daq.configfile.model import Config
 from daq.context import Service, ServiceContext
 from daq.equilibrium import EquilibriumGate
-from daq.errors import DaqError, WriteRefused
+from daq.errors import DaqError
 from daq.journal.journal import Journal
 from daq.logs import get_logger
 from daq.model import EventKind, InstrumentEvent
@@ -40,6 +39,7 @@ from daq.pipeline import Pipeline, reading_pipeline
 from daq.runs.attribution import RunAttribution
 from daq.runs.clock import ClockFlag
 from daq.services import build_services
+from daq.shutdown import STEP_CAP_S, HardExit, ShutdownSteps
 from daq.status import StatusBoard
 from daq.supervision import (
     EXIT_TASK_FAILED,
@@ -50,13 +50,11 @@ from daq.supervision import (
     hang_point,
 )
 from daq.supervisor import Supervisor
+from daq.writes import audited_write
 from drivers import REGISTRY
 from drivers.base import Capability
 
 log = get_logger("daq.daemon")
-
-#: The longest a single shutdown step (one service's stop, the last commit) may take.
-STEP_CAP_S = 5.0
 
 
 class Daemon:
@@ -106,8 +104,8 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task[Any] | None = None
         self._aborting = False
-        self._hard_exit_allowed = False
-        self._hard_exit: threading.Timer | None = None
+        #: The last-resort exit, armed by a signal or a fatal task (``daq run`` only).
+        self._hard_exit: HardExit | None = None
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -191,7 +189,7 @@ class Daemon:
         self._runner = asyncio.current_task()
         previous: dict[signal.Signals, Any] = {}
         if install_signals:
-            self._hard_exit_allowed = True
+            self._hard_exit = HardExit(self.config.daemon.shutdown_timeout_s, self._exit_report)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 # A Python-level handler (not loop.add_signal_handler): it runs even while a
                 # callback holds the event loop, so the hard-exit timer is always armed.
@@ -290,42 +288,15 @@ class Daemon:
             self._loop.call_soon_threadsafe(self.request_stop)
 
     def _arm_hard_exit(self) -> None:
-        """Start the last-resort timer (a thread: a blocked event loop cannot hold it up)."""
-        if not self._hard_exit_allowed or self._hard_exit is not None:
-            return
-        bound = self.config.daemon.shutdown_timeout_s
-        timer = threading.Timer(bound, self._exit_now, args=(bound,))
-        timer.daemon = True
-        self._hard_exit = timer
-        timer.start()
+        if self._hard_exit is not None:
+            self._hard_exit.arm()
 
-    def _exit_now(self, bound: float) -> None:
+    def _exit_report(self) -> dict[str, Any]:
         journal = self.journal
-        log.critical(
-            "shutdown exceeded its bound; exiting now",
-            shutdown_timeout_s=bound,
-            uncommitted=journal.uncommitted if journal is not None else None,
-            unfinished=self.unfinished,
-        )
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
-            sys.stdout.flush()
-        os._exit(EXIT_TASK_FAILED)
-
-    async def _bounded(self, step: str, aw: Awaitable[Any], timeout_s: float) -> bool:
-        """Await one shutdown step for at most ``timeout_s``; a step that fails or overruns
-        is logged and noted in :attr:`unfinished`, and the next step runs."""
-        try:
-            await asyncio.wait_for(aw, max(0.0, timeout_s))
-        except TimeoutError:
-            log.error("shutdown step timed out", step=step, timeout_s=round(timeout_s, 3))
-            self.unfinished[step] = "timed out"
-            return False
-        except Exception as exc:
-            log.error("shutdown step failed", step=step, error=repr(exc))
-            self.unfinished[step] = repr(exc)[:200]
-            return False
-        return True
+        return {
+            "uncommitted": journal.uncommitted if journal is not None else None,
+            "unfinished": self.unfinished,
+        }
 
     def supervisor(self, name: str) -> Supervisor:
         for sup in self.supervisors:
@@ -336,36 +307,13 @@ class Daemon:
     async def instrument_write(
         self, instrument: str, command: str, value: str | None = None, *, actor: str, reason: str
     ) -> str:
-        """Send a state-changing command to an instrument.
-
-        Refused unless the instrument has ``allow_writes = true``. Every attempt, refused,
-        failed or done, goes to the audit trail with who, what and why.
-        """
-        sup = self.supervisor(instrument)
+        """Send a state-changing command to an instrument, audited
+        (:func:`daq.writes.audited_write`: refused unless ``allow_writes = true``)."""
         journal = self.journal
         assert journal is not None
-        detail: dict[str, Any] = {"command": command, "value": value, "reason": reason}
-        if not sup.config.allow_writes:
-            journal.audit("instrument_write_refused", actor=actor, subject=instrument, detail=detail)
-            await journal.flush()
-            raise WriteRefused(f"{instrument}: writes are disabled (allow_writes = false)")
-        try:
-            async with sup.io_lock:
-                answer = await sup.driver.write(command, value)
-        except DaqError as exc:
-            journal.audit(
-                "instrument_write_failed",
-                actor=actor,
-                subject=instrument,
-                detail={**detail, "error": str(exc)},
-            )
-            await journal.flush()
-            raise
-        journal.audit(
-            "instrument_write", actor=actor, subject=instrument, detail={**detail, "answer": answer}
+        return await audited_write(
+            self.supervisor(instrument), journal, command, value, actor=actor, reason=reason
         )
-        await journal.flush()
-        return answer
 
     async def _start_service(self, svc: Service) -> None:
         await svc.start()
@@ -376,20 +324,13 @@ class Daemon:
         the supervisors, their stop events, a commit of everything pending, then the
         forwarders' final drain, the ``daemon_stop`` audit (with whatever could not be done
         in time) and the journal's close. Each step is bounded by what is left of the time."""
-        bound = self.config.daemon.shutdown_timeout_s
-        started = time.monotonic()
+        steps = ShutdownSteps(self.config.daemon.shutdown_timeout_s, self.unfinished)
+        left = steps.left
         hang_point("shutdown")
-        # A second in hand for the audit entry and the journal's last commit.
-        deadline = started + max(bound * 0.5, bound - 1.0)
-
-        def left(cap: float | None = None) -> float:
-            remaining = max(0.0, deadline - time.monotonic())
-            return remaining if cap is None else min(cap, remaining)
-
         drainers = [svc for svc in self.services.values() if getattr(svc, "drains_on_stop", False)]
         for svc in reversed(list(self.services.values())):
             if svc not in drainers:
-                await self._bounded(f"stop {svc.name}", svc.stop(), left(STEP_CAP_S))
+                await steps.step(f"stop {svc.name}", svc.stop(), left(STEP_CAP_S))
         for task in self._tasks:
             task.cancel()
         pending = set(self._tasks)
@@ -414,12 +355,12 @@ class Daemon:
             )  # fmt: skip
         if not journal.writer_task.done():
             # The last readings and the stop events are committed before the final drain.
-            await self._bounded("commit the last readings", journal.flush(), left(STEP_CAP_S))
+            await steps.step("commit the last readings", journal.flush(), left(STEP_CAP_S))
         for svc in drainers:
             # The drain gets what is left, less a second for the forwarder to end between
             # requests; the step's own bound is the backstop.
             drain_s = max(0.0, left() - 1.0)
-            await self._bounded(f"stop {svc.name}", svc.stop(drain_s=drain_s), left())  # type: ignore[call-arg]
+            await steps.step(f"stop {svc.name}", svc.stop(drain_s=drain_s), left())  # type: ignore[call-arg]
         detail: dict[str, Any] = {"readings_committed": journal.readings_committed}
         if self.unfinished:
             detail["unfinished"] = dict(self.unfinished)
@@ -427,8 +368,8 @@ class Daemon:
         if self.exit_code:
             detail["exit_code"] = self.exit_code
         journal.audit("daemon_stop", detail=detail)
-        close_s = max(0.5, started + bound - 0.2 - time.monotonic())
-        closed = await self._bounded(
+        close_s = steps.close_s()
+        closed = await steps.step(
             "close the journal", journal.close(timeout_s=max(0.1, close_s - 0.1)), close_s
         )
         if not closed:
