@@ -485,7 +485,9 @@ async def test_cli_simulator_with_slow_responses(tmp_path: Path) -> None:
 def test_missing_publish_messages_are_recorded_as_a_gap() -> None:
     """A jump in the subscription's sequence numbers: messages the server sent never arrived."""
     driver = OpcUaDriver(opcua_config("opc.tcp://plc:4840", ["a", "b"]), SystemClock())
-    driver._by_handle = {1: driver._items[0], 2: driver._items[1]}
+    n = driver.notifications
+    n.reset(driver._items)
+    n.by_handle = {1: driver._items[0], 2: driver._items[1]}
 
     def message(seq: int, value: float) -> ua.PublishResult:
         items = [
@@ -497,11 +499,11 @@ def test_missing_publish_messages_are_recorded_as_a_gap() -> None:
         )
         return ua.PublishResult(SubscriptionId=1, NotificationMessage=note)
 
-    driver._on_publish(message(7, 1.0))
-    driver._on_publish(message(8, 2.0))
-    assert [r.value for r in driver._take()] == [1.0, 1.0, 2.0, 2.0]
-    driver._on_publish(message(11, 3.0))  # 9 and 10 never came
-    rows = driver._take()
+    n.on_publish(message(7, 1.0))
+    n.on_publish(message(8, 2.0))
+    assert [r.value for r in n.take()] == [1.0, 1.0, 2.0, 2.0]
+    n.on_publish(message(11, 3.0))  # 9 and 10 never came
+    rows = n.take()
     gaps = [r for r in rows if r.reason == "overflow"]
     assert {r.channel for r in gaps} == {"a", "b"}
     assert all(r.quality is Quality.BAD and r.value is None for r in gaps)
@@ -509,10 +511,10 @@ def test_missing_publish_messages_are_recorded_as_a_gap() -> None:
     assert "sequence jumped from 8 to 11" in gaps[0].attrs["error"]
     assert [r.value for r in rows if r.quality is Quality.GOOD] == [3.0, 3.0]
     # A keep-alive (no data) moves nothing.
-    driver._on_publish(
+    n.on_publish(
         ua.PublishResult(SubscriptionId=1, NotificationMessage=ua.NotificationMessage(SequenceNumber=12))
     )
-    assert driver._take() == []
+    assert n.take() == []
 
 
 @module_loop
@@ -523,7 +525,7 @@ async def test_readings_that_arrived_before_a_server_restart_are_returned_first(
     await driver.read()
     await asyncio.sleep(0.3)  # notifications wait in the driver's buffer, unread
     restart = asyncio.create_task(simulator.restart(down_s=0.5))
-    await wait_until(lambda: driver._lost is not None, timeout=5)
+    await wait_until(lambda: driver.notifications.lost is not None, timeout=5)
     rows = await driver.read()
     assert len(rows) >= 5
     assert all(r.quality is Quality.GOOD for r in rows)

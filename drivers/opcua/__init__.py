@@ -41,8 +41,11 @@ or the connection fails: there is no fallback to a weaker one. User name and pas
 from an environment variable or a systemd credential, never from the config file.
 
 The package: :mod:`.config` (the instrument table), :mod:`.security` (endpoint, certificate
-checks, password), :mod:`.conversion` (DataValue to readings), :mod:`.errors` (asyncua's
-errors mapped in one place) and :mod:`.driver`.
+checks, password), :mod:`.link` (the connection, asyncua's socket or one a test makes in
+memory), :mod:`.nodes` (the node map at run time: resolution, availability, device
+information), :mod:`.subscription` (monitored items and the notification buffer),
+:mod:`.conversion` (DataValue to readings), :mod:`.errors` (asyncua's errors mapped in one
+place) and :mod:`.driver`.
 """
 
 from __future__ import annotations
