@@ -36,7 +36,7 @@ from daq.tlc import store
 from daq.tlc.analysis import analyse
 from daq.tlc.colours import KIND_COLOURS, OTHER_COLOUR
 from daq.tlc.methods import TlcMethod
-from daq.tlc.service import analysis_id_for, analysis_values
+from daq.tlc.records import analysis_id_for, analysis_values
 
 NAME = "tlc"
 HELP = "radio-TLC traces: list them, show the RCP table (and a PNG), re-integrate with other ROIs"
