@@ -34,9 +34,12 @@ retries (the supervisor owns both), by a link factory, so a test can join the dr
 pymodbus server over pymodbus's in-memory null modem.
 
 The package: :mod:`.config` (the instrument table and register map), :mod:`.codec` (decoding
-and request planning, free of I/O), :mod:`.plan` (the compiled reads of one poll),
+and request planning, free of I/O), :mod:`.plan` (the compiled reads of one poll, planned
+again around refused addresses),
 :mod:`.errors` (exception codes; pymodbus's errors mapped in one place), :mod:`.link` (the
-client on a socket, a serial line or the null modem) and :mod:`.driver`.
+client on a socket, a serial line or the null modem), :mod:`.readings` (the readings of an
+answered or failed read), :mod:`.health` (starved channels, refused addresses, failing units)
+and :mod:`.driver`.
 """
 
 from __future__ import annotations

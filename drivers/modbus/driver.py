@@ -1,9 +1,9 @@
-"""The Modbus driver: connection, one poll over the plan, re-planning around refused
-addresses, and writes.
+"""The Modbus driver: the connection, one poll over the plan (splitting a read that an
+address of it is refused, in the same poll), and writes.
 
-About 570 lines, over the usual 400: the poll, the re-planning it triggers (split, isolate,
-coalesce again) and the per-unit state they share are one piece of logic over the same plan;
-the map, the plan, the codec and the error mapping live beside it.
+Beside it: the plan and its re-planning around refused addresses (:mod:`.plan`), the readings
+of a poll (:mod:`.readings`), what lasts between polls (:mod:`.health`), the link
+(:mod:`.link`), the codec and the error mapping.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from typing import Any, ClassVar
 import structlog
 
 from daq.clock import Clock
-from daq.errors import ConnectError, DeviceError, ProtocolError, ReadTimeout, WriteRefused
-from daq.model import DeviceInfo, Quality, Reading, Reason
+from daq.errors import ConnectError, DeviceError, ReadTimeout, WriteRefused
+from daq.model import DeviceInfo, Reading, Reason
 from drivers.base import Capability, Deadline, Driver
-from drivers.modbus.codec import MAX_REGISTERS, Span, ValueCodec, plan_requests, registers_to_bytes
+from drivers.modbus.codec import ValueCodec
 from drivers.modbus.config import ModbusConfig
 from drivers.modbus.errors import EXCEPTION_NAMES, UNIT_DOWN_CODES, UnitFailed, map_exceptions
+from drivers.modbus.health import Health
 from drivers.modbus.link import ModbusLinkFactory, open_client
-from drivers.modbus.plan import PlannedRead, PlannedValue, UnitPlan, compile_plan
+from drivers.modbus.plan import PlannedRead, UnitPlan, compile_plan, recoalesce
+from drivers.modbus.readings import decode, unit_bad
 
 log = structlog.get_logger("drivers.modbus")
 
@@ -71,10 +73,10 @@ class ModbusDriver(Driver):
         self.map_sha256 = hashlib.sha256(effective.encode()).hexdigest()
         #: Requests sent by this driver, for status and benchmarks.
         self.requests = 0
-        #: channel -> why the server refuses its address (exception 2, isolated by splitting).
-        self.refused: dict[str, str] = {}
-        #: channel -> polls in a row in which its read was not sent (the poll's time was spent).
-        self.starved: dict[str, int] = {}
+        #: Starved channels, refused addresses and failing units, for status.
+        self.health = Health(self.name, config.timeout_s)
+        self.refused = self.health.refused
+        self.starved = self.health.starved
 
     def _frame_gap_s(self) -> float:
         if self.config.is_tcp:
@@ -196,82 +198,6 @@ class ModbusDriver(Driver):
             )
         return response
 
-    def _decode(
-        self, unit_id: int, read: PlannedRead, response: Any, acq_ns: int, mono_ns: int
-    ) -> list[Reading]:
-        name = self.name
-        out: list[Reading] = []
-        if read.function <= 2:
-            bits = response.bits
-            if len(bits) < read.count:
-                raise UnitFailed(
-                    Reason.PARSE_ERROR, f"unit {unit_id}: {len(bits)} bits in reply to a read of {read.count}"
-                )
-            for v in read.values:
-                value = 1.0 if bits[v.start] else 0.0
-                out.append(
-                    Reading(
-                        name,
-                        v.channel,
-                        value,
-                        v.unit,
-                        Quality.GOOD,
-                        acq_ns,
-                        mono_ns,
-                        raw=b"\x01" if value else b"\x00",
-                    )
-                )
-            return out
-        registers = response.registers
-        if len(registers) != read.count:
-            raise UnitFailed(
-                Reason.PARSE_ERROR,
-                f"unit {unit_id}: {len(registers)} registers in reply to a read of {read.count}",
-                raw=registers_to_bytes(registers[:MAX_REGISTERS]),
-            )
-        data = registers_to_bytes(registers)
-        for v in read.values:
-            try:
-                value = v.decode(data, v.start)
-            except ProtocolError as exc:
-                out.append(
-                    Reading(name, v.channel, None, v.unit, Quality.BAD, acq_ns, mono_ns,
-                            reason=Reason.PARSE_ERROR, raw=exc.raw,
-                            attrs={"unit_id": unit_id, "error": exc.reason})
-                )  # fmt: skip
-                continue
-            attrs = None
-            if v.labels is not None:
-                text = v.labels.get(int(value))
-                attrs = {"text": text} if text is not None else {"unmapped_state": True}
-            out.append(
-                Reading(name, v.channel, value, v.unit, Quality.GOOD, acq_ns, mono_ns,
-                        raw=data[v.start : v.start + v.nbytes], attrs=attrs)
-            )  # fmt: skip
-        return out
-
-    def _unit_bad(self, unit: UnitPlan, reads: list[PlannedRead], failure: UnitFailed) -> list[Reading]:
-        now, mono = self.clock.time_ns(), self.clock.monotonic_ns()
-        attrs: dict[str, Any] = {"unit_id": unit.unit_id, "error": failure.message}
-        if failure.code is not None:
-            attrs["exception_code"] = failure.code
-        return [
-            Reading(
-                self.name,
-                v.channel,
-                None,
-                v.unit,
-                Quality.BAD,
-                now,
-                mono,
-                failure.reason,
-                raw=failure.raw,
-                attrs=attrs,
-            )
-            for r in reads
-            for v in r.values
-        ]
-
     async def read(self, deadline: Deadline | None = None) -> list[Reading]:
         """One poll of every unit id; per-unit failures come back as BAD readings.
 
@@ -302,16 +228,16 @@ class ModbusDriver(Driver):
                         f"the poll's {self.config.timeout_s:g} s were spent",
                     )
                     unsent = [read, *queue]
-                    out.extend(self._unit_bad(unit, unsent, late))
-                    self._starve(unit, unsent)
+                    out.extend(self._bad(unit, unsent, late))
+                    self.health.starve(unit, unsent)
                     break
                 sent += 1
                 try:
                     response = await self._read(unit.unit_id, read)
                     acq_ns, mono_ns = clock.time_ns(), clock.monotonic_ns()
                     answered += 1
-                    out.extend(self._decode(unit.unit_id, read, response, acq_ns, mono_ns))
-                    self._fed(read, back, again)
+                    out.extend(decode(self.name, unit.unit_id, read, response, acq_ns, mono_ns))
+                    self.health.fed(read, back, again)
                 except UnitFailed as failure:
                     if failure.code == 2:
                         # The unit answered; one address of the read is not mapped.
@@ -323,28 +249,28 @@ class ModbusDriver(Driver):
                             queue.extendleft(reversed(halves))
                             refused_reads.append(read)
                             continue
-                        out.extend(self._unit_bad(unit, [read], failure))
-                        self._refuse(unit, read, failure)
-                        self._fed(read, back, again, keep_refused=True)
+                        out.extend(self._bad(unit, [read], failure))
+                        self.health.refuse(unit, read, failure)
+                        self.health.fed(read, back, again, keep_refused=True)
                         continue
                     failed = True
                     if failure.reason == Reason.PARSE_ERROR:
                         out_of_step = failure
                     if failure.reason == Reason.TIMEOUT or failure.code in UNIT_DOWN_CODES:
                         # The unit is silent or reported itself down: skip its other reads.
-                        out.extend(self._unit_bad(unit, [read, *queue], failure))
+                        out.extend(self._bad(unit, [read, *queue], failure))
                         timed_out += failure.reason == Reason.TIMEOUT
-                        self._unit_state(unit, True, failure)
+                        self.health.unit_state(unit, True, failure)
                         break
-                    out.extend(self._unit_bad(unit, [read], failure))
+                    out.extend(self._bad(unit, [read], failure))
                     answered += failure.reason != Reason.PARSE_ERROR
-                    self._unit_state(unit, True, failure)
+                    self.health.unit_state(unit, True, failure)
             else:
                 if refused_reads:
                     # Every half was answered or refused: read the rest in blocks again.
-                    self._recoalesce(unit, refused_reads)
+                    recoalesce(unit, refused_reads, self.refused, self.config)
             if not failed:
-                self._unit_state(unit, False, None)
+                self.health.unit_state(unit, False, None)
         if back:
             log.info("modbus channels read again after starving", instrument=self.name, channels=back)
         if again:
@@ -360,126 +286,11 @@ class ModbusDriver(Driver):
             raise ReadTimeout(f"{self.name}: no unit id answered within {self._timeout_s:g} s")
         return out
 
-    def _recoalesce(self, unit: UnitPlan, refused_reads: list[PlannedRead]) -> None:
-        """Plan a table's reads again once its refused addresses are known.
-
-        Only tables in which a read was split (``refused_reads``: the reads of several values
-        that were answered with exception 2) are re-planned: each refused value alone, the
-        others coalesced without reading across any hole (``max_gap`` is not used here: an
-        address that is in no channel may be the one refused). Should a new read still cover
-        one that was refused (a device that refuses reads across some internal boundary), the
-        table keeps the narrower reads the search found to work.
-        """
-        cfg = self.config
-        refused = self.refused
-        split_functions = {r.function for r in refused_reads}
-        reads: list[PlannedRead] = []
-        by_function: dict[int, list[PlannedRead]] = {}
-        for r in unit.reads:
-            by_function.setdefault(r.function, []).append(r)
-        for function, group in by_function.items():
-            if function not in split_functions:
-                reads.extend(group)
-                continue
-            model = group[0]
-            values = sorted((v for r in group for v in r.values), key=lambda v: v.address)
-            cuts = sorted(
-                {a for v in values if v.channel in refused for a in range(v.address, v.address + v.width)}
-            )
-            planned: list[PlannedRead] = []
-            segments: dict[int, list[PlannedValue]] = {}
-            for v in values:
-                covered = [a for a in cuts if v.address <= a < v.address + v.width]
-                if v.channel in refused or covered:
-                    planned.append(model.narrowed([v]))
-                    continue
-                # Values between the same two refused addresses may share a read.
-                segments.setdefault(sum(a < v.address for a in cuts), []).append(v)
-            limit = cfg.max_bits_per_request if function <= 2 else cfg.max_registers_per_request
-            for segment in segments.values():
-                spans = [Span(i, v.address, v.width) for i, v in enumerate(segment)]
-                for req in plan_requests(spans, limit, 0):
-                    planned.append(model.narrowed([segment[k] for k in req.keys]))
-            if any(
-                new.address <= old.address and old.address + old.count <= new.address + new.count
-                for new in planned
-                if len(new.values) > 1
-                for old in refused_reads
-                if old.function == function
-            ):
-                planned = group
-            reads.extend(planned)
-        order = {t: i for i, t in enumerate(("coil", "discrete", "holding", "input"))}
-        unit.reads = sorted(reads, key=lambda r: (order[r.table], r.address))
-
-    def _starve(self, unit: UnitPlan, reads: list[PlannedRead]) -> None:
-        """Count polls in which these reads were not sent; log when a channel starts starving."""
-        newly = []
-        for read in reads:
-            for channel in read.channels:
-                count = self.starved.get(channel, 0)
-                self.starved[channel] = count + 1
-                if count == 0:
-                    newly.append(channel)
-        if newly:
-            log.warning(
-                "modbus channels starved: the poll's time was spent before their reads",
-                instrument=self.name,
-                unit_id=unit.unit_id,
-                channels=newly,
-                timeout_s=self.config.timeout_s,
-            )
-
-    def _fed(
-        self, read: PlannedRead, back: list[str], again: list[str], *, keep_refused: bool = False
-    ) -> None:
-        """The read was answered: its channels are no longer starved (nor refused); those
-        that were go to ``back`` and ``again``, logged once at the end of the poll."""
-        back.extend(c for c in read.channels if self.starved.pop(c, 0))
-        if not keep_refused:
-            again.extend(c for c in read.channels if self.refused.pop(c, None) is not None)
-
-    def _refuse(self, unit: UnitPlan, read: PlannedRead, failure: UnitFailed) -> None:
-        """Remember a channel whose own address the server refuses; log it once."""
-        channel = read.channels[0]
-        if channel in self.refused:
-            return
-        self.refused[channel] = (
-            f"unit {unit.unit_id} {read.table} {read.address} x{read.count}: "
-            f"exception {failure.code} ({EXCEPTION_NAMES.get(failure.code or 0, 'unknown exception')})"
-        )
-        log.warning(
-            "modbus address refused; the rest of its block is read without it",
-            instrument=self.name,
-            unit_id=unit.unit_id,
-            channel=channel,
-            table=read.table,
-            address=read.address,
-            exception_code=failure.code,
-        )
+    def _bad(self, unit: UnitPlan, reads: list[PlannedRead], failure: UnitFailed) -> list[Reading]:
+        return unit_bad(self.name, self.clock.time_ns(), self.clock.monotonic_ns(), unit, reads, failure)
 
     def problems(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        if self.starved:
-            out["starved"] = dict(self.starved)
-        if self.refused:
-            out["refused_addresses"] = dict(self.refused)
-        failing = {str(u.unit_id): u.error or "failing" for u in self._plan if u.down}
-        if failing:
-            out["units_failing"] = failing
-        return out
-
-    def _unit_state(self, unit: UnitPlan, down: bool, failure: UnitFailed | None) -> None:
-        unit.error = failure.message if down and failure is not None else None
-        if down == unit.down:
-            return
-        unit.down = down
-        if down and failure is not None:
-            log.warning(
-                "modbus unit failing", instrument=self.name, unit_id=unit.unit_id, error=failure.message
-            )
-        else:
-            log.info("modbus unit answering again", instrument=self.name, unit_id=unit.unit_id)
+        return self.health.problems(self._plan)
 
     # -- writes ----------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """The register map compiled into the reads of one poll: per unit id and table, contiguous
 addresses coalesced into the fewest reads within the protocol limits, each value with its
-decoder; a read split in halves to isolate a refused address."""
+decoder; a read split in halves to isolate a refused address, and the plan made again around
+the addresses found refused (:func:`recoalesce`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from drivers.modbus.codec import READ_FUNCTION, WIDTH, Span, ValueCodec, is_bit_table, plan_requests
 from drivers.modbus.config import ModbusConfig
@@ -107,3 +108,56 @@ def compile_plan(config: ModbusConfig) -> list[UnitPlan]:
                 reads.append(PlannedRead(table, READ_FUNCTION[table], req.address, req.count, values))
         units.append(UnitPlan(uid, reads))
     return units
+
+
+def recoalesce(
+    unit: UnitPlan, refused_reads: list[PlannedRead], refused: Container[str], cfg: ModbusConfig
+) -> None:
+    """Plan a table's reads again once its refused addresses are known.
+
+    Only tables in which a read was split (``refused_reads``: the reads of several values
+    that were answered with exception 2) are re-planned: each refused value alone, the
+    others coalesced without reading across any hole (``max_gap`` is not used here: an
+    address that is in no channel may be the one refused). Should a new read still cover
+    one that was refused (a device that refuses reads across some internal boundary), the
+    table keeps the narrower reads the search found to work.
+    """
+    split_functions = {r.function for r in refused_reads}
+    reads: list[PlannedRead] = []
+    by_function: dict[int, list[PlannedRead]] = {}
+    for r in unit.reads:
+        by_function.setdefault(r.function, []).append(r)
+    for function, group in by_function.items():
+        if function not in split_functions:
+            reads.extend(group)
+            continue
+        model = group[0]
+        values = sorted((v for r in group for v in r.values), key=lambda v: v.address)
+        cuts = sorted(
+            {a for v in values if v.channel in refused for a in range(v.address, v.address + v.width)}
+        )
+        planned: list[PlannedRead] = []
+        segments: dict[int, list[PlannedValue]] = {}
+        for v in values:
+            covered = [a for a in cuts if v.address <= a < v.address + v.width]
+            if v.channel in refused or covered:
+                planned.append(model.narrowed([v]))
+                continue
+            # Values between the same two refused addresses may share a read.
+            segments.setdefault(sum(a < v.address for a in cuts), []).append(v)
+        limit = cfg.max_bits_per_request if function <= 2 else cfg.max_registers_per_request
+        for segment in segments.values():
+            spans = [Span(i, v.address, v.width) for i, v in enumerate(segment)]
+            for req in plan_requests(spans, limit, 0):
+                planned.append(model.narrowed([segment[k] for k in req.keys]))
+        if any(
+            new.address <= old.address and old.address + old.count <= new.address + new.count
+            for new in planned
+            if len(new.values) > 1
+            for old in refused_reads
+            if old.function == function
+        ):
+            planned = group
+        reads.extend(planned)
+    order = {t: i for i, t in enumerate(("coil", "discrete", "holding", "input"))}
+    unit.reads = sorted(reads, key=lambda r: (order[r.table], r.address))
