@@ -188,6 +188,13 @@ async def test_sse_carries_ids_and_a_reconnect_resumes_after_last_event_id(data_
         last = first[-1][0]
         again = await events({"Last-Event-ID": str(last)}, 1)
         assert again[0][1][0]["id"] == last + 1
+        # An id past this journal's last (another journal's): said so, then live from here.
+        async with http.get(f"{url}/api/stream?format=sse", headers={"Last-Event-ID": "99999999"}) as resp:
+            async with asyncio.timeout(20):
+                head = [(await resp.content.readline()).decode() for _ in range(8)]
+        assert any("since_id 99999999 is past this journal's last id" in line for line in head), head
+        resumed = await events({"Last-Event-ID": "99999999"}, 1)
+        assert resumed[0][1][0]["id"] > last
         async with http.get(f"{url}/api/stream", headers={"Last-Event-ID": "x"}) as resp:
             assert resp.status == 400
             assert (await resp.json())["error"].startswith("Last-Event-ID: expected a journal id")

@@ -298,9 +298,16 @@ async def serve_stream(
             if hi_id - since_id > replay_limit:
                 start = hi_id - replay_limit
                 await write(_notice(f"replay limited to the last {replay_limit} readings", sse))
+            elif since_id > hi_id:
+                # No client can have seen an id this journal has not committed (readings are
+                # published after their commit): the id is another journal's. Go on live from
+                # here rather than wait, silently, for this journal to reach it.
+                await write(
+                    _notice(f"since_id {since_id} is past this journal's last id {hi_id}", sse, last_id=hi_id)
+                )
             replayed = await from_journal(start, hi_id)
             await write(_notice("live", sse, replayed=replayed, now_ns=now_ns))
-            sent_id = max(hi_id, since_id)
+            sent_id = hi_id
         elif since_ns is not None:
             answer = await in_thread(
                 lambda: query_journal(data_dir, flt=flt, scan_limit=replay_limit, since_ns=since_ns)
