@@ -46,7 +46,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from daq.model import InstrumentEvent, Quality, Reading, Reason
+from daq.model import InstrumentEvent, Quality, Reading, Reason, mark_canonical
 
 #: The earliest and the first refused timestamp (1970-01-01 and 2200-01-01, UTC, in ns).
 MIN_TS_NS = 0
@@ -368,12 +368,26 @@ def is_canonical_reading(r: Reading) -> bool:
     )  # fmt: skip
 
 
+def checked(r: Reading) -> bool:
+    """True when ``r`` is canonical, checked once per reading: the answer is remembered on the
+    reading (:func:`daq.model.mark_canonical`), so the journal writer does not repeat the
+    pipeline's check."""
+    if r.canonical_checked:
+        return True
+    if is_canonical_reading(r):
+        mark_canonical(r)
+        return True
+    return False
+
+
 def reading(r: Reading, *, now_ns: int, now_mono_ns: int) -> Reading:
     """The canonical form of ``r``: ``r`` itself when it is already canonical, else a copy
-    (``r`` is never changed)."""
-    if is_canonical_reading(r):
+    (``r``'s fields are never changed)."""
+    if checked(r):
         return r
-    return _reading(r, now_ns=now_ns, now_mono_ns=now_mono_ns)
+    c = _reading(r, now_ns=now_ns, now_mono_ns=now_mono_ns)
+    mark_canonical(c)  # the rules' output is canonical (they are idempotent: tested)
+    return c
 
 
 def _reading(r: Reading, *, now_ns: int, now_mono_ns: int) -> Reading:

@@ -94,6 +94,10 @@ class Reading:
     attrs: Mapping[str, Any] | None = None
     run_id: str | None = None
     seq: int = 0
+    #: Set (once) by :mod:`daq.canonical` when it found this reading canonical, so the journal
+    #: writer does not check again what the pipeline checked: a cache of a property of the
+    #: fields above, not data (never compared, shown or stored; a changed copy starts unset).
+    canonical_checked: bool = dataclasses.field(default=False, init=False, compare=False, repr=False)
 
     # Written out rather than generated: a frozen dataclass's generated __init__ sets each field
     # with object.__setattr__, which made building a reading (every value of every instrument,
@@ -129,6 +133,7 @@ class Reading:
         _set_attrs(self, attrs)
         _set_run_id(self, run_id)
         _set_seq(self, seq)
+        _set_canonical_checked(self, False)
 
     @property
     def acquired_at(self) -> datetime:
@@ -137,26 +142,40 @@ class Reading:
     def with_seq(self, seq: int) -> Reading:
         """This reading with sequence number ``seq``: what ``dataclasses.replace(self, seq=seq)``
         gives, built by the constructor directly because the journal does it for every reading
-        it accepts and ``replace`` costs about twice as much (it looks every field up by name)."""
-        return Reading(
+        it accepts and ``replace`` costs about twice as much (it looks every field up by name).
+        A canonical reading stays known canonical when ``seq`` is an int64, as the journal's are."""
+        r = Reading(
             self.instrument, self.channel, self.value, self.unit, self.quality, self.acq_ns,
             self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, self.run_id, seq,
         )  # fmt: skip
+        if self.canonical_checked and type(seq) is int and -(2**63) <= seq < 2**63:
+            _set_canonical_checked(r, True)
+        return r
 
     def with_run_id(self, run_id: str | None) -> Reading:
         """This reading attributed to ``run_id``: ``dataclasses.replace(self, run_id=run_id)``,
-        built directly because the ``runs`` stage does it for every reading while a run is open."""
-        return Reading(
+        built directly because the ``runs`` stage does it for every reading while a run is open.
+        A canonical reading stays known canonical when ``run_id`` is ASCII text or ``None``."""
+        r = Reading(
             self.instrument, self.channel, self.value, self.unit, self.quality, self.acq_ns,
             self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, run_id, self.seq,
         )  # fmt: skip
+        if self.canonical_checked and (run_id is None or (type(run_id) is str and run_id.isascii())):
+            _set_canonical_checked(r, True)
+        return r
 
 
-# The slots' setters (member descriptors), used by Reading.__init__ only.
+# The slots' setters (member descriptors), used by Reading.__init__ and mark_canonical only.
 (
     _set_instrument, _set_channel, _set_value, _set_unit, _set_quality, _set_acq_ns, _set_mono_ns,
-    _set_reason, _set_device_ns, _set_raw, _set_attrs, _set_run_id, _set_seq,
+    _set_reason, _set_device_ns, _set_raw, _set_attrs, _set_run_id, _set_seq, _set_canonical_checked,
 ) = (vars(Reading)[f.name].__set__ for f in dataclasses.fields(Reading))  # fmt: skip
+
+
+def mark_canonical(reading: Reading) -> None:
+    """Record that ``reading`` is canonical. Only :mod:`daq.canonical` calls this, after
+    checking; the fields it vouches for cannot change (the reading is frozen)."""
+    _set_canonical_checked(reading, True)
 
 
 @dataclasses.dataclass(slots=True)

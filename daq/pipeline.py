@@ -49,7 +49,7 @@ def canonicalise(clock: Clock) -> Stage:
     """
 
     def stage(reading: Reading) -> Reading:
-        if canonical.is_canonical_reading(reading):  # the usual case: no clock read needed
+        if canonical.checked(reading):  # the usual case: no clock read needed
             return reading
         return canonical.reading(reading, now_ns=clock.time_ns(), now_mono_ns=clock.monotonic_ns())
 

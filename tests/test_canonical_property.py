@@ -11,7 +11,9 @@ never refuses one of them, verification passes, and each row read back is exactl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import math
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -229,3 +231,24 @@ def test_finite_values_keep_their_bits_except_the_sign_of_zero(value: float) -> 
     c = canonical.reading(r, now_ns=NOW, now_mono_ns=MONO)
     assert repr(c.value) == repr(value + 0.0)
     assert c.attrs is None  # nothing to note
+
+
+@settings(max_examples=200)
+@given(r=readings)
+def test_a_reading_is_checked_once_and_a_changed_copy_is_checked_again(r: Reading) -> None:
+    out = canonical.reading(r, now_ns=NOW, now_mono_ns=MONO)
+    assert out.canonical_checked  # the writer will not check it again
+    assert canonical.checked(out)
+    assert canonical.reading(out, now_ns=NOW, now_mono_ns=MONO) is out
+    # A copy with a field changed is not vouched for, whatever the change.
+    changed = dataclasses.replace(out, value=math.nan)
+    assert not changed.canonical_checked
+    fixed = canonical.reading(changed, now_ns=NOW, now_mono_ns=MONO)
+    assert fixed.value is None
+    assert fixed.quality is Quality.BAD
+    # The journal's and the runs stage's copies stay vouched for only with canonical values.
+    assert out.with_seq(5).canonical_checked
+    assert not out.with_seq(2**63).canonical_checked
+    assert out.with_run_id("R-1").canonical_checked
+    assert not out.with_run_id("R-\udc80").canonical_checked
+    assert out.with_run_id("R-\udc80") == dataclasses.replace(out, run_id="R-\udc80")
