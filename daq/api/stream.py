@@ -339,8 +339,9 @@ async def serve_stream(
     finally:
         clients.disconnect(sub)
         if conn is not None:
-            db = conn
-            await in_thread(db.close)
+            # Closed here, not on a worker thread: a handler cancelled at shutdown must not
+            # leave it open (closing a read-only connection does not wait on the disk).
+            conn.close()
     return resp
 
 
