@@ -3,6 +3,7 @@ line-protocol reference and by round trip through a reference parser written fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -241,3 +242,72 @@ def test_collisions_at_the_servers_precision() -> None:
     lines = [f.format(row(acq_ns=t)), f.format(row(acq_ns=t + 300_000)), f.format(row(acq_ns=t + 1_000_000))]
     assert [parse(line)[1].get("dup") for line in lines] == [None, "1", None]
     assert [parse(line)[3] for line in lines] == [t, t + 300_000, t + 1_000_000]  # exact times sent
+
+
+# -- a batch at once: the per-series state never gives a stale prefix or unit ---------------------
+
+batch_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["dc1", "other"]),
+        st.sampled_from(["activity", "dose_rate", "bad\nchannel"]),
+        st.integers(0, 2),  # ms
+        st.sampled_from([None, "R-1", "R-2"]),
+        st.sampled_from([None, "F-18", "Lu-177"]),
+        st.sampled_from(["Bq", "MBq"]),
+        st.sampled_from([None, "stale"]),
+    ),
+    max_size=40,
+)
+
+
+@given(batch_rows)
+def test_a_batch_formats_each_row_as_its_own_columns_say(cases: list[tuple[Any, ...]]) -> None:
+    rows = [
+        row(id=i + 1, seq=i, instrument=inst, channel=ch, acq_ns=1_767_225_600_000_000_000 + ms * 1_000_000,
+            run_id=run, attrs=None if nuc is None else json.dumps({"nuclide": nuc}), unit=unit, reason=reason)
+        for i, (inst, ch, ms, run, nuc, unit, reason) in enumerate(cases)
+    ]  # fmt: skip
+    f = LineFormatter(site="s", cell="c", kinds={"dc1": "calibrator"}, resolution_ns=1_000_000)
+    lines, refused = f.format_many(rows)
+    assert [rid for rid, _ in refused] == [r[0] for r in rows if "\n" in r[2]]
+    assert all("newline" in str(exc) for _, exc in refused)
+    last: dict[tuple[str, str], tuple[int, int]] = {}
+    expected_dups = []
+    for r in rows:
+        prev = last.get((r[1], r[2]))
+        dup = prev[1] + 1 if prev is not None and prev[0] == r[4] else 0
+        last[(r[1], r[2])] = (r[4], dup)
+        if "\n" not in r[2]:
+            expected_dups.append(dup)
+    sent = [r for r in rows if "\n" not in r[2]]
+    assert len(lines) == len(sent)
+    for line, r, dup in zip(lines, sent, expected_dups, strict=True):
+        name, tags, fields, ts = parse(line)
+        assert name == ("calibrator" if r[1] == "dc1" else "daq")
+        assert (tags["instrument"], tags["channel"], ts) == (r[1], r[2], r[4])
+        assert tags.get("run_id") == r[10]
+        assert tags.get("nuclide") == (json.loads(r[9])["nuclide"] if r[9] else None)
+        assert tags.get("dup") == (str(dup) if dup else None)
+        assert (fields["unit"], fields.get("reason")) == (r[6], r[8])
+    # One row at a time gives the same lines.
+    g = LineFormatter(site="s", cell="c", kinds={"dc1": "calibrator"}, resolution_ns=1_000_000)
+    one_by_one = []
+    for r in rows:
+        with contextlib.suppress(LineProtocolError):
+            one_by_one.append(g.format(r))
+    assert one_by_one == lines
+
+
+def test_the_kind_of_an_unconfigured_instrument_is_asked_once() -> None:
+    asked: list[str] = []
+
+    def kind_of(instrument: str) -> str | None:
+        asked.append(instrument)
+        return "retired-kind" if instrument == "old" else None
+
+    f = LineFormatter(site="s", cell="c", kinds={"dc1": "calibrator"}, kind_of=kind_of)
+    lines, _ = f.format_many(
+        [row(instrument="old"), row(instrument="old", channel="x"), row(instrument="gone"), row(id=2, seq=8)]
+    )
+    assert [parse(line)[0] for line in lines] == ["retired-kind", "retired-kind", "daq", "calibrator"]
+    assert asked == ["old", "gone"]

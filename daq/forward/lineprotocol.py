@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from daq.errors import DaqError
@@ -145,28 +145,45 @@ class LineFormatter:
         kinds: Mapping[str, str],
         default_kind: str = "daq",
         resolution_ns: int = 1,
+        kind_of: Callable[[str], str | None] | None = None,
     ):
         self.site = site
         self.resolution_ns = resolution_ns
         self.cell = cell
         self.kinds = dict(kinds)
         self.default_kind = default_kind
-        self._last: dict[tuple[str, str], tuple[int, int]] = {}
+        #: Asked once for the kind of an instrument ``kinds`` does not name (one no longer
+        #: configured); ``None`` from it means ``default_kind``.
+        self.kind_of = kind_of
+        #: Per series (instrument, channel): [time at resolution, dup rank, run_id, nuclide,
+        #: prefix of a dup-0 line with that run_id and nuclide, unit, escaped unit]. One list
+        #: updated in place: the hot path makes no tuple and looks up one key per row.
+        self._series: dict[tuple[str, str], list[Any]] = {}
         self._prefix: dict[tuple[Any, ...], str] = {}
-        self._units: dict[str, str] = {}
+
+    def _state(self, instrument: str, channel: str) -> list[Any]:
+        st = self._series[(instrument, channel)] = [None, 0, None, None, None, None, None]
+        return st
 
     def observe(self, row: Row) -> int:
         """Account for ``row`` in the collision state; returns its ``dup`` rank (0 normally)."""
-        series = (row[LINE_INSTRUMENT], row[LINE_CHANNEL])
+        instrument, channel = row[LINE_INSTRUMENT], row[LINE_CHANNEL]
+        st = self._series.get((instrument, channel)) or self._state(instrument, channel)
         t = row[LINE_ACQ_NS] // self.resolution_ns
-        last = self._last.get(series)
-        dup = last[1] + 1 if last is not None and last[0] == t else 0
-        self._last[series] = (t, dup)
+        dup: int = st[1] + 1 if st[0] == t else 0
+        st[0], st[1] = t, dup
         return dup
 
     def observe_all(self, rows: Iterable[Row]) -> None:
         for row in rows:
             self.observe(row)
+
+    def _kind(self, instrument: str) -> str:
+        kind = self.kinds.get(instrument)
+        if kind is None and self.kind_of is not None:
+            kind = self.kind_of(instrument)
+            self.kinds[instrument] = kind or self.default_kind
+        return kind or self.default_kind
 
     def _series_prefix(
         self, instrument: str, channel: str, run_id: str | None, nuclide: str | None, dup: int
@@ -185,8 +202,7 @@ class LineFormatter:
                 "nuclide": nuclide,
                 "dup": str(dup) if dup else None,
             }
-            kind = self.kinds.get(instrument, self.default_kind)
-            prefix = f"{measurement(kind)}{tag_set(tags)} "
+            prefix = f"{measurement(self._kind(instrument))}{tag_set(tags)} "
             self._prefix[ck] = prefix
         return prefix
 
@@ -194,27 +210,60 @@ class LineFormatter:
         """One line for one journal row; raises :class:`LineProtocolError` for input line
         protocol cannot carry (the collision state still advances, so the rows after it are
         formatted as they would be had it been sent)."""
-        # The hot path of the forwarder (one call per point): observe() and float_field()
-        # are inlined here.
-        # Unpacked in LINE_COLUMNS order (daq.journal.codec; tests/test_codec.py pins it).
-        _id, instrument, channel, seq, acq_ns, value, unit, quality, reason, attrs, run_id = row
-        series = (instrument, channel)
-        t = acq_ns // self.resolution_ns
-        last = self._last.get(series)
-        dup = last[1] + 1 if last is not None and last[0] == t else 0
-        self._last[series] = (t, dup)
-        nuclide = nuclide_of(attrs) if attrs else None
-        prefix = self._prefix.get((instrument, channel, run_id, nuclide, dup))
-        if prefix is None:
-            prefix = self._series_prefix(instrument, channel, run_id, nuclide, dup)
-        u = self._units.get(unit)
-        if u is None:
-            u = self._units[unit] = string_field(unit)
-        # value - value is 0.0 for finite floats and NaN for NaN and the infinities.
-        if value is not None and value - value == 0.0:
-            fields = f"value={float(value)!r},quality={quality}i,seq={seq}i,unit={u}"
-        else:
-            fields = f"quality={quality}i,seq={seq}i,unit={u}"
-        if reason:
-            fields = f"{fields},reason={string_field(reason)}"
-        return f"{prefix}{fields} {acq_ns}"
+        lines, refused = self.format_many((row,))
+        if refused:
+            raise refused[0][1]
+        return lines[0]
+
+    def format_many(self, rows: Iterable[Row]) -> tuple[list[str], list[tuple[int, LineProtocolError]]]:
+        """The lines of ``rows`` in order, and the ids of the rows line protocol cannot carry
+        with the reason (those have no line; the collision state advances for every row)."""
+        # The hot path of the forwarder: one pass per batch, with observe() and float_field()
+        # inlined, and a series' usual prefix and unit taken from its state.
+        lines: list[str] = []
+        refused: list[tuple[int, LineProtocolError]] = []
+        append = lines.append
+        series = self._series
+        resolution = self.resolution_ns
+        for row in rows:
+            rid, instrument, channel, seq, acq_ns, value, unit, quality, reason, attrs, run_id = row
+            st = series.get((instrument, channel)) or self._state(instrument, channel)
+            t = acq_ns // resolution
+            if st[0] == t:
+                dup = st[1] = st[1] + 1
+            else:
+                st[0] = t
+                dup = st[1] = 0
+            try:
+                nuclide = nuclide_of(attrs) if attrs else None
+                prefix = st[4]
+                if dup or prefix is None or run_id != st[2] or nuclide != st[3]:
+                    prefix = self._series_prefix(instrument, channel, run_id, nuclide, dup)
+                    if not dup:
+                        st[2], st[3], st[4] = run_id, nuclide, prefix
+                if unit == st[5]:
+                    u = st[6]
+                else:
+                    u = string_field(unit)
+                    st[5], st[6] = unit, u
+                # value - value is 0.0 for finite floats and NaN for NaN and the infinities.
+                if value is not None and value - value == 0.0:
+                    if reason:
+                        append(
+                            f"{prefix}value={float(value)!r},quality={quality}i,seq={seq}i,unit={u},"
+                            f"reason={string_field(reason)} {acq_ns}"
+                        )
+                    else:
+                        append(
+                            f"{prefix}value={float(value)!r},quality={quality}i,seq={seq}i,unit={u} {acq_ns}"
+                        )
+                elif reason:
+                    append(
+                        f"{prefix}quality={quality}i,seq={seq}i,unit={u},"
+                        f"reason={string_field(reason)} {acq_ns}"
+                    )
+                else:
+                    append(f"{prefix}quality={quality}i,seq={seq}i,unit={u} {acq_ns}")
+            except LineProtocolError as exc:
+                refused.append((rid, exc))
+        return lines, refused

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-from daq.forward.lineprotocol import ROW_SELECT, LineFormatter, LineProtocolError, Row
-from daq.journal.codec import LINE_ACQ_NS, LINE_ID, LINE_INSTRUMENT
+from daq.forward.lineprotocol import ROW_SELECT, LineFormatter
+from daq.journal.codec import LINE_ACQ_NS, LINE_ID, LineRow
 from daq.journal.journal import Journal, connect
 
 #: Rows before the cursor replayed at start so the ``dup`` tags come out as they did before.
@@ -65,13 +65,13 @@ class OutboxReader:
         self.journal = journal
         self.sink_name = sink_name
         self.formatter = formatter
+        formatter.kind_of = self._measurement_kind
         self.batch_size = batch_size
         self.encode = encode
         #: The id of the last reading the sink acknowledged (or that was quarantined).
         self.cursor = 0
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._kind_cache: dict[str, str | None] = {}
 
     @property
     def pending(self) -> int:
@@ -160,42 +160,37 @@ class OutboxReader:
 
     def _fetch_sync(self, after_id: int) -> Batch | None:
         assert self._conn is not None
-        rows: list[Row] = self._conn.execute(
+        rows: list[LineRow] = self._conn.execute(
             f"{ROW_SELECT} WHERE id > ? ORDER BY id LIMIT ?", (after_id, self.batch_size)
         ).fetchall()
         if not rows:
             return None
-        batch = Batch(
-            first_id=rows[0][LINE_ID], last_id=rows[-1][LINE_ID], oldest_acq_ns=rows[0][LINE_ACQ_NS]
+        lines, refused = self.formatter.format_many(rows)
+        if refused:
+            skipped = {rid for rid, _ in refused}
+            ids = [row[LINE_ID] for row in rows if row[LINE_ID] not in skipped]
+        else:
+            ids = [row[LINE_ID] for row in rows]
+        return Batch(
+            first_id=rows[0][LINE_ID],
+            last_id=rows[-1][LINE_ID],
+            lines=lines,
+            body=self.encode(lines) if lines else b"",
+            ids=ids,
+            unformattable=[(rid, str(exc)) for rid, exc in refused],
+            oldest_acq_ns=rows[0][LINE_ACQ_NS],
         )
-        kinds = self.formatter.kinds
-        fmt = self.formatter.format
-        lines, ids = batch.lines, batch.ids
-        for row in rows:
-            instrument = row[LINE_INSTRUMENT]
-            if instrument not in kinds and instrument not in self._kind_cache:
-                self._measurement_kind(instrument)
-            try:
-                lines.append(fmt(row))
-            except LineProtocolError as exc:
-                batch.unformattable.append((row[LINE_ID], str(exc)))
-                continue
-            ids.append(row[LINE_ID])
-        if lines:
-            batch.body = self.encode(lines)
-        return batch
 
-    def _measurement_kind(self, instrument: str) -> None:
-        """Learn the kind of an instrument no longer in the config from its last start event."""
+    def _measurement_kind(self, instrument: str) -> str | None:
+        """The kind of an instrument no longer in the config, from its last start event (the
+        formatter asks once per instrument)."""
         assert self._conn is not None
-        kind: str | None = None
         row = self._conn.execute(
             "SELECT detail FROM events WHERE instrument = ? AND kind = 'started' ORDER BY id DESC LIMIT 1",
             (instrument,),
         ).fetchone()
         if row is not None and row[0]:
-            with contextlib.suppress(ValueError, TypeError):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
                 kind = json.loads(row[0]).get("kind")
-        self._kind_cache[instrument] = kind
-        if kind:
-            self.formatter.kinds[instrument] = kind
+                return str(kind) if kind else None
+        return None
