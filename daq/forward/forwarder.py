@@ -208,6 +208,11 @@ class InfluxForwarder:
         await self.writer.close()
         self.health.state = "stopped"
         if self.outbox.is_open:
+            try:
+                await self.outbox.flush_cursor()
+            except (sqlite3.Error, JournalError, OSError) as exc:
+                # What the sink acknowledged since the stored cursor is sent again next time.
+                log.error("sink cursor not stored at stop", sink=self.sink.name, error=str(exc))
             with contextlib.suppress(OSError):
                 await self.outbox.run(write_status_file, self._status_path, self.status())
             await self.outbox.close()

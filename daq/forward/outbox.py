@@ -6,8 +6,9 @@ reads committed readings after an id in batches of at most ``batch_size``, in id
 a read-only connection on one thread of its own (SQLite and the formatting never run on the
 event loop), and turns them into a :class:`Batch`: lines (:class:`LineFormatter`), the body to
 send, the ids, and the readings line protocol cannot carry. It moves the cursor only when told
-(:meth:`~OutboxReader.advance`); reading the same ids again gives the same lines (the formatter's
-collision state is replayed from the rows before the cursor, see :meth:`~OutboxReader.reseed`).
+(:meth:`~OutboxReader.advance`, which stores it without holding up the next batch); reading
+the same ids again gives the same lines (the formatter's collision state is replayed from the
+rows before the cursor, see :meth:`~OutboxReader.reseed`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class OutboxReader:
         self.encode = encode
         #: The id of the last reading the sink acknowledged (or that was quarantined).
         self.cursor = 0
+        #: The cursor as the journal holds it (see :meth:`advance`).
+        self._stored = 0
+        self._cursor_write: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -87,6 +91,7 @@ class OutboxReader:
         # Register the sink in the outbox before its first write: retention never prunes
         # readings past the lowest cursor, and a sink that has sent nothing yet holds at 0.
         await self.journal.set_cursor(self.sink_name, self.cursor)
+        self._stored = self.cursor
         await self.run(self._open_sync)
 
     @property
@@ -94,6 +99,13 @@ class OutboxReader:
         return self._executor is not None
 
     async def close(self) -> None:
+        """Close the view of the journal (a cursor write still in flight is cancelled: call
+        :meth:`flush_cursor` first)."""
+        if self._cursor_write is not None:
+            self._cursor_write.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._cursor_write
+            self._cursor_write = None
         if self._executor is None:
             return
         if self._conn is not None:
@@ -116,9 +128,36 @@ class OutboxReader:
     # -- the cursor ------------------------------------------------------------------------
 
     async def advance(self, last_id: int) -> None:
-        """The sink has every reading through ``last_id``: store the cursor, then move it."""
-        await self.journal.set_cursor(self.sink_name, last_id)
+        """The sink has every reading through ``last_id``: move the cursor, and store it.
+
+        The next batch does not wait for the store: the journal's thread may be busy with a
+        large commit, and delivery would stall behind it. One write is in flight at a time
+        and stores the latest cursor, so the stored cursor trails the acknowledged one by at
+        most what was acknowledged meanwhile (after a crash those points are sent again and
+        overwrite themselves). A failed write is raised by the next call (which tries again
+        at the call after); :meth:`flush_cursor` stores the cursor and waits."""
         self.cursor = last_id
+        task = self._cursor_write
+        if task is not None:
+            if not task.done():
+                return  # the write in flight goes on to store this cursor
+            self._cursor_write = None
+            task.result()
+        name = f"forward-cursor:{self.sink_name}"
+        self._cursor_write = asyncio.create_task(self._write_cursor(), name=name)
+
+    async def _write_cursor(self) -> None:
+        while self._stored != self.cursor:
+            target = self.cursor
+            await self.journal.set_cursor(self.sink_name, target)
+            self._stored = target
+
+    async def flush_cursor(self) -> None:
+        """Store the cursor now (after the write in flight, whose failure is raised)."""
+        task, self._cursor_write = self._cursor_write, None
+        if task is not None:
+            await task
+        await self._write_cursor()
 
     async def reseed(self) -> None:
         """Rebuild the formatter's collision state for the rows after the cursor (after a
