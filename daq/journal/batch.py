@@ -138,7 +138,7 @@ def commit(
             add((table, row, data, canon, record))
         next_id[table] = rid
 
-    prepare("readings", readings, _reading_row)
+    _prepare_readings(readings, next_id, chain.payload_for("readings", version), now, prepared, refused)
     prepare("events", events, _event_row)
     prepare("audit", audits, _audit_row)
     for table, values in records:
@@ -196,9 +196,32 @@ def _insert_sql(table: str) -> str:
     return sql
 
 
-def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], Reading]:
-    c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
-    return codec.row(rid, c), c
+def _prepare_readings(
+    readings: list[Reading],
+    next_id: dict[str, int],
+    payload: chain.Payload,
+    now: tuple[int, int],
+    prepared: list[_Prepared],
+    refused: list[Rejected],
+) -> None:
+    """The readings of a batch: what ``prepare`` does for every table, written out for the one
+    table that has thousands of records per commit (a reading the pipeline found canonical is
+    not checked again)."""
+    now_ns, now_mono = now
+    rid = next_id["readings"]
+    add = prepared.append
+    row_of = codec.row
+    for r in readings:
+        try:
+            c = r if r.canonical_checked else canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
+            row = row_of(rid + 1, c)
+            data = payload(row)
+        except Exception as exc:
+            refused.append(Rejected("readings", r, exc))
+            continue
+        rid += 1
+        add(("readings", row, data, c, r))
+    next_id["readings"] = rid
 
 
 def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
@@ -238,12 +261,24 @@ def _insert_fast(
 ) -> list[_Prepared]:
     """The whole batch, one ``executemany`` per table (the usual case)."""
     by_table: dict[str, list[tuple[Any, ...]]] = {}
-    for table, row, payload, _, _ in prepared:
-        h = chain.link(tails[table][1], payload)
-        by_table.setdefault(table, []).append((*row, h))
-        tails[table] = (row[0], h)
-    for table, rows in by_table.items():
-        conn.executemany(_insert_sql(table), rows)
+    # Records come grouped by table (readings first): the chain's running hash and the table's
+    # row list are local while a run of one table lasts.
+    table, rows, last_id, h = "", [], 0, b""
+    link = chain.link
+    for t, row, payload, _, _ in prepared:
+        if t != table:
+            if table:
+                tails[table] = (last_id, h)
+            table = t
+            rows = by_table.setdefault(t, [])
+            h = tails[t][1]
+        h = link(h, payload)
+        rows.append((*row, h))
+        last_id = row[0]
+    if table:
+        tails[table] = (last_id, h)
+    for name, table_rows in by_table.items():
+        conn.executemany(_insert_sql(name), table_rows)
     return prepared
 
 
