@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-import daq.users
+import daq.users.records
 from daq.cli import main as cli
 from daq.cli import signing
 from daq.clock import SystemClock
@@ -39,7 +39,9 @@ ALICE_PW = "alice-operator-4444"
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2id with a small cost for the signing tests (each signs in a dozen times); the
     parameters travel in each hash, and the users test keeps the production ones."""
-    monkeypatch.setattr(daq.users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+    monkeypatch.setattr(
+        daq.users.records, "_HASHER", PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    )
 
 
 def run_cli(argv: list[str], stdin: str = "") -> tuple[int, str, str]:
