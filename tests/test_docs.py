@@ -192,3 +192,17 @@ def test_no_file_refers_to_documents_outside_the_repository() -> None:
         text = path.read_text(errors="replace")
         found.extend(f"{path.relative_to(ROOT)}: {m.group(0)}" for m in _OUTSIDE.finditer(text))
     assert not found, found
+
+
+#: A path of the repository written in backticks: ``daq/journal/batch.py``, ``drivers/opcua/``.
+CODE_PATH = re.compile(r"`((?:daq|drivers|simulators|bench|tests|config|systemd|validation)/[\w./-]+)`")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_file_a_document_names_exists(doc: Path) -> None:
+    # Modules move when the code is reorganised; a document naming one that is gone sends a
+    # newcomer to nothing.
+    missing = sorted(
+        {p for p in CODE_PATH.findall(doc.read_text(encoding="utf-8")) if not (ROOT / p).exists()}
+    )
+    assert not missing, f"{doc.relative_to(ROOT)} names files that do not exist: {missing}"
