@@ -3,10 +3,16 @@
 The journal hashes a text encoding of each row and SQLite stores the row; verification
 later re-hashes what SQLite gives back. A value survives that round trip bit for bit only
 if it is already in the form SQLite and UTF-8 keep. This module puts every value in that
-form, *before* the hash, and says in a note what it had to change. It is applied in one
-place, the journal writer (:mod:`daq.journal.journal`), so readings, events, audit entries,
-run events and every other record go through it whatever path brought them (drivers,
-supervisors, services, the CLI, the local API).
+form, *before* the hash, and says in a note what it had to change. Every record passes it
+once, whatever path brought it (drivers, supervisors, services, the CLI, the local API): a
+reading at the head of the reading pipeline (:mod:`daq.pipeline`), so every stage sees what
+will be journaled, and which :func:`checked` then marks as checked; every other record, and
+any reading not marked, in the journal writer (:mod:`daq.journal.batch`) just before it is
+hashed.
+
+The module is longer than most (about 500 lines) because each rule and the fast check that
+lets a canonical record through unchanged must stay side by side: a rule changed without its
+check would let a value through unconverted (a property test compares the two).
 
 The rules (also in ``docs/data-integrity.md``):
 
