@@ -25,7 +25,7 @@ from daq.journal import chain
 from daq.journal.journal import JOURNAL_FILE, Journal
 from daq.journal.schema import guards
 from daq.runs.export import verify_export, write_export
-from daq.runs.signatures import verify_signatures
+from daq.runs.signature_checks import verify_signatures
 from daq.users import accounts
 from tests.runs_helpers import record_run
 

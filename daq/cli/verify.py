@@ -45,9 +45,9 @@ def _main_export(args: argparse.Namespace) -> int:
 
 def _check_signatures(data_dir: Path, report: VerifyReport) -> None:
     """Beyond the chains: each signature signs its own run's seal and analyses, by a signer
-    who could sign, and matches its audit entry (:func:`daq.runs.signatures.verify_signatures`)."""
+    who could sign, and matches its audit entry (:func:`daq.runs.signature_checks.verify_signatures`)."""
     from daq.journal.journal import JOURNAL_FILE, connect
-    from daq.runs.signatures import verify_signatures
+    from daq.runs.signature_checks import verify_signatures
 
     conn = connect(Path(data_dir) / JOURNAL_FILE, read_only=True)
     try:

@@ -10,7 +10,7 @@ and the seal; it ends with the SHA-256 of itself (computed with that field absen
 Verification (:func:`verify_export`) checks, in order: the manifest against itself, each file
 against the manifest (naming the first file that differs), every record against its chain
 hash, the seal recomputed from the records, each signature against the run and seal it signs
-(:func:`daq.runs.signatures.check_exported`), and the figures recomputed from the records.
+(:func:`daq.runs.signature_checks.check_exported`), and the figures recomputed from the records.
 Given the journal too, it checks the seal against the one recorded when the run was closed.
 
 In CSV, ``\\N`` marks a missing value (SQL NULL) and blobs are hexadecimal.
@@ -36,7 +36,7 @@ from daq.model import iso
 from daq.runs import figures
 from daq.runs.checked import ExportError, journal_run, open_journal
 from daq.runs.seal import BASE_TABLES, compute_seal
-from daq.runs.signatures import check_exported
+from daq.runs.signature_checks import check_exported
 from daq.runs.store import RunData, TableRows, runs_from_events
 
 Format = Literal["csv", "json"]
