@@ -20,7 +20,8 @@ from PIL import Image
 from pymodbus.client import AsyncModbusTcpClient
 
 from daq import timefmt
-from daq.alarms.engine import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmEngine, AlarmError
+from daq.alarms.engine import AlarmEngine
+from daq.alarms.points import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmError
 from daq.alarms.service import left_open
 from daq.alarms.settings import AlarmsSection
 from daq.api.server import ApiService
@@ -435,7 +436,7 @@ async def test_an_alarm_active_at_a_restart_is_taken_back_from_the_journal(
 
 
 def test_built_in_rules_are_alarms_of_the_engine() -> None:
-    from daq.alarms.engine import COMM, ON
+    from daq.alarms.points import COMM, ON
     from daq.status import compute_alarms
 
     clock = ManualClock()

@@ -2,6 +2,6 @@
 ISA-18.2 life cycle (raised, acknowledged, cleared) journaled in ``alarm_events`` and audited.
 
 :mod:`daq.alarms.settings` is the ``[alarms]`` config section, :mod:`daq.alarms.engine` the
-stage and the alarms' states, :mod:`daq.alarms.store` reads the alarm journal without the
-daemon (``daq alarms list --data-dir``).
+stage, :mod:`daq.alarms.points` an alarm point and its states, :mod:`daq.alarms.store` reads
+the alarm journal without the daemon (``daq alarms list --data-dir``).
 """

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def unacknowledged_alarms(live: dict[str, Any]) -> int:
     """Alarms in the daemon's status that are active and not yet acknowledged."""
-    from daq.alarms.engine import UNACK
+    from daq.alarms.points import UNACK
 
     return sum(1 for a in live.get("alarms") or [] if a.get("state") == UNACK)
 
