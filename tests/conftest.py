@@ -28,6 +28,15 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (several seconds each: daemons, simulators and servers as processes)
+    run first, the rest keep their order. The workers take one test at a time
+    (``--maxschedchunk=1`` in pyproject.toml), so the long tests start together at the beginning and
+    the short ones fill in around them: the workers finish at about the same time instead of one
+    running a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 _THREADS_AFTER_SETUP = pytest.StashKey[set[threading.Thread]]()
 
 

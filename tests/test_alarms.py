@@ -236,6 +236,7 @@ async def alarms_of(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return dict(await resp.json())
 
 
+@pytest.mark.slow
 async def test_limit_over_modbus_raised_acknowledged_cleared(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from daq.api.server import ApiService
 from daq.daemon import Daemon
@@ -57,6 +58,7 @@ def closed_by_server(s: socket.socket, timeout: float = 30) -> bool:
     return False
 
 
+@pytest.mark.slow
 async def test_stalled_client_is_dropped_and_acquisition_unaffected(data_dir: Path) -> None:
     api = "client_queue = 100\nclient_write_timeout_s = 4\n"
     async with running_daemon(data_dir, interval_s=0.001, api=api) as (daemon, url, _):

@@ -64,6 +64,7 @@ def _limit_child_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
 
 
+@pytest.mark.slow
 async def test_idle_sockets_leave_acquisition_and_healthz_working(data_dir: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = IDLE_SOCKETS + 500

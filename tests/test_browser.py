@@ -244,6 +244,7 @@ def synth(what: str, channel: str, part: str = "") -> str:
     return f"document.querySelector({json.dumps(selector)})"
 
 
+@pytest.mark.slow
 async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_the_daemon_stops(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -149,6 +149,7 @@ def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     aus=st.lists(audits, max_size=3),
     notes=st.lists(annotation_args, max_size=2),
 )
+@pytest.mark.slow
 def test_any_record_is_journaled_canonically_and_verifies(
     rs: list[Reading],
     es: list[InstrumentEvent],

@@ -34,6 +34,7 @@ def test_simulate_rejects_unknown_fault() -> None:
     assert "unknown fault 'lightning'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_shows_live_readings_and_summary(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     # Another program holds the live page's usual port: the demo takes a free one and says where.

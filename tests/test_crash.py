@@ -7,6 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from daq.journal import verify_journal
 from tests.helpers import config_text, free_port
 from tests.proc import spawn, start_simulator, stop
@@ -41,6 +43,7 @@ def committed(db: Path) -> dict[int, tuple[str, int, bytes]]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     port = free_port()
     sim = start_simulator("veenstra-vdc404", port, "--set", "interval_s=0.002")
@@ -89,6 +92,7 @@ def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     assert verify_journal(data_dir).ok
 
 
+@pytest.mark.slow
 def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
     port = free_port()
     sim = start_simulator("veenstra-vdc404", port, "--set", "interval_s=0.01")

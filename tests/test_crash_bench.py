@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_three_kills_lose_and_duplicate_nothing() -> None:
     proc = subprocess.run(
         [

@@ -150,6 +150,7 @@ async def test_export_and_verify_cli(
     assert cli(["verify"]) == 2
 
 
+@pytest.mark.slow
 async def test_arbitrary_file_contents_give_a_report_naming_the_file(data_dir: Path, tmp_path: Path) -> None:
     """Even with the manifest re-made to match (so the content is parsed), any bytes in any file
     yield a failed report naming that file, never an exception."""

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.journal import JournalReader
@@ -126,6 +128,7 @@ async def hung_opcua_server() -> AsyncIterator[tuple[str, _FreezingRelay]]:
         await asyncio.gather(*orphans, return_exceptions=True)
 
 
+@pytest.mark.slow
 async def test_a_hung_opcua_server_is_stamped_when_detected_not_after_close_gave_up(data_dir: Path) -> None:
     async with hung_opcua_server() as (url, relay):
         inst: dict[str, Any] = {

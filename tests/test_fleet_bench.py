@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_cells_through_a_store_outage_lose_and_duplicate_nothing() -> None:
     args = ["--cells", "2", "--warmup-s", "0", "--steady-s", "0.5", "--outage-s", "1", "--tail-s", "0.5",
             "--backoff-cap-s", "0.5"]  # fmt: skip

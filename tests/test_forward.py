@@ -757,6 +757,7 @@ async def test_status_shows_backlog_oldest_rate_and_last_error(data_dir: Path) -
     assert "last error: HTTP 503" in text
 
 
+@pytest.mark.slow
 async def test_demo_forwards_the_demo_cell_to_a_real_server(tmp_path: Path, vm: Victoria) -> None:
     data_dir = tmp_path / "demo"
     proc = await asyncio.create_subprocess_exec(
@@ -773,6 +774,7 @@ async def test_demo_forwards_the_demo_cell_to_a_real_server(tmp_path: Path, vm: 
     await wait_server_matches(vm, data_dir, through_id=cursor)
 
 
+@pytest.mark.slow
 async def test_daemon_killed_mid_backlog_resumes_from_its_cursor(
     data_dir: Path, tmp_path: Path, vm: Victoria
 ) -> None:

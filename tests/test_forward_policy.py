@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from daq.api.client import format_status
@@ -175,6 +176,7 @@ async def test_a_timeout_says_what_happened(data_dir: Path) -> None:
     assert fwd.last_error == "no answer within 0.2 s (timeout)"
 
 
+@pytest.mark.slow
 async def test_status_text_shows_quarantine_count_and_alarm(data_dir: Path) -> None:
     async with ScriptedServer() as server:
         server.reject = "seq=2i"

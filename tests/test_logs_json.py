@@ -12,6 +12,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from simulators.synth_opcua import node_id
 from tests.helpers import free_port
 from tests.proc import spawn, stop
@@ -32,6 +34,7 @@ def _journal_rows(db: Path, instrument: str) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_library_logs_of_a_server_that_dies_are_json_lines(tmp_path: Path) -> None:
     port = free_port()
     sim = spawn(

@@ -291,6 +291,7 @@ async def test_the_demo_cells_synthesizer_runs_on_its_simulator(data_dir: Path) 
     assert len({x["channel"] for x in rows}) == 28
 
 
+@pytest.mark.slow
 async def test_daq_simulate_synth_modbus_as_a_process_tcp_and_pty(tmp_path: Path) -> None:
     from tests.proc import spawn, stop
 

@@ -455,6 +455,7 @@ def test_simulator_node_map_covers_100_channels() -> None:
     assert cfg.nodes[-1].unit == "V"
 
 
+@pytest.mark.slow
 async def test_cli_simulator_with_slow_responses(tmp_path: Path) -> None:
     """``daq simulate synth-opcua`` as a process, every response held back 0.3 s by its relay."""
     from tests.helpers import free_port

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daq.clock import SystemClock
 from daq.configfile.load import JournalSection
 from daq.journal import Journal, JournalReader
@@ -71,6 +73,7 @@ async def test_poll_mode_is_polled_on_the_supervisors_grid(tmp_path: Path) -> No
     assert {x["channel"] for x in good} == set(CHANNELS)
 
 
+@pytest.mark.slow
 async def test_poll_mode_honours_max_consecutive_timeouts(tmp_path: Path) -> None:
     # Every response is held back 0.4 s by the simulator's relay: connecting is slow but
     # succeeds, every poll (0.15 s allowed) times out.

@@ -91,6 +91,7 @@ SETTINGS = ReportSection.model_validate(
 )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_yield_and_activity_at_eos_hand_computed(tmp_path: Path) -> None:
     data = hand_run()
     ref, _ = qc_figures.reference_ns(data, SETTINGS)
@@ -152,6 +153,7 @@ def test_yield_and_activity_at_eos_hand_computed(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("cheap_hashes")
+@pytest.mark.slow
 async def test_pdf_pages_carry_header_footer_and_draft_until_approved(data_dir: Path, tmp_path: Path) -> None:
     rec = await record_run(data_dir, readings=5)
     await asyncio.to_thread(make_users, data_dir)

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from simulators.comecer_vik202 import Vik202Simulator
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc
@@ -24,6 +26,7 @@ def _rows(data_dir: Path, sql: str) -> list[Any]:
         return []
 
 
+@pytest.mark.slow
 async def test_sigstop_of_the_daemon_is_recorded_as_missed_polls_and_a_stall(data_dir: Path) -> None:
     polled = await Vik202Simulator(options={"nuclide": "F-18"}).serve("tcp://127.0.0.1:0")
     streaming = await Vdc404Simulator(options={"interval_s": "0.1"}).serve("tcp://127.0.0.1:0")
@@ -81,6 +84,7 @@ async def test_sigstop_of_the_daemon_is_recorded_as_missed_polls_and_a_stall(dat
     assert after
 
 
+@pytest.mark.slow
 async def test_sigstop_does_not_stale_an_opcua_subscription(data_dir: Path) -> None:
     from simulators.synth_opcua import SynthOpcUaSimulator, node_id
 

@@ -204,6 +204,7 @@ def test_abstract_socket_and_journald_priorities(tmp_path: Path) -> None:
     assert all(p == {"info": 6, "warning": 4, "error": 3}[e["level"]] for p, e in entries)
 
 
+@pytest.mark.slow
 def test_watchdog_stops_while_the_journal_cannot_commit(tmp_path: Path, short_dir: Path) -> None:
     port = free_port()
     sim = start_simulator("veenstra-vdc404", port, "--set", "interval_s=0.01")

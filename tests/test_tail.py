@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daq.cli.tail import Printer
 from tests.helpers import config_text, free_port
 from tests.proc import DAQ, spawn, start_simulator, stop
@@ -78,6 +80,7 @@ def cell(tmp_path: Path) -> tuple[Path, str, subprocess.Popen[str]]:
     return cfg, f"http://127.0.0.1:{api_port}", sim
 
 
+@pytest.mark.slow
 def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> None:
     cfg, url, sim = cell(tmp_path)
     daemon = spawn("run", "--config", str(cfg))
@@ -125,6 +128,7 @@ def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> N
     assert any(r["acq_ns"] > restarted_ns for r in later)
 
 
+@pytest.mark.slow
 def test_status_asks_the_running_daemon(tmp_path: Path) -> None:
     cfg, url, sim = cell(tmp_path)
     daemon = spawn("run", "--config", str(cfg))

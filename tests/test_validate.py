@@ -64,6 +64,7 @@ def _pdf_text(pdf: Path, tmp: Path) -> str:
     ).stdout
 
 
+@pytest.mark.slow
 def test_fast_subset_passes_and_pack_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "pack"
     code = main(_args(out, *FAST))
@@ -98,6 +99,7 @@ def test_fast_subset_passes_and_pack_verifies(tmp_path: Path, capsys: pytest.Cap
     assert victim.name in err
 
 
+@pytest.mark.slow
 def test_disabled_gap_records_fail_the_gap_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The seam: a supervisor that writes no gap record. The gap scenario must catch it."""
     from daq.supervisor import Supervisor

@@ -15,6 +15,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,6 +27,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complete
     return proc
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_the_demo(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
