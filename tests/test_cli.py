@@ -12,14 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from daq.cli import COMMANDS, main
+from daq.cli import COMMAND_MODULES, commands, main
 from tests.proc import DAQ
 
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run([*DAQ, "--help"], capture_output=True, text=True, check=True).stdout
-    for module in COMMANDS:
-        assert module.NAME in out
+    for name, module in zip(COMMAND_MODULES, commands(), strict=True):
+        assert name == module.NAME  # a command is found by its name without importing the others
+        assert name in out
+
+
+def test_a_command_starts_without_importing_the_others() -> None:
+    """``daq simulate`` (run by tests and benchmarks for every simulator) loads neither the
+    daemon nor the journal nor another command's module."""
+    code = "import sys; from daq.cli import main; main(['simulate', '--list']); print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.splitlines()[-1].split())
+    assert loaded & set(COMMAND_MODULES.values()) == {"daq.cli.simulate"}
+    assert not {m for m in loaded if m.startswith(("daq.daemon", "daq.journal", "daq.configfile"))}
 
 
 def test_simulate_list(capsys: object) -> None:

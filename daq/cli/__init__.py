@@ -1,10 +1,11 @@
 """The ``daq`` command line. Each command is a module here with ``NAME``, ``HELP``,
-``add_arguments(parser)`` and ``main(args) -> exit code``; :data:`COMMANDS` lists them."""
+``add_arguments(parser)`` and ``main(args) -> exit code``; :data:`COMMAND_MODULES` lists them."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sqlite3
 import sys
@@ -14,48 +15,36 @@ from types import ModuleType
 from typing import NoReturn
 
 from daq import __version__, timefmt
-from daq.cli import (
-    alarms,
-    audit,
-    check_config,
-    decay,
-    demo,
-    export,
-    prune,
-    report,
-    run,
-    runs,
-    simulate,
-    sinks,
-    status,
-    tail,
-    tlc,
-    users,
-    validate,
-    verify,
-)
 from daq.errors import ConfigError, DaqError
 
-COMMANDS: list[ModuleType] = [
-    run,
-    check_config,
-    demo,
-    simulate,
-    status,
-    tail,
-    verify,
-    decay,
-    runs,
-    alarms,
-    audit,
-    export,
-    report,
-    prune,
-    sinks,
-    tlc,
-    users,
-    validate,
-]
+#: Every command's name and module, in the order ``daq --help`` lists them. A module is imported
+#: only when its command runs (or the whole help is shown): ``daq simulate`` or ``daq status``
+#: starts without loading the daemon, the journal and every other command.
+COMMAND_MODULES: dict[str, str] = {
+    "run": "daq.cli.run",
+    "check-config": "daq.cli.check_config",
+    "demo": "daq.cli.demo",
+    "simulate": "daq.cli.simulate",
+    "status": "daq.cli.status",
+    "tail": "daq.cli.tail",
+    "verify": "daq.cli.verify",
+    "decay": "daq.cli.decay",
+    "runs": "daq.cli.runs",
+    "alarms": "daq.cli.alarms",
+    "audit": "daq.cli.audit",
+    "export": "daq.cli.export",
+    "report": "daq.cli.report",
+    "prune": "daq.cli.prune",
+    "sinks": "daq.cli.sinks",
+    "tlc": "daq.cli.tlc",
+    "users": "daq.cli.users",
+    "validate": "daq.cli.validate",
+}
+
+
+def commands() -> list[ModuleType]:
+    """Every command's module (importing them all)."""
+    return [importlib.import_module(m) for m in COMMAND_MODULES.values()]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,14 +54,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``command`` only that command's part of it (the same
+    arguments, help and errors for it, without importing the others)."""
     parser = _Parser(
         prog="daq",
         description="hotcell-daq: journal-first data acquisition for radiopharmaceutical hot cells.",
     )
     parser.add_argument("--version", action="version", version=f"hotcell-daq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for module in COMMANDS:
+    names = [command] if command in COMMAND_MODULES else list(COMMAND_MODULES)
+    for module in (importlib.import_module(COMMAND_MODULES[n]) for n in names):
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(func=module.main)
@@ -108,15 +100,17 @@ def _site_zone(args: argparse.Namespace) -> timefmt.Zone:
     """The zone people's times are shown in: ``daemon.timezone`` of ``--config`` when given, else
     of the journal the command reads (its newest recorded config), else the system's. Never
     fails: a problem with either file is the command's own to report."""
-    from daq.journal.journal import JOURNAL_FILE, connect
-
     config = getattr(args, "config", None)
     if config:
         with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
             daemon = tomllib.loads(Path(config).read_text(encoding="utf-8")).get("daemon", {})
             return timefmt.zone(daemon.get("timezone"))
     data_dir = getattr(args, "data_dir", None)
-    if data_dir is not None and (Path(data_dir) / JOURNAL_FILE).is_file():
+    if data_dir is None:
+        return None
+    from daq.journal.journal import JOURNAL_FILE, connect  # only for a command given a journal
+
+    if (Path(data_dir) / JOURNAL_FILE).is_file():
         with contextlib.suppress(DaqError, sqlite3.Error, OSError):
             conn = connect(Path(data_dir) / JOURNAL_FILE, read_only=True)
             try:
@@ -131,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "run" and argv[1] in _RUNS_VERBS:
         _error(f"'daq run' starts the daemon; did you mean 'daq runs {argv[1]}'?")
         return 2
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
