@@ -33,6 +33,21 @@ def wait_started(db: Path, starts: int, timeout: float = 60) -> None:
     raise AssertionError(f"daemon start {starts} not seen within {timeout} s")
 
 
+def wait_readings(db: Path, more_than: int, timeout: float = 30) -> None:
+    """Wait until the journal has committed more than ``more_than`` readings (readers see only
+    committed rows): readings are flowing, whatever the machine's load."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(committed(db)) > more_than:
+                return
+        except sqlite3.Error:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not more than {more_than} readings within {timeout} s")
+        time.sleep(0.02)
+
+
 def committed(db: Path) -> dict[int, tuple[str, int, bytes]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -69,7 +84,8 @@ def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         for round_ in range(2):
             daemon = spawn("run", "--config", str(cfg))
             wait_started(db, round_ + 1)
-            time.sleep(1.0 + 0.3 * round_)
+            # Killed while it streams: some hundreds of new readings in (a different number each round).
+            wait_readings(db, len(before) + 200 + 150 * round_)
             before = committed(db)  # everything visible here has been committed
             assert len(before) > 50
             daemon.send_signal(signal.SIGKILL)
@@ -77,7 +93,7 @@ def test_kill_9_then_restart_loses_and_duplicates_nothing(tmp_path: Path) -> Non
             assert daemon.returncode == -signal.SIGKILL
         daemon = spawn("run", "--config", str(cfg))
         wait_started(db, 3)
-        time.sleep(1.0)
+        wait_readings(db, len(before) + 50)  # it went on acquiring after the restart
         code, _, err = stop(daemon)
         assert code == 0, err
         after = committed(db)
@@ -105,13 +121,15 @@ def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
     )
     try:
         daemon = spawn("run", "--config", str(cfg))
-        wait_started(data_dir / "journal.sqlite3", 1)
-        time.sleep(1.0)
+        db = data_dir / "journal.sqlite3"
+        wait_started(db, 1)
+        wait_readings(db, 20)  # stopped while readings flow
         code, _, err = stop(daemon, signal.SIGTERM)
         assert code == 0, err
+        first_run = len(committed(db))
         daemon = spawn("run", "--config", str(cfg))
-        wait_started(data_dir / "journal.sqlite3", 2)
-        time.sleep(0.5)
+        wait_started(db, 2)
+        wait_readings(db, first_run + 10)
         code, _, err = stop(daemon, signal.SIGINT)
         assert code == 0, err
     finally:
