@@ -44,13 +44,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 from simulators.base import Listener, Simulator, SimulatorError, float_option
+from simulators.relay import DelayRelay, free_port
 from simulators.synthesis import ChannelSpec, SynthesisProcess
 
 if TYPE_CHECKING:
@@ -109,12 +109,6 @@ class _EnvUsers:
         if env is None or password is None or os.environ.get(env) != password:
             return None
         return User(role=UserRole.User, name=username)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class SynthOpcUaSimulator(Simulator):
@@ -192,11 +186,11 @@ class SynthOpcUaSimulator(Simulator):
         if parts.scheme != "opc.tcp" or not parts.hostname:
             raise SimulatorError(f"--listen {listen!r}: expected opc.tcp://HOST:PORT")
         host = parts.hostname
-        public_port = parts.port or _free_port(host)
+        public_port = parts.port or free_port(host)
         delay = self.faults.get("delay_s", 0.0)
         # With delay_s the server listens on an inner port behind a relay that holds every
         # response back: a slow PLC on the real wire, without touching asyncua's internals.
-        port = _free_port(host) if delay else public_port
+        port = free_port(host) if delay else public_port
         url = f"opc.tcp://{host}:{public_port}"
         logging.getLogger("asyncua").setLevel(logging.ERROR)
         users = cast("UserManager", _EnvUsers(self.users)) if self.users else None
@@ -234,7 +228,7 @@ class SynthOpcUaSimulator(Simulator):
             tasks.append(asyncio.create_task(self._removals(), name="sim:synth-opcua:remove"))
         relay = None
         if delay:
-            relay = await _Relay.start(host, public_port, port, delay)
+            relay = await DelayRelay.start(host, public_port, port, delay, name="sim:synth-opcua:relay")
 
         async def close() -> None:
             for t in tasks:
@@ -374,50 +368,3 @@ class SynthOpcUaSimulator(Simulator):
             await self.remove_node(channel)
             await asyncio.sleep(every / 2)
             await self.restore_node(channel)
-
-
-class _Relay:
-    """A TCP relay that holds each chunk from the server back by ``delay_s``."""
-
-    def __init__(self, server: asyncio.Server, tasks: set[asyncio.Task[None]]):
-        self._server = server
-        self._tasks = tasks
-
-    @classmethod
-    async def start(cls, host: str, public_port: int, inner_port: int, delay_s: float) -> _Relay:
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
-            try:
-                while data := await reader.read(65536):
-                    if delay:
-                        await asyncio.sleep(delay)
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                writer.close()
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                up_reader, up_writer = await asyncio.open_connection(host, inner_port)
-            except OSError:
-                writer.close()
-                return
-            for t in (
-                asyncio.create_task(pump(reader, up_writer, 0.0), name="sim:synth-opcua:relay"),
-                asyncio.create_task(pump(up_reader, writer, delay_s), name="sim:synth-opcua:relay"),
-            ):
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
-
-        server = await asyncio.start_server(handle, host, public_port, reuse_address=True)
-        return cls(server, tasks)
-
-    async def close(self) -> None:
-        self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
