@@ -1,5 +1,8 @@
 """The synthesis process model (:mod:`simulators.synthesis`) served by a real pymodbus server.
 
+About 400 lines on purpose: one server with its faults (the model and the register map live
+apart), whose TCP, RTU-over-PTY and restart paths share the same request hooks.
+
 ``daq simulate synth-modbus --listen tcp://127.0.0.1:PORT`` serves Modbus TCP;
 ``--listen pty`` serves Modbus RTU on a pseudo-terminal (the printed device path is the
 serial port a driver opens). Each unit id (``--set unit_ids=1,2``) is a synthesizer of its

@@ -1,5 +1,8 @@
 """The run manager: the ``"runs"`` service (phase 0, started before the supervisors).
 
+About 400 lines on purpose: its parts already live apart (run fields, config records, the
+trigger, the seal); what is left is one sequence, opening and closing a run with its records.
+
 A run is opened by :meth:`RunManager.open_run` (through the API, ``daq runs start``) or by
 the configured trigger channel rising, and closed by :meth:`RunManager.close_run` or the
 channel falling. These run operations (:class:`daq.context.RunControl`) are distinct from the
