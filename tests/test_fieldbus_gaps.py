@@ -134,11 +134,9 @@ async def test_a_hung_opcua_server_is_stamped_when_detected_not_after_close_gave
         inst: dict[str, Any] = {
             "name": "plc", "kind": "opcua", "url": url, "keepalive_s": 0.2, "stale_after_s": 0.6,
             "watchdog_s": 0.2, "request_timeout_s": 3.0, "backoff_initial_s": 5.0, "backoff_cap_s": 5.0,
+            "nodes": [{"channel": "reactor_temp", "node_id": node_id("reactor_temp"), "unit": "degC"}],
         }  # fmt: skip
-        nodes = (
-            f'nodes = [{{channel = "reactor_temp", node_id = "{node_id("reactor_temp")}", unit = "degC"}}]\n'
-        )
-        text = config_text(data_dir, [inst]).replace('kind = "opcua"\n', 'kind = "opcua"\n' + nodes)
+        text = config_text(data_dir, [inst])
         daemon = Daemon(parse_config(text, path="test.toml"))
         task = asyncio.create_task(daemon.run())
         try:

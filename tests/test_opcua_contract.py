@@ -42,19 +42,16 @@ async def sim() -> AsyncIterator[tuple[SynthOpcUaSimulator, str]]:
 
 
 def daemon_config(data_dir: Path, url: str) -> Any:
+    # Browse paths for some nodes, NodeIds for the others: both are resolved on every connect.
+    nodes = [
+        {"channel": c, "browse_path": f"/2:Synth/2:{c}"} if i % 2 else {"channel": c, "node_id": node_id(c)}
+        for i, c in enumerate(CHANNELS)
+    ]
     inst = {
         "name": "synth-ua", "kind": "opcua", "url": url, "backoff_initial_s": 0.1, "backoff_cap_s": CAP_S,
-        "connect_timeout_s": 3.0, "keepalive_s": 0.5, "stale_after_s": 2.0, "watchdog_s": 0.5,
+        "connect_timeout_s": 3.0, "keepalive_s": 0.5, "stale_after_s": 2.0, "watchdog_s": 0.5, "nodes": nodes,
     }  # fmt: skip
-    # Browse paths for some nodes, NodeIds for the others: both are resolved on every connect.
-    nodes = ", ".join(
-        f'{{channel = "{c}", browse_path = "/2:Synth/2:{c}"}}'
-        if i % 2
-        else f'{{channel = "{c}", node_id = "{node_id(c)}"}}'
-        for i, c in enumerate(CHANNELS)
-    )
-    text = config_text(data_dir, [inst]).replace('kind = "opcua"\n', f'kind = "opcua"\nnodes = [{nodes}]\n')
-    return parse_config(text, path="contract.toml")
+    return parse_config(config_text(data_dir, [inst]), path="contract.toml")
 
 
 @module_loop

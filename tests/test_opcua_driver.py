@@ -112,12 +112,14 @@ async def test_text_bool_and_int_nodes(sim: Any) -> None:
 @module_loop
 async def test_bad_status_is_journaled_bad_never_the_last_good_value(sim: Any, data_dir: Path) -> None:
     simulator, url = sim
-    inst = {"name": "synth1", "kind": "opcua", "url": url, "backoff_initial_s": 0.1, "backoff_cap_s": 1.0}
-    nodes = (
-        f'nodes = [{{channel = "reactor_pressure", node_id = "{node_id("reactor_pressure")}", unit = "kPa"}}, '
-        f'{{channel = "reactor_temp", node_id = "{node_id("reactor_temp")}", unit = "degC"}}]\n'
-    )
-    text = config_text(data_dir, [inst]).replace('kind = "opcua"\n', 'kind = "opcua"\n' + nodes)
+    inst = {
+        "name": "synth1", "kind": "opcua", "url": url, "backoff_initial_s": 0.1, "backoff_cap_s": 1.0,
+        "nodes": [
+            {"channel": "reactor_pressure", "node_id": node_id("reactor_pressure"), "unit": "kPa"},
+            {"channel": "reactor_temp", "node_id": node_id("reactor_temp"), "unit": "degC"},
+        ],
+    }  # fmt: skip
+    text = config_text(data_dir, [inst])
     daemon = Daemon(parse_config(text, path="test.toml"))
     task = asyncio.create_task(daemon.run())
     await wait_until(lambda: bool(daemon.supervisors) and daemon.supervisors[0].readings >= 10)

@@ -90,10 +90,12 @@ async def test_sigstop_does_not_stale_an_opcua_subscription(data_dir: Path) -> N
 
     sim = SynthOpcUaSimulator(seed=5, options={"update_s": "0.05", "time_scale": "20"})
     listener = await sim.serve("opc.tcp://127.0.0.1:0")
-    inst = {"name": "synth1", "kind": "opcua", "url": listener.url, "stale_after_s": 3.0}
-    nodes = f'nodes = [{{channel = "reactor_temp", node_id = "{node_id("reactor_temp")}", unit = "degC"}}]\n'
+    inst = {
+        "name": "synth1", "kind": "opcua", "url": listener.url, "stale_after_s": 3.0,
+        "nodes": [{"channel": "reactor_temp", "node_id": node_id("reactor_temp"), "unit": "degC"}],
+    }  # fmt: skip
     cfg = data_dir.parent / "cell.toml"
-    cfg.write_text(config_text(data_dir, [inst]).replace('kind = "opcua"\n', 'kind = "opcua"\n' + nodes))
+    cfg.write_text(config_text(data_dir, [inst]))
     try:
         p = await asyncio.to_thread(proc.spawn, "run", "--config", str(cfg))
         await wait_until(
