@@ -34,6 +34,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def toml_table(name: str, values: dict[str, Any]) -> str:
+    """``values`` as one ``[[name]]`` table of an array of tables, written by tomli-w, that stays
+    a table of its own wherever it is put in a file (tomli-w writes a short array of tables
+    inline): scalar keys one a line, nested tables and arrays of tables as ``[name.key]`` and
+    ``[[name.key]]``."""
+    # A table under a placeholder key is always written with headers; its header lines are
+    # then those of the array's newest element.
+    text = tomli_w.dumps({name: {"_": values}})
+    out = []
+    for line in text.splitlines(keepends=True):
+        if line == f"[{name}._]\n":
+            line = f"[[{name}]]\n"
+        elif line.startswith((f"[{name}._.", f"[[{name}._.")):
+            line = line.replace(f"{name}._.", f"{name}.", 1)
+        out.append(line)
+    return "".join(out)
+
+
+def instrument_table(inst: dict[str, Any]) -> str:
+    """One ``[[instruments]]`` table (see :func:`toml_table`)."""
+    return toml_table("instruments", inst)
+
+
 def config_text(
     data_dir: Path,
     instruments: list[dict[str, Any]],
@@ -41,13 +64,12 @@ def config_text(
     journal: dict[str, Any] | None = None,
     daemon: dict[str, Any] | None = None,
 ) -> str:
-    """A config file text with ``instruments`` as ``[[instruments]]`` tables (flat keys);
-    ``daemon`` adds keys to ``[daemon]`` (a config with a sink names its site and cell)."""
+    """A config file text with ``instruments`` as ``[[instruments]]`` tables, one key a line
+    (tests add keys by replacing a line); ``daemon`` adds keys to ``[daemon]`` (a config with a
+    sink names its site and cell). ``extra`` (TOML text, starting with a table) follows."""
     journal = {"commit_window_s": 0.02, **(journal or {})}
-    data: dict[str, Any] = {"daemon": {"data_dir": str(data_dir), **(daemon or {})}, "journal": journal}
-    if instruments:  # none: ``extra`` may bring [[instruments]] tables of its own
-        data["instruments"] = instruments
-    text = tomli_w.dumps(data)
+    text = tomli_w.dumps({"daemon": {"data_dir": str(data_dir), **(daemon or {})}, "journal": journal})
+    text += "".join("\n" + instrument_table(inst) for inst in instruments)
     if "[api]" not in extra:
         # Test daemons keep the local API off unless a test asks for it (on port 0), so
         # parallel daemons never contend for the default port.

@@ -38,7 +38,7 @@ from daq.journal import Journal, JournalReader
 from daq.model import Quality, Reading
 from daq.secrets import resolve_secret
 from simulators.veenstra_vdc404 import Vdc404Simulator
-from tests.helpers import wait_until
+from tests.helpers import toml_table, wait_until
 from tests.victoria import Victoria, victoria_server
 
 KIND = "veenstra-vdc404"
@@ -63,8 +63,7 @@ def sink_toml(url: str, **extra: Any) -> str:
         "precision": "ms",
         **extra,
     }
-    lines = ["[[sinks]]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
-    return "\n".join(lines) + "\n"
+    return toml_table("sinks", settings)
 
 
 def cell_config(data_dir: Path, sim_url: str | None, sink: str) -> Config:

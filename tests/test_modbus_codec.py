@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import tomli_w
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -245,24 +246,19 @@ address = 300
     ],
 )
 def test_bad_channels_are_config_errors_naming_the_key(channel: dict[str, object], message: str) -> None:
-    inline = ", ".join(f"{k} = {_toml(v)}" for k, v in {"name": "c", **channel}.items())
-    text = f'[[instruments]]\nname = "s"\nkind = "modbus"\nport = "tcp://127.0.0.1:502"\nchannels = [{{ {inline} }}]\n'
+    instrument = {
+        "name": "s",
+        "kind": "modbus",
+        "port": "tcp://127.0.0.1:502",
+        "channels": [{"name": "c", **channel}],
+    }
+    text = tomli_w.dumps({"instruments": [instrument]})
     with pytest.raises(ConfigError) as info:
         parse_config(text, path="site.toml")
     assert info.value.file == "site.toml"
     assert info.value.key_path is not None
     assert info.value.key_path.startswith("instruments[0].channels[0]")
     assert message in str(info.value)
-
-
-def _toml(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f'"{k}" = "{x}"' for k, x in v.items()) + " }"
-    return str(v)
 
 
 def test_map_file_errors_name_the_map_file_and_the_entry(tmp_path: Path) -> None:

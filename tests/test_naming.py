@@ -6,12 +6,14 @@ Run over the real command (``python -m daq check-config``), as a site would run 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomli_w
+
+from tests.helpers import toml_table
 
 SINK = """
 [[sinks]]
@@ -25,11 +27,11 @@ bucket = "hotcell"
 
 def instrument(**extra: str) -> str:
     settings = {"name": "dc1", "kind": "veenstra-vdc404", "port": "socket://127.0.0.1:7001", **extra}
-    return "\n[[instruments]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    return "\n" + toml_table("instruments", settings)
 
 
 def daemon(**keys: str) -> str:
-    return '[daemon]\ndata_dir = "data"\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+    return tomli_w.dumps({"daemon": {"data_dir": "data", **keys}})
 
 
 def check_config(*paths: Path) -> subprocess.CompletedProcess[str]:

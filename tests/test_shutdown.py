@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 from daq import supervision
 from daq.configfile.load import parse_config
@@ -22,7 +21,7 @@ from daq.forward.service import ForwardService
 from daq.supervision import EXIT_TASK_FAILED
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc
-from tests.helpers import config_text, wait_until
+from tests.helpers import config_text, toml_table, wait_until
 from tests.test_forward import wait_server_matches
 from tests.victoria import Victoria, victoria_server
 
@@ -35,7 +34,7 @@ def vm(tmp_path: Path) -> Iterator[Victoria]:
 def _sink(url: str, **extra: object) -> str:
     settings = {"name": "central", "kind": "influxdb", "url": url, "org": "o", "bucket": "b",
                 "batch_size": 5000, "max_age_s": 30.0, "precision": "ms", **extra}  # fmt: skip
-    return tomli_w.dumps({"sinks": [settings]})
+    return toml_table("sinks", settings)
 
 
 def _with_sink(data_dir: Path, inst: list[dict[str, Any]], sink: str) -> str:

@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import tomli_w
 from structlog.testing import capture_logs
 
 from daq import supervision
@@ -29,7 +28,7 @@ from daq.daemon import Daemon
 from daq.supervision import EXIT_TASK_FAILED, Policy, TaskTree
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc
-from tests.helpers import config_text, free_port, wait_until
+from tests.helpers import config_text, free_port, toml_table, wait_until
 from tests.tlc_helpers import METHOD_TOML
 from tests.victoria import Victoria, victoria_server
 
@@ -50,7 +49,7 @@ def _sink(url: str) -> str:
     settings = {"name": "central", "kind": "influxdb", "url": url, "org": "o", "bucket": "b",
                 "batch_size": 500, "max_age_s": 0.1, "backoff_initial_s": 0.05, "backoff_cap_s": 0.5,
                 "precision": "ms"}  # fmt: skip
-    return tomli_w.dumps({"sinks": [settings]})
+    return toml_table("sinks", settings)
 
 
 def _events(data_dir: Path, kind: str) -> list[dict[str, Any]]:
