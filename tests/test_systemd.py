@@ -93,6 +93,15 @@ class FakeManager:
             time.sleep(0.02)
         raise AssertionError(f"no matching notification within {timeout} s; got {self.snapshot()[-5:]}")
 
+    def wait_count(self, predicate: Callable[[dict[str, str]], bool], n: int, *, after: float,
+                   timeout: float = 30.0) -> None:  # fmt: skip
+        """Wait until ``n`` notifications sent at or after ``after`` match ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for t, f in self.snapshot() if t >= after and predicate(f)) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not {n} matching notifications within {timeout} s")
+            time.sleep(0.02)
+
     def pings(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
         return [t for t, f in self.snapshot() if f.get("WATCHDOG") == "1" and since <= t <= until]
 
@@ -147,9 +156,9 @@ def test_ready_watchdog_status_and_stopping_on_a_path_socket(tmp_path: Path, sho
         assert re.search(r"\d/1 instruments connected", ready["STATUS"]), ready
         assert not manager.pings(until=t_ready), "WATCHDOG=1 before READY=1"
         manager.wait_for(lambda f: f.get("WATCHDOG") == "1" and "1/1 instruments connected" in f["STATUS"])
-        time.sleep(4.0)
+        manager.wait_count(lambda f: f.get("WATCHDOG") == "1", 5, after=t_ready)
         pings = manager.pings(since=t_ready)
-        assert len(pings) >= 4, pings
+        assert len(pings) >= 5, pings
         gaps = [b - a for a, b in itertools.pairwise(pings)]
         # Half of WATCHDOG_USEC (0.5 s); generous bounds for a loaded machine.
         assert 0.3 <= statistics.median(gaps) <= 0.9, gaps
@@ -226,10 +235,11 @@ def test_watchdog_stops_while_the_journal_cannot_commit(tmp_path: Path, short_di
             lambda f: "WATCHDOG" not in f and f.get("STATUS", "").startswith("journal"), after=t_block
         )
         assert status["STATUS"].startswith("journal stalled: no commit for")
-        time.sleep(4.0)
+        # Several watchdog intervals (0.5 s each) with the status reported and no WATCHDOG=1.
+        manager.wait_count(lambda f: True, 5, after=t_withheld)
         assert manager.pings(since=t_withheld) == [], "WATCHDOG=1 sent while the journal was blocked"
         withheld = [f for t, f in manager.snapshot() if t >= t_withheld]
-        assert len(withheld) >= 4  # the status kept being reported
+        assert len(withheld) >= 5  # the status kept being reported
         blocker.execute("ROLLBACK")
         blocker.close()
         blocker = None
