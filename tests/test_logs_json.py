@@ -34,6 +34,22 @@ def _journal_rows(db: Path, instrument: str) -> int:
         conn.close()
 
 
+def _events(db: Path, instrument: str, kind: str) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(
+            conn.execute(
+                "SELECT COUNT(*) FROM events WHERE instrument = ? AND kind = ?", (instrument, kind)
+            ).fetchone()[0]
+        )
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
 def test_library_logs_of_a_server_that_dies_are_json_lines(tmp_path: Path) -> None:
     port = free_port()
@@ -66,7 +82,12 @@ def test_library_logs_of_a_server_that_dies_are_json_lines(tmp_path: Path) -> No
         # channel all log about it, some with tracebacks.
         sim.send_signal(signal.SIGKILL)
         sim.communicate(timeout=10)
-        time.sleep(3.0)
+        # Until the daemon has journaled the loss and tried to reconnect (the library logs
+        # the vanished session and the refused connection on the way).
+        deadline = time.monotonic() + 30
+        while _events(db, "synth1", "disconnected") < 1 or _events(db, "synth1", "reconnecting") < 1:
+            assert time.monotonic() < deadline, "the daemon did not notice the server was gone"
+            time.sleep(0.05)
     finally:
         if sim.poll() is None:
             stop(sim, signal.SIGKILL)
