@@ -154,7 +154,7 @@ class InfluxForwarder:
         """Open the outbox (cursor, read-only view of the journal), the writer's client, run."""
         await self.outbox.open()
         await self.writer.open()
-        self.journal.on_commit(self._on_commit)
+        self.journal.on_commit(lambda _committed: self._wake.set())
         self.health.state = "idle"
         log.info(
             "sink started",
@@ -237,9 +237,6 @@ class InfluxForwarder:
         if self._draining:
             raise _DrainEnded
         await self.clock.sleep(seconds)
-
-    def _on_commit(self, readings: list[Any]) -> None:
-        self._wake.set()
 
     async def _report(self) -> None:
         while True:
