@@ -1,8 +1,10 @@
 """One supervisor per instrument: connect, poll or stream, reconnect, and record every gap.
 
-The supervisor is the only place that waits, retries or backs off. Whatever happens to one
-instrument stays inside its supervisor: errors are journaled as BAD readings and events, and
-the task keeps going until it is cancelled.
+The supervisor is the only place that waits, retries or backs off: it owns each poll's
+deadline, the silence limit a streaming or subscription driver declares, and the periodic
+duties a driver lists (OPC UA node retries, nodes read on a grid beside a subscription).
+Whatever happens to one instrument stays inside its supervisor: errors are journaled as BAD
+readings and events, and the task keeps going until it is cancelled.
 """
 
 from __future__ import annotations
