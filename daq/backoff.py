@@ -1,7 +1,8 @@
 """The one backoff: capped doubling with downward jitter, waited on an injected clock.
 
 Every retry loop of the project (an instrument's reconnect, a forwarder's write, a supervised
-task's restart, ``daq tail`` and ``daq alarms --follow`` re-attaching to the daemon) uses
+task's restart, ``daq tail`` and ``daq tail --alarms`` re-attaching to the daemon, the local
+API's accept loop out of descriptors) uses
 :class:`Backoff`, so they all back off alike and a test steps them with a
 :class:`~daq.clock.ManualClock` instead of sleeping.
 
