@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+import tomli_w
 from aiohttp import web
 
 from daq.backoff import Backoff
@@ -67,25 +68,12 @@ def sink_toml(url: str, **extra: Any) -> str:
 
 
 def cell_config(data_dir: Path, sim_url: str | None, sink: str) -> Config:
-    text = f"""
-[daemon]
-data_dir = {json.dumps(str(data_dir))}
-site = "test site"
-cell = "cell,1"
-
-[journal]
-commit_window_s = 0.02
-"""
+    daemon = {"data_dir": str(data_dir), "site": "test site", "cell": "cell,1"}
+    text = tomli_w.dumps({"daemon": daemon, "journal": {"commit_window_s": 0.02}})
     if sim_url is not None:
-        text += f"""
-[[instruments]]
-name = "dc1"
-kind = "{KIND}"
-port = "{sim_url}"
-stale_after_s = 2.0
-backoff_initial_s = 0.05
-backoff_cap_s = 0.5
-"""
+        inst = {"name": "dc1", "kind": KIND, "port": sim_url, "stale_after_s": 2.0,
+                "backoff_initial_s": 0.05, "backoff_cap_s": 0.5}  # fmt: skip
+        text += "\n" + toml_table("instruments", inst)
     return parse_config(text + "\n" + sink, path="test.toml")
 
 
