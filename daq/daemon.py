@@ -237,6 +237,7 @@ class Daemon:
         self.supervisors = self._build_supervisors(journal)
         self.status_board = StatusBoard(
             config=cfg,
+            process_instrument=cfg.model.runs.trigger_instrument,
             time_ns=self.clock.time_ns,
             journal=journal,
             supervisors=self.supervisors,

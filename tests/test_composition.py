@@ -89,6 +89,11 @@ def test_config_sections_sit_below_the_loader() -> None:
     # files: the API is given that by the composition root.
     importers = graph.find_modules_that_directly_import("daq.configfile.load")
     assert {m for m in importers if not m.startswith(TOP)} == {"daq.configfile.snapshot"}
+    # No feature names the assembled file, not even for the type checker: they read it through
+    # protocols of daq.config; only the daemon, the composition root and what it hands over do.
+    configfile = {m for m in graph.modules if m.startswith("daq.configfile")}
+    users = {i for m in configfile for i in graph.find_modules_that_directly_import(m)} - configfile
+    assert {m for m in users if not m.startswith(TOP)} == {"daq.daemon", "daq.services", "daq.context"}
 
 
 def test_the_features_cross_checks_are_typed_without_the_model() -> None:

@@ -41,7 +41,7 @@ from daq.runs.trigger import EdgeTrigger
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.configfile.model import Config
+    from daq.config.loaded import LoadedConfig
     from daq.context import ServiceContext
     from daq.journal.journal import Journal
     from daq.supervisor import Supervisor
@@ -65,7 +65,7 @@ class RunManager:
         self,
         settings: RunsSection,
         *,
-        config: Config,
+        config: LoadedConfig,
         clock: Clock,
         journal: Journal,
         attribution: RunAttribution,

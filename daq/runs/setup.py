@@ -13,7 +13,7 @@ from daq.journal.reader import JournalReader
 
 if TYPE_CHECKING:
     from daq.clock import Clock
-    from daq.configfile.model import Config
+    from daq.config.loaded import LoadedConfig
     from daq.journal.journal import Journal
     from daq.supervisor import Supervisor
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 MAX_DIFF_CHARS = 50_000
 
 
-async def record_config(journal: Journal, config: Config, clock: Clock) -> None:
+async def record_config(journal: Journal, config: LoadedConfig, clock: Clock) -> None:
     """Snapshot the config text and audit its diff from the previous snapshot."""
     cfg = config
     with JournalReader(cfg.daemon.data_dir) as reader:
@@ -59,7 +59,7 @@ async def record_config(journal: Journal, config: Config, clock: Clock) -> None:
     await journal.flush()
 
 
-def instruments(config: Config, supervisors: Sequence[Supervisor]) -> dict[str, Any]:
+def instruments(config: LoadedConfig, supervisors: Sequence[Supervisor]) -> dict[str, Any]:
     """Each enabled instrument with what it said about itself on connect: now, or (if it is
     not connected at the moment) in its last ``connected`` event, marked as from the past."""
     out: dict[str, Any] = {}
@@ -76,7 +76,7 @@ def instruments(config: Config, supervisors: Sequence[Supervisor]) -> dict[str, 
     return out
 
 
-def _last_connected(config: Config, instrument: str) -> dict[str, Any]:
+def _last_connected(config: LoadedConfig, instrument: str) -> dict[str, Any]:
     with JournalReader(config.daemon.data_dir) as reader:
         row = reader.conn.execute(
             "SELECT ts_ns, detail FROM events WHERE instrument = ? AND kind = 'connected' "

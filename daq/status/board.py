@@ -11,15 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from daq import __version__, timefmt
+from daq.status.channels import channel_status, instrument_status
+from daq.status.rules import AlarmRule, compute_alarms
 from daq.supervisor import State, Supervisor
 
 if TYPE_CHECKING:
-    from daq.configfile.model import Config
+    from daq.config.loaded import LoadedConfig
     from daq.journal.journal import Journal
     from daq.supervision import StallWatch, TaskTree
-
-from daq.status.channels import channel_status, instrument_status
-from daq.status.rules import AlarmRule, compute_alarms
 
 #: A journal with records pending and no commit for this long is reported unhealthy.
 STALLED_COMMIT_S = 10.0
@@ -84,7 +83,7 @@ class StatusBoard:
     def __init__(
         self,
         *,
-        config: Config,
+        config: LoadedConfig,
         time_ns: Callable[[], int],
         journal: Journal,
         supervisors: Sequence[Supervisor],
@@ -93,8 +92,11 @@ class StatusBoard:
         stall_watch: StallWatch,
         ready: asyncio.Event,
         runs: ActiveRun | None = None,
+        process_instrument: str | None = None,
     ) -> None:
         self.config = config
+        #: The instrument whose step, flags and activities head the live page (the run trigger's).
+        self.process_instrument = process_instrument
         self.time_ns = time_ns
         self.journal = journal
         self.supervisors = supervisors
@@ -177,7 +179,7 @@ class StatusBoard:
                 "zone": timefmt.zone_label(timefmt.zone(cfg.daemon.timezone), now),
                 "utc_offset_s": _utc_offset_s(cfg.daemon.timezone, now),
                 # The instrument whose step, flags and activities head the live page.
-                "process_instrument": cfg.model.runs.trigger_instrument or None,
+                "process_instrument": self.process_instrument or None,
             },
             "now_ns": now,
             "instruments": instruments,
