@@ -25,8 +25,9 @@ peers: $(PEER_OPCUA)/node_modules/.package-lock.json
 demo: $(STAMP)
 	$(BIN)/daq demo $(DEMO_ARGS)
 
-# Two workers: the suite's wall time is mostly waiting on sockets, subprocesses and servers.
-TEST_WORKERS ?= 2
+# Four workers, even on two cores: the suite's wall time is mostly waiting on sockets,
+# subprocesses and servers, so two more workers fill the waits (how they share it: tests/conftest.py).
+TEST_WORKERS ?= 4
 
 test: $(STAMP) peers
 	$(BIN)/ruff check daq drivers simulators tests bench
