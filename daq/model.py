@@ -208,6 +208,11 @@ class DeviceInfo:
         }
 
 
+def is_alarm_channel(channel: str) -> bool:
+    """A channel whose non-zero value is an alarm of the instrument itself (``alarm_*``, ``*_alarm``)."""
+    return channel.startswith("alarm") or channel.endswith("_alarm")
+
+
 def iso(ns: int) -> str:
     """ISO 8601 with offset, microsecond precision, for people; storage keeps nanoseconds."""
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="microseconds")

@@ -45,12 +45,11 @@ from daq.alarms.points import (
     AlarmPoint,
     alarm_id_for,
     builtin_limits,
-    is_alarm_channel,
     transition,
 )
 from daq.alarms.settings import SEVERITIES, AlarmsSection
 from daq.journal.journal import dumps
-from daq.model import Quality, Reading
+from daq.model import Quality, Reading, is_alarm_channel
 
 if TYPE_CHECKING:
     from daq.clock import Clock

@@ -35,11 +35,6 @@ COMM_CHANNEL = "*"
 COMM_REASONS = frozenset({Reason.DISCONNECTED, Reason.CONNECT_FAILED, Reason.TIMEOUT})
 
 
-def is_alarm_channel(channel: str) -> bool:
-    """A channel whose non-zero value is an alarm of the instrument itself (``alarm_*``, ``*_alarm``)."""
-    return channel.startswith("alarm") or channel.endswith("_alarm")
-
-
 def builtin_limits(instrument: str, channel: str, message: str) -> ChannelLimits:
     # Built without validation: ``*`` is not a channel name a config may use, which is the point.
     return ChannelLimits.model_construct(

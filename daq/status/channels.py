@@ -5,13 +5,10 @@ flags, states, steps, when a value counts as stale).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from daq.model import Quality
 from daq.supervisor import Supervisor
-
-if TYPE_CHECKING:
-    pass
 
 
 def instrument_status(sup: Supervisor) -> dict[str, Any]:

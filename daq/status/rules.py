@@ -6,19 +6,13 @@ not connected, BAD channels, failing tasks, sink errors); :func:`compute_alarms`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
-
+from daq.model import is_alarm_channel
 
 Alarm = dict[str, Any]
 #: One source of derived alarms: the assembled status in, the alarms it finds out.
 AlarmRule = Callable[[Mapping[str, Any]], list[Alarm]]
-
-
-def _is_alarm_channel(channel: str) -> bool:
-    return channel.startswith("alarm") or channel.endswith("_alarm")
 
 
 def _alarm(severity: str, subject: str, message: str) -> Alarm:
@@ -77,7 +71,7 @@ def instrument_alarms(status: Mapping[str, Any]) -> list[Alarm]:
         for ch, v in sorted(inst.get("channels", {}).items()):
             if v["quality"] == "BAD" and inst["state"] == "connected":
                 out.append(_alarm("warning", f"{name}/{ch}", f"BAD ({v['reason']})"))
-            elif _is_alarm_channel(ch) and v["quality"] != "BAD" and v["value"]:
+            elif is_alarm_channel(ch) and v["quality"] != "BAD" and v["value"]:
                 out.append(_alarm("alarm", f"{name}/{ch}", "alarm active"))
     return out
 
