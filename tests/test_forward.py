@@ -748,7 +748,7 @@ async def test_status_shows_backlog_oldest_rate_and_last_error(data_dir: Path) -
 async def test_demo_forwards_the_demo_cell_to_a_real_server(tmp_path: Path, vm: Victoria) -> None:
     data_dir = tmp_path / "demo"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daq", "demo", "--duration", "6", "--data-dir", str(data_dir),
+        sys.executable, "-m", "daq", "demo", "--duration", "6", "--data-dir", str(data_dir), "--api-port", "0",
         "--influx-url", vm.url, "--influx-bucket", "demo", "--influx-precision", "ms", "--every", "1000",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
