@@ -21,7 +21,6 @@ from daq.context import Service, ServiceContext
 def build_services(ctx: ServiceContext) -> list[Service]:
     """Every service this config asks for, in the order they are started within a phase."""
     from daq.alarms.service import service as alarms_service
-    from daq.api.server import build_service as api_service
     from daq.runs.clock import ClockMonitor
     from daq.runs.manager import build as runs_service
 
@@ -41,17 +40,21 @@ def build_services(ctx: ServiceContext) -> list[Service]:
         notifier = systemd_service(ctx)
         if notifier is not None:
             services.append(notifier)
-    from daq.forward.service import service as forward_service
+    if any(sink.enabled for sink in ctx.config.model.sinks):  # the HTTP stack only to forward
+        from daq.forward.service import service as forward_service
 
-    forward = forward_service(ctx)
-    if forward is not None:
-        services.append(forward)
+        forward = forward_service(ctx)
+        if forward is not None:
+            services.append(forward)
     from daq.tlc.service import service as tlc_service
 
     tlc = tlc_service(ctx)
     if tlc is not None:
         services.append(tlc)
-    api = api_service(ctx, runs=runs, run_config=run_config, alarms=ctx.alarms)
-    if api is not None:
-        services.append(api)
+    if ctx.config.model.api.enabled:  # the HTTP stack is loaded only to serve the API
+        from daq.api.server import build_service as api_service
+
+        api = api_service(ctx, runs=runs, run_config=run_config, alarms=ctx.alarms)
+        if api is not None:
+            services.append(api)
     return services
