@@ -5,6 +5,12 @@ deadline, the silence limit a streaming or subscription driver declares, and the
 duties a driver lists (OPC UA node retries, nodes read on a grid beside a subscription).
 Whatever happens to one instrument stays inside its supervisor: errors are journaled as BAD
 readings and events, and the task keeps going until it is cancelled.
+
+The module is longer than most (about 450 lines) because those policies are one state
+machine per instrument (connected or not, the failed-attempt count, the poll grid, the
+silence window, the duties' schedule) that every path reads and changes; the backoff
+(:mod:`daq.backoff`), the links (:mod:`daq.transport`) and the readings' way on
+(:mod:`daq.pipeline`) live elsewhere.
 """
 
 from __future__ import annotations
