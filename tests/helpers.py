@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ import tomli_w
 from daq.configfile.load import Config, parse_config
 
 if TYPE_CHECKING:
+    from daq.daemon import Daemon
     from daq.model import Reading
     from drivers.base import Driver
 
@@ -114,3 +115,27 @@ async def collect(
                 async with asyncio.timeout(wait_s):
                     out.extend(await driver.read())
     return out
+
+
+@contextlib.asynccontextmanager
+async def api_daemon(cfg: Config) -> AsyncIterator[tuple[Daemon, str]]:
+    """Run a daemon of ``cfg`` (its ``[api]`` on port 0) until the context ends; yields the
+    daemon and its API's URL once both are up. A daemon that fails to start fails the test
+    with its own error."""
+    from daq.api.server import ApiService
+    from daq.daemon import Daemon
+
+    daemon = Daemon(cfg)
+    task = asyncio.create_task(daemon.run(), name="test-daemon")
+    try:
+        await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
+        if task.done():
+            task.result()
+        svc = daemon.services["api"]
+        assert isinstance(svc, ApiService)
+        await wait_until(lambda: svc.url is not None, timeout=10)
+        assert svc.url is not None
+        yield daemon, svc.url
+    finally:
+        daemon.request_stop()
+        await task

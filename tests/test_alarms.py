@@ -24,7 +24,6 @@ from daq.alarms.engine import AlarmEngine
 from daq.alarms.points import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmError
 from daq.alarms.service import left_open
 from daq.alarms.settings import AlarmsSection
-from daq.api.server import ApiService
 from daq.cli import main as cli_main
 from daq.cli.alarms import transition_line
 from daq.clock import ManualClock
@@ -40,7 +39,7 @@ from daq.runs.export import decoded
 from daq.runs.report import render
 from simulators.synth_modbus import SynthModbusSimulator
 from simulators.synth_modbus_map import SETPOINT_ADDRESS
-from tests.helpers import config_text, make_config, wait_until
+from tests.helpers import api_daemon, config_text, make_config
 from tests.test_modbus_driver import instrument
 
 TOKEN = "alarm-test-token"
@@ -187,20 +186,10 @@ async def synth_daemon(data_dir: Path, limits: str) -> AsyncIterator[tuple[Daemo
     listener = await sim.serve("tcp://127.0.0.1:0")
     extra = f'[api]\nport = 0\ntoken_env = "DAQ_TEST_ALARM_TOKEN"\n{limits}'
     cfg = make_config(data_dir, [instrument("synth", listener.url)], extra)
-    daemon = Daemon(cfg)
-    task = asyncio.create_task(daemon.run(), name="test-daemon")
     try:
-        await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
-        if task.done():
-            task.result()
-        svc = daemon.services["api"]
-        assert isinstance(svc, ApiService)
-        await wait_until(lambda: svc.url is not None, timeout=10)
-        assert svc.url is not None
-        yield daemon, svc.url, listener.url
+        async with api_daemon(cfg) as (daemon, url):
+            yield daemon, url, listener.url
     finally:
-        daemon.request_stop()
-        await task
         await listener.close()
 
 

@@ -24,7 +24,7 @@ from daq.journal import JournalReader
 from daq.status import compute_alarms, extract_sinks
 from simulators.base import Listener
 from simulators.veenstra_vdc404 import Vdc404Simulator
-from tests.helpers import config_text, free_port, make_config, wait_until
+from tests.helpers import api_daemon, config_text, free_port, make_config, wait_until
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -55,20 +55,10 @@ async def running_daemon(
     cfg = make_config(
         data_dir, instruments, "[api]\nport = 0\n" + api, daemon={"site": "test-site", "cell": "test-cell"}
     )
-    daemon = Daemon(cfg)
-    task = asyncio.create_task(daemon.run(), name="test-daemon")
     try:
-        await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
-        if task.done():
-            task.result()
-        svc = daemon.services["api"]
-        assert isinstance(svc, ApiService)
-        await wait_until(lambda: svc.url is not None, timeout=10)
-        assert svc.url is not None
-        yield daemon, svc.url, sim
+        async with api_daemon(cfg) as (daemon, url):
+            yield daemon, url, sim
     finally:
-        daemon.request_stop()
-        await task
         await sim.close()
 
 

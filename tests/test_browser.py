@@ -25,12 +25,12 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from daq.api.server import STATIC_DIR, ApiService
+from daq.api.server import STATIC_DIR
 from daq.daemon import Daemon
 from daq.journal import JournalReader
 from simulators.synth_modbus import SynthModbusSimulator
 from simulators.synth_modbus_map import STEP_NAMES
-from tests.helpers import make_config, wait_until
+from tests.helpers import api_daemon, make_config
 from tests.test_api import running_daemon
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -203,20 +203,10 @@ async def synth_daemon(data_dir: Path) -> AsyncIterator[tuple[Daemon, str]]:
         data_dir, [instrument], f'[api]\nport = 0\ntoken_env = "DAQ_TEST_PAGE_TOKEN"\n{LIMIT}',
         daemon={"site": "test-site", "cell": "test-cell", "timezone": "Europe/Vienna"},
     )  # fmt: skip
-    daemon = Daemon(cfg)
-    task = asyncio.create_task(daemon.run(), name="test-daemon")
     try:
-        await wait_until(lambda: daemon.ready.is_set() or task.done(), timeout=30)
-        if task.done():
-            task.result()
-        svc = daemon.services["api"]
-        assert isinstance(svc, ApiService)
-        await wait_until(lambda: svc.url is not None, timeout=10)
-        assert svc.url is not None
-        yield daemon, svc.url
+        async with api_daemon(cfg) as (daemon, url):
+            yield daemon, url
     finally:
-        daemon.request_stop()
-        await task
         await listener.close()
 
 
