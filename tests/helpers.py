@@ -17,6 +17,7 @@ from daq.configfile.load import Config, parse_config
 if TYPE_CHECKING:
     from daq.daemon import Daemon
     from daq.model import Reading
+    from daq.supervisor import Supervisor
     from drivers.base import Driver
 
 
@@ -139,3 +140,31 @@ async def api_daemon(cfg: Config) -> AsyncIterator[tuple[Daemon, str]]:
     finally:
         daemon.request_stop()
         await task
+
+
+@contextlib.asynccontextmanager
+async def running(sup: Supervisor) -> AsyncIterator[Supervisor]:
+    """Run ``sup`` as a task for the block; cancel and await it after."""
+    task = asyncio.create_task(sup.run(), name="test:supervisor")
+    try:
+        yield sup
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def supervised(driver: Driver, data_dir: Path) -> AsyncIterator[Supervisor]:
+    """``driver`` under a running supervisor journaling into ``data_dir`` (default journal
+    settings); the supervisor is stopped and the journal closed when the block ends."""
+    from daq.clock import SystemClock
+    from daq.journal import Journal
+    from daq.journal.settings import JournalSection
+    from daq.supervisor import Supervisor
+
+    journal = await Journal.open(data_dir, clock=SystemClock(), settings=JournalSection())
+    try:
+        async with running(Supervisor(driver, journal, SystemClock())) as sup:
+            yield sup
+    finally:
+        await journal.close()

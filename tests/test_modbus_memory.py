@@ -9,7 +9,6 @@ same scenarios run over real sockets in tests/test_modbus_driver.py and test_mod
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
@@ -19,14 +18,12 @@ from typing import Any
 from pymodbus.transport import NULLMODEM_HOST
 
 from daq.clock import SystemClock
-from daq.journal import Journal, JournalReader
-from daq.journal.settings import JournalSection
+from daq.journal import JournalReader
 from daq.model import EventKind, Quality, Reason
-from daq.supervisor import Supervisor
 from drivers.modbus import ModbusConfig, ModbusDriver, load_map_file
 from drivers.modbus.link import null_modem
 from simulators.synth_modbus import SynthModbusSimulator
-from tests.helpers import wait_until
+from tests.helpers import supervised, wait_until
 from tests.test_modbus_driver import FAST, MAP
 
 #: Null-modem "ports" are names in one process-wide table of pymodbus: one per test.
@@ -50,19 +47,6 @@ async def served(sim: SynthModbusSimulator) -> AsyncIterator[int]:
         yield port
     finally:
         await listener.close()
-
-
-@contextlib.asynccontextmanager
-async def supervised(driver: ModbusDriver, tmp_path: Path) -> AsyncIterator[Supervisor]:
-    journal = await Journal.open(tmp_path, clock=SystemClock(), settings=JournalSection())
-    sup = Supervisor(driver, journal, SystemClock())
-    task = asyncio.create_task(sup.run(), name="test:supervisor")
-    try:
-        yield sup
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await journal.close()
 
 
 async def test_a_poll_over_the_null_modem_reads_every_channel() -> None:

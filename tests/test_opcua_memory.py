@@ -10,7 +10,6 @@ tests/test_opcua_driver.py, test_opcua_contract.py and test_opcua_supervised.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,12 @@ import pytest
 import pytest_asyncio
 
 from daq.clock import SystemClock
-from daq.journal import Journal, JournalReader
-from daq.journal.settings import JournalSection
+from daq.journal import JournalReader
 from daq.model import EventKind, Quality, Reason
-from daq.supervisor import Supervisor
 from daq.transport import MemoryTransport, join
 from drivers.opcua import OpcUaConfig, OpcUaDriver
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
-from tests.helpers import collect, wait_until
+from tests.helpers import collect, supervised, wait_until
 
 CHANNELS = ["reactor_temp", "door_closed", "step_number"]
 
@@ -82,19 +79,6 @@ async def sim() -> AsyncIterator[SynthOpcUaSimulator]:
     sessions: dict[Any, Any] = server.iserver._external_sessions
     for session in list(sessions.values()):
         await session.close_session(True)
-
-
-@contextlib.asynccontextmanager
-async def supervised(driver: OpcUaDriver, tmp_path: Path) -> AsyncIterator[Supervisor]:
-    journal = await Journal.open(tmp_path, clock=SystemClock(), settings=JournalSection())
-    sup = Supervisor(driver, journal, SystemClock())
-    task = asyncio.create_task(sup.run(), name="test:supervisor")
-    try:
-        yield sup
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await journal.close()
 
 
 @module_loop

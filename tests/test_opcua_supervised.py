@@ -8,9 +8,6 @@ grid slot is recorded as for every polled instrument.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +21,9 @@ from daq.supervisor import State, Supervisor
 from drivers.base import Capability
 from drivers.opcua import OpcUaConfig, OpcUaDriver
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
-from tests.helpers import wait_until
+from tests.helpers import running, wait_until
 
 CHANNELS = ["reactor_temp", "door_closed"]
-
-
-@contextlib.asynccontextmanager
-async def sup_running(sup: Supervisor) -> AsyncIterator[None]:
-    """Run the supervisor as a task for the block; cancel and await it after."""
-    task = asyncio.create_task(sup.run(), name="test:supervisor")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def poll_config(url: str, **extra: Any) -> OpcUaConfig:
@@ -58,7 +44,7 @@ async def test_poll_mode_is_polled_on_the_supervisors_grid(tmp_path: Path) -> No
     assert not driver.streaming
     sup = Supervisor(driver, journal, SystemClock())
     try:
-        async with sup_running(sup):
+        async with running(sup):
             await wait_until(lambda: len(sup.poll_lateness_ns) >= 8, timeout=10)
     finally:
         await journal.close()
@@ -86,7 +72,7 @@ async def test_poll_mode_honours_max_consecutive_timeouts(tmp_path: Path) -> Non
     )  # fmt: skip
     sup = Supervisor(OpcUaDriver(cfg, SystemClock()), journal, SystemClock())
     try:
-        async with sup_running(sup):
+        async with running(sup):
             await wait_until(lambda: sup.state is State.BACKOFF, timeout=15)
     finally:
         await journal.close()

@@ -9,8 +9,6 @@ periodic duties on its own grid beside the stream (cancelling and resuming the w
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from daq.clock import SystemClock
@@ -22,17 +20,7 @@ from daq.supervisor import State, Supervisor
 from daq.transport import Link, null_modem
 from drivers.base import Capability, Deadline, Driver, Duty
 from drivers.veenstra_vdc404 import Vdc404Config, Vdc404Driver
-from tests.helpers import wait_until
-
-
-@contextlib.asynccontextmanager
-async def running(sup: Supervisor) -> AsyncIterator[None]:
-    task = asyncio.create_task(sup.run(), name="test:supervisor")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+from tests.helpers import running, wait_until
 
 
 async def test_a_silent_streaming_instrument_is_a_timeout_gap_timed_by_the_supervisor(tmp_path: Path) -> None:
