@@ -176,6 +176,16 @@ def change_password(
     )
 
 
+def _active_account(
+    journal: Writes, conn: sqlite3.Connection, settings: UsersSection, actor: str, user_id: str
+) -> Account:
+    """``user_id``'s account when it is active; otherwise the change is refused (and audited)."""
+    acct = accounts(conn, settings).get(user_id)
+    if acct is None or not acct.active:
+        raise refusal(journal, "user_change_refused", actor, user_id, f"no active user {user_id!r}")
+    return acct
+
+
 def disable_user(
     journal: Writes,
     conn: sqlite3.Connection,
@@ -187,9 +197,7 @@ def disable_user(
 ) -> None:
     """Disable ``user_id`` for good (the account and its signatures stay in the record)."""
     actor = _require_admin(journal, conn, admin, settings, "users disable")
-    acct = accounts(conn, settings).get(user_id)
-    if acct is None or not acct.active:
-        raise refusal(journal, "user_change_refused", actor, user_id, f"no active user {user_id!r}")
+    _active_account(journal, conn, settings, actor, user_id)
     if not reason.strip():
         raise refusal(journal, "user_change_refused", actor, user_id, "give the reason")
     record_change(journal, user_id, "disabled", actor, detail={"reason": reason})
@@ -207,9 +215,7 @@ def unlock_user(
 ) -> None:
     """Lift ``user_id``'s lockout (the failures stay in the audit trail)."""
     actor = _require_admin(journal, conn, admin, settings, "users unlock")
-    acct = accounts(conn, settings).get(user_id)
-    if acct is None or not acct.active:
-        raise refusal(journal, "user_change_refused", actor, user_id, f"no active user {user_id!r}")
+    acct = _active_account(journal, conn, settings, actor, user_id)
     record_change(journal, user_id, "unlocked", actor, detail={"reason": reason, "failures": acct.failures})
     journal.audit(
         "user_unlocked", actor=actor, subject=user_id, detail={"reason": reason, "failures": acct.failures}
