@@ -351,15 +351,14 @@ def _ok_attrs(attrs: Any) -> bool:
 
 def is_canonical_reading(r: Reading) -> bool:
     """True when :func:`reading` would return ``r`` unchanged (the usual case, checked fast:
-    the writer and the reading pipeline both apply the rules, so most readings are seen twice)."""
-    # Inlined for speed (every reading passes here twice): exact types first, ASCII text
-    # without a call; anything unusual goes to the full per-field rules.
+    every reading not yet marked by :func:`checked` passes here once)."""
+    # Inlined for speed: exact types first, ASCII text without a call; anything unusual goes to
+    # the full per-field rules.
     instrument, channel, unit, value = r.instrument, r.channel, r.unit, r.value
     acq_ns, mono_ns, seq = r.acq_ns, r.mono_ns, r.seq
     return (
         type(r.quality) is Quality
-        and (value is None or (type(value) is float and value - value == 0.0 and (
-            value != 0.0 or math.copysign(1.0, value) > 0)))
+        and (value is None or _ok_float(value))
         and type(instrument) is str and (instrument.isascii() or _ok_text(instrument))
         and type(channel) is str and (channel.isascii() or _ok_text(channel))
         and type(unit) is str and (unit.isascii() or _ok_text(unit))

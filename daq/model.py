@@ -144,23 +144,26 @@ class Reading:
         gives, built by the constructor directly because the journal does it for every reading
         it accepts and ``replace`` costs about twice as much (it looks every field up by name).
         A canonical reading stays known canonical when ``seq`` is an int64, as the journal's are."""
-        r = Reading(
-            self.instrument, self.channel, self.value, self.unit, self.quality, self.acq_ns,
-            self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, self.run_id, seq,
-        )  # fmt: skip
-        if self.canonical_checked and type(seq) is int and -(2**63) <= seq < 2**63:
-            _set_canonical_checked(r, True)
-        return r
+        return self._copy(
+            self.run_id, seq, self.canonical_checked and type(seq) is int and -(2**63) <= seq < 2**63
+        )
 
     def with_run_id(self, run_id: str | None) -> Reading:
         """This reading attributed to ``run_id``: ``dataclasses.replace(self, run_id=run_id)``,
         built directly because the ``runs`` stage does it for every reading while a run is open.
         A canonical reading stays known canonical when ``run_id`` is ASCII text or ``None``."""
+        return self._copy(
+            run_id,
+            self.seq,
+            self.canonical_checked and (run_id is None or (type(run_id) is str and run_id.isascii())),
+        )
+
+    def _copy(self, run_id: str | None, seq: int, canonical_checked: bool) -> Reading:
         r = Reading(
             self.instrument, self.channel, self.value, self.unit, self.quality, self.acq_ns,
-            self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, run_id, self.seq,
+            self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, run_id, seq,
         )  # fmt: skip
-        if self.canonical_checked and (run_id is None or (type(run_id) is str and run_id.isascii())):
+        if canonical_checked:
             _set_canonical_checked(r, True)
         return r
 
