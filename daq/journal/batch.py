@@ -138,7 +138,7 @@ def commit(
             add((table, row, data, canon, record))
         next_id[table] = rid
 
-    _prepare_readings(readings, next_id, chain.payload_for("readings", version), now, prepared, refused)
+    prepare("readings", readings, _reading_row)
     prepare("events", events, _event_row)
     prepare("audit", audits, _audit_row)
     for table, values in records:
@@ -196,32 +196,9 @@ def _insert_sql(table: str) -> str:
     return sql
 
 
-def _prepare_readings(
-    readings: list[Reading],
-    next_id: dict[str, int],
-    payload: chain.Payload,
-    now: tuple[int, int],
-    prepared: list[_Prepared],
-    refused: list[Rejected],
-) -> None:
-    """The readings of a batch: what ``prepare`` does for every table, written out for the one
-    table that has thousands of records per commit (a reading the pipeline found canonical is
-    not checked again)."""
-    now_ns, now_mono = now
-    rid = next_id["readings"]
-    add = prepared.append
-    row_of = codec.row
-    for r in readings:
-        try:
-            c = r if r.canonical_checked else canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)
-            row = row_of(rid + 1, c)
-            data = payload(row)
-        except Exception as exc:
-            refused.append(Rejected("readings", r, exc))
-            continue
-        rid += 1
-        add(("readings", row, data, c, r))
-    next_id["readings"] = rid
+def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], Reading]:
+    c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)  # a checked reading as it is
+    return codec.row(rid, c), c
 
 
 def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
