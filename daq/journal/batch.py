@@ -238,24 +238,12 @@ def _insert_fast(
 ) -> list[_Prepared]:
     """The whole batch, one ``executemany`` per table (the usual case)."""
     by_table: dict[str, list[tuple[Any, ...]]] = {}
-    # Records come grouped by table (readings first): the chain's running hash and the table's
-    # row list are local while a run of one table lasts.
-    table, rows, last_id, h = "", [], 0, b""
-    link = chain.link
-    for t, row, payload, _, _ in prepared:
-        if t != table:
-            if table:
-                tails[table] = (last_id, h)
-            table = t
-            rows = by_table.setdefault(t, [])
-            h = tails[t][1]
-        h = link(h, payload)
-        rows.append((*row, h))
-        last_id = row[0]
-    if table:
-        tails[table] = (last_id, h)
-    for name, table_rows in by_table.items():
-        conn.executemany(_insert_sql(name), table_rows)
+    for table, row, payload, _, _ in prepared:
+        h = chain.link(tails[table][1], payload)
+        by_table.setdefault(table, []).append((*row, h))
+        tails[table] = (row[0], h)
+    for table, rows in by_table.items():
+        conn.executemany(_insert_sql(table), rows)
     return prepared
 
 
