@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,16 @@ from aiohttp import web
 
 from daq.api.client import format_status
 from daq.daemon import Daemon
-from daq.forward.policy import Accepted, Rejected, Retry, classify, max_refusals
+from daq.forward.policy import (
+    Accepted,
+    Delivered,
+    Rejected,
+    Retry,
+    ServerFault,
+    classify,
+    max_refusals,
+    settle,
+)
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
 from simulators.veenstra_vdc404 import Vdc404Simulator
@@ -225,6 +235,35 @@ def test_outcomes_are_classified_in_one_place() -> None:
     assert classify(429, "slow", 7.0) == Retry("HTTP 429: slow", 429, after_s=7.0)
     assert classify(503, "down", 7.0) == Retry("HTTP 503: down", 503)
     assert classify(0, "reset") == Retry("reset")
+
+
+async def test_a_batch_settles_into_one_typed_delivery() -> None:
+    # The policy alone, with a server that refuses any request holding a point containing
+    # "bad" (so the lines are known without HTTP): what each batch comes to is one value.
+    sent: list[Sequence[str]] = []
+
+    async def send(lines: Sequence[str]) -> Accepted | Rejected:
+        sent.append(lines)
+        return Rejected(400, "bad point") if any("bad" in x for x in lines) else Accepted()
+
+    lines = ["a", "b", "bad", "c"]
+    assert await settle(lines, send) == Delivered(3, ((2, Rejected(400, "bad point")),), witness="c")
+    assert sent[0] is lines  # the whole batch as itself, so its encoded body can be reused
+    # Refused while the known witness is accepted right after: poison, even alone in its batch.
+    sent.clear()
+    assert await settle(["bad"], send, witness="c") == Delivered(
+        0, ((0, Rejected(400, "bad point")),), witness="c"
+    )
+    assert sent == [["bad"], ["bad"], ["c"]]
+    # Alone and no witness known: nothing shows the data to be at fault.
+    assert await settle(["bad"], send) == ServerFault(Rejected(400, "bad point"), None)
+
+    async def refuse_all(lines: Sequence[str]) -> Accepted | Rejected:
+        return Rejected(400, "down")
+
+    # The witness refused too: the server, not the data.
+    assert await settle(["a", "b"], refuse_all, witness="c") == ServerFault(Rejected(400, "down"), "c")
+    assert await settle([], refuse_all) == Delivered(0)
 
 
 async def test_gap_readings_of_a_calibrator_land_in_the_series_they_interrupt(

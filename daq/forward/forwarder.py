@@ -5,9 +5,11 @@ Contract: an :class:`InfluxForwarder` takes the next batch after the sink's curs
 its first reading was committed), has the :class:`~daq.forward.writer.InfluxWriter` send it,
 lets the delivery policy (:mod:`daq.forward.policy`) decide what each outcome means (retry with
 back-off, bisect and quarantine a poison point, alarm), and moves the cursor only when every
-point of the batch was accepted or quarantined. Its :class:`~daq.forward.status.SinkStatus`
-keeps the figures, audits alarms and quarantines, and is written to
-``<data_dir>/sinks/<name>.json`` every few seconds (for ``daq status --data-dir``).
+point of the batch was accepted or quarantined. What follows from each request's outcome is
+decided in one place (:meth:`InfluxForwarder._send`), and so is what follows from each batch's
+(:meth:`InfluxForwarder._forward`). Its :class:`~daq.forward.status.SinkStatus` keeps the
+figures, audits alarms and quarantines, and is written to ``<data_dir>/sinks/<name>.json``
+every few seconds (for ``daq status --data-dir``).
 
 Nothing is kept only in memory: after a crash, an outage or a restart the forwarder resumes
 from its cursor, and since every line is the same on every attempt (same measurement, tags,
@@ -23,7 +25,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from daq.backoff import Backoff
 from daq.clock import Clock
@@ -31,7 +33,17 @@ from daq.errors import JournalError
 from daq.forward.config import RESOLUTION_NS, InfluxSink
 from daq.forward.lineprotocol import LineFormatter
 from daq.forward.outbox import Batch, OutboxReader
-from daq.forward.policy import Accepted, Rejected, retry_wait, settle
+from daq.forward.policy import (
+    Accepted,
+    Delivered,
+    Delivery,
+    Rejected,
+    Retry,
+    ServerFault,
+    Stopped,
+    retry_wait,
+    settle,
+)
 from daq.forward.status import SinkStatus, status_file, write_status_file
 from daq.forward.writer import InfluxWriter, safe_url
 from daq.journal.anchors import SINK_ANCHOR_EVERY_S
@@ -47,7 +59,8 @@ QUARANTINE_LINE_MAX = 2000
 
 
 class _DrainEnded(Exception):
-    """A write failed during the final drain at stop: the rest waits in the journal."""
+    """The final drain ends in the middle of a batch (raised through
+    :func:`~daq.forward.policy.settle`; the batch's delivery is then :class:`Stopped`)."""
 
 
 class InfluxForwarder:
@@ -97,8 +110,9 @@ class InfluxForwarder:
         self._pending_since: float | None = None
         self._status_path = status_file(journal.data_dir, sink.name)
         self._last_log = 0.0
-        #: Set by stop(): the final drain runs; then set when its time is over.
-        self._draining = False
+        #: Set by stop(): the final drain runs.
+        self._draining = asyncio.Event()
+        #: Set by stop() when the final drain's time is over.
         self._drain_over = False
         #: A line this server accepted (see :func:`daq.forward.policy.settle`).
         self._witness: str | None = None
@@ -165,7 +179,7 @@ class InfluxForwarder:
             backlog=self.pending,
         )
         self._tasks = [
-            spawn(self.tasks, self.component, "forwarder", self._run, ended=lambda: self._draining),
+            spawn(self.tasks, self.component, "forwarder", self._run, ended=self._draining.is_set),
             spawn(self.tasks, f"{self.component}:status", "forwarder", self._report),
         ]
 
@@ -188,7 +202,7 @@ class InfluxForwarder:
         for t in self._tasks[1:]:
             t.cancel()
         if run is not None and not run.done():
-            self._draining = True
+            self._draining.set()
             self._wake.set()
             done, _ = await asyncio.wait({run}, timeout=drain)
             if not done:
@@ -232,11 +246,12 @@ class InfluxForwarder:
         log.warning("sink not drained at stop; the rest waits in the journal", sink=self.sink.name, **detail)
         self.journal.audit("sink_drain_incomplete", subject=self.sink.name, detail=detail)
 
-    async def _pause(self, seconds: float) -> None:
-        """Wait before a retry; while stopping, end the final drain instead."""
-        if self._draining:
-            raise _DrainEnded
+    async def _pause(self, seconds: float) -> bool:
+        """Wait before a retry. ``False``: no retry, the final drain ends (while stopping)."""
+        if self._draining.is_set():
+            return False
         await self.clock.sleep(seconds)
+        return True
 
     async def _report(self) -> None:
         while True:
@@ -266,7 +281,7 @@ class InfluxForwarder:
         """Return once a full batch is committed, or the first pending one is ``max_age_s`` old."""
         while True:
             pending = self.pending
-            if pending >= self.sink.batch_size or self._draining:
+            if pending >= self.sink.batch_size or self._draining.is_set():
                 return
             timeout: float | None = None
             if pending > 0:
@@ -287,23 +302,24 @@ class InfluxForwarder:
             try:
                 await self._forward()
                 return  # the final drain is over
-            except _DrainEnded:
-                return
             except (sqlite3.Error, JournalError, OSError) as exc:
                 # The journal could not be read or the cursor not written: the batches in
                 # hand are dropped and read again (their lines come out the same, see
                 # OutboxReader.reseed); nothing is skipped.
                 self.health.note_error(f"journal: {exc}")
                 log.error("sink cannot use the journal; retrying", sink=self.sink.name, error=str(exc))
-                await self._pause(self.sink.backoff_cap_s)
+                if not await self._pause(self.sink.backoff_cap_s):
+                    return
                 with contextlib.suppress(sqlite3.Error, OSError):
                     await self.outbox.reseed()
 
     async def _forward(self) -> None:
+        """Deliver batch after batch; what follows from each batch's :data:`Delivery` is
+        decided here, in one place. Returns when the final drain is over."""
         prefetch: asyncio.Task[Batch | None] | None = None
         try:
             while True:
-                if self._draining and (self._drain_over or not self.pending):
+                if self._draining.is_set() and (self._drain_over or not self.pending):
                     return  # between requests: nothing is cut off
                 if prefetch is None:
                     await self._wait_for_batch()
@@ -320,48 +336,58 @@ class InfluxForwarder:
                         self.outbox.fetch(batch.last_id), name=f"forward-read:{self.sink.name}"
                     )
                 self.health.oldest_pending_ns = batch.oldest_acq_ns
-                if not await self._deliver(batch):
-                    # Read the batch again: the backlog behind it may show which point is poison.
-                    if prefetch is not None:
-                        prefetch.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await prefetch
+                delivery = await self._deliver(batch)
+                match delivery:
+                    case Delivered(accepted=accepted, poison=poison):
+                        # Every point stored or shown to be poison: the poison points are
+                        # quarantined (durably), then the cursor passes the batch.
+                        self._fault.reset()
+                        if accepted:
+                            self.health.acknowledged(accepted)
+                        await self._quarantine(batch, poison)
+                        await self.outbox.advance(batch.last_id)
+                        # What a store outside holds is anchored in the journal too (throttled).
+                        anchor = f"sink:{self.sink.name}"
+                        self.journal.anchors.anchor(anchor, min_interval_s=SINK_ANCHOR_EVERY_S)
+                        self.health.state = "idle"
+                        fault_point(self.component)
+                    case ServerFault(refusal=refusal):
+                        # Refused, none shown to be at fault: nothing quarantined, the cursor
+                        # stays; alarm, back off, then read the batch again from the cursor
+                        # (the backlog behind it may show which point is poison).
+                        why = "points refused although not shown to be at fault (server fault)"
+                        self.health.raise_alarm(refusal.status, f"{why}: {refusal.message}")
+                        self.health.retries += 1
+                        await _dropped(prefetch)
                         prefetch = None
-                    continue
-                await self.outbox.advance(batch.last_id)
-                # What a store outside holds is anchored in the journal too (throttled).
-                self.journal.anchors.anchor(f"sink:{self.sink.name}", min_interval_s=SINK_ANCHOR_EVERY_S)
-                self.health.state = "idle"
-                fault_point(self.component)
+                        if not await self._pause(self._fault.next_delay()):
+                            return
+                    case Stopped():
+                        # The final drain ended: the batch waits in the journal.
+                        return
+                    case _:
+                        assert_never(delivery)
         finally:
-            if prefetch is not None:
-                prefetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await prefetch
+            await _dropped(prefetch)
 
-    async def _deliver(self, batch: Batch) -> bool:
-        """Write every line of ``batch``, quarantining only points shown to be poison (see
-        :mod:`daq.forward.policy`). ``False``: the server refuses points not shown to be at
-        fault; nothing was quarantined, the sink is in alarm and the batch must be retried."""
+    async def _deliver(self, batch: Batch) -> Delivery:
+        """Write every line of ``batch`` (see :func:`daq.forward.policy.settle`): delivered,
+        a server fault, or stopped (the final drain ended first)."""
 
         async def send(lines: Sequence[str]) -> Accepted | Rejected:
             return await self._send(batch.body if lines is batch.lines else self.writer.encode(lines))
 
-        result = await settle(batch.lines, send, self._witness)
-        self._witness = result.witness
-        if result.fault is not None:
-            fault = result.fault
-            self.health.raise_alarm(
-                fault.status,
-                f"points refused although not shown to be at fault (server fault): {fault.message}",
-            )
-            self.health.retries += 1
-            await self._pause(self._fault.next_delay())
-            return False
-        self._fault.reset()
-        if result.accepted:
-            self.health.acknowledged(result.accepted)
-        for index, refusal in result.poison:
+        try:
+            delivery = await settle(batch.lines, send, self._witness)
+        except _DrainEnded:
+            return Stopped()
+        self._witness = delivery.witness
+        return delivery
+
+    async def _quarantine(self, batch: Batch, poison: Sequence[tuple[int, Rejected]]) -> None:
+        """Audit the poison points of ``batch`` and the readings line protocol cannot carry,
+        durably, before the cursor passes them."""
+        for index, refusal in poison:
             line = batch.lines[index]
             # The reading itself stays in the journal; the audit keeps enough of the line to see why.
             detail = {
@@ -373,26 +399,43 @@ class InfluxForwarder:
             self.health.quarantine(batch.ids[index], detail)
         for rid, message in batch.unformattable:
             self.health.quarantine(rid, {"status": None, "error": message, "line": None})
-        if result.poison or batch.unformattable:
+        if poison or batch.unformattable:
             # The audit entries must be durable before the cursor passes these readings.
             await self.journal.flush()
-        return True
 
     async def _send(self, body: bytes) -> Accepted | Rejected:
-        """POST ``body`` until the server accepts or refuses it, backing off meanwhile."""
+        """POST ``body`` until the server accepts or refuses it, backing off meanwhile; what
+        follows from each of the writer's outcomes is decided here. Raises :class:`_DrainEnded`
+        when the final drain ends first."""
         self._retry.reset()
         while True:
             self.health.sending()
             outcome = await self.writer.post(body)
-            if isinstance(outcome, Accepted):
-                self.health.reachable(self.pending)
-                return outcome
-            if isinstance(outcome, Rejected):
-                return outcome
-            if outcome.alarm:
-                assert outcome.status is not None
-                self.health.raise_alarm(outcome.status, outcome.message.partition(": ")[2])
-            else:
-                self.health.outage(outcome.message)
+            match outcome:
+                case Accepted():
+                    # Stored: an outage or an alarm of the sink is over.
+                    self.health.reachable(self.pending)
+                    return outcome
+                case Rejected():
+                    # This data is refused: the policy (settle) finds out whose fault it is.
+                    return outcome
+                case Retry(alarm=True, status=int(status)):
+                    # A person must act (token, bucket): one alarm, retries at the cap.
+                    self.health.raise_alarm(status, outcome.message.partition(": ")[2])
+                case Retry():
+                    # Unreachable or "later": the backlog waits in the journal.
+                    self.health.outage(outcome.message)
+                case _:
+                    assert_never(outcome)
             self.health.retries += 1
-            await self._pause(retry_wait(outcome, self._retry, retry_after_max_s=self.sink.retry_after_max_s))
+            wait = retry_wait(outcome, self._retry, retry_after_max_s=self.sink.retry_after_max_s)
+            if not await self._pause(wait):
+                raise _DrainEnded
+
+
+async def _dropped(task: asyncio.Task[Batch | None] | None) -> None:
+    """Cancel a batch read ahead (``None``: there is none) and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

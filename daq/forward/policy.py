@@ -17,6 +17,11 @@ witness, or the witness refused too) or that recovers meanwhile (the point accep
 second try) is a server fault: nothing is quarantined, the batch is retried with back-off and
 the sink is in alarm.
 
+A batch ends in one :data:`Delivery`: :class:`Delivered` (every point stored or shown to be
+poison: quarantine those, then the cursor passes the batch), :class:`ServerFault` (alarm, back
+off, read the batch again) or :class:`Stopped` (the sink's final drain ended first: the cursor
+stays). :func:`settle` gives the first two; the forwarder's loop says what follows from each.
+
 How long to wait before a retry is decided here too (:func:`retry_wait`), on the project's one
 back-off (:class:`daq.backoff.Backoff`: doubling to the cap, jitter only shortening a delay);
 the waits an operator is promised are exact: an alarm retries at the cap, a ``Retry-After`` is
@@ -92,16 +97,46 @@ def retry_wait(outcome: Retry, backoff: Backoff, *, retry_after_max_s: float) ->
     return delay
 
 
-@dataclass(slots=True)
-class Settlement:
-    """What became of a batch: the indexes of poison points with the server's refusal, or a
-    server fault (nothing quarantined; retry the batch later)."""
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Every point of a batch was stored by the server or shown to be poison: once the poison
+    points are quarantined, the cursor passes the batch."""
 
-    poison: list[tuple[int, Rejected]] = field(default_factory=list)
-    fault: Rejected | None = None
-    #: A line the server accepted last (for the next batch's confirmations), if any.
-    witness: str | None = None
     #: Lines the server accepted (each counted once).
+    accepted: int
+    #: The indexes of the poison points, each with the server's refusal of it.
+    poison: tuple[tuple[int, Rejected], ...] = ()
+    #: The line the server accepted last (for the next batch's confirmations), if any.
+    witness: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFault:
+    """The server refused points of a batch although none was shown to be at fault: nothing is
+    quarantined and the cursor stays; the sink is in alarm, backs off and sends the batch again."""
+
+    refusal: Rejected
+    #: The line the server accepted last, if any (kept for the next attempt's confirmations).
+    witness: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """The sink is stopping and its final drain ended before the batch was delivered (a write
+    failed, or the drain's time ran out): the cursor stays before the batch, which waits in the
+    journal for the next start."""
+
+
+#: What became of one batch.
+Delivery = Delivered | ServerFault | Stopped
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What :func:`settle` has found so far."""
+
+    witness: str | None
+    poison: list[tuple[int, Rejected]] = field(default_factory=list)
     accepted: int = 0
 
 
@@ -116,14 +151,14 @@ def max_refusals(n: int) -> int:
     return 2 * max(1, n).bit_length() + 4
 
 
-async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -> Settlement:
+async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -> Delivered | ServerFault:
     """Deliver ``lines`` through ``send``; find the poison points, if any (see the module doc).
 
     ``witness`` is a line this server accepted before (``None`` if none is known). The whole
     batch is sent as ``lines`` itself (the same object), so the caller can reuse its body.
     A refused point is confirmed as soon as a witness is known; more than
     :func:`max_refusals` refusals in a row end the attempt as a server fault."""
-    out = Settlement(witness=witness)
+    out = _Tally(witness)
     unconfirmed: list[tuple[int, Rejected]] = []
     refusals = 0
     limit = max_refusals(len(lines))
@@ -158,8 +193,7 @@ async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -
         else:
             refusals += 1
             if refusals > limit:
-                out.fault, out.poison = result, []
-                return out
+                return ServerFault(result, out.witness)
             if hi - lo == 1:
                 unconfirmed.append((lo, result))
             else:
@@ -169,9 +203,8 @@ async def settle(lines: Sequence[str], send: Send, witness: str | None = None) -
         while unconfirmed and out.witness is not None:
             fault = await confirm(unconfirmed.pop(0)[0])
             if fault is not None:
-                out.fault, out.poison = fault, []
-                return out
+                return ServerFault(fault, out.witness)
     if unconfirmed:
         # Not one point accepted, none before: nothing shows that the data is at fault.
-        out.fault, out.poison = unconfirmed[0][1], []
-    return out
+        return ServerFault(unconfirmed[0][1], out.witness)
+    return Delivered(out.accepted, tuple(out.poison), out.witness)
