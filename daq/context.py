@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -118,5 +118,3 @@ class AlarmControl(Protocol):
     def acknowledge(self, alarm_id: str, *, actor: str, comment: str) -> dict[str, Any]: ...
 
     def snapshot(self) -> list[dict[str, Any]]: ...
-
-    def on_transition(self, listener: Callable[[dict[str, Any]], None]) -> None: ...

@@ -21,9 +21,10 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from daq import timefmt
 from daq.alarms.engine import AlarmEngine
-from daq.alarms.points import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmError
+from daq.alarms.points import ACKED, NORMAL, RTN_UNACK, UNACK, AlarmError, transition
 from daq.alarms.service import left_open
 from daq.alarms.settings import AlarmsSection
+from daq.alarms.store import rows_between, transition_of
 from daq.cli import main as cli_main
 from daq.cli.alarms import transition_line
 from daq.clock import ManualClock
@@ -31,7 +32,9 @@ from daq.configfile.load import parse_config
 from daq.daemon import Daemon
 from daq.errors import ConfigError
 from daq.journal import JournalReader
+from daq.journal.feed import RecordBatch
 from daq.journal.journal import JOURNAL_FILE, Journal
+from daq.journal.schema import CHAINED
 from daq.journal.verify import verify_journal
 from daq.model import Quality, Reading
 from daq.runs.checked import journal_run, open_journal
@@ -139,11 +142,6 @@ def test_on_and_off_delays_follow_the_monotonic_clock() -> None:
 def test_the_stage_never_raises_into_acquisition() -> None:
     clock = ManualClock()
     eng = engine(clock, high=1.0)
-
-    def broken(row: dict[str, Any]) -> None:
-        raise RuntimeError("listener broke")
-
-    eng.on_transition(broken)
     eng.points[("synth", "p")][0].limits = None  # type: ignore[assignment]
     feed(eng, clock, 2.0)
     assert eng.errors == 1
@@ -363,23 +361,56 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
     assert "by jdoe: setpoint test" in text
 
 
-def test_transitions_reach_listeners_and_read_for_people() -> None:
+async def test_each_alarm_event_row_is_the_transition_the_stream_sends(data_dir: Path) -> None:
+    """A transition reaches the journal's alarm feed only with the commit of its row, with the
+    row's id; the row alone gives back the transition as the engine saw it (live or read from
+    the journal later), and it reads for people."""
     clock = ManualClock()
     eng = engine(clock, low=5.0, severity="low", message="pressure low")
-    seen: list[dict[str, Any]] = []
-    eng.on_transition(seen.append)
+    journal = await Journal.open(data_dir, clock=clock)
+    eng.attach(journal)
+    sub = journal.record_feed("alarm_events").subscribe(100, "test")
+    expected: list[dict[str, Any]] = []
+
+    def happened(kind: str, actor: str = "daemon", comment: str | None = None) -> None:
+        [p] = eng.points[("synth", "p")]
+        expected.append(transition(p, kind=kind, ts_ns=clock.time_ns(), actor=actor, comment=comment))
+
     feed(eng, clock, 4.0)
+    happened("raised")
+    assert sub.take() == []  # queued in the journal, not committed: nothing for live clients
+    await journal.flush()
+    clock.advance(1.0)
     eng.acknowledge(eng.active()[0]["id"], actor="ann", comment="valve closed")
+    happened("acknowledged", "ann", "valve closed")
     feed(eng, clock, 6.0)
-    assert [(t["kind"], t["state"]) for t in seen] == [
+    happened("cleared")
+    await journal.flush()
+    batches = sub.take()
+    assert all(isinstance(b, RecordBatch) for b in batches)
+    live = [
+        transition_of(dict(zip(CHAINED["alarm_events"], row, strict=True)))
+        for b in batches
+        if isinstance(b, RecordBatch)
+        for row in b.rows
+    ]
+    with JournalReader(data_dir) as reader:
+        stored = [transition_of(row) for row in rows_between(reader.conn, 0, 3, limit=10)]
+    assert live == stored
+    assert [t.pop("event_id") for t in live] == [1, 2, 3]
+    assert live == expected
+    assert [(t["kind"], t["state"]) for t in live] == [
         ("raised", UNACK),
         ("acknowledged", ACKED),
         ("cleared", NORMAL),
     ]
-    line = transition_line(seen[1])
+    assert (live[2]["raised_ns"], live[2]["acked_by"]) == (live[0]["ts_ns"], "ann")
+    line = transition_line(live[1])
     assert "ALARM acknowledged" in line
     assert "synth/p L = 4 Pa" in line
     assert line.endswith("pressure low [acknowledged active] by ann: valve closed")
+    sub.close()
+    await journal.close()
 
 
 async def test_an_alarm_active_at_a_restart_is_taken_back_from_the_journal(

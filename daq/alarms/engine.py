@@ -25,7 +25,7 @@ evaluating is logged and counted (``errors`` in :meth:`AlarmEngine.status`).
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -48,6 +48,7 @@ from daq.alarms.points import (
     transition,
 )
 from daq.alarms.settings import SEVERITIES, AlarmsSection
+from daq.alarms.store import DETAIL_KEYS, TABLE
 from daq.journal.journal import dumps
 from daq.model import Quality, Reading, is_alarm_channel
 
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
     from daq.journal.journal import Journal
 
 log = structlog.get_logger(__name__)
-
-TABLE = "alarm_events"
 
 
 class AlarmEngine:
@@ -86,7 +85,6 @@ class AlarmEngine:
             self.points[(lim.instrument, lim.channel)] = pts
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=settings.recent)
         self.errors = 0
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def _groups(self) -> list[list[AlarmPoint]]:
         """Every alarm point: the configured limits', the ``ON`` points, the ``COMM`` points."""
@@ -119,11 +117,6 @@ class AlarmEngine:
                     p.unit = a.get("unit") or ""
                     restored += 1
         return restored
-
-    def on_transition(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``listener`` with each transition (:meth:`transition`) after it is journaled;
-        a listener that raises is logged, never stops the stage."""
-        self._listeners.append(listener)
 
     # -- the pipeline stage ------------------------------------------------------------------
 
@@ -214,18 +207,14 @@ class AlarmEngine:
         p.raised_ns = now
         p.acked_ns = p.acked_by = p.comment = p.cleared_ns = None
         p.run_id = r.run_id
-        self._journal(
-            "raised", p, actor="daemon", comment=None, detail={"value": p.value, "setpoint": p.setpoint}
-        )
+        self._journal("raised", p, now, actor="daemon", comment=None)
         log.warning("alarm raised", alarm=p.alarm_id, instrument=p.instrument, channel=p.channel,
                     condition=p.condition, severity=p.severity, value=p.value)  # fmt: skip
 
     def _clear(self, p: AlarmPoint, r: Reading) -> None:
-        p.cleared_ns = self.clock.time_ns()
+        p.cleared_ns = now = self.clock.time_ns()
         p.state = NORMAL if p.state == ACKED else RTN_UNACK
-        self._journal(
-            "cleared", p, actor="daemon", comment=None, detail={"value": p.value, "setpoint": p.setpoint}
-        )
+        self._journal("cleared", p, now, actor="daemon", comment=None)
         log.info("alarm cleared", alarm=p.alarm_id, instrument=p.instrument, channel=p.channel, state=p.state)
         if p.state == NORMAL:
             self._finish(p)
@@ -243,11 +232,11 @@ class AlarmEngine:
         p = self.find(alarm_id)
         if p is None:
             raise AlarmError(f"no alarm {alarm_id!r} waits for acknowledgement")
-        p.acked_ns = self.clock.time_ns()
+        p.acked_ns = now = self.clock.time_ns()
         p.acked_by = actor
         p.comment = comment
         p.state = ACKED if p.state == UNACK else NORMAL
-        self._journal("acknowledged", p, actor=actor, comment=comment, detail={"value": p.value})
+        self._journal("acknowledged", p, now, actor=actor, comment=comment)
         if self.journal is not None:
             self.journal.audit(
                 "alarm_acknowledged",
@@ -269,27 +258,21 @@ class AlarmEngine:
                     return p
         return None
 
-    def _journal(
-        self, kind: str, p: AlarmPoint, *, actor: str, comment: str | None, detail: dict[str, Any]
-    ) -> None:
-        now_ns = self.clock.time_ns()
+    def _journal(self, kind: str, p: AlarmPoint, now_ns: int, *, actor: str, comment: str | None) -> None:
+        """One ``alarm_events`` row: the transition ``kind`` at ``now_ns`` and, in ``detail``,
+        the alarm as it stands after it (:func:`daq.alarms.store.transition_of` reads the live
+        stream's transition back from the row alone)."""
+        view = p.view()
+        detail = {k: view[k] for k in DETAIL_KEYS}
         row = {
             "alarm_id": p.alarm_id, "kind": kind, "ts_ns": now_ns, "mono_ns": self.clock.monotonic_ns(),
             "instrument": p.instrument, "channel": p.channel, "condition": p.condition,
             "severity": p.severity, "state": p.state, "actor": actor, "comment": comment,
             "run_id": p.run_id,
-            "detail": dumps({**detail, "unit": p.unit, "message": p.view()["message"]}),
+            "detail": dumps(detail),
         }  # fmt: skip
         if self.journal is not None:
             self.journal.record(TABLE, row)
-        if not self._listeners:
-            return
-        event = transition(p, kind=kind, ts_ns=now_ns, actor=actor, comment=comment)
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception as exc:  # a listener must not stop the stage
-                log.error("alarm listener failed", error=repr(exc))
 
     # -- views -------------------------------------------------------------------------------
 

@@ -1,15 +1,63 @@
 """The alarm journal read without the daemon: ``alarm_events`` rows folded into one record per
-alarm (``daq alarms list --data-dir``, the run report)."""
+alarm (``daq alarms list --data-dir``, the run report), and each row as the transition the live
+alarm stream sends (:func:`transition_of`), live or read back from the journal.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
+from daq.alarms.points import ACKED, ACTIVE, NORMAL
 from daq.journal.schema import CHAINED
 
 TABLE = "alarm_events"
+#: What a row's ``detail`` holds: the alarm as it stands after the row's transition.
+DETAIL_KEYS = ("value", "setpoint", "unit", "message", "raised_ns", "acked_ns", "acked_by", "cleared_ns")
+
+
+def transition_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The live alarm stream's transition (:func:`daq.alarms.points.transition`) of one
+    ``alarm_events`` row (its columns by name), with the row's id as ``event_id``.
+
+    The row alone is enough: its ``detail`` holds the alarm as it stood after the transition.
+    A row written before ``detail`` held the times (``raised_ns``, ``acked_ns``, ``acked_by``,
+    ``cleared_ns``) gives those of its own transition and ``None`` for the others.
+    """
+    detail = row["detail"]
+    d: dict[str, Any] = detail if isinstance(detail, dict) else json.loads(detail) if detail else {}
+    kind, ts_ns, state = row["kind"], row["ts_ns"], row["state"]
+    own = {"raised": "raised_ns", "acknowledged": "acked_ns", "cleared": "cleared_ns"}.get(kind)
+
+    def when(key: str) -> Any:
+        return d.get(key, ts_ns if key == own else None)
+
+    return {
+        "type": "alarm", "kind": kind, "ts_ns": ts_ns, "actor": row["actor"],
+        "id": row["alarm_id"], "instrument": row["instrument"], "channel": row["channel"],
+        "condition": row["condition"], "severity": row["severity"], "state": state,
+        "active": state in ACTIVE, "acknowledged": state in (ACKED, NORMAL),
+        "value": d.get("value"), "unit": d.get("unit") or "", "setpoint": d.get("setpoint"),
+        "message": d.get("message") or "", "raised_ns": when("raised_ns"), "acked_ns": when("acked_ns"),
+        "acked_by": d.get("acked_by", row["actor"] if kind == "acknowledged" else None),
+        "comment": row["comment"], "cleared_ns": when("cleared_ns"), "run_id": row["run_id"],
+        "event_id": row["id"],
+    }  # fmt: skip
+
+
+def rows_between(
+    conn: sqlite3.Connection, after_id: int, last_id: int, *, limit: int
+) -> list[dict[str, Any]]:
+    """The ``alarm_events`` rows with ``after_id < id <= last_id`` in id order, at most
+    ``limit``: how a live client fills a gap or resumes after the last id it saw."""
+    cols = CHAINED[TABLE]
+    cur = conn.execute(
+        f"SELECT {', '.join(cols)} FROM {TABLE} WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+        (after_id, last_id, limit),
+    )
+    return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
 def alarm_rows(

@@ -1,84 +1,159 @@
 """The alarm routes of the local API: ``GET /api/alarms``, ``POST /api/alarms/{id}/ack`` and
 the live alarm stream ``GET /api/alarms/stream`` (the JSON shapes are in docs/local-api.md).
 
-The stream is NDJSON: first the alarms not in normal (``"kind": "active"``), then each
-transition as it happens, and ``{"type": "heartbeat"}`` when there is nothing to send. Like the
-readings' stream, publishing never waits: each client has a bounded queue and a client that
-falls behind by :data:`ALARM_QUEUE` transitions, or whose socket accepts nothing for the
-write timeout, is disconnected.
+The stream is NDJSON and a client of the journal's live feed of ``alarm_events`` rows
+(:meth:`~daq.journal.journal.Journal.record_feed`), the same fan-out as the readings' stream
+(:mod:`daq.api.stream`): a transition is sent once the group commit that stored its row has
+returned, as :func:`daq.alarms.store.transition_of` reads it from that row, with the row's id
+as ``event_id``. First the alarms not in normal (``"kind": "active"``) and a ``live`` notice
+with ``last_id``, the last ``alarm_events`` id they include; then each transition committed
+after it; ``{"type": "heartbeat"}`` when there is nothing to send.
+
+``since_id`` (an ``event_id`` the client got, or a notice's ``last_id``) resumes: the
+transitions committed after it are read from the journal in place of the snapshot (the alarms
+as they are now come instead, after a notice, if it is more than ``replay_limit`` behind or
+past this journal's last id). A client that falls ``client_queue`` transitions behind gets a
+``gap`` line and the transitions it missed from the journal, in order, then live ones again;
+one whose socket accepts nothing for ``client_write_timeout_s`` is disconnected (and counted).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
+import functools
 import json
-from typing import Any, Protocol
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from daq.alarms.store import TABLE, rows_between, transition_of
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.control import _body
-from daq.api.guard import dumps_json, json_error
+from daq.api.guard import dumps_json, int_param, json_error
+from daq.api.stream import REPLAY_CHUNK, LiveClients, gap_line, notice_line, small_send_buffer
 from daq.context import AlarmControl
 from daq.errors import DaqError
+from daq.journal.feed import Gap, RecordBatch
+from daq.journal.journal import JOURNAL_FILE, Journal, connect
+from daq.journal.schema import CHAINED
 
 #: (required, optional) fields of an acknowledgement's body; ``actor`` comes with it.
 ACK_FIELDS: tuple[set[str], set[str]] = ({"comment"}, set())
 
-
-#: Transitions a stream client may have waiting before it is disconnected.
-ALARM_QUEUE = 1000
-
-
-class AlarmFeed:
-    """The clients of the live alarm stream; :meth:`publish` is the engine's listener."""
-
-    def __init__(self) -> None:
-        self.clients: set[_FeedClient] = set()
-        self.dropped_total = 0
-
-    def publish(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
-        for client in tuple(self.clients):
-            if len(client.lines) >= ALARM_QUEUE:
-                self.drop(client)
-                continue
-            client.lines.append(line)
-            client.wake.set()
-
-    def drop(self, client: _FeedClient) -> None:
-        if client in self.clients:
-            self.clients.discard(client)
-            self.dropped_total += 1
-        client.closed = True
-        client.wake.set()
-
-    def close_all(self) -> None:
-        for client in tuple(self.clients):
-            client.closed = True
-            client.wake.set()
-        self.clients.clear()
+_T = TypeVar("_T")
+_COLUMNS = CHAINED[TABLE]
 
 
-class _FeedClient:
-    def __init__(self) -> None:
-        self.lines: collections.deque[bytes] = collections.deque()
-        self.wake = asyncio.Event()
-        self.closed = False
+def alarm_clients(journal: Journal) -> LiveClients[RecordBatch]:
+    """The clients of the live alarm stream: subscriptions of the journal's ``alarm_events`` feed."""
+    return LiveClients(journal.record_feed(TABLE))
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 class AlarmRoutesParts(Protocol):
-    """What the alarm routes use of the service: the token check, the alarms, the feed of
-    transitions and the stream's timings."""
+    """What the alarm routes use of the service: the token check, the journal, the alarms,
+    the stream's clients and timings."""
 
     auth: BearerAuth | None
-    alarm_feed: AlarmFeed
+    journal: Journal
+    alarm_clients: LiveClients[RecordBatch]
     settings: ApiSection
 
     def alarm_control(self) -> AlarmControl: ...
+
+
+async def serve_alarm_stream(
+    request: web.Request,
+    *,
+    clients: LiveClients[RecordBatch],
+    alarms: AlarmControl,
+    journal: Journal,
+    settings: ApiSection,
+    since_id: int | None,
+) -> web.StreamResponse:
+    """Stream alarm transitions to one client until it goes away, is dropped, or the server
+    stops (see the module's docstring)."""
+    sub = clients.connect(settings.client_queue, str(request.remote), request.transport, "alarm stream")
+    # In the same step as subscribing (no await between): every row committed after last_id
+    # reaches the subscription, and the snapshot already shows what was committed before.
+    sent_id = journal.committed_heads().get(TABLE, (0, b""))[0]
+    snapshot = alarms.snapshot()
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
+    loop = asyncio.get_running_loop()
+    conn: sqlite3.Connection | None = None
+
+    async def in_thread(fn: Callable[[], _T]) -> _T:
+        return await loop.run_in_executor(None, fn)
+
+    async def write(data: bytes) -> None:
+        async with asyncio.timeout(settings.client_write_timeout_s):
+            await resp.write(data)
+
+    async def from_journal(after_id: int, last_id: int) -> None:
+        """Send the transitions of ``after_id < id <= last_id`` from the journal, a chunk at a time."""
+        nonlocal conn
+        if conn is None:
+            conn = await in_thread(lambda: connect(Path(journal.data_dir) / JOURNAL_FILE, read_only=True))
+        db = conn
+        while after_id < last_id:
+            rows = await in_thread(functools.partial(rows_between, db, after_id, last_id, limit=REPLAY_CHUNK))
+            if not rows:
+                break
+            await write(b"".join(_line(transition_of(row)) for row in rows))
+            after_id = rows[-1]["id"]
+
+    try:
+        small_send_buffer(request)
+        await resp.prepare(request)
+        replay = since_id is not None and since_id <= sent_id and sent_id - since_id <= settings.replay_limit
+        if since_id is not None and not replay:
+            why = (
+                f"since_id {since_id} is past this journal's last alarm event {sent_id}"
+                if since_id > sent_id
+                else f"more than {settings.replay_limit} alarm events since since_id {since_id}"
+            )
+            await write(notice_line(f"{why}: the alarms as they are now follow", False))
+        if replay:
+            assert since_id is not None
+            await from_journal(since_id, sent_id)
+        else:
+            await write(b"".join(_line(event) for event in snapshot))
+        await write(notice_line("live", False, last_id=sent_id))
+        while not sub.closed:
+            if not await sub.wait(settings.heartbeat_s):
+                await write(b'{"type":"heartbeat"}\n')
+                continue
+            for item in sub.take():
+                if isinstance(item, Gap):
+                    clients.gaps_total += 1
+                    await write(gap_line(item, False, "alarm transitions"))
+                    await from_journal(max(item.after_id, sent_id), item.last_id)
+                    sent_id = max(sent_id, item.last_id)
+                elif item.last_id > sent_id:
+                    first = item.first_id
+                    lines = [
+                        _line(transition_of(dict(zip(_COLUMNS, row, strict=True))))
+                        for i, row in enumerate(item.rows)
+                        if first + i > sent_id
+                    ]
+                    await write(b"".join(lines))
+                    sent_id = item.last_id
+    except TimeoutError:
+        clients.drop(sub, f"socket accepted nothing for {settings.client_write_timeout_s:g} s")
+    except ConnectionError:
+        pass  # the client left, or was dropped (which aborted the socket under a pending write)
+    finally:
+        clients.disconnect(sub)
+        if conn is not None:
+            conn.close()  # here, not on a worker thread: see daq.api.stream.serve_stream
+    return resp
 
 
 def add_alarm_routes(routes: web.RouteTableDef, svc: AlarmRoutesParts) -> None:
@@ -90,40 +165,20 @@ def add_alarm_routes(routes: web.RouteTableDef, svc: AlarmRoutesParts) -> None:
 
     @routes.get("/api/alarms/stream")
     async def alarm_stream(request: web.Request) -> web.StreamResponse:
-        alarms = svc.alarm_control()
-        feed, settings = svc.alarm_feed, svc.settings
-        client = _FeedClient()
-        feed.clients.add(client)
-        resp = web.StreamResponse(
-            headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+        text = request.query.get("since_id")
+        since_id = (
+            None
+            if text is None
+            else int_param("since_id", text, 0, 2**63 - 1, "an alarm event id (0 or more)")
         )
-        try:
-            await resp.prepare(request)
-
-            async def write(data: bytes) -> None:
-                async with asyncio.timeout(settings.client_write_timeout_s):
-                    await resp.write(data)
-
-            for event in alarms.snapshot():
-                await write(json.dumps(event, separators=(",", ":")).encode() + b"\n")
-            while not client.closed:
-                if not client.lines:
-                    client.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(settings.heartbeat_s):
-                            await client.wake.wait()
-                if client.lines:
-                    lines, client.lines = client.lines, collections.deque()
-                    await write(b"".join(lines))
-                elif not client.closed:
-                    await write(b'{"type":"heartbeat"}\n')
-        except TimeoutError:
-            feed.drop(client)
-        except ConnectionError:
-            pass
-        finally:
-            feed.clients.discard(client)
-        return resp
+        return await serve_alarm_stream(
+            request,
+            clients=svc.alarm_clients,
+            alarms=svc.alarm_control(),
+            journal=svc.journal,
+            settings=svc.settings,
+            since_id=since_id,
+        )
 
     @routes.post("/api/alarms/{alarm_id}/ack")
     async def acknowledge(request: web.Request) -> web.Response:
@@ -144,4 +199,4 @@ def add_alarm_routes(routes: web.RouteTableDef, svc: AlarmRoutesParts) -> None:
         return web.json_response(result, dumps=dumps_json)
 
 
-__all__ = ["ACK_FIELDS", "ALARM_QUEUE", "AlarmFeed", "add_alarm_routes"]
+__all__ = ["ACK_FIELDS", "add_alarm_routes", "alarm_clients", "serve_alarm_stream"]

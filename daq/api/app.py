@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 
 from daq.api import guard, metrics
-from daq.api.alarms import AlarmFeed, add_alarm_routes
+from daq.api.alarms import add_alarm_routes
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.control import add_run_routes
@@ -46,6 +46,7 @@ from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.guard import dumps_json, json_error
 from daq.api.stream import LiveClients, query_journal, records_json, serve_stream
 from daq.context import AlarmControl, RunControl
+from daq.journal.feed import FeedBatch, RecordBatch
 from daq.journal.journal import Journal
 from daq.status import StatusBoard
 from daq.timeparse import MAX_NS, MIN_NS
@@ -62,12 +63,12 @@ class ApiParts(Protocol):
     settings: ApiSection
     journal: Journal
     board: StatusBoard
-    live: LiveClients
+    live: LiveClients[FeedBatch]
     counters: metrics.CommitCounters
     lag: metrics.LagSampler
     auth: BearerAuth | None
     alarms: AlarmControl | None
-    alarm_feed: AlarmFeed
+    alarm_clients: LiveClients[RecordBatch]
     run_config: RunConfig
 
     def now_ns(self) -> int: ...

@@ -24,10 +24,10 @@ class ApiSection(StrictModel):
     The control endpoints (run start, stop, annotate, t0) need ``Authorization: Bearer <token>``;
     the token comes from the environment variable ``token_env`` or the systemd credential
     ``token_credential``. Without either, run control over the API is disabled.
-    ``client_queue`` bounds, in readings, what a live-stream client may have waiting; a client
-    that falls that far behind gets a gap marker and the readings it missed from the journal
-    (never waited for); one whose socket accepts nothing for ``client_write_timeout_s`` is
-    disconnected.
+    ``client_queue`` bounds, in readings (alarm transitions for the alarm stream), what a
+    live-stream client may have waiting; a client that falls that far behind gets a gap marker
+    and what it missed from the journal (never waited for); one whose socket accepts nothing
+    for ``client_write_timeout_s`` is disconnected.
     """
 
     enabled: bool = True
@@ -39,7 +39,8 @@ class ApiSection(StrictModel):
     token_credential: str | None = None
     client_queue: Annotated[PositiveCount, Field(ge=100, le=1_000_000)] = 20_000
     client_write_timeout_s: Annotated[Seconds, Field(le=3600)] = 10.0
-    #: How far back a client may ask for a replay (``since``), in readings.
+    #: How far back a client may ask for a replay (``since``), in readings (alarm events for
+    #: the alarm stream's ``since_id``).
     replay_limit: Annotated[PositiveCount, Field(le=1_000_000)] = 100_000
     heartbeat_s: Annotated[Seconds, Field(le=3600)] = 5.0
     #: Host names (besides loopback names and the listen address) by which browsers may reach

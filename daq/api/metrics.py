@@ -17,6 +17,7 @@ from daq.model import Quality, Reading
 
 if TYPE_CHECKING:
     from daq.api.stream import LiveClients
+    from daq.journal.feed import FeedBatch
     from daq.journal.journal import Journal
 
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -140,7 +141,7 @@ def render(
     j: Journal,
     counters: CommitCounters,
     lag: LagSampler,
-    live: LiveClients,
+    live: LiveClients[FeedBatch],
     sinks: dict[str, dict[str, Any]],
     now_ns: int,
     alarms: Mapping[str, int] | None = None,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from daq.api import metrics
-from daq.api.alarms import AlarmFeed
+from daq.api.alarms import alarm_clients
 from daq.api.app import STATIC_DIR, make_app
 from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
@@ -96,10 +96,9 @@ class ApiService:
         self.alarms = alarms
         #: The config a run was acquired with (its signing rules), from the journal's snapshots.
         self.run_config = run_config
-        #: Clients of the live alarm stream, fed by the engine's transitions.
-        self.alarm_feed = AlarmFeed()
-        if alarms is not None:
-            alarms.on_transition(self.alarm_feed.publish)
+        #: Clients of the live alarm stream, each a subscription of the journal's feed of
+        #: committed ``alarm_events`` rows.
+        self.alarm_clients = alarm_clients(journal)
         #: Clients of the live stream, each a subscription of the journal's live feed.
         self.live = LiveClients(journal.feed)
         # Registered now (services are built before the supervisors start), so the counters
@@ -191,7 +190,7 @@ class ApiService:
 
     async def stop(self) -> None:
         self.live.close_all()
-        self.alarm_feed.close_all()
+        self.alarm_clients.close_all()
         if self._serving is not None:
             self._serving.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -210,6 +209,9 @@ class ApiService:
             "stream_clients": len(self.live.clients),
             "stream_dropped": self.live.dropped_total,
             "stream_gaps": self.live.gaps_total,
+            "alarm_stream_clients": len(self.alarm_clients.clients),
+            "alarm_stream_dropped": self.alarm_clients.dropped_total,
+            "alarm_stream_gaps": self.alarm_clients.gaps_total,
             "control": "enabled" if self.auth and self.auth.enabled else "disabled",
         }
 

@@ -34,13 +34,13 @@ import socket
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
 from daq.api.filters import ReadingFilter
 from daq.journal import codec
-from daq.journal.feed import Feed, FeedBatch, FeedSubscription, Gap, read_range
+from daq.journal.feed import Fanout, FeedBatch, Gap, Published, Subscription, read_range
 from daq.journal.journal import JOURNAL_FILE, connect
 from daq.logs import get_logger
 
@@ -55,6 +55,7 @@ REPLAY_CHUNK = 500
 _BISECT_MARGIN_NS = 10_000_000_000
 
 _T = TypeVar("_T")
+_B = TypeVar("_B", bound=Published)
 
 
 @dataclasses.dataclass(slots=True)
@@ -155,13 +156,14 @@ def records_json(records: list[codec.ReadingRecord]) -> list[bytes]:
     return [codec.json_bytes(rec.reading, rec.id) for rec in records]
 
 
-class LiveClients:
-    """The live-stream clients connected now (each a subscription of the journal's feed),
-    for status, metrics and shutdown."""
+class LiveClients(Generic[_B]):
+    """The clients of one live stream connected now (each a subscription of one of the
+    journal's feeds: the readings', or the alarm transitions'), for status, metrics and
+    shutdown."""
 
-    def __init__(self, feed: Feed):
+    def __init__(self, feed: Fanout[_B]):
         self.feed = feed
-        self.clients: dict[FeedSubscription, asyncio.Transport | None] = {}
+        self.clients: dict[Subscription[_B], asyncio.Transport | None] = {}
         self.connected_total = 0
         #: Clients disconnected because their socket accepted nothing for too long.
         self.dropped_total = 0
@@ -169,19 +171,21 @@ class LiveClients:
         self.gaps_total = 0
         self.closed = False
 
-    def connect(self, max_pending: int, peer: str, transport: asyncio.Transport | None) -> FeedSubscription:
-        sub = self.feed.subscribe(max_pending, f"api stream {peer}")
+    def connect(
+        self, max_pending: int, peer: str, transport: asyncio.Transport | None, what: str = "stream"
+    ) -> Subscription[_B]:
+        sub = self.feed.subscribe(max_pending, f"api {what} {peer}")
         if self.closed:
             sub.close()
         self.clients[sub] = transport
         self.connected_total += 1
         return sub
 
-    def disconnect(self, sub: FeedSubscription) -> None:
+    def disconnect(self, sub: Subscription[_B]) -> None:
         sub.close()
         self.clients.pop(sub, None)
 
-    def drop(self, sub: FeedSubscription, reason: str) -> None:
+    def drop(self, sub: Subscription[_B], reason: str) -> None:
         """Disconnect a client whose socket does not drain; its handler returns."""
         transport = self.clients.pop(sub, None)
         sub.close()
@@ -204,19 +208,21 @@ def _frame(lines: list[bytes], sse: bool, last_id: int) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _notice(text: str, sse: bool, **fields: Any) -> bytes:
+def notice_line(text: str, sse: bool, **fields: Any) -> bytes:
+    """A ``notice`` object (an SSE ``notice`` event when ``sse``)."""
     body = json.dumps({"type": "notice", "message": text, **fields}, separators=(",", ":")).encode()
     return b"event: notice\ndata: " + body + b"\n\n" if sse else body + b"\n"
 
 
-def _gap(gap: Gap, sse: bool) -> bytes:
+def gap_line(gap: Gap, sse: bool, what: str = "readings") -> bytes:
+    """The ``gap`` object telling a client that the ``what`` of ``gap`` follow from the journal."""
     body = json.dumps(
         {
             "type": "gap",
             "after_id": gap.after_id,
             "last_id": gap.last_id,
             "missed": gap.missed,
-            "message": "this client fell behind the live feed: the readings after after_id up to "
+            "message": f"this client fell behind the live feed: the {what} after after_id up to "
             "last_id follow from the journal",
         },
         separators=(",", ":"),
@@ -227,7 +233,7 @@ def _gap(gap: Gap, sse: bool) -> bytes:
 async def serve_stream(
     request: web.Request,
     *,
-    clients: LiveClients,
+    clients: LiveClients[FeedBatch],
     data_dir: Path,
     flt: ReadingFilter,
     since_ns: int | None,
@@ -282,11 +288,7 @@ async def serve_stream(
         return sent
 
     try:
-        sock = request.transport.get_extra_info("socket") if request.transport else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        small_send_buffer(request)
         await resp.prepare(request)
         if sse:
             await write(b"retry: 2000\n\n")
@@ -297,27 +299,29 @@ async def serve_stream(
             start = since_id
             if hi_id - since_id > replay_limit:
                 start = hi_id - replay_limit
-                await write(_notice(f"replay limited to the last {replay_limit} readings", sse))
+                await write(notice_line(f"replay limited to the last {replay_limit} readings", sse))
             elif since_id > hi_id:
                 # No client can have seen an id this journal has not committed (readings are
                 # published after their commit): the id is another journal's. Go on live from
                 # here rather than wait, silently, for this journal to reach it.
                 await write(
-                    _notice(f"since_id {since_id} is past this journal's last id {hi_id}", sse, last_id=hi_id)
+                    notice_line(
+                        f"since_id {since_id} is past this journal's last id {hi_id}", sse, last_id=hi_id
+                    )
                 )
             replayed = await from_journal(start, hi_id)
-            await write(_notice("live", sse, replayed=replayed, now_ns=now_ns))
+            await write(notice_line("live", sse, replayed=replayed, now_ns=now_ns))
             sent_id = hi_id
         elif since_ns is not None:
             answer = await in_thread(
                 lambda: query_journal(data_dir, flt=flt, scan_limit=replay_limit, since_ns=since_ns)
             )
             if answer.truncated:
-                await write(_notice(f"replay limited to the last {replay_limit} readings", sse))
+                await write(notice_line(f"replay limited to the last {replay_limit} readings", sse))
             for i in range(0, len(answer.records), REPLAY_CHUNK):
                 chunk = answer.records[i : i + REPLAY_CHUNK]
                 await write(_frame(records_json(chunk), sse, chunk[-1].id))
-            await write(_notice("live", sse, replayed=len(answer.records), now_ns=now_ns))
+            await write(notice_line("live", sse, replayed=len(answer.records), now_ns=now_ns))
             sent_id = answer.last_id
         while not sub.closed:
             if not await sub.wait(heartbeat_s):
@@ -326,7 +330,7 @@ async def serve_stream(
             for item in sub.take():
                 if isinstance(item, Gap):
                     clients.gaps_total += 1
-                    await write(_gap(item, sse))
+                    await write(gap_line(item, sse))
                     await from_journal(max(item.after_id, sent_id), item.last_id)
                     sent_id = max(sent_id, item.last_id)
                 elif item.last_id > sent_id:
@@ -357,6 +361,16 @@ async def _send_batch(
     ]
     if lines:
         await write(_frame(lines, sse, batch.last_id))
+
+
+def small_send_buffer(request: web.Request) -> None:
+    """Keep the kernel send buffer of a stream's socket small (:data:`STREAM_SNDBUF`), so a
+    stalled client pins little memory, and send each write at once."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _last_id(data_dir: Path) -> int:

@@ -110,18 +110,31 @@ def follow_alarms(
 ) -> None:
     """Print the daemon's alarm transitions until ``deadline`` (monotonic) or forever,
     reconnecting with the one backoff while the daemon does not answer
-    (:func:`daq.cli.following.follow_stream`)."""
+    (:func:`daq.cli.following.follow_stream`) and resuming after the last alarm event id it
+    had (``since_id``), so a transition committed meanwhile is shown, and none twice."""
+    last_id: int | None = None
 
     def handle(obj: dict[str, Any]) -> None:
+        nonlocal last_id
         if obj.get("type") == "alarm":
             line = json.dumps(obj, separators=(",", ":")) if as_json else transition_line(obj)
             print(line, file=out, flush=True)
+        # A transition's event_id, or the last id the stream's start covered (its live notice).
+        seen = obj.get("event_id") if obj.get("type") == "alarm" else None
+        if obj.get("type") == "notice":
+            seen = obj.get("last_id")
+        if isinstance(seen, int):
+            last_id = seen
+
+    def params(down: bool) -> list[tuple[str, str]]:
+        return [("since_id", str(last_id))] if down and last_id is not None else []
 
     follow_stream(
         api,
         handle,
         path="/api/alarms/stream",
         what="the alarm stream",
+        params=params,
         deadline=deadline,
         err=err,
         clock=clock,

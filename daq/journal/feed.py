@@ -1,5 +1,6 @@
-"""The live feed: committed readings fanned out to every live consumer, none of which can
-slow the journal or lose a reading silently.
+"""The live feed: committed readings (and committed rows of other tables, such as
+``alarm_events``) fanned out to every live consumer, none of which can slow the journal or
+lose a record silently.
 
 After each group commit the journal publishes the committed batch, with the journal id of its
 first reading, to its :class:`Feed` (on the event loop, from the writer task). Every live
@@ -20,6 +21,13 @@ writer never waited. A stalled consumer costs at most ``max_pending`` readings o
 Readings in a batch take consecutive ids from ``first_id`` (the journal stores the readings of
 one commit under consecutive ids), so a batch or a gap is an id range and consumers resume by
 journal id, never by acquisition time (which is not monotonic in commit order).
+
+**One mechanism for every table.** :class:`Fanout` and :class:`Subscription` are generic over
+the batch they carry (anything with ``first_id`` and ``last_id``, :class:`Published`): the
+readings' :class:`Feed` carries :class:`FeedBatch`; the journal's feed of a table written with
+``Journal.record`` (:meth:`~daq.journal.journal.Journal.record_feed`, e.g. the alarm
+transitions of ``alarm_events``) carries :class:`RecordBatch`, the committed rows with their
+ids. Same bound (in rows), same gap, same resume by id.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import collections
 import contextlib
 import dataclasses
 import sqlite3
+from typing import Any, Generic, Protocol, TypeVar
 
 from daq.journal import codec
 from daq.model import Reading
@@ -60,10 +69,42 @@ class FeedBatch:
         return data
 
 
+class RecordBatch:
+    """Committed rows of one chained table written with
+    :meth:`~daq.journal.journal.Journal.record` (``alarm_events``, ...): ``rows[i]`` is the row
+    as stored (columns of :data:`daq.journal.schema.CHAINED` without the hash) and has journal
+    id ``first_id + i``."""
+
+    __slots__ = ("first_id", "rows", "table")
+
+    def __init__(self, table: str, first_id: int, rows: list[tuple[Any, ...]]):
+        self.table = table
+        self.first_id = first_id
+        self.rows = rows
+
+    @property
+    def last_id(self) -> int:
+        return self.first_id + len(self.rows) - 1
+
+
+class Published(Protocol):
+    """What a feed fans out: one committed batch holding the consecutive journal ids
+    ``first_id..last_id`` of one table (empty when ``last_id < first_id``)."""
+
+    @property
+    def first_id(self) -> int: ...
+
+    @property
+    def last_id(self) -> int: ...
+
+
+B = TypeVar("B", bound=Published)
+
+
 @dataclasses.dataclass(slots=True)
 class Gap:
-    """Readings a subscription did not deliver because its consumer fell behind: journal ids
-    ``after_id < id <= last_id``, ``missed`` readings; read them from the journal."""
+    """Items a subscription did not deliver because its consumer fell behind: journal ids
+    ``after_id < id <= last_id``, ``missed`` of them; read them from the journal."""
 
     after_id: int
     last_id: int
@@ -73,32 +114,32 @@ class Gap:
 FeedItem = FeedBatch | Gap
 
 
-class FeedSubscription:
-    """One live consumer's bounded queue of :class:`FeedBatch` and :class:`Gap` items, in id order."""
+class Subscription(Generic[B]):
+    """One live consumer's bounded queue of batches and :class:`Gap` items, in id order."""
 
-    def __init__(self, feed: Feed, max_pending: int, name: str):
+    def __init__(self, feed: Fanout[B], max_pending: int, name: str):
         self.feed = feed
         self.max_pending = max_pending
         self.name = name
-        self._items: collections.deque[FeedItem] = collections.deque()
+        self._items: collections.deque[B | Gap] = collections.deque()
         self._pending = 0
         self._wake = asyncio.Event()
         self.closed = False
-        #: Gaps handed out so far, and the readings they spanned.
+        #: Gaps handed out so far, and the items they spanned.
         self.gaps = 0
         self.missed = 0
 
     @property
     def pending(self) -> int:
-        """Readings queued and not yet taken."""
+        """Items (readings, rows) queued and not yet taken."""
         return self._pending
 
-    def offer(self, batch: FeedBatch) -> None:
-        """Queue ``batch``; never blocks. Past ``max_pending`` readings, what is queued and the
+    def offer(self, batch: B) -> None:
+        """Queue ``batch``; never blocks. Past ``max_pending`` items, what is queued and the
         batch become (or extend) a :class:`Gap`."""
-        if self.closed or not batch.readings:
+        n = batch.last_id - batch.first_id + 1
+        if self.closed or n <= 0:
             return
-        n = len(batch.readings)
         if self._pending + n <= self.max_pending:
             self._items.append(batch)
             self._pending += n
@@ -107,7 +148,8 @@ class FeedSubscription:
             first = self._items[0] if self._items else batch
             after_id = first.after_id if isinstance(first, Gap) else first.first_id - 1
             missed = n + sum(
-                item.missed if isinstance(item, Gap) else len(item.readings) for item in self._items
+                item.missed if isinstance(item, Gap) else item.last_id - item.first_id + 1
+                for item in self._items
             )
             self._items.clear()
             self._items.append(Gap(after_id, batch.last_id, missed))
@@ -115,7 +157,7 @@ class FeedSubscription:
             self.feed.overflows += 1
         self._wake.set()
 
-    def take(self) -> list[FeedItem]:
+    def take(self) -> list[B | Gap]:
         """Everything queued, in order (never waits)."""
         items, self._items = list(self._items), collections.deque()
         self._pending = 0
@@ -137,7 +179,7 @@ class FeedSubscription:
                 return True
         return False
 
-    async def get(self) -> list[FeedItem]:
+    async def get(self) -> list[B | Gap]:
         """The items queued, waiting for at least one; ``[]`` once the subscription is closed."""
         while not self._items and not self.closed:
             await self.wait()
@@ -151,40 +193,43 @@ class FeedSubscription:
         self.feed.unsubscribe(self)
         self._wake.set()
 
-    def __enter__(self) -> FeedSubscription:
+    def __enter__(self) -> Subscription[B]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class Feed:
-    """The journal's committed readings, fanned out to :class:`FeedSubscription` s."""
+#: A subscription to the readings' feed.
+FeedSubscription = Subscription[FeedBatch]
+
+
+class Fanout(Generic[B]):
+    """Committed batches of one journal table, fanned out to :class:`Subscription` s: the one
+    mechanism of every live consumer (the readings' :class:`Feed`, and the rows of a table
+    written with :meth:`~daq.journal.journal.Journal.record`, such as ``alarm_events``)."""
 
     def __init__(self) -> None:
-        self.subscriptions: set[FeedSubscription] = set()
+        self.subscriptions: set[Subscription[B]] = set()
         #: Times a subscription overflowed (its consumer then read the gap from the journal).
         self.overflows = 0
         self.closed = False
 
-    def subscribe(self, max_pending: int, name: str) -> FeedSubscription:
+    def subscribe(self, max_pending: int, name: str) -> Subscription[B]:
         """A new subscription receiving every batch published from now on (``name`` says
         who consumes it, for status and logs)."""
-        sub = FeedSubscription(self, max_pending, name)
+        sub = Subscription(self, max_pending, name)
         if self.closed:
             sub.closed = True
         else:
             self.subscriptions.add(sub)
         return sub
 
-    def unsubscribe(self, sub: FeedSubscription) -> None:
+    def unsubscribe(self, sub: Subscription[B]) -> None:
         self.subscriptions.discard(sub)
 
-    def publish(self, first_id: int, readings: list[Reading]) -> None:
-        """Hand a committed batch to every subscription (``readings[i]`` has id ``first_id + i``)."""
-        if not self.subscriptions or not readings:
-            return
-        batch = FeedBatch(first_id, readings)
+    def offer(self, batch: B) -> None:
+        """Hand a committed batch to every subscription."""
         for sub in tuple(self.subscriptions):
             sub.offer(batch)
 
@@ -193,6 +238,16 @@ class Feed:
         self.closed = True
         for sub in tuple(self.subscriptions):
             sub.close()
+
+
+class Feed(Fanout[FeedBatch]):
+    """The journal's committed readings, fanned out to subscriptions."""
+
+    def publish(self, first_id: int, readings: list[Reading]) -> None:
+        """Hand a committed batch to every subscription (``readings[i]`` has id ``first_id + i``)."""
+        if not self.subscriptions or not readings:
+            return
+        self.offer(FeedBatch(first_id, readings))
 
 
 def read_range(
@@ -212,4 +267,15 @@ def read_range(
     return [codec.record(values) for values in cur]
 
 
-__all__ = ["Feed", "FeedBatch", "FeedItem", "FeedSubscription", "Gap", "read_range"]
+__all__ = [
+    "Fanout",
+    "Feed",
+    "FeedBatch",
+    "FeedItem",
+    "FeedSubscription",
+    "Gap",
+    "Published",
+    "RecordBatch",
+    "Subscription",
+    "read_range",
+]

@@ -48,7 +48,7 @@ from daq.clock import Clock
 from daq.errors import JournalError
 from daq.journal import batch, chain, codec
 from daq.journal.anchors import Anchors, anchor_at_close
-from daq.journal.feed import Feed
+from daq.journal.feed import Fanout, Feed, RecordBatch
 from daq.journal.schema import CHAINED, migrate
 from daq.journal.settings import JournalSection
 from daq.logs import get_logger
@@ -142,6 +142,8 @@ class Journal:
         self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
         #: Committed readings for live consumers (daq.journal.feed): subscribe there.
         self.feed = Feed()
+        #: Committed rows of tables written with record(), by table, for live consumers.
+        self._record_feeds: dict[str, Fanout[RecordBatch]] = {}
         self._commit_hooks: list[Callable[[list[Reading]], None]] = []
         #: Each chain's head written down now and then (daq.journal.anchors).
         self.anchors = Anchors(self)
@@ -260,6 +262,8 @@ class Journal:
             self._executor.shutdown(wait=False)
         self._fail_waiters(JournalError("journal closed before commit"))
         self.feed.close()
+        for fanout in self._record_feeds.values():
+            fanout.close()
 
     def _anchor_at_close_sync(self) -> None:
         if self._conn is None:
@@ -437,6 +441,30 @@ class Journal:
         to :attr:`feed` instead (bounded, with gaps by journal id)."""
         self._commit_hooks.append(hook)
 
+    def record_feed(self, table: str) -> Fanout[RecordBatch]:
+        """The live feed of ``table``'s committed rows (a table written with :meth:`record`):
+        after each commit that stored rows of it, a :class:`~daq.journal.feed.RecordBatch` of
+        those rows with their ids, under the same rules as :attr:`feed`."""
+        if table not in CHAINED or table in ("readings", "events", "audit"):
+            raise JournalError(f"record_feed({table}): not a table written with record()")
+        return self._record_feeds.setdefault(table, Fanout())
+
+    def _publish_records(
+        self, records: list[tuple[str, tuple[Any, ...]]], refused: list[batch.Rejected]
+    ) -> None:
+        """After a commit: each subscribed table's rows that were stored, with their ids."""
+        gone = {id(rej.record) for rej in refused}
+        for table, fanout in self._record_feeds.items():
+            if not fanout.subscriptions:
+                continue
+            rows = [values for t, values in records if t == table and id(values) not in gone]
+            if rows:
+                # The stored rows of a table take consecutive ids up to its new tail (a refused
+                # row gives its id to the next), stored as canonical.column makes each value.
+                first = self._tail[table][0] - len(rows) + 1
+                stored = [(first + i, *map(canonical.column, v[1:])) for i, v in enumerate(rows)]
+                self._isolated("live feed", fanout.offer, RecordBatch(table, first, stored))
+
     def on_fatal(self, hook: Callable[[BaseException], None]) -> None:
         """Call ``hook(exc)`` if the writer ends on an unrecoverable error."""
         self._fatal_hooks.append(hook)
@@ -597,6 +625,8 @@ class Journal:
             self._committed += n
             if committed:
                 self._notify(committed)
+            if records and self._record_feeds:
+                self._publish_records(records, refused)
         else:
             self._committed = self._appended
         while self._waiters and self._waiters[0][0] <= self._committed:
