@@ -494,6 +494,98 @@ async def test_retry_waits_follow_the_one_backoff_on_the_injected_clock(data_dir
     assert len(server.accepted) == 50
 
 
+class HeldClock(ManualClock):
+    """A manual clock whose sleeps end only when the test moves it past their end: a back-off
+    wait lasts until something else ends it. ``waiting``: sleeps in progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.waiting = 0
+        self._moved = asyncio.Event()
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        self._moved.set()
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        end = self.monotonic_ns() + int(seconds * 1e9)
+        self.waiting += 1
+        try:
+            while self.monotonic_ns() < end:
+                self._moved.clear()
+                await self._moved.wait()
+        finally:
+            self.waiting -= 1
+
+
+#: Answers after which the forwarder waits before it tries again: an outage's back-off, an
+#: alarm's wait at the cap, and a server fault's back-off (one point refused, no witness).
+BACKING_OFF = [
+    pytest.param(503, 1000, id="retry"),
+    pytest.param(401, 1000, id="alarm"),
+    pytest.param(400, 1, id="fault"),
+]
+
+
+async def stopped_in_backoff(
+    data_dir: Path, answer: int, batch_size: int, back: bool
+) -> tuple[InfluxForwarder, ScriptedServer, int]:
+    """Run a forwarder until it waits a minute to retry after ``answer``; then stop it (with
+    the server answering 204 again if ``back``). Returns the requests made before the stop."""
+    clock = HeldClock()
+    start_ns = clock.monotonic_ns()
+    async with ScriptedServer(default=answer) as server:
+        journal = await Journal.open(data_dir, clock=clock)
+        await fill(journal, 20, channels=("activity",))
+        sink = make_sink(server.url, batch_size=batch_size, backoff_initial_s=60.0, backoff_cap_s=60.0)
+        fwd = InfluxForwarder(sink, journal, site="s", cell="c", kinds={}, clock=clock)
+        await fwd.start()
+        try:
+            await wait_until(lambda: clock.waiting == 1)
+            before = len(server.requests)
+            if back:
+                server.default = 204  # the forwarder learns it only by trying
+        finally:
+            await close_forwarder(journal, fwd)
+    assert len(clock.waits) == 1
+    assert clock.waits[0] >= 48.0  # a minute's wait (jitter shortens it by up to 20 %) ...
+    # ... is over although the clock never moved: the stop ended it.
+    assert clock.waiting == 0
+    assert clock.monotonic_ns() == start_ns
+    return fwd, server, before
+
+
+@pytest.mark.parametrize(("answer", "batch_size"), BACKING_OFF)
+async def test_a_stop_ends_a_backoff_at_once_and_drains_what_the_server_accepts(
+    data_dir: Path, answer: int, batch_size: int
+) -> None:
+    fwd, server, _ = await stopped_in_backoff(data_dir, answer, batch_size, back=True)
+    # The final drain sent the backlog to the server, now accepting, at once.
+    assert fwd.cursor == 20
+    assert fwd.pending == 0
+    assert len(set(server.accepted)) == 20
+    assert fwd.alarm is None
+    with JournalReader(data_dir) as r:
+        assert "sink_drain_incomplete" not in [a["action"] for a in r.audit()]
+
+
+@pytest.mark.parametrize(("answer", "batch_size"), BACKING_OFF)
+async def test_a_stop_ends_a_backoff_at_once_and_tries_a_failing_server_once(
+    data_dir: Path, answer: int, batch_size: int
+) -> None:
+    fwd, server, before = await stopped_in_backoff(data_dir, answer, batch_size, back=False)
+    # The drain's one attempt failed and ended it (no retries while stopping). The cursor
+    # stays, and the backlog waits in the journal, audited.
+    assert len(server.requests) == before + 1
+    assert fwd.cursor == 0
+    assert server.accepted == []
+    with JournalReader(data_dir) as r:
+        (incomplete,) = [a for a in r.audit() if a["action"] == "sink_drain_incomplete"]
+    assert incomplete["detail"]["pending"] == 20
+
+
 async def test_auth_failure_raises_one_alarm_and_retries_at_the_cap(data_dir: Path) -> None:
     async with ScriptedServer(default=401) as server:
         clock = RecordingClock()

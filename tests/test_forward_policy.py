@@ -205,9 +205,8 @@ async def test_status_text_shows_quarantine_count_and_alarm(data_dir: Path) -> N
                 "sinks": {"central": {**fwd.status(), "backlog": fwd.pending}},
             }
             text = format_status(live)
-            # The back-off sleep ends now: the stop's final drain finds the server still refusing
-            # and ends at once (a stop never waits for a retry), instead of running out its time.
-            clock.gate.set()
+            # The stop ends the back-off wait (still held by the gate) at once; its final drain
+            # finds the server still refusing and ends (a stop never waits for a retry).
             await fwd.stop()  # writes the status file for ``daq status --data-dir``
         finally:
             clock.gate.set()

@@ -110,7 +110,7 @@ class InfluxForwarder:
         self._pending_since: float | None = None
         self._status_path = status_file(journal.data_dir, sink.name)
         self._last_log = 0.0
-        #: Set by stop(): the final drain runs.
+        #: Set by stop(): the final drain runs, and a back-off wait ends at once (_pause).
         self._draining = asyncio.Event()
         #: Set by stop() when the final drain's time is over.
         self._drain_over = False
@@ -189,9 +189,11 @@ class InfluxForwarder:
         For up to ``drain_s`` (at most the sink's ``drain_on_stop_s``) the forwarder keeps
         sending without waiting for full batches. It ends itself between requests: a request
         on the wire is never cancelled (it ends within the sink's ``timeout_s``), so the
-        server never stores a batch whose acknowledgement was lost. The drain ends early when
-        a write fails (no retries while stopping). What was not acknowledged stays in the
-        journal for next time; it is logged and audited (``sink_drain_incomplete``) with counts.
+        server never stores a batch whose acknowledgement was lost, and no request starts
+        once the drain's time is over. The drain ends early when a write fails (no retries
+        while stopping). A back-off wait in progress ends at once: the write it was waiting
+        for is the drain's first. What was not acknowledged stays in the journal for next
+        time; it is logged and audited (``sink_drain_incomplete``) with counts.
         """
         drain = (
             self.sink.drain_on_stop_s
@@ -247,11 +249,24 @@ class InfluxForwarder:
         self.journal.audit("sink_drain_incomplete", subject=self.sink.name, detail=detail)
 
     async def _pause(self, seconds: float) -> bool:
-        """Wait before a retry. ``False``: no retry, the final drain ends (while stopping)."""
+        """Wait ``seconds`` on the clock before a retry. ``False``: no retry, the final drain ends.
+
+        While stopping nothing waits: a write that fails during the final drain ends it (no
+        retries while stopping). A stop during the wait ends the wait at once, and the write
+        it was waiting for goes out straight away as the drain's first (if the drain's time
+        allows), so a server that is back meanwhile still gets what is committed."""
         if self._draining.is_set():
             return False
-        await self.clock.sleep(seconds)
-        return True
+        name = f"forward-backoff:{self.sink.name}"
+        sleep = asyncio.create_task(self.clock.sleep(seconds), name=name)
+        stop = asyncio.create_task(self._draining.wait(), name=f"{name}:stop")
+        try:
+            await asyncio.wait((sleep, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            stop.cancel()
+            await asyncio.gather(sleep, stop, return_exceptions=True)
+        return not self._drain_over
 
     async def _report(self) -> None:
         while True:
@@ -409,6 +424,8 @@ class InfluxForwarder:
         when the final drain ends first."""
         self._retry.reset()
         while True:
+            if self._drain_over:
+                raise _DrainEnded  # no request starts once the drain's time is over
             self.health.sending()
             outcome = await self.writer.post(body)
             match outcome:
