@@ -15,6 +15,11 @@ Nothing is kept only in memory: after a crash, an outage or a restart the forwar
 from its cursor, and since every line is the same on every attempt (same measurement, tags,
 fields and nanosecond timestamp), a point sent twice overwrites itself instead of being
 duplicated. What each server answer leads to is described in docs/forwarding.md.
+
+The module is longer than most (about 450 lines) because the loop, its stop with the final
+drain, and what follows from each request's and each batch's outcome share one state (the
+batch in hand and the one read ahead, the witness, the two back-offs, the drain's flags); the
+reading, the writing, the policy and the status live in their own modules.
 """
 
 from __future__ import annotations
