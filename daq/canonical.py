@@ -203,7 +203,7 @@ def required_timestamp(value: Any, fallback_ns: int, notes: Notes, what: str) ->
 
 
 def int64(value: Any, fallback: int, notes: Notes, what: str) -> int:
-    """An integer column that must fit 64 bits (``mono_ns``, ``seq``)."""
+    """An integer column that must fit 64 bits (``mono_ns``)."""
     v = _as_int(value)
     if v is not None and fits_int64(v):
         return v
@@ -355,7 +355,7 @@ def is_canonical_reading(r: Reading) -> bool:
     # Inlined for speed: exact types first, ASCII text without a call; anything unusual goes to
     # the full per-field rules.
     instrument, channel, unit, value = r.instrument, r.channel, r.unit, r.value
-    acq_ns, mono_ns, seq = r.acq_ns, r.mono_ns, r.seq
+    acq_ns, mono_ns = r.acq_ns, r.mono_ns
     return (
         type(r.quality) is Quality
         and (value is None or _ok_float(value))
@@ -364,7 +364,6 @@ def is_canonical_reading(r: Reading) -> bool:
         and type(unit) is str and (unit.isascii() or _ok_text(unit))
         and type(acq_ns) is int and MIN_TS_NS <= acq_ns < MAX_TS_NS
         and type(mono_ns) is int and INT64_MIN <= mono_ns <= INT64_MAX
-        and type(seq) is int and INT64_MIN <= seq <= INT64_MAX
         and (r.reason is None or _ok_text(r.reason))
         and (r.device_ns is None or (type(r.device_ns) is int and MIN_TS_NS <= r.device_ns < MAX_TS_NS))
         and (r.raw is None or type(r.raw) is bytes)
@@ -433,7 +432,6 @@ def _reading(r: Reading, *, now_ns: int, now_mono_ns: int) -> Reading:
         "device_ns": timestamp(r.device_ns, notes, "device_ns"),
         "raw": raw_bytes(r.raw, notes),
         "run_id": optional_text(r.run_id, notes, "run_id"),
-        "seq": int64(r.seq, 0, notes, "seq"),
     }
     return dataclasses.replace(r, attrs=with_notes(attrs, notes) or None, **fields)
 

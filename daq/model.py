@@ -74,11 +74,14 @@ class Reading:
 
     ``acq_ns`` is UTC wall time in nanoseconds taken when the value arrived, ``mono_ns`` the
     monotonic clock at the same instant. ``value`` is ``None`` only for BAD readings (a gap).
-    ``seq`` is assigned by the journal when the reading is accepted (per instrument, strictly
-    increasing across restarts). ``run_id`` is set by the ``runs`` stage of the reading
-    pipeline (:mod:`daq.pipeline`), never by a driver. ``attrs`` holds protocol specifics
-    (nuclide, the reported value and unit, a calibration factor, OPC UA timestamps) as
-    JSON-able scalars.
+    ``run_id`` is set by the ``runs`` stage of the reading pipeline (:mod:`daq.pipeline`),
+    never by a driver. ``attrs`` holds protocol specifics (nuclide, the reported value and
+    unit, a calibration factor, OPC UA timestamps) as JSON-able scalars.
+
+    A reading is what was read. Its place in the journal is not part of it: the journal id and
+    the per-instrument sequence number are given by the group commit that accepts it and
+    travel with the committed record (:class:`daq.journal.codec.ReadingRecord`), so accepting
+    a reading never copies it.
     """
 
     instrument: str
@@ -93,7 +96,6 @@ class Reading:
     raw: bytes | None = None
     attrs: Mapping[str, Any] | None = None
     run_id: str | None = None
-    seq: int = 0
     #: Set (once) by :mod:`daq.canonical` when it found this reading canonical, so the journal
     #: writer does not check again what the pipeline checked: a cache of a property of the
     #: fields above, not data (never compared, shown or stored; a changed copy starts unset).
@@ -118,7 +120,6 @@ class Reading:
         raw: bytes | None = None,
         attrs: Mapping[str, Any] | None = None,
         run_id: str | None = None,
-        seq: int = 0,
     ) -> None:
         _set_instrument(self, instrument)
         _set_channel(self, channel)
@@ -132,38 +133,21 @@ class Reading:
         _set_raw(self, raw)
         _set_attrs(self, attrs)
         _set_run_id(self, run_id)
-        _set_seq(self, seq)
         _set_canonical_checked(self, False)
 
     @property
     def acquired_at(self) -> datetime:
         return datetime.fromtimestamp(self.acq_ns / 1e9, tz=UTC)
 
-    def with_seq(self, seq: int) -> Reading:
-        """This reading with sequence number ``seq``: what ``dataclasses.replace(self, seq=seq)``
-        gives, built by the constructor directly because the journal does it for every reading
-        it accepts and ``replace`` costs about twice as much (it looks every field up by name).
-        A canonical reading stays known canonical when ``seq`` is an int64, as the journal's are."""
-        return self._copy(
-            self.run_id, seq, self.canonical_checked and type(seq) is int and -(2**63) <= seq < 2**63
-        )
-
     def with_run_id(self, run_id: str | None) -> Reading:
         """This reading attributed to ``run_id``: ``dataclasses.replace(self, run_id=run_id)``,
         built directly because the ``runs`` stage does it for every reading while a run is open.
         A canonical reading stays known canonical when ``run_id`` is ASCII text or ``None``."""
-        return self._copy(
-            run_id,
-            self.seq,
-            self.canonical_checked and (run_id is None or (type(run_id) is str and run_id.isascii())),
-        )
-
-    def _copy(self, run_id: str | None, seq: int, canonical_checked: bool) -> Reading:
         r = Reading(
             self.instrument, self.channel, self.value, self.unit, self.quality, self.acq_ns,
-            self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, run_id, seq,
+            self.mono_ns, self.reason, self.device_ns, self.raw, self.attrs, run_id,
         )  # fmt: skip
-        if canonical_checked:
+        if self.canonical_checked and (run_id is None or (type(run_id) is str and run_id.isascii())):
             _set_canonical_checked(r, True)
         return r
 
@@ -171,7 +155,7 @@ class Reading:
 # The slots' setters (member descriptors), used by Reading.__init__ and mark_canonical only.
 (
     _set_instrument, _set_channel, _set_value, _set_unit, _set_quality, _set_acq_ns, _set_mono_ns,
-    _set_reason, _set_device_ns, _set_raw, _set_attrs, _set_run_id, _set_seq, _set_canonical_checked,
+    _set_reason, _set_device_ns, _set_raw, _set_attrs, _set_run_id, _set_canonical_checked,
 ) = (vars(Reading)[f.name].__set__ for f in dataclasses.fields(Reading))  # fmt: skip
 
 

@@ -146,7 +146,7 @@ class Supervisor:
     def _store(self, readings: list[Reading]) -> None:
         for made in readings:
             r = made if self.pipeline is None else self.pipeline(made)
-            r = self.journal.append(r) or r
+            self.journal.append(r)
             self.last_values[r.channel] = r
             self._known_channels.setdefault(r.channel, r.unit)
         self.readings += len(readings)

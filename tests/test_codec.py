@@ -16,16 +16,16 @@ def test_row_record_json_line_fields_round_trip() -> None:
     r = Reading(
         instrument="dc1", channel="activity", value=1.5e9, unit="Bq", quality=Quality.UNCERTAIN,
         acq_ns=1_700_000_000_000_000_000, mono_ns=42, reason="stale", device_ns=1_700_000_000_000_000_001,
-        raw=b"A 1.5E9\\r", attrs={"nuclide": "F-18", "factor": 1.25}, run_id="R-1", seq=7,
+        raw=b"A 1.5E9\\r", attrs={"nuclide": "F-18", "factor": 1.25}, run_id="R-1",
     )  # fmt: skip
-    row = codec.row(12, r)
+    row = codec.row(12, 7, r)
     assert len(row) == len(codec.READING_COLUMNS)
     rec = codec.record(row)
-    assert rec.id == 12
+    assert (rec.id, rec.seq) == (12, 7)
     assert rec.reading == r
     # As a mapping (what readers give) too.
     assert codec.record(dict(zip(codec.READING_COLUMNS, row, strict=True))) == rec
-    obj = json.loads(codec.json_bytes(rec.reading, rec.id))
+    obj = json.loads(codec.json_bytes(rec))
     assert obj == {
         "type": "reading", "id": 12, "instrument": "dc1", "channel": "activity", "seq": 7,
         "acq_ns": 1_700_000_000_000_000_000, "value": 1.5e9, "unit": "Bq", "quality": "UNCERTAIN",

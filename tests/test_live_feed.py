@@ -45,13 +45,13 @@ def journal_of(daemon: Any) -> Journal:
 async def test_feed_gap_grows_until_taken_and_close_wakes_the_consumer() -> None:
     feed = Feed()
     sub = feed.subscribe(5, "test")
-    feed.publish(1, [reading()] * 3)
-    feed.publish(4, [reading()] * 3)  # 6 > 5: both batches become a gap
-    feed.publish(7, [reading()] * 3)
-    feed.publish(10, [reading()] * 3)  # 6 > 5 again: the same gap grows
+    feed.publish(1, [reading()] * 3, [1, 2, 3])
+    feed.publish(4, [reading()] * 3, [4, 5, 6])  # 6 > 5: both batches become a gap
+    feed.publish(7, [reading()] * 3, [7, 8, 9])
+    feed.publish(10, [reading()] * 3, [10, 11, 12])  # 6 > 5 again: the same gap grows
     (gap,) = sub.take()
     assert gap == Gap(after_id=0, last_id=12, missed=12)
-    feed.publish(13, [reading()] * 2)
+    feed.publish(13, [reading()] * 2, [13, 14])
     (batch,) = sub.take()
     assert isinstance(batch, FeedBatch)
     assert (batch.first_id, batch.last_id) == (13, 14)

@@ -7,24 +7,24 @@ import dataclasses
 from daq.model import Quality, Reading
 
 
-def test_with_seq_equals_replace_and_keeps_every_field() -> None:
+def test_with_run_id_equals_replace_and_keeps_every_field() -> None:
     # Every field set to a value other than its default, so a field the constructor call
     # forgets (or one added to Reading later) shows as a difference.
     r = Reading(
         instrument="dc1", channel="activity", value=1.5, unit="MBq", quality=Quality.UNCERTAIN,
         acq_ns=1_700_000_000_000_000_000, mono_ns=42, reason="stale", device_ns=1_700_000_000_000_000_001,
-        raw=b"\x01A", attrs={"nuclide": "F-18"}, run_id="R-1", seq=7,
+        raw=b"\x01A", attrs={"nuclide": "F-18"}, run_id="R-1",
     )  # fmt: skip
     defaults = {f.name: f.default for f in dataclasses.fields(Reading) if f.init}
     assert all(getattr(r, name) != default for name, default in defaults.items())
-    got = r.with_seq(8)
-    assert got == dataclasses.replace(r, seq=8)
-    assert got.seq == 8
-    assert r.seq == 7  # a new reading; the original is unchanged
+    got = r.with_run_id("R-2")
+    assert got == dataclasses.replace(r, run_id="R-2")
+    assert got.run_id == "R-2"
+    assert r.run_id == "R-1"  # a new reading; the original is unchanged
     assert all(
         getattr(got, f.name) is getattr(r, f.name)
         for f in dataclasses.fields(Reading)
-        if f.name not in ("seq", "canonical_checked")
+        if f.name not in ("run_id", "canonical_checked")
     )
 
 
@@ -39,14 +39,13 @@ def test_the_written_out_constructor_matches_the_fields() -> None:
         assert p.default == expected, p.name
     r = Reading("dc1", "activity", 1.0, "MBq", Quality.GOOD, 1, 2)
     assert [getattr(r, f.name) for f in fields] == ["dc1", "activity", 1.0, "MBq", Quality.GOOD, 1, 2,
-                                                     None, None, None, None, None, 0]  # fmt: skip
+                                                     None, None, None, None, None]  # fmt: skip
     try:
         r.value = 2.0  # type: ignore[misc]
     except dataclasses.FrozenInstanceError:
         pass
     else:
         raise AssertionError("a reading must stay frozen")
-    assert dataclasses.replace(r, seq=3) == r.with_seq(3)
     assert dataclasses.replace(r, run_id="R-2") == r.with_run_id("R-2")
-    full = Reading("dc1", "a", 1.5, "MBq", Quality.UNCERTAIN, 1, 2, "stale", 3, b"x", {"k": 1}, "R-1", 7)
+    full = Reading("dc1", "a", 1.5, "MBq", Quality.UNCERTAIN, 1, 2, "stale", 3, b"x", {"k": 1}, "R-1")
     assert full.with_run_id(None) == dataclasses.replace(full, run_id=None)

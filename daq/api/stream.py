@@ -153,7 +153,7 @@ def _since_time(
 
 def records_json(records: list[codec.ReadingRecord]) -> list[bytes]:
     """Each record as the stream's JSON object (:func:`codec.json_bytes`)."""
-    return [codec.json_bytes(rec.reading, rec.id) for rec in records]
+    return [codec.json_bytes(rec) for rec in records]
 
 
 class LiveClients(Generic[_B]):

@@ -1,16 +1,19 @@
-"""One group commit, on the journal's thread: canonicalise, hash and insert a batch.
+"""One group commit, on the journal's thread: canonicalise, number, hash and insert a batch.
 
-:func:`commit` takes the batch the :class:`~daq.journal.journal.Journal` collected and the
-chain tails of the last commit, and returns the new tails, the readings as journaled and the
-records it refused. It never stops on one record: a record that cannot be put in canonical
-form, encoded or stored is refused (:class:`Rejected`) and a ``rejected_record`` event
-(:func:`rejected_event`) is journaled in its place while the rest of the batch commits. An
-error of the database as a whole (:func:`database_wide`) propagates: the journal keeps the
-batch and retries it.
+:func:`commit` takes the batch the :class:`~daq.journal.journal.Journal` collected, the chain
+tails and the readings' sequence numbers of the last commit, and returns what it stored
+(:class:`Committed`): the new tails and sequence numbers, the readings as journaled with
+theirs, and the records it refused. A reading's journal id and sequence number are given
+here, where it is accepted, and never written back into the reading (they travel beside it).
 
-The usual case is one ``executemany`` per table (:func:`_insert_fast`); only after a row failed
-is the batch stored row by row (:func:`_insert_slow`), the chain going on without the refused
-row.
+It never stops on one record: a record that cannot be put in canonical form, encoded or
+stored is refused (:class:`Rejected`) and a ``rejected_record`` event (:func:`rejected_event`)
+is journaled in its place while the rest of the batch commits. An error of the database as a
+whole (:func:`database_wide`) propagates: the journal keeps the batch and retries it.
+
+The usual case is one ``executemany`` per table of rows numbered and hashed beforehand; only
+after a row failed is the batch stored row by row (:func:`_insert_slow`), the chain going on
+without the refused row.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from daq import canonical
 from daq.journal import chain, codec
@@ -43,14 +46,32 @@ _INSERT: dict[str, str] = {
 
 
 class Rejected:
-    """A record refused by the writer: what it was and why (becomes a ``rejected_record`` event)."""
+    """A record refused by the writer: what it was and why (becomes a ``rejected_record`` event).
+    ``seq`` is the sequence number a refused reading had been given (it keeps it: the gap in
+    its instrument's sequence is explained by the event), ``None`` for other records."""
 
-    __slots__ = ("error", "record", "table")
+    __slots__ = ("error", "record", "seq", "table")
 
-    def __init__(self, table: str, record: Any, error: BaseException) -> None:
+    def __init__(self, table: str, record: Any, error: BaseException, seq: int | None = None) -> None:
         self.table = table
         self.record = record
         self.error = error
+        self.seq = seq
+
+
+class Committed(NamedTuple):
+    """What one group commit stored."""
+
+    #: Each chained table's last row (id, hash) after the commit.
+    tails: dict[str, tuple[int, bytes]]
+    #: Each instrument's last reading sequence number after the commit.
+    seqs: dict[str, int]
+    #: The readings as journaled (canonical), in id order (consecutive ids).
+    readings: list[Reading]
+    #: Their sequence numbers (``reading_seqs[i]`` is that of ``readings[i]``).
+    reading_seqs: list[int]
+    #: The records refused, each journaled as a ``rejected_record`` event instead.
+    refused: list[Rejected]
 
 
 def database_wide(exc: BaseException) -> bool:
@@ -84,9 +105,8 @@ def rejected_event(rej: Rejected, now_ns: int, now_mono: int) -> InstrumentEvent
     }
     if len(shown) > REJECTED_TEXT_MAX:
         detail["record_chars"] = len(shown)
-    seq = getattr(rec, "seq", None)
-    if isinstance(seq, int) and seq:
-        detail["seq"] = seq
+    if rej.seq is not None:
+        detail["seq"] = rej.seq
     return InstrumentEvent(
         instrument=instrument if isinstance(instrument, str) else "journal",
         kind=EventKind.REJECTED_RECORD,
@@ -100,45 +120,52 @@ def rejected_event(rej: Rejected, now_ns: int, now_mono: int) -> InstrumentEvent
 def commit(
     conn: sqlite3.Connection | None,
     tails: dict[str, tuple[int, bytes]],
+    seqs: dict[str, int],
     version: int,
     now: tuple[int, int],
     readings: list[Reading],
     events: list[InstrumentEvent],
     audits: list[canonical.AuditEntry],
     records: list[tuple[str, tuple[Any, ...]]],
-) -> tuple[dict[str, tuple[int, bytes]], list[Reading], list[Rejected]]:
-    """Canonicalise, hash and insert one batch in one transaction (on the journal thread).
+) -> Committed:
+    """Canonicalise, number, hash and insert one batch in one transaction (on the journal thread).
 
-    ``tails`` are each chained table's last committed row (id, hash) and are not changed.
-    ``now`` is the (wall, monotonic) time that canonicalisation substitutes for an impossible
-    timestamp. Returns the tails after the batch, the readings as journaled and the records
-    refused (each stored as a ``rejected_record`` event instead). A database-wide error
-    propagates (the caller keeps the batch and retries it).
+    ``tails`` are each chained table's last committed row (id, hash), ``seqs`` each
+    instrument's last reading sequence number; neither is changed (the new ones are returned).
+    Each reading takes the next sequence number of its instrument, in the order given. ``now``
+    is the (wall, monotonic) time that canonicalisation substitutes for an impossible
+    timestamp. A database-wide error propagates (the caller keeps the batch and retries it,
+    and the retry numbers it the same way).
     """
     if conn is None:
         raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
     now_ns, now_mono = now
     refused: list[Rejected] = []
-    # One prepared row per record, ids assigned in order (see _Prepared).
-    prepared: list[_Prepared] = []
-    next_id = {table: tail[0] for table, tail in tails.items()}
+    seqs = dict(seqs)
+    heads = dict(tails)
+    prepared: dict[str, _Prepared] = {}
+    if readings:
+        prepared["readings"] = _prepare_readings(readings, heads, seqs, version, now, refused)
 
-    def prepare(table: str, items: Iterable[Any], build: Callable[..., tuple[tuple[Any, ...], Any]]) -> None:
+    def prepare(table: str, items: Iterable[Any], build: Callable[..., tuple[Any, ...]]) -> None:
+        p = prepared.get(table)
+        if p is None:
+            p = prepared[table] = _Prepared()
         payload = chain.payload_for(table, version)
-        rid = next_id[table]
-        add = prepared.append
+        rid, h = heads[table]
         for record in items:
             try:
-                row, canon = build(rid + 1, record, now_ns, now_mono)
+                row = build(rid + 1, record, now_ns, now_mono)
                 data = payload(row)
             except Exception as exc:
                 refused.append(Rejected(table, record, exc))
                 continue
             rid += 1
-            add((table, row, data, canon, record))
-        next_id[table] = rid
+            h = chain.link(h, data)
+            p.rows.append((*row, h))
+            p.records.append(record)
+        heads[table] = (rid, h)
 
-    prepare("readings", readings, _reading_row)
     prepare("events", events, _event_row)
     prepare("audit", audits, _audit_row)
     for table, values in records:
@@ -148,7 +175,10 @@ def commit(
     conn.execute("BEGIN")
     try:
         try:
-            stored = _insert_fast(conn, prepared, new_tails)
+            for table, p in prepared.items():
+                if p.rows:
+                    conn.executemany(_insert_sql(table), p.rows)
+            new_tails = heads
         except Exception as exc:
             if database_wide(exc) or unrecoverable(exc):
                 raise
@@ -156,12 +186,12 @@ def commit(
             conn.execute("ROLLBACK")
             conn.execute("BEGIN")
             new_tails = dict(tails)
-            stored = _insert_slow(conn, prepared, new_tails, refused, version)
+            _insert_slow(conn, prepared, new_tails, refused, version)
         # Each refused record's stand-in goes into the events chain after the batch.
         for rej in refused:
             try:
-                row, _ = _event_row(new_tails["events"][0] + 1, rejected_event(rej, now_ns, now_mono),
-                                    now_ns, now_mono)  # fmt: skip
+                row = _event_row(new_tails["events"][0] + 1, rejected_event(rej, now_ns, now_mono),
+                                 now_ns, now_mono)  # fmt: skip
                 _insert_one(conn, "events", row, new_tails, version)
             except Exception as exc:
                 if database_wide(exc) or unrecoverable(exc):
@@ -170,20 +200,79 @@ def commit(
                     "journal", EventKind.REJECTED_RECORD, now_ns, now_mono,
                     {"table": rej.table, "error_type": type(rej.error).__name__},
                 )  # fmt: skip
-                row, _ = _event_row(new_tails["events"][0] + 1, minimal, now_ns, now_mono)
+                row = _event_row(new_tails["events"][0] + 1, minimal, now_ns, now_mono)
                 _insert_one(conn, "events", row, new_tails, version)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-    return new_tails, [item[3] for item in stored if item[0] == "readings"], refused
+    stored = prepared.get("readings")
+    if stored is None:
+        return Committed(new_tails, seqs, [], [], refused)
+    return Committed(new_tails, seqs, stored.records, [row[3] for row in stored.rows], refused)
 
 
 # -- rows (on the journal thread) ---------------------------------------------------------
 
-#: (table, row without its hash, the row's payload, the canonical reading or None, the record as given)
-_Prepared = tuple[str, tuple[Any, ...], bytes, Any, Any]
+
+class _Prepared:
+    """One table's rows of a batch, numbered and hashed in order from the table's tail:
+    ``rows[i]`` (its hash last) stands for ``records[i]`` (for the readings table, the
+    reading in canonical form)."""
+
+    __slots__ = ("records", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.records: list[Any] = []
+
+
+def _prepare_readings(
+    readings: list[Reading],
+    heads: dict[str, tuple[int, bytes]],
+    seqs: dict[str, int],
+    version: int,
+    now: tuple[int, int],
+    refused: list[Rejected],
+) -> _Prepared:
+    """The readings' rows: each reading in canonical form, numbered (journal id, and the next
+    sequence number of its instrument) and hashed; ``heads`` and ``seqs`` are advanced.
+
+    Written apart from the other tables' loop because it is the writer's hot path (every value
+    of every instrument) and because a reading also takes a sequence number. A refused reading
+    keeps the one it took (its ``rejected_record`` event names it), so the gap it leaves in its
+    instrument's sequence is accounted for; one refused before it could be put in canonical
+    form takes the next number of its instrument's name in canonical text."""
+    p = _Prepared()
+    rows, kept = p.rows, p.records
+    payload, link, to_row, canonical_form = (
+        chain.payload_for("readings", version),
+        chain.link,
+        codec.row,
+        canonical.reading,
+    )
+    now_ns, now_mono = now
+    rid, h = heads["readings"]
+    for r in readings:
+        seq = None
+        try:
+            c = canonical_form(r, now_ns=now_ns, now_mono_ns=now_mono)
+            seq = seqs[c.instrument] = seqs.get(c.instrument, 0) + 1
+            row = to_row(rid + 1, seq, c)
+            data = payload(row)
+        except Exception as exc:
+            instrument = getattr(r, "instrument", None)
+            if seq is None and isinstance(instrument, str):  # refused before it was numbered
+                seq = seqs[canonical.text(instrument)] = seqs.get(canonical.text(instrument), 0) + 1
+            refused.append(Rejected("readings", r, exc, seq))
+            continue
+        rid += 1
+        h = link(h, data)
+        rows.append((*row, h))
+        kept.append(c)
+    heads["readings"] = (rid, h)
+    return p
 
 
 def _insert_sql(table: str) -> str:
@@ -196,25 +285,18 @@ def _insert_sql(table: str) -> str:
     return sql
 
 
-def _reading_row(rid: int, r: Reading, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], Reading]:
-    c = canonical.reading(r, now_ns=now_ns, now_mono_ns=now_mono)  # a checked reading as it is
-    return codec.row(rid, c), c
-
-
-def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
+def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[Any, ...]:
     c = canonical.event(e, now_ns=now_ns, now_mono_ns=now_mono)
-    return (rid, c.instrument, c.kind, c.ts_ns, c.mono_ns, _dumps(c.detail), c.raw), None
+    return (rid, c.instrument, c.kind, c.ts_ns, c.mono_ns, _dumps(c.detail), c.raw)
 
 
-def _audit_row(rid: int, a: canonical.AuditEntry, now_ns: int, now_mono: int) -> tuple[tuple[Any, ...], None]:
+def _audit_row(rid: int, a: canonical.AuditEntry, now_ns: int, now_mono: int) -> tuple[Any, ...]:
     c = canonical.audit(a, now_ns=now_ns, now_mono_ns=now_mono)
-    return (rid, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, _dumps(c.detail), c.run_id), None
+    return (rid, c.ts_ns, c.mono_ns, c.actor, c.action, c.subject, _dumps(c.detail), c.run_id)
 
 
-def _generic_row(
-    rid: int, values: tuple[Any, ...], now_ns: int, now_mono: int
-) -> tuple[tuple[Any, ...], None]:
-    return (rid, *map(canonical.column, values[1:])), None
+def _generic_row(rid: int, values: tuple[Any, ...], now_ns: int, now_mono: int) -> tuple[Any, ...]:
+    return (rid, *map(canonical.column, values[1:]))
 
 
 def _insert_one(
@@ -233,39 +315,27 @@ def _insert_one(
     tails[table] = (rid + 1, h)
 
 
-def _insert_fast(
-    conn: sqlite3.Connection, prepared: list[_Prepared], tails: dict[str, tuple[int, bytes]]
-) -> list[_Prepared]:
-    """The whole batch, one ``executemany`` per table (the usual case)."""
-    by_table: dict[str, list[tuple[Any, ...]]] = {}
-    for table, row, payload, _, _ in prepared:
-        h = chain.link(tails[table][1], payload)
-        by_table.setdefault(table, []).append((*row, h))
-        tails[table] = (row[0], h)
-    for table, rows in by_table.items():
-        conn.executemany(_insert_sql(table), rows)
-    return prepared
-
-
 def _insert_slow(
     conn: sqlite3.Connection,
-    prepared: list[_Prepared],
+    prepared: dict[str, _Prepared],
     tails: dict[str, tuple[int, bytes]],
     refused: list[Rejected],
     version: int,
-) -> list[_Prepared]:
-    """Row by row after a row failed: a failing row is refused, the chain goes on without it."""
-    stored = []
-    for item in prepared:
-        table, row, _, _, record = item
-        saved = tails[table]
-        try:
-            _insert_one(conn, table, row, tails, version)
-        except Exception as exc:
-            if database_wide(exc) or unrecoverable(exc):
-                raise
-            tails[table] = saved
-            refused.append(Rejected(table, record, exc))
-            continue
-        stored.append(item)
-    return stored
+) -> None:
+    """Row by row after a row failed: a failing row is refused, the chain goes on without it
+    (the following rows are renumbered and re-hashed). ``prepared`` keeps only what was stored."""
+    for table, p in prepared.items():
+        rows, records = p.rows, p.records
+        p.rows, p.records = [], []
+        for full, record in zip(rows, records, strict=True):
+            saved = tails[table]
+            try:
+                _insert_one(conn, table, full[:-1], tails, version)
+            except Exception as exc:
+                if database_wide(exc) or unrecoverable(exc):
+                    raise
+                tails[table] = saved
+                refused.append(Rejected(table, record, exc, full[3] if table == "readings" else None))
+                continue
+            p.rows.append(full)
+            p.records.append(record)

@@ -6,7 +6,8 @@ writes a reading's columns by position uses the names and functions of this modu
 a column added to the ``readings`` table is added in one place.
 
 * a journal row: :data:`READING_COLUMNS` (the ``readings`` table, the chain payload's input);
-* a committed record: :class:`ReadingRecord`, a :class:`~daq.model.Reading` with its journal id;
+* a committed record: :class:`ReadingRecord`, a :class:`~daq.model.Reading` with the journal
+  id and the per-instrument sequence number its commit gave it;
 * its JSON object (:func:`json_object`): what the live stream, ``/api/readings`` and tail
   clients get; it carries the journal ``id``, which is how a client resumes;
 * its columns for people (:data:`READABLE_COLUMNS`, :func:`readable`): what a run's export
@@ -49,9 +50,11 @@ _QUALITY_NAMES = {int(q): q.name for q in Quality}
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class ReadingRecord:
-    """A committed reading and the journal id it was committed under."""
+    """A committed reading, the journal id it was committed under and its sequence number
+    (per instrument, strictly increasing across restarts and retention)."""
 
     id: int
+    seq: int
     reading: Reading
 
 
@@ -62,10 +65,11 @@ def attrs_json(attrs: Mapping[str, Any] | None) -> str | None:
     return json.dumps(attrs, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def row(rid: int, r: Reading) -> tuple[Any, ...]:
-    """The journal row (:data:`READING_COLUMNS`) of the canonical reading ``r`` under id ``rid``."""
+def row(rid: int, seq: int, r: Reading) -> tuple[Any, ...]:
+    """The journal row (:data:`READING_COLUMNS`) of the canonical reading ``r`` under id ``rid``
+    and sequence number ``seq``."""
     return (
-        rid, r.instrument, r.channel, r.seq, r.acq_ns, r.mono_ns, r.device_ns, r.value,
+        rid, r.instrument, r.channel, seq, r.acq_ns, r.mono_ns, r.device_ns, r.value,
         r.unit, int(r.quality), r.reason, r.raw, attrs_json(r.attrs), r.run_id,
     )  # fmt: skip
 
@@ -81,6 +85,7 @@ def record(values: Sequence[Any] | Mapping[str, Any]) -> ReadingRecord:
     raw = d.get("raw")
     return ReadingRecord(
         id=int(d["id"]),
+        seq=int(d["seq"]),
         reading=Reading(
             instrument=d["instrument"],
             channel=d["channel"],
@@ -94,7 +99,6 @@ def record(values: Sequence[Any] | Mapping[str, Any]) -> ReadingRecord:
             raw=bytes(raw) if raw is not None else None,
             attrs=(json.loads(attrs) if isinstance(attrs, str) else attrs) if attrs else None,
             run_id=d["run_id"],
-            seq=d["seq"],
         ),
     )
 
@@ -121,15 +125,15 @@ def _finite(value: float | None) -> float | None:
     return float(value)
 
 
-def json_object(r: Reading, rid: int | None = None) -> dict[str, Any]:
-    """The JSON object of a reading (the raw frame is left to the journal); ``id`` is the
-    journal id when known, else ``null``."""
+def json_object(rec: ReadingRecord) -> dict[str, Any]:
+    """The JSON object of a committed reading (the raw frame is left to the journal)."""
+    r = rec.reading
     return {
         "type": "reading",
-        "id": rid,
+        "id": rec.id,
         "instrument": r.instrument,
         "channel": r.channel,
-        "seq": r.seq,
+        "seq": rec.seq,
         "acq_ns": r.acq_ns,
         "value": _finite(r.value),
         "unit": r.unit,
@@ -140,15 +144,15 @@ def json_object(r: Reading, rid: int | None = None) -> dict[str, Any]:
     }
 
 
-def json_bytes(r: Reading, rid: int | None = None) -> bytes:
+def json_bytes(rec: ReadingRecord) -> bytes:
     """:func:`json_object` encoded compactly."""
-    return json.dumps(json_object(r, rid), separators=(",", ":"), default=str).encode()
+    return json.dumps(json_object(rec), separators=(",", ":"), default=str).encode()
 
 
 def line_fields(rec: ReadingRecord) -> LineRow:
     """The :data:`LINE_COLUMNS` tuple of a record, as the forwarder selects it from the journal."""
     r = rec.reading
     return (
-        rec.id, r.instrument, r.channel, r.seq, r.acq_ns, r.value, r.unit, int(r.quality), r.reason,
+        rec.id, r.instrument, r.channel, rec.seq, r.acq_ns, r.value, r.unit, int(r.quality), r.reason,
         attrs_json(r.attrs), r.run_id,
     )  # fmt: skip

@@ -44,28 +44,34 @@ from daq.model import Reading
 
 
 class FeedBatch:
-    """One committed batch: ``readings[i]`` has journal id ``first_id + i``. Shared by every
-    subscription; each reading's JSON is encoded at most once, whatever the number of consumers."""
+    """One committed batch: ``readings[i]`` has journal id ``first_id + i`` and sequence number
+    ``seqs[i]``. Shared by every subscription; each reading's JSON is encoded at most once,
+    whatever the number of consumers."""
 
-    __slots__ = ("_encoded", "first_id", "readings")
+    __slots__ = ("_encoded", "first_id", "readings", "seqs")
 
-    def __init__(self, first_id: int, readings: list[Reading]):
+    def __init__(self, first_id: int, readings: list[Reading], seqs: list[int]):
         self.first_id = first_id
         self.readings = readings
+        self.seqs = seqs
         self._encoded: list[bytes | None] = [None] * len(readings)
 
     @property
     def last_id(self) -> int:
         return self.first_id + len(self.readings) - 1
 
+    def record(self, i: int) -> codec.ReadingRecord:
+        """``readings[i]`` as a committed record (with its id and sequence number)."""
+        return codec.ReadingRecord(self.first_id + i, self.seqs[i], self.readings[i])
+
     def records(self) -> list[codec.ReadingRecord]:
-        return [codec.ReadingRecord(self.first_id + i, r) for i, r in enumerate(self.readings)]
+        return [self.record(i) for i in range(len(self.readings))]
 
     def json_line(self, i: int) -> bytes:
         """The JSON object (:func:`codec.json_bytes`) of ``readings[i]`` with its id."""
         data = self._encoded[i]
         if data is None:
-            data = self._encoded[i] = codec.json_bytes(self.readings[i], self.first_id + i)
+            data = self._encoded[i] = codec.json_bytes(self.record(i))
         return data
 
 
@@ -243,11 +249,12 @@ class Fanout(Generic[B]):
 class Feed(Fanout[FeedBatch]):
     """The journal's committed readings, fanned out to subscriptions."""
 
-    def publish(self, first_id: int, readings: list[Reading]) -> None:
-        """Hand a committed batch to every subscription (``readings[i]`` has id ``first_id + i``)."""
+    def publish(self, first_id: int, readings: list[Reading], seqs: list[int]) -> None:
+        """Hand a committed batch to every subscription (``readings[i]`` has id ``first_id + i``
+        and sequence number ``seqs[i]``)."""
         if not self.subscriptions or not readings:
             return
-        self.offer(FeedBatch(first_id, readings))
+        self.offer(FeedBatch(first_id, readings, seqs))
 
 
 def read_range(

@@ -129,7 +129,8 @@ class Journal:
         self._tail: dict[str, tuple[int, bytes]] = {}
         #: The hash payload encoding of this journal (read when it is opened: see daq.journal.chain).
         self._chain_version = chain.PAYLOAD_VERSION
-        self._seq: dict[str, int] = {}
+        #: Each instrument's last reading sequence number (given by the group commit).
+        self._seqs: dict[str, int] = {}
         self._readings: list[Reading] = []
         self._events: list[InstrumentEvent] = []
         self._audits: list[canonical.AuditEntry] = []
@@ -209,12 +210,12 @@ class Journal:
             self._tail[table] = (row[0], row[1]) if row else (0, chain.GENESIS)
             self._next_id[table] = self._tail[table][0]
         for instrument, seq in conn.execute("SELECT instrument, MAX(seq) FROM readings GROUP BY instrument"):
-            self._seq[instrument] = seq
+            self._seqs[instrument] = seq
         if "prunes" in CHAINED:
             # Sequence numbers continue past readings that retention pruned (daq.runs.retention).
             for (detail,) in conn.execute("SELECT detail FROM prunes WHERE table_name = 'readings'"):
                 for instrument, seq in (json.loads(detail or "{}").get("last_seq") or {}).items():
-                    self._seq[instrument] = max(self._seq.get(instrument, 0), int(seq))
+                    self._seqs[instrument] = max(self._seqs.get(instrument, 0), int(seq))
         self._conn = conn
 
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
@@ -293,22 +294,20 @@ class Journal:
 
     # -- producers (never block, never raise) -----------------------------------------
 
-    def append(self, reading: Reading) -> Reading | None:
-        """Queue ``reading`` for the next group commit with its sequence number, and return the
-        queued reading (``None`` when the full buffer dropped it, counted as an overflow).
+    def append(self, reading: Reading) -> bool:
+        """Queue ``reading`` for the next group commit; False when the full buffer dropped it
+        (counted, and journaled as an overflow).
 
-        The reading keeps the ``run_id`` it came with: run attribution is the reading
-        pipeline's (:mod:`daq.pipeline`), not the journal's."""
+        The group commit gives the reading its journal id and the next sequence number of its
+        instrument, in the order readings were appended; the reading itself is stored as it
+        is (the same object, with the ``run_id`` the reading pipeline gave it)."""
         if len(self._readings) >= self.settings.max_pending:
             self._drop(reading.instrument, reading.acq_ns)
-            return None
-        seq = self._seq.get(reading.instrument, 0) + 1
-        self._seq[reading.instrument] = seq
-        reading = reading.with_seq(seq)
+            return False
         self._readings.append(reading)
         self._appended += 1
         self._wake.set()
-        return reading
+        return True
 
     def _drop(self, instrument: str, ts_ns: int) -> None:
         """Count a row the full buffer cannot take; the next commit journals the overflow."""
@@ -402,10 +401,6 @@ class Journal:
                 f"journal flush timed out after {timeout_s:g} s ({self.uncommitted} records uncommitted)"
             ) from None
 
-    def next_seq(self, instrument: str) -> int:
-        """The last sequence number assigned to ``instrument`` (0 before the first)."""
-        return self._seq.get(instrument, 0)
-
     @property
     def pending(self) -> int:
         return len(self._readings) + len(self._events) + len(self._audits) + len(self._records)
@@ -482,8 +477,8 @@ class Journal:
                     consumer=what, hook=_safe_name(fn), error=canonical.safe_repr(exc), exc_info=exc,
                 )  # fmt: skip
 
-    def _notify(self, readings: list[Reading]) -> None:
-        self._isolated("live feed", self.feed.publish, self.last_batch_first_id, readings)
+    def _notify(self, readings: list[Reading], seqs: list[int]) -> None:
+        self._isolated("live feed", self.feed.publish, self.last_batch_first_id, readings, seqs)
         for hook in list(self._commit_hooks):
             self._isolated("commit hook", hook, readings)
 
@@ -573,11 +568,11 @@ class Journal:
             started = time.perf_counter()
             try:
                 now = (self.clock.time_ns(), self.clock.monotonic_ns())
-                tails, committed, refused = await loop.run_in_executor(
-                    self._executor, batch.commit, self._conn, self._tail, self._chain_version, now,
-                    readings, events, audits, records,
+                done = await loop.run_in_executor(
+                    self._executor, batch.commit, self._conn, self._tail, self._seqs,
+                    self._chain_version, now, readings, events, audits, records,
                 )  # fmt: skip
-                self._tail = tails
+                self._tail, self._seqs = done.tails, done.seqs
             except Exception as exc:
                 # Keep the batch (in order, ahead of newer data) and retry: the disk may be
                 # full or busy. Overflow accounting bounds memory meanwhile.
@@ -598,8 +593,8 @@ class Journal:
                 await asyncio.sleep(self.settings.retry_after_error_s)
                 self._wake.set()
                 return False
-            if refused:
-                self._account_refused(refused)
+            if done.refused:
+                self._account_refused(done.refused)
             if self.error is not None:
                 log.warning(
                     "journal commits again", path=str(self.path), failed_attempts=self._failed_attempts
@@ -619,14 +614,14 @@ class Journal:
             self.last_commit_s = time.perf_counter() - started
             self.last_commit_wall_ns = self.clock.time_ns()
             self.commits += 1
-            self.readings_committed += len(committed)
+            self.readings_committed += len(done.readings)
             # Stored readings take consecutive ids (a refused one gives its id to the next).
-            self.last_batch_first_id = self.last_reading_id - len(committed) + 1
+            self.last_batch_first_id = self.last_reading_id - len(done.readings) + 1
             self._committed += n
-            if committed:
-                self._notify(committed)
+            if done.readings:
+                self._notify(done.readings, done.reading_seqs)
             if records and self._record_feeds:
-                self._publish_records(records, refused)
+                self._publish_records(records, done.refused)
         else:
             self._committed = self._appended
         while self._waiters and self._waiters[0][0] <= self._committed:
