@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from daq.clock import ManualClock
 from daq.errors import JournalError
 from daq.journal import Journal, JournalReader, batch, verify_journal
-from daq.journal.feed import FeedBatch
+from daq.journal.feed import FeedBatch, RecordBatch
 from daq.model import InstrumentEvent, Quality, Reading
 
 NOW = 1_700_000_000_000_000_000
@@ -195,6 +195,26 @@ async def test_a_record_that_cannot_be_stored_is_journaled_as_rejected_record(da
     assert refused_reading["detail"]["seq"] == 2
     assert "Reading(instrument='dc1'" in refused_reading["detail"]["record"]
     json.dumps([e["detail"] for e in rejected])  # always encodable
+
+
+async def test_a_record_feed_publishes_the_rows_as_stored_around_a_refused_one(data_dir: Path) -> None:
+    """After a refusal the batch is stored row by row and the rows after the refused one are
+    renumbered: the live feed of the table carries them with the ids they were stored under."""
+    journal = await open_journal(data_dir)
+    sub = journal.record_feed("configs").subscribe(100, "test")
+    try:
+        journal.record("configs", {"ts_ns": NOW, "sha256": "a", "path": "a.toml", "text": "x = 1"})
+        journal.record("configs", {"ts_ns": NOW, "sha256": "b", "path": None, "text": None})  # NOT NULL
+        journal.record("configs", {"ts_ns": NOW, "sha256": "c", "path": "c.toml", "text": "x = 3"})
+        await flushed(journal)
+        published = [row for item in sub.take() if isinstance(item, RecordBatch) for row in item.rows]
+    finally:
+        sub.close()
+        await journal.close()
+    with JournalReader(data_dir) as r:
+        stored = [(c["id"], c["sha256"]) for c in r.table("configs")]
+    assert stored == [(1, "a"), (2, "c")]
+    assert [(row[0], row[2]) for row in published] == stored
 
 
 async def test_a_raising_commit_hook_or_subscriber_does_not_stop_the_writer(data_dir: Path) -> None:

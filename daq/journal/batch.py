@@ -72,6 +72,9 @@ class Committed(NamedTuple):
     reading_seqs: list[int]
     #: The records refused, each journaled as a ``rejected_record`` event instead.
     refused: list[Rejected]
+    #: The rows stored in each table written with ``Journal.record`` (its columns as stored,
+    #: the id first, without the hash), in id order.
+    rows: dict[str, list[tuple[Any, ...]]]
 
 
 def database_wide(exc: BaseException) -> bool:
@@ -207,13 +210,18 @@ def commit(
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+    rows = {t: [row[:-1] for row in p.rows] for t, p in prepared.items() if t not in _OWN_TABLES and p.rows}
     stored = prepared.get("readings")
     if stored is None:
-        return Committed(new_tails, seqs, [], [], refused)
-    return Committed(new_tails, seqs, stored.records, [row[3] for row in stored.rows], refused)
+        return Committed(new_tails, seqs, [], [], refused, rows)
+    return Committed(new_tails, seqs, stored.records, [row[3] for row in stored.rows], refused, rows)
 
 
 # -- rows (on the journal thread) ---------------------------------------------------------
+
+
+#: The tables with their own records (not written with ``Journal.record``).
+_OWN_TABLES = ("readings", "events", "audit")
 
 
 class _Prepared:
@@ -305,14 +313,17 @@ def _insert_one(
     row: tuple[Any, ...],
     tails: dict[str, tuple[int, bytes]],
     version: int,
-) -> None:
-    """Insert ``row`` as the next row of ``table`` (renumbered and re-hashed if needed)."""
+) -> tuple[Any, ...]:
+    """Insert ``row`` as the next row of ``table`` (renumbered and re-hashed if needed); the
+    row as stored (its hash last)."""
     rid, h = tails[table]
     if row[0] != rid + 1:
         row = (rid + 1, *row[1:])
     h = chain.link(h, chain.payload_for(table, version)(row))
-    conn.execute(_insert_sql(table), (*row, h))
+    full = (*row, h)
+    conn.execute(_insert_sql(table), full)
     tails[table] = (rid + 1, h)
+    return full
 
 
 def _insert_slow(
@@ -330,12 +341,12 @@ def _insert_slow(
         for full, record in zip(rows, records, strict=True):
             saved = tails[table]
             try:
-                _insert_one(conn, table, full[:-1], tails, version)
+                stored = _insert_one(conn, table, full[:-1], tails, version)
             except Exception as exc:
                 if database_wide(exc) or unrecoverable(exc):
                     raise
                 tails[table] = saved
                 refused.append(Rejected(table, record, exc, full[3] if table == "readings" else None))
                 continue
-            p.rows.append(full)
+            p.rows.append(stored)
             p.records.append(record)

@@ -444,21 +444,13 @@ class Journal:
             raise JournalError(f"record_feed({table}): not a table written with record()")
         return self._record_feeds.setdefault(table, Fanout())
 
-    def _publish_records(
-        self, records: list[tuple[str, tuple[Any, ...]]], refused: list[batch.Rejected]
-    ) -> None:
-        """After a commit: each subscribed table's rows that were stored, with their ids."""
-        gone = {id(rej.record) for rej in refused}
+    def _publish_records(self, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+        """After a commit: each subscribed table's stored rows, with their ids (consecutive:
+        a refused row gives its id to the next)."""
         for table, fanout in self._record_feeds.items():
-            if not fanout.subscriptions:
-                continue
-            rows = [values for t, values in records if t == table and id(values) not in gone]
-            if rows:
-                # The stored rows of a table take consecutive ids up to its new tail (a refused
-                # row gives its id to the next), stored as canonical.column makes each value.
-                first = self._tail[table][0] - len(rows) + 1
-                stored = [(first + i, *map(canonical.column, v[1:])) for i, v in enumerate(rows)]
-                self._isolated("live feed", fanout.offer, RecordBatch(table, first, stored))
+            stored = rows.get(table)
+            if stored and fanout.subscriptions:
+                self._isolated("live feed", fanout.offer, RecordBatch(table, stored[0][0], stored))
 
     def on_fatal(self, hook: Callable[[BaseException], None]) -> None:
         """Call ``hook(exc)`` if the writer ends on an unrecoverable error."""
@@ -620,8 +612,8 @@ class Journal:
             self._committed += n
             if done.readings:
                 self._notify(done.readings, done.reading_seqs)
-            if records and self._record_feeds:
-                self._publish_records(records, done.refused)
+            if done.rows and self._record_feeds:
+                self._publish_records(done.rows)
         else:
             self._committed = self._appended
         while self._waiters and self._waiters[0][0] <= self._committed:
