@@ -117,9 +117,6 @@ class Gap:
     missed: int
 
 
-FeedItem = FeedBatch | Gap
-
-
 class Subscription(Generic[B]):
     """One live consumer's bounded queue of batches and :class:`Gap` items, in id order."""
 
@@ -278,7 +275,6 @@ __all__ = [
     "Fanout",
     "Feed",
     "FeedBatch",
-    "FeedItem",
     "FeedSubscription",
     "Gap",
     "Published",
