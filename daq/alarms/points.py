@@ -110,9 +110,11 @@ def default_message(p: AlarmPoint) -> str:
 
 
 def transition(p: AlarmPoint, *, kind: str, ts_ns: int, actor: str, comment: str | None) -> dict[str, Any]:
-    """One transition as the live alarm stream sends it (``"type": "alarm"``): the alarm's
+    """One transition in the live alarm stream's shape (``"type": "alarm"``): the alarm's
     view, what happened (``kind``: raised, acknowledged, cleared; ``active`` for an alarm
-    already there when a client connects), when and by whom."""
+    already there when a client connects), when and by whom. The stream's snapshot is made of
+    these; its transitions are read from their ``alarm_events`` rows
+    (:func:`daq.alarms.store.transition_of`: the same keys and the row's ``event_id``)."""
     return {"type": "alarm", "kind": kind, "ts_ns": ts_ns, "actor": actor, **p.view(), "comment": comment}
 
 

@@ -123,7 +123,7 @@ async def serve_alarm_stream(
         if replay:
             assert since_id is not None
             await from_journal(since_id, sent_id)
-        else:
+        elif snapshot:
             await write(b"".join(_line(event) for event in snapshot))
         await write(notice_line("live", False, last_id=sent_id))
         while not sub.closed:
