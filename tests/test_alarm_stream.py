@@ -108,6 +108,8 @@ async def test_transitions_are_sent_after_their_commit_with_their_ids(data_dir: 
             ("active", got[2]["id"])
         ]
         assert first[-1]["last_id"] >= ids[-1]
+        # The snapshot's objects have the transitions' keys (all but the row's id).
+        assert set(active[0]) | {"event_id"} == set(got[0])
         async with http.get(f"{url}/api/alarms/stream?since_id=x") as resp:
             assert resp.status == 400
 
@@ -271,3 +273,21 @@ async def test_tail_alarms_resumes_by_id_after_the_connection_is_lost(data_dir: 
         ids = [t["event_id"] for t in shown]
         assert ids == list(range(ids[0], last + 1))
         assert len(doors(shown)) == 5
+
+
+def test_a_row_written_before_detail_held_the_times_gives_its_own() -> None:
+    """Rows journaled before ``detail`` held the alarm's times (value, setpoint, unit and
+    message only) still read as transitions: their own time and actor, nothing invented."""
+    base = {
+        "id": 7, "alarm_id": "3f9c2a71b0de", "ts_ns": 1_000, "mono_ns": 5, "instrument": "synth",
+        "channel": "p", "condition": "H", "severity": "high", "run_id": None,
+    }  # fmt: skip
+    detail = json.dumps({"message": "p high", "setpoint": 2.0, "unit": "Pa", "value": 3.0})
+    raised = transition_of({**base, "kind": "raised", "state": "unacknowledged active",
+                            "actor": "daemon", "comment": None, "detail": detail})  # fmt: skip
+    assert (raised["raised_ns"], raised["acked_ns"], raised["cleared_ns"]) == (1_000, None, None)
+    assert (raised["value"], raised["setpoint"], raised["unit"], raised["event_id"]) == (3.0, 2.0, "Pa", 7)
+    acked = transition_of({**base, "kind": "acknowledged", "state": "acknowledged active",
+                           "actor": "ann", "comment": "seen", "detail": None})  # fmt: skip
+    assert (acked["raised_ns"], acked["acked_ns"], acked["acked_by"]) == (None, 1_000, "ann")
+    assert (acked["comment"], acked["active"], acked["acknowledged"]) == ("seen", True, True)
