@@ -19,13 +19,10 @@ one whose socket accepts nothing for ``client_write_timeout_s`` is disconnected 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -34,17 +31,16 @@ from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.control import _body
 from daq.api.guard import dumps_json, int_param, json_error
-from daq.api.stream import REPLAY_CHUNK, LiveClients, gap_line, notice_line, small_send_buffer
+from daq.api.stream import REPLAY_CHUNK, LiveClients, LiveSession, gap_line, notice_line, small_send_buffer
 from daq.context import AlarmControl
 from daq.errors import DaqError
-from daq.journal.feed import Gap, RecordBatch
-from daq.journal.journal import JOURNAL_FILE, Journal, connect
+from daq.journal.feed import RecordBatch
+from daq.journal.journal import JOURNAL_FILE, Journal
 from daq.journal.schema import CHAINED
 
 #: (required, optional) fields of an acknowledgement's body; ``actor`` comes with it.
 ACK_FIELDS: tuple[set[str], set[str]] = ({"comment"}, set())
 
-_T = TypeVar("_T")
 _COLUMNS = CHAINED[TABLE]
 
 
@@ -86,30 +82,33 @@ async def serve_alarm_stream(
     sent_id = journal.committed_heads().get(TABLE, (0, b""))[0]
     snapshot = alarms.snapshot()
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
-    loop = asyncio.get_running_loop()
-    conn: sqlite3.Connection | None = None
-
-    async def in_thread(fn: Callable[[], _T]) -> _T:
-        return await loop.run_in_executor(None, fn)
-
-    async def write(data: bytes) -> None:
-        async with asyncio.timeout(settings.client_write_timeout_s):
-            await resp.write(data)
+    live = LiveSession(
+        clients, sub, resp, Path(journal.data_dir) / JOURNAL_FILE, settings.client_write_timeout_s
+    )
+    write = live.write
 
     async def from_journal(after_id: int, last_id: int) -> None:
         """Send the transitions of ``after_id < id <= last_id`` from the journal, a chunk at a time."""
-        nonlocal conn
-        if conn is None:
-            conn = await in_thread(lambda: connect(Path(journal.data_dir) / JOURNAL_FILE, read_only=True))
-        db = conn
+        db = await live.journal()
         while after_id < last_id:
-            rows = await in_thread(functools.partial(rows_between, db, after_id, last_id, limit=REPLAY_CHUNK))
+            rows = await live.in_thread(
+                functools.partial(rows_between, db, after_id, last_id, limit=REPLAY_CHUNK)
+            )
             if not rows:
                 break
             await write(b"".join(_line(transition_of(row)) for row in rows))
             after_id = rows[-1]["id"]
 
-    try:
+    async def send(batch: RecordBatch, sent_id: int) -> None:
+        first = batch.first_id
+        lines = [
+            _line(transition_of(dict(zip(_COLUMNS, row, strict=True))))
+            for i, row in enumerate(batch.rows)
+            if first + i > sent_id
+        ]
+        await write(b"".join(lines))
+
+    async with live:
         small_send_buffer(request)
         await resp.prepare(request)
         replay = since_id is not None and since_id <= sent_id and sent_id - since_id <= settings.replay_limit
@@ -126,33 +125,14 @@ async def serve_alarm_stream(
         elif snapshot:
             await write(b"".join(_line(event) for event in snapshot))
         await write(notice_line("live", False, last_id=sent_id))
-        while not sub.closed:
-            if not await sub.wait(settings.heartbeat_s):
-                await write(b'{"type":"heartbeat"}\n')
-                continue
-            for item in sub.take():
-                if isinstance(item, Gap):
-                    clients.gaps_total += 1
-                    await write(gap_line(item, False, "alarm transitions"))
-                    await from_journal(max(item.after_id, sent_id), item.last_id)
-                    sent_id = max(sent_id, item.last_id)
-                elif item.last_id > sent_id:
-                    first = item.first_id
-                    lines = [
-                        _line(transition_of(dict(zip(_COLUMNS, row, strict=True))))
-                        for i, row in enumerate(item.rows)
-                        if first + i > sent_id
-                    ]
-                    await write(b"".join(lines))
-                    sent_id = item.last_id
-    except TimeoutError:
-        clients.drop(sub, f"socket accepted nothing for {settings.client_write_timeout_s:g} s")
-    except ConnectionError:
-        pass  # the client left, or was dropped (which aborted the socket under a pending write)
-    finally:
-        clients.disconnect(sub)
-        if conn is not None:
-            conn.close()  # here, not on a worker thread: see daq.api.stream.serve_stream
+        await live.follow(
+            sent_id,
+            heartbeat_s=settings.heartbeat_s,
+            heartbeat=b'{"type":"heartbeat"}\n',
+            gap=lambda g: gap_line(g, False, "alarm transitions"),
+            from_journal=from_journal,
+            send=send,
+        )
     return resp
 
 

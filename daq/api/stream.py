@@ -202,6 +202,95 @@ class LiveClients(Generic[_B]):
         self.clients.clear()
 
 
+class LiveSession(Generic[_B]):
+    """One client of a live stream, for its request handler: its subscription, the response it
+    writes to (each write bounded by the write timeout), a read-only journal connection opened
+    the first time a replay or a gap needs one, and :meth:`follow`, the loop every live stream
+    runs.
+
+    Use it as ``async with``: a client whose socket accepted nothing for the write timeout is
+    dropped (and counted), one that went away ends quietly, and in every case the subscription
+    is given back and the connection closed, here rather than on a worker thread, so a handler
+    cancelled at shutdown leaves nothing open (closing a read-only connection does not wait on
+    the disk)."""
+
+    def __init__(
+        self,
+        clients: LiveClients[_B],
+        sub: Subscription[_B],
+        resp: web.StreamResponse,
+        journal_path: Path,
+        write_timeout_s: float,
+    ):
+        self.clients = clients
+        self.sub = sub
+        self.resp = resp
+        self.journal_path = journal_path
+        self.write_timeout_s = write_timeout_s
+        self._conn: sqlite3.Connection | None = None
+
+    async def in_thread(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+    async def write(self, data: bytes) -> None:
+        async with asyncio.timeout(self.write_timeout_s):
+            await self.resp.write(data)
+
+    async def journal(self) -> sqlite3.Connection:
+        """The client's read-only connection to the journal (opened on first use)."""
+        if self._conn is None:
+            path = self.journal_path
+            self._conn = await self.in_thread(lambda: connect(path, read_only=True))
+        return self._conn
+
+    async def follow(
+        self,
+        sent_id: int,
+        *,
+        heartbeat_s: float,
+        heartbeat: bytes,
+        gap: Callable[[Gap], bytes],
+        from_journal: Callable[[int, int], Awaitable[object]],
+        send: Callable[[_B, int], Awaitable[None]],
+    ) -> None:
+        """Send what the subscription receives until it is closed. ``sent_id`` is the last
+        journal id the client was given (or was not meant to get): a batch goes out as
+        ``send(batch, sent_id)`` (which skips the ids up to ``sent_id``), a :class:`Gap` as
+        its ``gap`` line followed by ``from_journal(after_id, last_id)``, and ``heartbeat``
+        after ``heartbeat_s`` with nothing to send."""
+        sub = self.sub
+        while not sub.closed:
+            if not await sub.wait(heartbeat_s):
+                await self.write(heartbeat)
+                continue
+            for item in sub.take():
+                if isinstance(item, Gap):
+                    self.clients.gaps_total += 1
+                    await self.write(gap(item))
+                    await from_journal(max(item.after_id, sent_id), item.last_id)
+                    sent_id = max(sent_id, item.last_id)
+                elif item.last_id > sent_id:
+                    await send(item, sent_id)
+                    sent_id = item.last_id
+
+    async def __aenter__(self) -> LiveSession[_B]:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        try:
+            if isinstance(exc, TimeoutError):
+                self.clients.drop(self.sub, f"socket accepted nothing for {self.write_timeout_s:g} s")
+                return True
+            # The client left, or was dropped (which aborted the socket under a pending write).
+            return isinstance(exc, ConnectionError)
+        finally:
+            self.clients.disconnect(self.sub)
+            if self._conn is not None:
+                self._conn.close()
+
+
 def _frame(lines: list[bytes], sse: bool, last_id: int) -> bytes:
     if sse:
         return b"event: readings\nid: %d\ndata: [" % last_id + b",".join(lines) + b"]\n\n"
@@ -256,23 +345,13 @@ async def serve_stream(
             "X-Accel-Buffering": "no",
         }
     )
-    loop = asyncio.get_running_loop()
-    conn: sqlite3.Connection | None = None
-
-    async def in_thread(fn: Callable[[], _T]) -> _T:
-        return await loop.run_in_executor(None, fn)
-
-    async def write(data: bytes) -> None:
-        async with asyncio.timeout(write_timeout_s):
-            await resp.write(data)
+    live = LiveSession(clients, sub, resp, Path(data_dir) / JOURNAL_FILE, write_timeout_s)
+    write, in_thread = live.write, live.in_thread
 
     async def from_journal(after_id: int, last_id: int) -> int:
         """Send the readings ``after_id < id <= last_id`` from the journal, a chunk at a time;
         returns how many passed the filter."""
-        nonlocal conn
-        if conn is None:
-            conn = await in_thread(lambda: connect(Path(data_dir) / JOURNAL_FILE, read_only=True))
-        db = conn
+        db = await live.journal()
         sent = 0
         while after_id < last_id:
             page = await in_thread(
@@ -287,7 +366,10 @@ async def serve_stream(
             after_id = page[-1].id
         return sent
 
-    try:
+    async def send(batch: FeedBatch, sent_id: int) -> None:
+        await _send_batch(batch, sent_id, flt, sse, write)
+
+    async with live:
         small_send_buffer(request)
         await resp.prepare(request)
         if sse:
@@ -323,29 +405,14 @@ async def serve_stream(
                 await write(_frame(records_json(chunk), sse, chunk[-1].id))
             await write(notice_line("live", sse, replayed=len(answer.records), now_ns=now_ns))
             sent_id = answer.last_id
-        while not sub.closed:
-            if not await sub.wait(heartbeat_s):
-                await write(b": ping\n\n" if sse else b'{"type":"heartbeat"}\n')
-                continue
-            for item in sub.take():
-                if isinstance(item, Gap):
-                    clients.gaps_total += 1
-                    await write(gap_line(item, sse))
-                    await from_journal(max(item.after_id, sent_id), item.last_id)
-                    sent_id = max(sent_id, item.last_id)
-                elif item.last_id > sent_id:
-                    await _send_batch(item, sent_id, flt, sse, write)
-                    sent_id = item.last_id
-    except TimeoutError:
-        clients.drop(sub, f"socket accepted nothing for {write_timeout_s:g} s")
-    except ConnectionError:
-        pass  # the client left, or was dropped (which aborted the socket under a pending write)
-    finally:
-        clients.disconnect(sub)
-        if conn is not None:
-            # Closed here, not on a worker thread: a handler cancelled at shutdown must not
-            # leave it open (closing a read-only connection does not wait on the disk).
-            conn.close()
+        await live.follow(
+            sent_id,
+            heartbeat_s=heartbeat_s,
+            heartbeat=b": ping\n\n" if sse else b'{"type":"heartbeat"}\n',
+            gap=lambda g: gap_line(g, sse),
+            from_journal=from_journal,
+            send=send,
+        )
     return resp
 
 
