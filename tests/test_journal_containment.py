@@ -217,6 +217,32 @@ async def test_a_record_feed_publishes_the_rows_as_stored_around_a_refused_one(d
     assert [(row[0], row[2]) for row in published] == stored
 
 
+async def test_a_row_refused_inside_a_many_row_statement_refuses_only_itself(data_dir: Path) -> None:
+    """Rows go into SQLite many to a statement: a refused row inside one (here the 61st of
+    123, in the second statement; the last 23 are the remainder) rolls the batch back to the
+    row-by-row path, which refuses that row only and stores the rest in order."""
+    n = 2 * batch.ROWS_PER_STATEMENT + 23
+    bad = batch.ROWS_PER_STATEMENT + 10
+    journal = await open_journal(data_dir)
+    try:
+        for i in range(n):
+            text = None if i == bad else f"x = {i}"
+            journal.record("configs", {"ts_ns": NOW, "sha256": str(i), "path": "c.toml", "text": text})
+            journal.append(reading(i))
+        await flushed(journal)
+        assert journal.rejected == 1
+    finally:
+        await journal.close()
+    report = verify_journal(data_dir)
+    assert report.ok, report.problem
+    with JournalReader(data_dir) as r:
+        configs = r.table("configs")
+        rows = r.readings()
+    assert [c["sha256"] for c in configs] == [str(i) for i in range(n) if i != bad]
+    assert [c["id"] for c in configs] == list(range(1, n))
+    assert [row["seq"] for row in rows] == list(range(1, n + 1))
+
+
 async def test_a_raising_commit_hook_or_subscriber_does_not_stop_the_writer(data_dir: Path) -> None:
     journal = await open_journal(data_dir)
     seen: list[int] = []

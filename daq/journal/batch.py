@@ -11,7 +11,8 @@ stored is refused (:class:`Rejected`) and a ``rejected_record`` event (:func:`re
 is journaled in its place while the rest of the batch commits. An error of the database as a
 whole (:func:`database_wide`) propagates: the journal keeps the batch and retries it.
 
-The usual case is one ``executemany`` per table of rows numbered and hashed beforehand; only
+The usual case is each table's rows, numbered and hashed beforehand, inserted many to a statement
+(:func:`_insert_rows`); only
 after a row failed is the batch stored row by row (:func:`_insert_slow`), the chain going on
 without the refused row.
 """
@@ -19,6 +20,7 @@ without the refused row.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -180,7 +182,7 @@ def commit(
         try:
             for table, p in prepared.items():
                 if p.rows:
-                    conn.executemany(_insert_sql(table), p.rows)
+                    _insert_rows(conn, table, p.rows)
             new_tails = heads
         except Exception as exc:
             if database_wide(exc) or unrecoverable(exc):
@@ -291,6 +293,32 @@ def _insert_sql(table: str) -> str:
             f"INSERT INTO {table} ({', '.join(cols)}, hash) VALUES ({', '.join('?' * (len(cols) + 1))})"
         )
     return sql
+
+
+#: Rows per INSERT statement of a group commit. One statement of many rows costs SQLite less per
+#: row than stepping a one-row statement once per row (``executemany``): about 0.7 µs less of
+#: the 5 µs a readings row costs, measured on this table. 50 rows of the widest table bind 750
+#: parameters, under the 999 the oldest SQLite builds allow.
+ROWS_PER_STATEMENT = 50
+_INSERT_MANY: dict[str, str] = {}
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (each with its hash last) into ``table``, :data:`ROWS_PER_STATEMENT` to
+    a statement; the remainder one statement step each."""
+    n = len(rows)
+    whole = n - n % ROWS_PER_STATEMENT
+    if whole:
+        sql = _INSERT_MANY.get(table)
+        if sql is None:
+            one = _insert_sql(table)
+            values = one[one.index(" VALUES ") + len(" VALUES ") :]
+            sql = _INSERT_MANY[table] = one + (", " + values) * (ROWS_PER_STATEMENT - 1)
+        flat = itertools.chain.from_iterable
+        for i in range(0, whole, ROWS_PER_STATEMENT):
+            conn.execute(sql, tuple(flat(rows[i : i + ROWS_PER_STATEMENT])))
+    if whole < n:
+        conn.executemany(_insert_sql(table), rows[whole:])
 
 
 def _event_row(rid: int, e: InstrumentEvent, now_ns: int, now_mono: int) -> tuple[Any, ...]:
