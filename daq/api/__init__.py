@@ -6,7 +6,9 @@
 - :mod:`daq.api.control`: the run control routes (each calls one named run operation).
 - :mod:`daq.api.guard`: Host/Origin checks and the ranges of numbers a request may carry.
 - :mod:`daq.api.listener`: the accept loop with its connection cap and timeouts.
-- :mod:`daq.api.stream`: the live stream, a bounded queue per client, stalled clients dropped.
+- :mod:`daq.api.live`: one live client (a bounded subscription, replay and gaps from the journal,
+  stalled clients dropped), shared by the readings' and the alarm transitions' streams.
+- :mod:`daq.api.stream`: the live readings' stream and the journal queries of ``/api/readings``.
 - :mod:`daq.api.metrics`: Prometheus text exposition and the event-loop lag sampler.
 - :mod:`daq.api.auth`: the bearer-token check of the control endpoints.
 - :mod:`daq.api.filters`: reading filters and durations shared with ``daq tail``.

@@ -3,7 +3,7 @@ the live alarm stream ``GET /api/alarms/stream`` (the JSON shapes are in docs/lo
 
 The stream is NDJSON and a client of the journal's live feed of ``alarm_events`` rows
 (:meth:`~daq.journal.journal.Journal.record_feed`), the same fan-out as the readings' stream
-(:mod:`daq.api.stream`): a transition is sent once the group commit that stored its row has
+(:mod:`daq.api.live`): a transition is sent once the group commit that stored its row has
 returned, as :func:`daq.alarms.store.transition_of` reads it from that row, with the row's id
 as ``event_id``. First the alarms not in normal (``"kind": "active"``) and a ``live`` notice
 with ``last_id``, the last ``alarm_events`` id they include; then each transition committed
@@ -31,7 +31,7 @@ from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.control import _body
 from daq.api.guard import dumps_json, int_param, json_error
-from daq.api.stream import REPLAY_CHUNK, LiveClients, LiveSession, gap_line, notice_line, small_send_buffer
+from daq.api.live import REPLAY_CHUNK, LiveClients, LiveSession, gap_line, notice_line, small_send_buffer
 from daq.context import AlarmControl
 from daq.errors import DaqError
 from daq.journal.feed import RecordBatch

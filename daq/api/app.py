@@ -44,7 +44,8 @@ from daq.api.config import ApiSection
 from daq.api.control import add_run_routes
 from daq.api.filters import ReadingFilter, parse_duration
 from daq.api.guard import dumps_json, json_error
-from daq.api.stream import LiveClients, query_journal, records_json, serve_stream
+from daq.api.live import LiveClients
+from daq.api.stream import query_journal, records_json, serve_stream
 from daq.context import AlarmControl, RunControl
 from daq.journal.feed import FeedBatch, RecordBatch
 from daq.journal.journal import Journal

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from daq.model import Quality, Reading
 
 if TYPE_CHECKING:
-    from daq.api.stream import LiveClients
+    from daq.api.live import LiveClients
     from daq.journal.feed import FeedBatch
     from daq.journal.journal import Journal
 

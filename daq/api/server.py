@@ -4,8 +4,7 @@ application of :mod:`daq.api.app` (its endpoints are listed there; run control i
 
 The API never blocks acquisition: journal queries run on worker threads with their own
 read-only connections, live clients read bounded subscriptions of the journal's live feed
-(:mod:`daq.api.stream`), and if the
-port cannot be bound the daemon keeps acquiring while the service retries.
+(:mod:`daq.api.live`), and if the port cannot be bound the daemon keeps acquiring while the service retries.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from daq.api.auth import BearerAuth
 from daq.api.config import ApiSection
 from daq.api.guard import json_error
 from daq.api.listener import Listener, listening_socket
-from daq.api.stream import LiveClients
+from daq.api.live import LiveClients
 from daq.context import AlarmControl, RunControl
 from daq.logs import get_logger
 from daq.model import Reading
