@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from daq.clock import ManualClock, SystemClock
 from daq.errors import ConfigError, ProtocolError
+from daq.model import Quality, Reading
 from drivers.line import LineConfig, LineDriver, LineParser, display_figure
 from simulators.line import PATTERN, TIME_FORMAT, LineSimulator
 from tests.helpers import make_config
@@ -173,3 +174,24 @@ async def test_a_polled_line_instrument_is_staggered_like_every_polled_one(tmp_p
     }
     # The two polled instruments share the period; the listening one is not on a grid.
     assert offsets == {"polled-a": 0.0, "listening": 0.0, "polled-b": 1.0}
+
+
+def test_the_drivers_reading_helper_puts_each_argument_in_its_field() -> None:
+    # Driver.reading builds the reading positionally (for speed): every argument distinct, so a
+    # swapped pair shows.
+    driver = LineDriver(cfg(port="socket://127.0.0.1:9"), ManualClock(wall_ns=5_000_000_000, mono_ns=7))
+    r = driver.reading(
+        "activity", 2, "MBq", quality=Quality.UNCERTAIN, reason="stale", raw=b"A 2", device_ns=3,
+        attrs={"nuclide": "F-18"}, acq_ns=11, mono_ns=13,
+    )  # fmt: skip
+    assert r == Reading(
+        instrument=driver.name, channel="activity", value=2.0, unit="MBq", quality=Quality.UNCERTAIN,
+        acq_ns=11, mono_ns=13, reason="stale", device_ns=3, raw=b"A 2", attrs={"nuclide": "F-18"},
+    )  # fmt: skip
+    stamped = driver.reading("activity", None, "MBq")
+    assert (stamped.acq_ns, stamped.mono_ns, stamped.value, stamped.quality) == (
+        5_000_000_000,
+        7,
+        None,
+        Quality.GOOD,
+    )
