@@ -262,9 +262,15 @@ async def test_node_removed_and_readded_is_bad_then_followed_again(sim: Any) -> 
 @module_loop
 async def test_buffer_overflow_is_recorded_as_a_gap(sim: Any) -> None:
     _, url = sim
-    driver = OpcUaDriver(opcua_config(url, max_pending=10), SystemClock())
+    # One queued value per node on the server: a publish response carries at most one
+    # notification per node (5), so only readings left unread overflow the buffer of 10. With
+    # the usual queue of 10 a response after the loop stood still (a loaded machine) carries
+    # up to 50, and would overflow the buffer however promptly it is read.
+    driver = OpcUaDriver(opcua_config(url, max_pending=10, queue_size=1), SystemClock())
     await driver.connect()
-    await asyncio.sleep(1.0)  # nobody reads: ~100 changes arrive for a buffer of 10
+    # Nobody reads until changes were lost (counted as they are dropped), however long the
+    # server takes to send more than 10.
+    await wait_until(lambda: bool(driver.notifications.dropped))
     rows = await driver.read()
     overflow = [r for r in rows if r.reason == "overflow"]
     assert overflow
