@@ -3,12 +3,14 @@
 For each pair: connect and close are idempotent; a simulator restart is recovered from
 without help; the outage is written as BAD records; sequence numbers and acquisition
 times only go forward. The PTY is reached through a symlink, as ``/dev/serial/by-id/...`` is,
-so a restarted simulator (a new PTY) is found again under the same name.
+so a restarted simulator (a new PTY) is found again under the same name; a stopped one's name
+is gone, as an unplugged adapter's is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -56,6 +58,12 @@ class Endpoint:
             os.replace(tmp_link, self.url)
 
     async def stop(self) -> None:
+        if self.transport == "pty":
+            # Unplugged, the device's by-id name goes too. Left pointing at the closed PTY, the
+            # driver's reconnects would open whatever PTY the kernel gives that number next:
+            # another test's, on another worker, whose lines this driver would then take.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.url)
         if self.listener is not None:
             await self.listener.close()
             self.listener = None
