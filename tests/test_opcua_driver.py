@@ -532,7 +532,9 @@ async def test_readings_that_arrived_before_a_server_restart_are_returned_first(
     driver = OpcUaDriver(opcua_config(url), SystemClock())
     await driver.connect()
     await driver.read()
-    await asyncio.sleep(0.3)  # notifications wait in the driver's buffer, unread
+    # Notifications wait in the driver's buffer, unread: at least the 5 the test reads back
+    # (a fixed 0.3 s held none when the loop stood still through it).
+    await wait_until(lambda: len(driver.notifications.pending) >= 5)
     restart = asyncio.create_task(simulator.restart(down_s=0.5))
     await wait_until(lambda: driver.notifications.lost is not None, timeout=5)
     rows = await driver.read()
