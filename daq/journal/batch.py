@@ -176,7 +176,6 @@ def commit(
     for table, values in records:
         prepare(table, (values,), _generic_row)
 
-    new_tails = dict(tails)
     conn.execute("BEGIN")
     try:
         try:
@@ -212,7 +211,7 @@ def commit(
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-    rows = {t: [row[:-1] for row in p.rows] for t, p in prepared.items() if t not in _OWN_TABLES and p.rows}
+    rows = {t: [row[:-1] for row in p.rows] for t, p in prepared.items() if t not in OWN_TABLES and p.rows}
     stored = prepared.get("readings")
     if stored is None:
         return Committed(new_tails, seqs, [], [], refused, rows)
@@ -223,7 +222,7 @@ def commit(
 
 
 #: The tables with their own records (not written with ``Journal.record``).
-_OWN_TABLES = ("readings", "events", "audit")
+OWN_TABLES = ("readings", "events", "audit")
 
 
 class _Prepared:
@@ -274,7 +273,8 @@ def _prepare_readings(
         except Exception as exc:
             instrument = getattr(r, "instrument", None)
             if seq is None and isinstance(instrument, str):  # refused before it was numbered
-                seq = seqs[canonical.text(instrument)] = seqs.get(canonical.text(instrument), 0) + 1
+                name = canonical.text(instrument)
+                seq = seqs[name] = seqs.get(name, 0) + 1
             refused.append(Rejected("readings", r, exc, seq))
             continue
         rid += 1

@@ -440,7 +440,7 @@ class Journal:
         """The live feed of ``table``'s committed rows (a table written with :meth:`record`):
         after each commit that stored rows of it, a :class:`~daq.journal.feed.RecordBatch` of
         those rows with their ids, under the same rules as :attr:`feed`."""
-        if table not in CHAINED or table in ("readings", "events", "audit"):
+        if table not in CHAINED or table in batch.OWN_TABLES:
             raise JournalError(f"record_feed({table}): not a table written with record()")
         return self._record_feeds.setdefault(table, Fanout())
 
@@ -627,7 +627,7 @@ class Journal:
         give back the ids of generic records that were never used."""
         for rej in refused:
             self.rejected += 1
-            if rej.table in self._next_id and rej.table not in ("readings", "events", "audit"):
+            if rej.table in self._next_id and rej.table not in batch.OWN_TABLES:
                 self._next_id[rej.table] -= 1
             cause = ("rejected", rej.table, type(rej.error).__name__)
             if cause not in self._logged_causes:
