@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--alarms",
         action="store_true",
         help="alarm transitions (raised, acknowledged, cleared) instead of readings; starts with "
-        "the alarms not in normal",
+        "the alarms not in normal, and resumes after the last transition it showed when the "
+        "connection is lost",
     )
 
 
