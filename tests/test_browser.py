@@ -246,10 +246,15 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
         async with synth_daemon(data_dir) as (_, url):
             async with aiohttp.ClientSession() as http:
                 deadline = time.monotonic() + 20
-                while True:  # until every channel has been read once
+                while True:  # until every channel's last reading is a value from the device
                     async with http.get(url + "/api/status") as resp:
                         status = await resp.json()
-                    if len(status["instruments"]["synth"]["channels"]) == len(SYNTH_CHANNELS):
+                    read = status["instruments"]["synth"]["channels"]
+                    # A poll slot missed on a loaded machine leaves a BAD record (no value, no
+                    # state name) as a channel's last reading until the next poll.
+                    if len(read) == len(SYNTH_CHANNELS) and all(
+                        c["quality"] == "GOOD" for c in read.values()
+                    ):
                         break
                     assert time.monotonic() < deadline, status["instruments"]["synth"]
                     await asyncio.sleep(0.1)
