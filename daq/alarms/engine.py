@@ -318,7 +318,12 @@ class AlarmEngine:
         }
 
     def status_alarms(self, status: Any) -> list[dict[str, Any]]:
-        """An alarm source for :class:`daq.status.StatusBoard`: each alarm not in normal."""
+        """An alarm source for :class:`daq.status.StatusBoard`: each alarm not in normal.
+
+        Each entry carries when it was raised, its value and who acknowledged it, so a page that
+        draws the banner from one status answer shows it complete even before ``/api/alarms``
+        has been read again.
+        """
         out = []
         for a in self.active():
             out.append(
@@ -329,6 +334,11 @@ class AlarmEngine:
                     "id": a["id"],
                     "state": a["state"],
                     "priority": a["severity"],
+                    "raised_ns": a["raised_ns"],
+                    "value": a["value"],
+                    "unit": a["unit"],
+                    "acknowledged": a["acknowledged"],
+                    "acked_by": a["acked_by"],
                 }
             )
         return out
