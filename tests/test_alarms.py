@@ -266,7 +266,11 @@ async def test_limit_over_modbus_raised_acknowledged_cleared(
         # The status entry is complete on its own (when raised, value), so a page drawing the
         # banner from one status answer never shows a limit alarm without its time.
         [entry] = [a for a in status["alarms"] if a.get("id") == alarm["id"]]
-        assert (entry["raised_ns"], entry["value"], entry["unit"]) == (alarm["raised_ns"], 130.0, alarm["unit"])
+        assert (entry["raised_ns"], entry["value"], entry["unit"]) == (
+            alarm["raised_ns"],
+            130.0,
+            alarm["unit"],
+        )
         assert entry["acknowledged"] is False
         assert status["services"]["alarms"]["unacknowledged"] == 1
         async with http.get(f"{url}/metrics") as resp:
