@@ -23,7 +23,7 @@ $(PEER_OPCUA)/node_modules/.package-lock.json: $(PEER_OPCUA)/package-lock.json
 peers: $(PEER_OPCUA)/node_modules/.package-lock.json
 
 demo: $(STAMP)
-	$(BIN)/daq demo $(DEMO_ARGS)
+	DAQ_SIM_CACHE=$(VENV)/sim-cache $(BIN)/daq demo $(DEMO_ARGS)
 
 # Four workers, even on two cores: the suite's wall time is mostly waiting on sockets,
 # subprocesses and servers, so two more workers fill the waits (how they share it: tests/conftest.py).

@@ -36,6 +36,12 @@ response is held back this long, through a relay in front of the server),
 ``remove_every_s`` (one node is deleted, then re-added after half that time). Tests drive
 the same faults directly: :meth:`SynthOpcUaSimulator.restart`, :meth:`set_status`,
 :meth:`remove_node`, :meth:`restore_node`.
+
+Building OPC UA's standard address space costs asyncua about 2.5 s of CPU per server. With
+``DAQ_SIM_CACHE`` set to a directory, the first server stores that address space there (one
+shelf per asyncua version, published by an atomic rename so parallel starts never see half of
+one) and every later server loads it lazily in about 0.2 s; the test suite and ``make demo``
+set it.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -93,6 +101,46 @@ def _endpoint(name: str) -> ua.SecurityPolicyType:
 def node_id(channel: str) -> str:
     """The NodeId string of a channel's variable (namespace index 2)."""
     return f"ns=2;s=Synth.{channel}"
+
+
+CACHE_ENV = "DAQ_SIM_CACHE"
+
+
+async def _init_standard_address_space(server: Server) -> None:
+    """``server.init()``, from the shelf under ``$DAQ_SIM_CACHE`` when there is one.
+
+    Without the variable the address space is built in memory, as asyncua does by default.
+    """
+    cache = os.environ.get(CACHE_ENV)
+    if not cache:
+        await server.init()
+        return
+    shelf = _published_shelf(Path(cache))
+    if shelf.is_file():
+        await server.init(shelf_file=shelf)
+        return
+    work = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
+    try:
+        await server.init(shelf_file=work / shelf.name)  # builds in memory, then writes the shelf
+        _publish(work, shelf)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _published_shelf(cache: Path) -> Path:
+    from importlib.metadata import version
+
+    cache.mkdir(parents=True, exist_ok=True)
+    # asyncua loads a shelf only when a file of exactly its name exists; with the dbm.dumb
+    # backend the data lives beside it in .dat/.dir files, so an empty marker of that name
+    # goes with them.
+    return cache / f"asyncua-{version('asyncua')}" / "standard-address-space"
+
+
+def _publish(work: Path, shelf: Path) -> None:
+    (work / shelf.name).touch()
+    with contextlib.suppress(OSError):  # another server published it first; it is the same
+        work.rename(shelf.parent)
 
 
 class _EnvUsers:
@@ -195,7 +243,7 @@ class SynthOpcUaSimulator(Simulator):
         logging.getLogger("asyncua").setLevel(logging.ERROR)
         users = cast("UserManager", _EnvUsers(self.users)) if self.users else None
         server = Server(user_manager=users)
-        await server.init()
+        await _init_standard_address_space(server)
         server.set_endpoint(url + "/")
         server.set_server_name("hotcell-daq synthesis simulator")
         server.manufacturer_name = "hotcell-daq"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# OPC UA simulators (in this process and in the subprocesses it starts) load the standard
+# address space from one shelf instead of building it, about 2.3 s of CPU less per server.
+os.environ.setdefault("DAQ_SIM_CACHE", str(Path(sys.prefix) / "sim-cache"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -66,13 +71,23 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     the event loop's included: the loop's default executor threads end when it closes).
     Fixtures shared by a module (a server, a module-scoped event loop) end with the module:
     after the module's last test, every thread started since its first must be gone.
+    A test in a module-scoped event loop may be the first to use that loop's default
+    executor; its threads (``asyncio_N``) belong to the loop and are checked with the module.
     Threads get a second to finish what they were told to stop doing."""
     result = yield
     module_ended = nextitem is None or nextitem.path != item.path
     before = _ModuleThreads.before if module_ended else item.stash.get(_THREADS_AFTER_SETUP, set())
+    marker = item.get_closest_marker("asyncio")
+    shared_loop = (
+        not module_ended and marker is not None and marker.kwargs.get("loop_scope", "function") != "function"
+    )
     deadline = time.monotonic() + 1.0
     while True:
-        leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        leftover = [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.is_alive() and not (shared_loop and t.name.startswith("asyncio_"))
+        ]
         if not leftover or time.monotonic() > deadline:
             break
         leftover[0].join(timeout=0.05)

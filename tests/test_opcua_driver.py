@@ -312,6 +312,33 @@ async def test_close_before_and_after_connect_never_raises(sim: Any) -> None:
     await driver.close()
 
 
+async def test_standard_address_space_is_built_once_then_loaded_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAQ_SIM_CACHE", str(tmp_path))
+    first = await SynthOpcUaSimulator(seed=1).serve("opc.tcp://127.0.0.1:0")
+    await first.close()
+    [published] = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert published.name.startswith("asyncua-")
+    assert (published / "standard-address-space").is_file()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".building-")] == []
+    # The second server loads the shelf; a client sees the standard nodes (server build info,
+    # namespace array) and the process variables as from a server built in memory.
+    simulator = SynthOpcUaSimulator(seed=1)
+    second = await simulator.serve("opc.tcp://127.0.0.1:0")
+    assert simulator.server is not None
+    assert type(simulator.server.iserver.aspace._nodes).__name__ == "LazyLoadingDict"  # from the shelf
+    try:
+        driver = OpcUaDriver(opcua_config(second.url), SystemClock())
+        info = await driver.connect()
+        assert "Synthesis simulator" in info.model
+        rows = await collect(driver, lambda rs: len({r.channel for r in rs}) == len(ANALOG))
+        await driver.close()
+        assert all(r.quality is Quality.GOOD for r in rows)
+    finally:
+        await second.close()
+
+
 @module_loop
 async def test_unreachable_server_is_a_connect_error() -> None:
     from tests.helpers import free_port
