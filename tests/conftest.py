@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +19,8 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 from daq.logs import CHATTY_LIBRARIES
+from tests import opcua_peer_server
+from tests.helpers import free_port
 
 # "ci" is the default; "long" is the fuzzing profile of bench/fuzz.py (>= 100,000 examples).
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,6 +35,31 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # OPC UA simulators (in this process and in the subprocesses it starts) load the standard
 # address space from one shelf instead of building it, about 2.3 s of CPU less per server.
 os.environ.setdefault("DAQ_SIM_CACHE", str(Path(sys.prefix) / "sim-cache"))
+
+
+_RUN_PEERS: list[opcua_peer_server.Peer] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The xdist controller starts the run's shared OPC UA peer (tests/opcua_peer_server.py)
+    before its workers exist, so they inherit its address and it starts only once."""
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not workers:
+        return
+    if not opcua_peer_server.selected(list(config.args), config.rootpath):
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="daq-opcua-peer-"))
+    try:
+        _RUN_PEERS.append(opcua_peer_server.start_for_run(workdir, free_port()))
+    except opcua_peer_server.PeerError:
+        shutil.rmtree(workdir, ignore_errors=True)  # the peer tests try their own and fail with the reason
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _RUN_PEERS:
+        peer = _RUN_PEERS.pop()
+        peer.stop()
+        shutil.rmtree(peer.log.parent, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,7 +1,9 @@
 """Fleet-safe naming at ``daq check-config``: every point a cell forwards must be told apart from
 every other cell's in a shared store, and every name must survive line protocol.
 
-Run over the real command (``python -m daq check-config``), as a site would run it.
+The refusals run the command's entry point in the test's process (``daq.cli.main``: the same
+parsing, checks and exit code, without starting an interpreter for each case); the accepted
+names run over the real command (``python -m daq check-config``), as a site would run it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from daq.cli import main
 from tests.helpers import toml_table
 
 SINK = """
@@ -41,6 +44,14 @@ def check_config(*paths: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def check_config_here(capsys: pytest.CaptureFixture[str], *paths: Path) -> subprocess.CompletedProcess[str]:
+    """``daq check-config PATHS`` through the command's entry point, in this process."""
+    capsys.readouterr()
+    code = main(["check-config", *map(str, paths)])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["daq", "check-config"], code, out, err)
 
 
 @pytest.mark.parametrize(
@@ -77,11 +88,11 @@ def check_config(*paths: Path) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_check_config_refuses_names_a_fleet_cannot_tell_apart_or_carry(
-    tmp_path: Path, text: str, key_path: str, says: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key_path: str, says: str
 ) -> None:
     path = tmp_path / "cell.toml"
     path.write_text(text, encoding="utf-8")
-    proc = check_config(path)
+    proc = check_config_here(capsys, path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{path}: {key_path}: " in proc.stderr
     assert says in proc.stderr
@@ -104,7 +115,9 @@ def test_check_config_accepts_named_cells_and_odd_but_carried_names(tmp_path: Pa
         assert f"{path}: OK" in proc.stdout
 
 
-def test_check_config_refuses_two_cells_of_one_fleet_with_the_same_site_and_cell(tmp_path: Path) -> None:
+def test_check_config_refuses_two_cells_of_one_fleet_with_the_same_site_and_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = []
     for i, (site, cell) in enumerate(
         [("lyon", "hc-1"), ("lyon", "hc-2"), ("paris", "hc-1"), ("lyon", "hc-2")]
@@ -112,10 +125,10 @@ def test_check_config_refuses_two_cells_of_one_fleet_with_the_same_site_and_cell
         path = tmp_path / f"cell{i}.toml"
         path.write_text(daemon(site=site, cell=cell) + instrument() + SINK)
         files.append(path)
-    proc = check_config(*files[:3])
+    proc = check_config_here(capsys, *files[:3])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(": OK") == 3
-    proc = check_config(*files)
+    proc = check_config_here(capsys, *files)
     assert proc.returncode == 2
     assert f"{files[3]}: daemon.cell: " in proc.stderr
     assert f"already used by {files[1]}" in proc.stderr

@@ -2,17 +2,14 @@
 
 The driver and the project's simulator both use asyncua; this server is another
 implementation (``tests/peers/opcua-node/server.js``, installed by ``npm ci`` there, as
-``.ci/run`` does). One server process serves the whole module: it takes seconds to start.
+``.ci/run`` does). One server process serves the whole run (under xdist, started by the controller and shared by the
+workers, tests/opcua_peer_server.py) or the module: it takes seconds to start.
 Tests that need it fail, never skip, when Node.js or the npm packages are missing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,66 +23,28 @@ from daq.daemon import Daemon
 from daq.journal import JournalReader
 from daq.model import Quality, Reading
 from drivers.opcua import OpcUaConfig, OpcUaDriver
+from tests import opcua_peer_server
 from tests.helpers import collect, config_text, free_port, wait_until
 
-PEER_DIR = Path(__file__).resolve().parent / "peers" / "opcua-node"
 STEPS = {"idle": 0.0, "heat": 1.0, "cool": 2.0}
-
-
-def _start_peer(pki: Path) -> tuple[subprocess.Popen[str], threading.Thread, str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node (Node.js) is not installed: the OPC UA peer tests need it")
-    if not (PEER_DIR / "node_modules" / "node-opcua").is_dir():
-        pytest.fail(f"node-opcua is not installed: run `npm ci` in {PEER_DIR}")
-    port = free_port()
-    proc = subprocess.Popen(
-        [node, "server.js", str(port), str(pki)],
-        cwd=PEER_DIR,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    ready = threading.Event()
-    seen: list[str] = []
-
-    def watch() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # node-opcua prints notices on stdout too
-            seen.append(line)
-            if line.startswith("listening on "):
-                ready.set()
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    deadline = time.monotonic() + 90
-    while not ready.wait(0.1):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-            pytest.fail(f"the node-opcua peer did not start: {''.join(seen)}{err}")
-    return proc, watcher, f"opc.tcp://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, watcher, url = _start_peer(tmp_path_factory.mktemp("opcua-peer-pki"))
+    shared = opcua_peer_server.from_run()
     try:
-        yield url
+        if shared is not None:  # started by the xdist controller for the whole run
+            shared.wait_ready()
+            yield shared.url
+            return
+        own = opcua_peer_server.start(tmp_path_factory.mktemp("opcua-peer"), free_port())
+    except opcua_peer_server.PeerError as exc:
+        pytest.fail(str(exc))
+    try:
+        own.wait_ready()
+        yield own.url
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()  # the server stops when its standard input closes
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        watcher.join(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        own.stop()
 
 
 def nid(name: str) -> str:
