@@ -312,6 +312,7 @@ async def test_close_before_and_after_connect_never_raises(sim: Any) -> None:
     await driver.close()
 
 
+@pytest.mark.slow
 async def test_standard_address_space_is_built_once_then_loaded_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
