@@ -113,7 +113,13 @@ async def test_fault_stays_on_its_instrument(case: Case, data_dir: Path) -> None
     faulty = [x for x in rows if x["instrument"] == "faulty"]
     healthy = [x for x in rows if x["instrument"] == "healthy"]
     assert healthy
-    assert all(x["quality"] == Quality.GOOD for x in healthy), {x["reason"] for x in healthy}
+    # A poll slot the loop reached late on a loaded machine is recorded as missed (the
+    # supervisor's honest record of its own lateness); anything else on the healthy instrument
+    # would be the fault leaking across.
+    assert all(x["quality"] == Quality.GOOD or x["reason"] == "missed_polls" for x in healthy), {
+        x["reason"] for x in healthy
+    }
+    assert sum(x["quality"] == Quality.GOOD for x in healthy) >= 5
     not_good = [x for x in faulty if x["quality"] != Quality.GOOD]
     if case.absorbed:
         assert not not_good, {x["reason"] for x in not_good}
