@@ -39,15 +39,16 @@ the same faults directly: :meth:`SynthOpcUaSimulator.restart`, :meth:`set_status
 
 Building OPC UA's standard address space costs asyncua about 2.5 s of CPU per server. With
 ``DAQ_SIM_CACHE`` set to a directory, the first server stores that address space there (one
-shelf per asyncua version, published by an atomic rename so parallel starts never see half of
-one) and every later server loads it lazily in about 0.2 s; the test suite and ``make demo``
-set it.
+shelf per asyncua version, one builder at a time, published by an atomic rename so parallel
+starts never see half of one) and every later server loads it lazily in about 0.2 s; the test
+suite and ``make demo`` set it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -119,12 +120,27 @@ async def _init_standard_address_space(server: Server) -> None:
     if shelf.is_file():
         await server.init(shelf_file=shelf)
         return
-    work = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
+    # One builder at a time: servers started together (a test run's workers) wait for the
+    # first to publish instead of each spending the CPU on the same shelf.
+    lock = await asyncio.to_thread(_lock, Path(cache))
     try:
-        await server.init(shelf_file=work / shelf.name)  # builds in memory, then writes the shelf
-        _publish(work, shelf)
+        if shelf.is_file():
+            await server.init(shelf_file=shelf)
+            return
+        work = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
+        try:
+            await server.init(shelf_file=work / shelf.name)  # builds in memory, then writes the shelf
+            _publish(work, shelf)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)  # releases the lock
+
+
+def _lock(cache: Path) -> int:
+    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def _published_shelf(cache: Path) -> Path:
