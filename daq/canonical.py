@@ -352,13 +352,14 @@ def _ok_attrs(attrs: Any) -> bool:
 def is_canonical_reading(r: Reading) -> bool:
     """True when :func:`reading` would return ``r`` unchanged (the usual case, checked fast:
     every reading not yet marked by :func:`checked` passes here once)."""
-    # Inlined for speed: exact types first, ASCII text without a call; anything unusual goes to
-    # the full per-field rules.
+    # Inlined for speed: exact types first, ASCII text and the float rule of _ok_float without a
+    # call; anything unusual goes to the full per-field rules.
     instrument, channel, unit, value = r.instrument, r.channel, r.unit, r.value
     acq_ns, mono_ns = r.acq_ns, r.mono_ns
     return (
         type(r.quality) is Quality
-        and (value is None or _ok_float(value))
+        and (value is None or (type(value) is float and value - value == 0.0
+                               and (value != 0.0 or math.copysign(1.0, value) > 0)))
         and type(instrument) is str and (instrument.isascii() or _ok_text(instrument))
         and type(channel) is str and (channel.isascii() or _ok_text(channel))
         and type(unit) is str and (unit.isascii() or _ok_text(unit))

@@ -192,29 +192,8 @@ def _reading_payload_v2(row: tuple[Any, ...]) -> bytes:
             and (raw is None or type(raw) is bytes) and (attrs is None or type(attrs) is str)
             and (run_id is None or type(run_id) is str)
         ):  # fmt: skip
-            texts, ints = _TEXT_V2, _INT_V2
-            d_rid, d_seq, d_acq, d_mono, d_q = (
-                b"%d" % rid,
-                b"%d" % seq,
-                b"%d" % acq_ns,
-                b"%d" % mono_ns,
-                b"%d" % quality,
-            )
             try:
-                return b"".join((
-                    ints[len(d_rid)], d_rid,
-                    texts.get(instrument) or _text_v2(instrument),
-                    texts.get(channel) or _text_v2(channel),
-                    ints[len(d_seq)], d_seq, ints[len(d_acq)], d_acq, ints[len(d_mono)], d_mono,
-                    _NULL_V2 if device_ns is None else _int_v2(device_ns),
-                    _NULL_V2 if value is None else _FLOAT_V2 + _DOUBLE.pack(value),
-                    texts.get(unit) or _text_v2(unit),
-                    ints[len(d_q)], d_q,
-                    _NULL_V2 if reason is None else (texts.get(reason) or _text_v2(reason)),
-                    _NULL_V2 if raw is None else b"b" + _LEN.pack(len(raw)) + raw,
-                    _NULL_V2 if attrs is None else (texts.get(attrs) or _text_v2(attrs)),
-                    _NULL_V2 if run_id is None else (texts.get(run_id) or _text_v2(run_id)),
-                ))  # fmt: skip
+                return _canonical_reading_payload_v2(row)
             except IndexError:  # an integer beyond int64 (not from the writer): general path
                 pass
     parts: list[bytes] = []
@@ -222,15 +201,52 @@ def _reading_payload_v2(row: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
+def _canonical_reading_payload_v2(row: tuple[Any, ...]) -> bytes:
+    """The version 2 payload of the row of a canonical reading (:func:`daq.journal.codec.row` of
+    a reading :mod:`daq.canonical` accepted): every column already of the type the checks of
+    :func:`_reading_payload_v2` ask for, and every integer within int64. The writer hashes each
+    reading with this, the checks being the canonical rules' own; the verifier goes through the
+    checks, to these same bytes."""
+    (rid, instrument, channel, seq, acq_ns, mono_ns, device_ns, value, unit, quality, reason, raw,
+     attrs, run_id) = row  # fmt: skip
+    texts, ints = _TEXT_V2, _INT_V2
+    d_rid, d_seq, d_acq, d_mono, d_q = (
+        b"%d" % rid,
+        b"%d" % seq,
+        b"%d" % acq_ns,
+        b"%d" % mono_ns,
+        b"%d" % quality,
+    )
+    return b"".join((
+        ints[len(d_rid)], d_rid,
+        texts.get(instrument) or _text_v2(instrument),
+        texts.get(channel) or _text_v2(channel),
+        ints[len(d_seq)], d_seq, ints[len(d_acq)], d_acq, ints[len(d_mono)], d_mono,
+        _NULL_V2 if device_ns is None else _int_v2(device_ns),
+        _NULL_V2 if value is None else _FLOAT_V2 + _DOUBLE.pack(value),
+        texts.get(unit) or _text_v2(unit),
+        ints[len(d_q)], d_q,
+        _NULL_V2 if reason is None else (texts.get(reason) or _text_v2(reason)),
+        _NULL_V2 if raw is None else b"b" + _LEN.pack(len(raw)) + raw,
+        _NULL_V2 if attrs is None else (texts.get(attrs) or _text_v2(attrs)),
+        _NULL_V2 if run_id is None else (texts.get(run_id) or _text_v2(run_id)),
+    ))  # fmt: skip
+
+
 def _int_v2(v: int) -> bytes:
     data = b"%d" % v
     return b"i" + _LEN.pack(len(data)) + data
 
 
-def payload_for(table: str, version: int) -> Payload:
-    """The payload encoding of ``table`` in a journal written with payload ``version``."""
+def payload_for(table: str, version: int, *, canonical_rows: bool = False) -> Payload:
+    """The payload encoding of ``table`` in a journal written with payload ``version``.
+
+    ``canonical_rows``: every row given is the row of a canonical record (the writer's case),
+    so the readings encoder may skip its type checks; the bytes are the same."""
     if version == 2:
-        return _reading_payload_v2 if table == "readings" else typed_payload
+        if table == "readings":
+            return _canonical_reading_payload_v2 if canonical_rows else _reading_payload_v2
+        return typed_payload
     if version == 1:
         return _PAYLOADS.get(table, generic_payload)
     raise ValueError(f"unknown hash payload version {version!r} (known: {PAYLOAD_VERSIONS})")
