@@ -19,6 +19,7 @@ import structlog
 from hypothesis import HealthCheck, settings
 
 from daq.logs import CHATTY_LIBRARIES
+from simulators import synth_opcua
 from tests import opcua_peer_server
 from tests.helpers import free_port
 
@@ -34,7 +35,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # OPC UA simulators (in this process and in the subprocesses it starts) load the standard
 # address space from one shelf instead of building it, about 2.3 s of CPU less per server.
-os.environ.setdefault("DAQ_SIM_CACHE", str(Path(sys.prefix) / "sim-cache"))
+os.environ.setdefault(synth_opcua.CACHE_ENV, str(Path(sys.prefix) / "sim-cache"))
 
 
 _RUN_PEERS: list[opcua_peer_server.Peer] = []

@@ -31,20 +31,19 @@ STEPS = {"idle": 0.0, "heat": 1.0, "cool": 2.0}
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    shared = opcua_peer_server.from_run()
+    server = opcua_peer_server.from_run()  # started by the xdist controller for the whole run
     try:
-        if shared is not None:  # started by the xdist controller for the whole run
-            shared.wait_ready()
-            yield shared.url
-            return
-        own = opcua_peer_server.start(tmp_path_factory.mktemp("opcua-peer"), free_port())
+        if server is None:
+            server = opcua_peer_server.start(tmp_path_factory.mktemp("opcua-peer"), free_port())
+        server.wait_ready()
     except opcua_peer_server.PeerError as exc:
+        if server is not None:
+            server.stop()
         pytest.fail(str(exc))
     try:
-        own.wait_ready()
-        yield own.url
+        yield server.url
     finally:
-        own.stop()
+        server.stop()  # stops only a peer this process started
 
 
 def nid(name: str) -> str:
