@@ -110,13 +110,19 @@ CACHE_ENV = "DAQ_SIM_CACHE"
 async def _init_standard_address_space(server: Server) -> None:
     """``server.init()``, from the shelf under ``$DAQ_SIM_CACHE`` when there is one.
 
-    Without the variable the address space is built in memory, as asyncua does by default.
+    Without the variable, or when its directory cannot be made, the address space is built in
+    memory, as asyncua does by default.
     """
     cache = os.environ.get(CACHE_ENV)
     if not cache:
         await server.init()
         return
-    shelf = _published_shelf(Path(cache))
+    try:
+        shelf = _published_shelf(Path(cache))
+    except OSError as exc:  # a cache that cannot be made costs start-up time, never the server
+        logging.getLogger(__name__).warning("%s=%s unusable (%s): building in memory", CACHE_ENV, cache, exc)
+        await server.init()
+        return
     if shelf.is_file():
         await server.init(shelf_file=shelf)
         return

@@ -347,6 +347,27 @@ async def test_standard_address_space_is_built_once_then_loaded_from_the_cache(
         await second.close()
 
 
+@pytest.mark.slow
+async def test_a_cache_directory_that_cannot_be_made_leaves_the_address_space_built_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("DAQ_SIM_CACHE", str(blocker / "cache"))
+    simulator = SynthOpcUaSimulator(seed=1)
+    listener = await simulator.serve("opc.tcp://127.0.0.1:0")
+    try:
+        assert simulator.server is not None
+        assert type(simulator.server.iserver.aspace._nodes) is dict  # built, not loaded
+        driver = OpcUaDriver(opcua_config(listener.url), SystemClock())
+        info = await driver.connect()
+        assert "Synthesis simulator" in info.model
+        await driver.close()
+    finally:
+        await listener.close()
+    assert any("DAQ_SIM_CACHE" in r.getMessage() and "unusable" in r.getMessage() for r in caplog.records)
+
+
 @module_loop
 async def test_unreachable_server_is_a_connect_error() -> None:
     from tests.helpers import free_port
