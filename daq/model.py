@@ -103,9 +103,10 @@ class Reading:
 
     # Written out rather than generated: a frozen dataclass's generated __init__ sets each field
     # with object.__setattr__, which made building a reading (every value of every instrument,
-    # and again for each change) cost four times a plain one. The slots' own setters give the
-    # same frozen object at about half that cost. The signature is the fields', in order, with
-    # their defaults (tests/test_model.py checks it).
+    # and again for each change) cost three times a plain one. The new object is filled as a
+    # _Filling, a plain class with the same slots (so the stores are ordinary slot stores), and
+    # is a Reading again before __init__ returns: no one else can hold it in between. The
+    # signature is the fields', in order, with their defaults (tests/test_model.py checks it).
     def __init__(
         self,
         instrument: str,
@@ -121,19 +122,26 @@ class Reading:
         attrs: Mapping[str, Any] | None = None,
         run_id: str | None = None,
     ) -> None:
-        _set_instrument(self, instrument)
-        _set_channel(self, channel)
-        _set_value(self, value)
-        _set_unit(self, unit)
-        _set_quality(self, quality)
-        _set_acq_ns(self, acq_ns)
-        _set_mono_ns(self, mono_ns)
-        _set_reason(self, reason)
-        _set_device_ns(self, device_ns)
-        _set_raw(self, raw)
-        _set_attrs(self, attrs)
-        _set_run_id(self, run_id)
-        _set_canonical_checked(self, False)
+        _set_class(self, _Filling)
+        s: Any = self
+        s.instrument = instrument
+        s.channel = channel
+        s.value = value
+        s.unit = unit
+        s.quality = quality
+        s.acq_ns = acq_ns
+        s.mono_ns = mono_ns
+        s.reason = reason
+        s.device_ns = device_ns
+        s.raw = raw
+        s.attrs = attrs
+        s.run_id = run_id
+        s.canonical_checked = False
+        _set_class(self, Reading)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # __init__ turns the object back into a Reading, not into a subclass.
+        raise TypeError("Reading is final: wrap it, do not subclass it")
 
     @property
     def acquired_at(self) -> datetime:
@@ -152,11 +160,16 @@ class Reading:
         return r
 
 
-# The slots' setters (member descriptors), used by Reading.__init__ and mark_canonical only.
-(
-    _set_instrument, _set_channel, _set_value, _set_unit, _set_quality, _set_acq_ns, _set_mono_ns,
-    _set_reason, _set_device_ns, _set_raw, _set_attrs, _set_run_id, _set_canonical_checked,
-) = (vars(Reading)[f.name].__set__ for f in dataclasses.fields(Reading))  # fmt: skip
+class _Filling:
+    """A Reading's slots, in the same order, without the frozen ``__setattr__``: what a new
+    Reading is while its __init__ fills it (``__class__`` assignment needs this identical layout)."""
+
+    __slots__ = tuple(f.name for f in dataclasses.fields(Reading))
+
+
+_set_class = vars(object)["__class__"].__set__
+# The canonical mark's slot setter (a member descriptor), used by with_run_id and mark_canonical.
+_set_canonical_checked = vars(Reading)["canonical_checked"].__set__
 
 
 def mark_canonical(reading: Reading) -> None:

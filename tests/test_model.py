@@ -49,3 +49,23 @@ def test_the_written_out_constructor_matches_the_fields() -> None:
     assert dataclasses.replace(r, run_id="R-2") == r.with_run_id("R-2")
     full = Reading("dc1", "a", 1.5, "MBq", Quality.UNCERTAIN, 1, 2, "stale", 3, b"x", {"k": 1}, "R-1")
     assert full.with_run_id(None) == dataclasses.replace(full, run_id=None)
+
+
+def test_a_new_reading_is_a_reading_and_cannot_be_subclassed() -> None:
+    import copy
+    import pickle
+
+    import pytest
+
+    r = Reading("dc1", "activity", 1.0, "MBq", Quality.GOOD, 1, 2, attrs={"nuclide": "F-18"})
+    # Filled as another class with the same slots; it must be a Reading again, and frozen.
+    assert type(r) is Reading
+    assert r.canonical_checked is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.unit = "mCi"  # type: ignore[misc]
+    assert copy.copy(r) == r
+    assert pickle.loads(pickle.dumps(r)) == r
+    with pytest.raises(TypeError, match="final"):
+
+        class Sub(Reading):  # the class statement is what raises
+            pass
