@@ -91,10 +91,11 @@ def test_tail_backs_off_on_the_injected_clock_while_no_daemon_answers(alarms: bo
         printer = Printer(out, as_json=True)
         flt = ReadingFilter.from_params([], [], [])
         follow(api, flt, None, printer, deadline=deadline, err=err, clock=clock, pause=clock.pause)
-    # Doubling from 0.5 s to the 5 s cap until the deadline; the last wait ends at the deadline.
+    # Doubling from 0.5 s to the 5 s cap until the deadline. The waits end at the deadline, or
+    # (by the jitter) less than the slack before it, where a lost connection ends the command.
     _assert_backoff(clock.slept[:-1], following.BACKOFF_INITIAL_S, following.BACKOFF_CAP_S)
     assert clock.slept[-1] <= following.BACKOFF_CAP_S
-    assert sum(clock.slept) == pytest.approx(60.0)
+    assert 60.0 - following.DEADLINE_SLACK_S <= sum(clock.slept) <= 60.0 + 1e-6, clock.slept
     assert len(clock.slept) >= 12
     assert err.getvalue().count("retrying") == 1, err.getvalue()
     assert out.getvalue() == ""

@@ -24,6 +24,9 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_CAP_S = 5.0
 #: Longest silence on the stream before the daemon counts as gone (it sends heartbeats more often).
 STREAM_SILENCE_S = 20.0
+#: A connection lost this close to the deadline ends the command instead of starting a retry:
+#: the shortest read timeout a connection is given, so a retry this late could not read anything.
+DEADLINE_SLACK_S = 0.05
 
 
 def follow_stream(
@@ -57,7 +60,7 @@ def follow_stream(
         if timeout <= 0:
             return
         try:
-            for obj in stream(api, params(down), timeout=max(timeout, 0.05), path=path):
+            for obj in stream(api, params(down), timeout=max(timeout, DEADLINE_SLACK_S), path=path):
                 if down:
                     print(f"daq tail: reconnected to {api}", file=err, flush=True)
                     down = False
@@ -67,7 +70,7 @@ def follow_stream(
                     return
             raise ApiUnavailable(f"{api} ended {what}")
         except ApiUnavailable as exc:
-            if deadline is not None and now() >= deadline - 0.05:
+            if deadline is not None and now() >= deadline - DEADLINE_SLACK_S:
                 return  # the silence was the deadline running out, not a lost daemon
             if not down:
                 print(f"daq tail: {exc}; retrying", file=err, flush=True)
