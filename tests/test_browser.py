@@ -307,7 +307,9 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
             await page.call("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
             tip = await page.wait_for("(t => !t.hidden && t.textContent)(document.querySelector('#tip'))")
             offset = vienna_offset(time.time() * 1000)
-            assert re.match(r"\d\d:\d\d:\d\d[+-]\d\d:\d\d  -?\d+\.\d Pa", tip), tip
+            # The point under the pointer may be a gap (a poll timed out on a loaded machine):
+            # then no value, and its quality.
+            assert re.match(r"\d\d:\d\d:\d\d[+-]\d\d:\d\d  (-?\d+\.\d Pa( UNCERTAIN)?|– Pa BAD)$", tip), tip
             assert offset in tip, tip
             assert await page.js("document.body.classList.contains('stale')") is False
             # The limit alarm is in the banner; the operator pastes the token once and acknowledges it.
