@@ -28,7 +28,7 @@ from daq.clock import Clock
 from daq.errors import ConnectError, DeviceError, DriverError, ProtocolError, ReadTimeout
 from daq.journal.journal import Journal
 from daq.logs import get_logger
-from daq.model import SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
+from daq.model import BAD, SERIES_ATTRS, DeviceInfo, EventKind, InstrumentEvent, Quality, Reading, Reason
 from daq.supervision import fault_point
 from daq.transport import overdue
 from drivers.base import Capability, Deadline, Driver, Duty
@@ -293,7 +293,7 @@ class Supervisor:
             # channel's BAD parse_error reading (the others still count); it gets the same
             # event and counter as a frame that failed the whole read.
             for r in readings:
-                if r.quality is Quality.BAD and r.reason == Reason.PARSE_ERROR:
+                if r.quality is BAD and r.reason == Reason.PARSE_ERROR:
                     self.parse_errors += 1
                     error = r.attrs.get("error") if r.attrs else None
                     self._event(EventKind.PARSE_ERROR, {"reason": error, "channel": r.channel}, raw=r.raw)

@@ -50,7 +50,7 @@ from daq.alarms.points import (
 from daq.alarms.settings import SEVERITIES, AlarmsSection
 from daq.alarms.store import DETAIL_KEYS, TABLE
 from daq.journal.journal import dumps
-from daq.model import Quality, Reading, is_alarm_channel
+from daq.model import BAD, Quality, Reading, is_alarm_channel
 
 if TYPE_CHECKING:
     from daq.clock import Clock
@@ -132,7 +132,7 @@ class AlarmEngine:
                     self._without_points.add(key)
             if points:
                 self._evaluate(points, reading)
-            if reading.quality is Quality.BAD or self.comm:
+            if reading.quality is BAD or self.comm:
                 self._communication(reading)
         except Exception as exc:  # never into acquisition: the reading goes on regardless
             self.errors += 1

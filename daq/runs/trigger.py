@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from daq.model import Quality, Reading
+from daq.model import GOOD, Reading
 from daq.runs.settings import RunsSection
 
 
@@ -39,7 +39,7 @@ class EdgeTrigger:
         s = self.settings
         if reading.instrument != s.trigger_instrument or reading.channel != s.trigger_channel:
             return None
-        if reading.quality is not Quality.GOOD or reading.value is None:
+        if reading.quality is not GOOD or reading.value is None:
             return None
         high = reading.value >= s.trigger_threshold
         was, self._high = self._high, high

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from daq.errors import ProtocolError
-from daq.model import Quality, Reading, Reason
+from daq.model import GOOD, Quality, Reading, Reason
 from drivers.modbus.codec import MAX_REGISTERS, registers_to_bytes
 from drivers.modbus.errors import UnitFailed
 from drivers.modbus.plan import PlannedRead, UnitPlan
@@ -31,7 +31,7 @@ def decode(
                     v.channel,
                     value,
                     v.unit,
-                    Quality.GOOD,
+                    GOOD,
                     acq_ns,
                     mono_ns,
                     raw=b"\x01" if value else b"\x00",
@@ -61,7 +61,7 @@ def decode(
             text = v.labels.get(int(value))
             attrs = {"text": text} if text is not None else {"unmapped_state": True}
         out.append(
-            Reading(name, v.channel, value, v.unit, Quality.GOOD, acq_ns, mono_ns,
+            Reading(name, v.channel, value, v.unit, GOOD, acq_ns, mono_ns,
                     raw=data[v.start : v.start + v.nbytes], attrs=attrs)
         )  # fmt: skip
     return out

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from daq.model import Quality, Reading, Reason
+from daq.model import GOOD, UNCERTAIN, Quality, Reading, Reason
 from drivers.opcua.config import OpcUaNode
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ def convert(
             )
         )  # fmt: skip
         return out
-    quality, reason = Quality.GOOD, None
+    quality, reason = GOOD, None
     if severity == 1:
-        quality, reason = Quality.UNCERTAIN, status_name(code)
+        quality, reason = UNCERTAIN, status_name(code)
         attrs["status"] = f"0x{code:08X}"
     raw = dv.Value.Value if dv.Value is not None else None
     value: float | None
