@@ -28,6 +28,7 @@ can also :meth:`Pipeline.insert` one at a named position (``pipeline.names`` sho
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Callable, Iterable
 
 from daq import canonical
@@ -49,7 +50,8 @@ def canonicalise(clock: Clock) -> Stage:
     """
 
     def stage(reading: Reading) -> Reading:
-        if canonical.checked(reading):  # the usual case: no clock read needed
+        # The usual cases, without a clock read: marked already, or canonical as made.
+        if reading.canonical_checked or canonical.checked(reading):
             return reading
         return canonical.reading(reading, now_ns=clock.time_ns(), now_mono_ns=clock.monotonic_ns())
 
@@ -69,7 +71,7 @@ class Pipeline:
 
     def __init__(self, steps: Iterable[tuple[str, Stage]]):
         self._steps: list[Step] = []
-        # The stages alone, in order: what __call__ runs for every reading.
+        # The stages alone, in order, as what __call__ calls for every reading (_callable).
         self._stages: tuple[Stage, ...] = ()
         for name, stage in steps:
             self.insert(name, stage)
@@ -87,7 +89,7 @@ class Pipeline:
             raise ValueError("give before or after, not both")
         if before is None and after is None:
             self._steps.append(Step(name, stage))
-            self._stages = tuple(s.stage for s in self._steps)
+            self._stages = tuple(_callable(s.stage) for s in self._steps)
             return
         anchor = before if before is not None else after
         assert anchor is not None
@@ -95,7 +97,7 @@ class Pipeline:
             raise ValueError(f"no stage named {anchor!r}; stages: {', '.join(self.names)}")
         index = self.names.index(anchor) + (0 if before is not None else 1)
         self._steps.insert(index, Step(name, stage))
-        self._stages = tuple(s.stage for s in self._steps)
+        self._stages = tuple(_callable(s.stage) for s in self._steps)
 
     def __call__(self, reading: Reading) -> Reading:
         for stage in self._stages:
@@ -104,6 +106,18 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({' -> '.join(self.names)})"
+
+
+def _callable(stage: Stage) -> Stage:
+    """``stage`` as the cheapest thing to call: a stage object's ``__call__`` bound once.
+
+    Calling an instance goes through its type's call slot and a method lookup on every call:
+    about 250 ns, against 100 ns for the bound method (measured here), for every stage of every
+    reading."""
+    call = next((vars(c)["__call__"] for c in type(stage).__mro__ if "__call__" in vars(c)), None)
+    if isinstance(call, types.FunctionType):
+        return types.MethodType(call, stage)
+    return stage
 
 
 def reading_pipeline(
