@@ -59,10 +59,16 @@ if mode != "build":
 
 
 def instructions(tree: Path, mode: str, n: int) -> int:
+    return count_instructions(tree, CHILD, [str(tree), mode, str(n)])
+
+
+def count_instructions(tree: Path, code: str, argv: list[str]) -> int:
+    """Instructions executed by ``tree``'s Python running ``code`` with ``argv``, counted by
+    valgrind's cachegrind (the whole process, start-up included)."""
     proc = subprocess.run(
         [
             "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            str(tree / ".venv" / "bin" / "python"), "-c", CHILD, str(tree), mode, str(n),
+            str(tree / ".venv" / "bin" / "python"), "-c", code, *argv,
         ],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
