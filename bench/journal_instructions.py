@@ -58,10 +58,6 @@ if mode != "build":
 """
 
 
-def instructions(tree: Path, mode: str, n: int) -> int:
-    return count_instructions(tree, CHILD, [str(tree), mode, str(n)])
-
-
 def count_instructions(tree: Path, code: str, argv: list[str]) -> int:
     """Instructions executed by ``tree``'s Python running ``code`` with ``argv``, counted by
     valgrind's cachegrind (the whole process, start-up included)."""
@@ -78,32 +74,46 @@ def count_instructions(tree: Path, code: str, argv: list[str]) -> int:
     return int(m.group(1).replace(",", ""))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def arguments(doc: str | None) -> argparse.Namespace:
+    """The command line shared by the instruction benchmarks (``--tree``, ``--small``,
+    ``--large``); exits when valgrind is missing."""
+    ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--tree", type=Path, default=HERE.parent, help="the checkout to measure")
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--large", type=int, default=30_000)
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
-    tree = args.tree.resolve()
-    modes = ["build", "as-given"]
-    if (tree / "daq" / "canonical.py").exists():
-        modes += ["pipeline-checked", "payload-v1"]
+    args.tree = args.tree.resolve()
+    return args
+
+
+def per_reading(args: argparse.Namespace, code: str, modes: list[str]) -> dict[str, float]:
+    """Instructions per reading of each mode of ``code`` (run as ``code TREE MODE N``): the
+    count for ``args.large`` readings less that for ``args.small``, per reading, two counts
+    at a time."""
     jobs = [(m, n) for m in modes for n in (args.small, args.large)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = dict(zip(jobs, pool.map(lambda j: instructions(tree, *j), jobs), strict=True))
+        counts = dict(
+            zip(jobs, pool.map(lambda j: count_instructions(args.tree, code, [str(args.tree), j[0], str(j[1])]), jobs),
+                strict=True)
+        )  # fmt: skip
     span = args.large - args.small
+    return {m: (counts[(m, args.large)] - counts[(m, args.small)]) / span for m in modes}
 
-    def per_reading(mode: str) -> float:
-        return (counts[(mode, args.large)] - counts[(mode, args.small)]) / span
 
-    build = per_reading("build")
+def main() -> None:
+    args = arguments(__doc__)
+    modes = ["build", "as-given"]
+    if (args.tree / "daq" / "canonical.py").exists():
+        modes += ["pipeline-checked", "payload-v1"]
+    cost = per_reading(args, CHILD, modes)
+    build = cost["build"]
     out: dict[str, object] = {
-        "tree": str(tree),
+        "tree": str(args.tree),
         "readings": [args.small, args.large],
         "build_instructions_per_reading": round(build),
-        "journal_instructions_per_reading": {m: round(per_reading(m) - build) for m in modes if m != "build"},
+        "journal_instructions_per_reading": {m: round(cost[m] - build) for m in modes if m != "build"},
     }
     print(json.dumps(out, indent=2))
 

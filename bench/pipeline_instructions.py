@@ -15,18 +15,13 @@ Needs valgrind (Debian: ``apt-get install valgrind``).
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from journal_instructions import count_instructions
-
-HERE = Path(__file__).resolve().parent
+from journal_instructions import arguments, per_reading
 
 #: Run inside the measured interpreter: the demo cell's pipeline, and N readings through it
 #: (mode "build": only the readings; "all": every stage; "marked": the readings marked
@@ -56,38 +51,17 @@ elif mode != "build":
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tree", type=Path, default=HERE.parent, help="the checkout to measure")
-    ap.add_argument("--small", type=int, default=10_000)
-    ap.add_argument("--large", type=int, default=30_000)
-    args = ap.parse_args()
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed")
-    tree = args.tree.resolve()
-    if not (tree / "daq" / "pipeline.py").exists():
-        sys.exit(f"{tree} has no reading pipeline (daq/pipeline.py)")
+    args = arguments(__doc__)
+    if not (args.tree / "daq" / "pipeline.py").exists():
+        sys.exit(f"{args.tree} has no reading pipeline (daq/pipeline.py)")
     stages = ["canonicalise", "runs", "equilibrium", "clock", "alarms"]
-    modes = ["build", "marked", "all", *stages]
-    jobs = [(m, n) for m in modes for n in (args.small, args.large)]
-
-    def run(job: tuple[str, int]) -> int:
-        mode, n = job
-        return count_instructions(tree, CHILD, [str(tree), mode, str(n)])
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = dict(zip(jobs, pool.map(run, jobs), strict=True))
-    span = args.large - args.small
-
-    def per_reading(mode: str) -> float:
-        return (counts[(mode, args.large)] - counts[(mode, args.small)]) / span
-
-    build, marked = per_reading("build"), per_reading("marked")
+    cost = per_reading(args, CHILD, ["build", "marked", "all", *stages])
     out = {
-        "tree": str(tree),
+        "tree": str(args.tree),
         "readings": [args.small, args.large],
-        "build_instructions_per_reading": round(build),
-        "pipeline_instructions_per_reading": round(per_reading("all") - build),
-        "stage_instructions_per_reading": {s: round(per_reading(s) - marked) for s in stages},
+        "build_instructions_per_reading": round(cost["build"]),
+        "pipeline_instructions_per_reading": round(cost["all"] - cost["build"]),
+        "stage_instructions_per_reading": {s: round(cost[s] - cost["marked"]) for s in stages},
     }
     print(json.dumps(out, indent=2))
 
