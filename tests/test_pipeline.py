@@ -97,6 +97,37 @@ def test_pipeline_positions_are_checked() -> None:
         p.insert("x", same, after="q")
 
 
+def test_stage_objects_functions_and_partials_are_called_in_order() -> None:
+    # Stage objects are called through their __call__ bound once (daq.pipeline._callable):
+    # the same calls, in the same order, with each stage's state, as calling the object.
+    import functools
+
+    calls: list[str] = []
+
+    class Tag:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.seen = 0
+
+        def __call__(self, r: Reading) -> Reading:
+            self.seen += 1
+            calls.append(self.name)
+            return dataclasses.replace(r, unit=r.unit + self.name)
+
+    def tagged(name: str, r: Reading) -> Reading:
+        calls.append(name)
+        return dataclasses.replace(r, unit=r.unit + name)
+
+    first, last = Tag("a"), Tag("d")
+    p = Pipeline([("a", first), ("b", functools.partial(tagged, "b")), ("d", last)])
+    p.insert("c", lambda r: tagged("c", r), before="d")
+    r = Reading("i", "c", 1.0, "", Quality.GOOD, 1, 2)
+    assert p(r).unit == "abcd"
+    assert p(r).unit == "abcd"
+    assert calls == list("abcd") * 2
+    assert (first.seen, last.seen) == (2, 2)
+
+
 def test_run_attribution_is_the_only_source_of_run_id(tmp_path: Path) -> None:
     clock = ManualClock()
     daemon = Daemon(parse_config(config_text(tmp_path, []), path="cell.toml"), clock=clock)
