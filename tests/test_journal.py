@@ -189,3 +189,21 @@ async def test_status_json_counts(data_dir: Path, capsys: pytest.CaptureFixture[
     assert data["instruments"]["dc1"]["rows"] == 12
     assert data["instruments"]["dc1"]["quality"]["GOOD"] == 12
     assert data["instruments"]["dc1"]["last_seq"] == 12
+
+
+def test_none_and_bytes_are_bound_through_adapters_that_return_them_unchanged() -> None:
+    """The journal registers sqlite3 adapters for None and bytes (a reading's NULL columns and
+    its hash bind faster through them); each must hand SQLite the very value it was given."""
+    import daq.journal.batch  # noqa: F401  (the registration is made on import)
+
+    for value in (None, b"", b"\x00\xff raw frame"):
+        adapter = sqlite3.adapters[(type(value), sqlite3.PrepareProtocol)]
+        assert adapter(value) is value
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE TABLE t (a, b)")
+        conn.execute("INSERT INTO t VALUES (?, ?)", (None, b"\x00\xff raw frame"))
+        row = conn.execute("SELECT typeof(a), typeof(b), b FROM t").fetchone()
+    finally:
+        conn.close()
+    assert row == ("null", "blob", b"\x00\xff raw frame")
