@@ -143,6 +143,26 @@ async def _init_standard_address_space(server: Server) -> None:
         os.close(lock)  # releases the lock
 
 
+def cache_is_built() -> bool:
+    """The shelf under ``$DAQ_SIM_CACHE`` exists (True too without the variable: nothing to build)."""
+    cache = os.environ.get(CACHE_ENV)
+    if not cache:
+        return True
+    try:
+        return _published_shelf(Path(cache)).is_file()
+    except OSError:
+        return True  # unusable: every server builds in memory (logged there)
+
+
+async def build_cache() -> None:
+    """Build and publish the shelf under ``$DAQ_SIM_CACHE`` ahead of the servers that will load
+    it (a test run starts this before its workers); no-op when it exists or without the variable."""
+    if not cache_is_built():
+        from asyncua.server.server import Server
+
+        await _init_standard_address_space(Server())
+
+
 def _lock(cache: Path) -> int:
     fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,14 +40,22 @@ os.environ.setdefault(synth_opcua.CACHE_ENV, str(Path(sys.prefix) / "sim-cache")
 
 
 _RUN_PEERS: list[opcua_peer_server.Peer] = []
+_CACHE_BUILDERS: list[subprocess.Popen[bytes]] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """The xdist controller starts the run's shared OPC UA peer (tests/opcua_peer_server.py)
-    before its workers exist, so they inherit its address and it starts only once."""
+    before its workers exist, so they inherit its address and it starts only once.
+
+    In a fresh checkout it also starts building the OPC UA simulators' address-space cache in a
+    process of its own, while the workers start and collect: their first servers then wait
+    for it (a file lock) a moment at most, instead of for a build made on a loaded machine."""
     workers = getattr(config.option, "numprocesses", None)
     if hasattr(config, "workerinput") or not workers:
         return
+    if not synth_opcua.cache_is_built():
+        code = "import asyncio; from simulators import synth_opcua; asyncio.run(synth_opcua.build_cache())"
+        _CACHE_BUILDERS.append(subprocess.Popen([sys.executable, "-c", code], cwd=config.rootpath))
     if not opcua_peer_server.selected(list(config.args), config.rootpath):
         return
     workdir = Path(tempfile.mkdtemp(prefix="daq-opcua-peer-"))
@@ -57,6 +66,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    while _CACHE_BUILDERS:
+        builder = _CACHE_BUILDERS.pop()
+        try:
+            builder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            builder.kill()
+            builder.wait()
     while _RUN_PEERS:
         peer = _RUN_PEERS.pop()
         peer.stop()

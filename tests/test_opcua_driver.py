@@ -31,6 +31,7 @@ from daq.model import Quality
 from drivers.opcua import OpcUaConfig, OpcUaDriver
 from drivers.opcua.conversion import convert
 from drivers.opcua.security import password
+from simulators import synth_opcua
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
 from simulators.synthesis import CORE_CHANNELS
 from tests.helpers import collect, config_text, make_config, wait_until
@@ -324,8 +325,11 @@ async def test_standard_address_space_is_built_once_then_loaded_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAQ_SIM_CACHE", str(tmp_path))
-    first = await SynthOpcUaSimulator(seed=1).serve("opc.tcp://127.0.0.1:0")
-    await first.close()
+    assert not synth_opcua.cache_is_built()
+    # Built as a test run's controller builds it before its workers start (the same build a
+    # first server makes when it finds no shelf), then published.
+    await synth_opcua.build_cache()
+    assert synth_opcua.cache_is_built()
     [published] = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
     assert published.name.startswith("asyncua-")
     assert (published / "standard-address-space").is_file()
