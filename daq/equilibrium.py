@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from daq.config.base import NonNegativeSeconds, StrictModel
-from daq.model import Quality, Reading, Reason
+from daq.model import GOOD, Quality, Reading, Reason
 from daq.physics import AC225_CHAIN, UnknownNuclide, equilibrium_time_s, nuclide
 
 #: 5.3 h: the documented figure for Bi-213 within 1 % (docs/instruments.md); the Bateman
@@ -85,7 +85,7 @@ class EquilibriumGate:
         return known
 
     def __call__(self, reading: Reading) -> Reading:
-        if not reading.attrs or reading.quality is not Quality.GOOD or not self._is_parent(reading):
+        if not reading.attrs or reading.quality is not GOOD or not self._is_parent(reading):
             return reading
         t0 = self.t0_for(reading)
         if t0 is None or reading.acq_ns - t0 >= self.wait_ns:

@@ -50,7 +50,7 @@ from daq.alarms.points import (
 from daq.alarms.settings import SEVERITIES, AlarmsSection
 from daq.alarms.store import DETAIL_KEYS, TABLE
 from daq.journal.journal import dumps
-from daq.model import BAD, Quality, Reading, is_alarm_channel
+from daq.model import BAD, Reading, is_alarm_channel
 
 if TYPE_CHECKING:
     from daq.clock import Clock
@@ -154,7 +154,7 @@ class AlarmEngine:
 
     def _communication(self, r: Reading) -> None:
         """The built-in ``COMM`` rule: raised by the gap of a lost link, cleared by data again."""
-        if r.quality == Quality.BAD:
+        if r.quality is BAD:
             if r.reason in COMM_REASONS:
                 p = self._comm_point(r.instrument)
                 if p.state not in ACTIVE:
@@ -167,7 +167,7 @@ class AlarmEngine:
 
     def _evaluate(self, points: Iterable[AlarmPoint], r: Reading) -> None:
         value = r.value
-        usable = value is not None and r.quality != Quality.BAD
+        usable = value is not None and r.quality is not BAD
         for p in points:
             if not usable:
                 p.pending_ns = None

@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from daq.logs import get_logger
-from daq.model import Quality, Reading, Reason, iso
+from daq.model import GOOD, Quality, Reading, Reason, iso
 from daq.runs.settings import ClockSection
 from daq.supervision import fault_point, spawn
 
@@ -122,7 +122,7 @@ class ClockFlag:
         self.synchronised: bool | None = None
 
     def __call__(self, reading: Reading) -> Reading:
-        if not self.enabled or self.synchronised is not False or reading.quality is not Quality.GOOD:
+        if not self.enabled or self.synchronised is not False or reading.quality is not GOOD:
             return reading
         return dataclasses.replace(reading, quality=Quality.UNCERTAIN, reason=Reason.CLOCK_UNSYNCHRONISED)
 
