@@ -277,7 +277,10 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
             assert chip in ("chip on", "chip off"), chip
             assert await page.js(f"{synth('tr', 'valve_1')} === null")
             assert await page.wait_for(f"{synth('.chip', 'door_closed')}?.textContent")
-            step = await page.wait_for(f"{synth('tr', 'step_number', '.value')}?.textContent")
+            # A poll slot missed on a loaded machine shows as a gap ("–") until the next poll.
+            step = await page.wait_for(
+                f"(v => v && v !== '–' && v)({synth('tr', 'step_number', '.value')}?.textContent)"
+            )
             assert step in STEP_NAMES
             assert (
                 await page.wait_for(
@@ -287,9 +290,14 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
                 in STEP_NAMES
             )
             # Values at their channel's resolution.
-            pressure = await page.wait_for(f"{synth('tr', 'cell_pressure', '.value')}?.textContent")
+            # (a gap after a missed poll slot shows "–": wait for a value)
+            pressure = await page.wait_for(
+                f"(v => v && v !== '–' && v)({synth('tr', 'cell_pressure', '.value')}?.textContent)"
+            )
             assert re.fullmatch(r"-?\d+\.\d", pressure), pressure
-            dose = await page.js(f"{synth('tr', 'dose_rate', '.value')}.textContent")
+            dose = await page.wait_for(
+                f"(v => v && v !== '–' && v)({synth('tr', 'dose_rate', '.value')}?.textContent)"
+            )
             assert re.fullmatch(r"-?\d+\.\d\d", dose), dose
             # No sideways scrolling at 1024 px, nor inside a card.
             widths = await page.js(
