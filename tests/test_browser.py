@@ -234,6 +234,13 @@ def synth(what: str, channel: str, part: str = "") -> str:
     return f"document.querySelector({json.dumps(selector)})"
 
 
+def shown_value(element: str) -> str:
+    """A JS expression: the text of ``element`` (a JS expression) once it shows a value, falsy
+    while it is missing or shows a gap ("–": a poll slot missed on a loaded machine leaves one
+    until the next poll). For :meth:`wait_for`."""
+    return f"(v => v && v !== '–' && v)(({element})?.textContent)"
+
+
 @pytest.mark.slow
 async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_the_daemon_stops(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -277,27 +284,18 @@ async def test_live_page_chips_states_resolution_zone_alarm_ack_and_stale_when_t
             assert chip in ("chip on", "chip off"), chip
             assert await page.js(f"{synth('tr', 'valve_1')} === null")
             assert await page.wait_for(f"{synth('.chip', 'door_closed')}?.textContent")
-            # A poll slot missed on a loaded machine shows as a gap ("–") until the next poll.
-            step = await page.wait_for(
-                f"(v => v && v !== '–' && v)({synth('tr', 'step_number', '.value')}?.textContent)"
-            )
+            step = await page.wait_for(shown_value(synth("tr", "step_number", ".value")))
             assert step in STEP_NAMES
             assert (
                 await page.wait_for(
-                    "(v => v && v.textContent !== '–' && v.textContent)"
-                    "(document.querySelector('#process [data-field=\"step\"] .v'))"
+                    shown_value("document.querySelector('#process [data-field=\"step\"] .v')")
                 )
                 in STEP_NAMES
             )
             # Values at their channel's resolution.
-            # (a gap after a missed poll slot shows "–": wait for a value)
-            pressure = await page.wait_for(
-                f"(v => v && v !== '–' && v)({synth('tr', 'cell_pressure', '.value')}?.textContent)"
-            )
+            pressure = await page.wait_for(shown_value(synth("tr", "cell_pressure", ".value")))
             assert re.fullmatch(r"-?\d+\.\d", pressure), pressure
-            dose = await page.wait_for(
-                f"(v => v && v !== '–' && v)({synth('tr', 'dose_rate', '.value')}?.textContent)"
-            )
+            dose = await page.wait_for(shown_value(synth("tr", "dose_rate", ".value")))
             assert re.fullmatch(r"-?\d+\.\d\d", dose), dose
             # No sideways scrolling at 1024 px, nor inside a card.
             widths = await page.js(
