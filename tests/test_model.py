@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
+
+import pytest
 
 from daq.model import Quality, Reading
 
@@ -52,11 +56,6 @@ def test_the_written_out_constructor_matches_the_fields() -> None:
 
 
 def test_a_new_reading_is_a_reading_and_cannot_be_subclassed() -> None:
-    import copy
-    import pickle
-
-    import pytest
-
     r = Reading("dc1", "activity", 1.0, "MBq", Quality.GOOD, 1, 2, attrs={"nuclide": "F-18"})
     # Filled as another class with the same slots; it must be a Reading again, and frozen.
     assert type(r) is Reading

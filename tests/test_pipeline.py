@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,6 @@ def test_pipeline_positions_are_checked() -> None:
 def test_stage_objects_functions_and_partials_are_called_in_order() -> None:
     # Stage objects are called through their __call__ bound once (daq.pipeline._callable):
     # the same calls, in the same order, with each stage's state, as calling the object.
-    import functools
-
     calls: list[str] = []
 
     class Tag:
