@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from daq.model import GOOD, UNCERTAIN, Quality, Reading, Reason
+from daq.model import BAD, GOOD, UNCERTAIN, Reading, Reason
 from drivers.opcua.config import OpcUaNode
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def convert(
     if code & _INFOTYPE_MASK == _INFOTYPE_DATAVALUE and code & _OVERFLOW_BIT:
         out.append(
             reading(
-                node.channel, None, node.unit, quality=Quality.BAD, reason=Reason.OVERFLOW,
+                node.channel, None, node.unit, quality=BAD, reason=Reason.OVERFLOW,
                 device_ns=source_ns, acq_ns=now, mono_ns=mono,
                 attrs={**attrs, "error": "the server's queue for this node overflowed"},
             )
@@ -62,7 +62,7 @@ def convert(
         attrs["status"] = f"0x{code:08X}"
         out.append(
             reading(
-                node.channel, None, node.unit, quality=Quality.BAD,
+                node.channel, None, node.unit, quality=BAD,
                 reason=status_name(code), device_ns=source_ns, acq_ns=now, mono_ns=mono,
                 attrs=attrs,
             )
@@ -77,16 +77,16 @@ def convert(
     if isinstance(raw, bool | int | float):
         value = float(raw)
         if not math.isfinite(value):
-            value, quality, reason = None, Quality.BAD, "not_finite"
+            value, quality, reason = None, BAD, "not_finite"
             attrs["reported"] = repr(raw)
     elif isinstance(raw, str):
         attrs["text"] = raw
         value = node.states.get(raw)
         if value is None:
-            quality = Quality.UNCERTAIN if quality is Quality.GOOD else quality
+            quality = UNCERTAIN if quality is GOOD else quality
             reason = reason or "unmapped_text"
     else:
-        value, quality, reason = None, Quality.BAD, "unsupported_type"
+        value, quality, reason = None, BAD, "unsupported_type"
         attrs["reported"] = repr(raw)[:200]
     out.append(
         reading(
