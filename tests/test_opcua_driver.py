@@ -358,6 +358,10 @@ async def test_a_cache_directory_that_cannot_be_made_leaves_the_address_space_bu
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("DAQ_SIM_CACHE", str(blocker / "cache"))
+    # Nothing for a test run's controller to build ahead either: the servers build in memory.
+    assert synth_opcua.cache_is_built()
+    await synth_opcua.build_cache()
+    assert not (blocker / "cache").exists()
     simulator = SynthOpcUaSimulator(seed=1)
     listener = await simulator.serve("opc.tcp://127.0.0.1:0")
     try:
