@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from daq.logs import CHATTY_LIBRARIES
 from simulators import synth_opcua
 from tests import opcua_peer_server
-from tests.helpers import free_port
+from tests.helpers import free_port, refused_port
 
 # "ci" is the default; "long" is the fuzzing profile of bench/fuzz.py (>= 100,000 examples).
 settings.register_profile("ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -181,3 +181,11 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses every connection for the whole test (see
+    ``tests.helpers.refused_port``)."""
+    with refused_port() as port:
+        yield port

@@ -1,4 +1,4 @@
-"""Test helpers: waiting for conditions, free ports, building configs."""
+"""Test helpers: waiting for conditions, free and refused ports, building configs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,27 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, inter
 
 
 def free_port() -> int:
+    """A port that was free a moment ago, for a server the test starts on it at once. Not for a
+    port that must stay unanswered: another test's server may be given it; see ``refused_port``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses every connection until the block ends.
+
+    A socket is bound to it and never listens. It is bound without SO_REUSEADDR, so no other
+    socket (a simulator in another test worker, say) can bind the port meanwhile, and the kernel
+    hands it to no one: a port that was merely free a moment ago once came back answering as
+    another test's dose calibrator."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+    finally:
+        holder.close()
 
 
 def toml_table(name: str, values: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from daq.journal import JournalReader
 from daq.status import compute_alarms, extract_sinks
 from simulators.base import Listener
 from simulators.veenstra_vdc404 import Vdc404Simulator
-from tests.helpers import api_daemon, config_text, free_port, make_config, wait_until
+from tests.helpers import api_daemon, config_text, make_config, refused_port, wait_until
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -43,21 +43,25 @@ async def running_daemon(
     sim = await Vdc404Simulator(
         options={"interval_s": str(interval_s), "nuclide": "F-18"}, faults=faults or {}
     ).serve("tcp://127.0.0.1:0")
-    instruments: list[dict[str, Any]] = [
-        {"name": "dc1", "kind": "veenstra-vdc404", "port": sim.url, "stale_after_s": 2.0,
-         "backoff_initial_s": 0.1, "backoff_cap_s": 0.5},
-    ]  # fmt: skip
-    if dead_instrument:
-        instruments.append(
-            {"name": "dead", "kind": "veenstra-vdc404", "port": f"socket://127.0.0.1:{free_port()}",
-             "backoff_initial_s": 0.2, "backoff_cap_s": 0.5, "connect_timeout_s": 1.0},
-        )  # fmt: skip
-    cfg = make_config(
-        data_dir, instruments, "[api]\nport = 0\n" + api, daemon={"site": "test-site", "cell": "test-cell"}
-    )
     try:
-        async with api_daemon(cfg) as (daemon, url):
-            yield daemon, url, sim
+        with refused_port() as dead_port:
+            instruments: list[dict[str, Any]] = [
+                {"name": "dc1", "kind": "veenstra-vdc404", "port": sim.url, "stale_after_s": 2.0,
+                 "backoff_initial_s": 0.1, "backoff_cap_s": 0.5},
+            ]  # fmt: skip
+            if dead_instrument:
+                instruments.append(
+                    {"name": "dead", "kind": "veenstra-vdc404", "port": f"socket://127.0.0.1:{dead_port}",
+                     "backoff_initial_s": 0.2, "backoff_cap_s": 0.5, "connect_timeout_s": 1.0},
+                )  # fmt: skip
+            cfg = make_config(
+                data_dir,
+                instruments,
+                "[api]\nport = 0\n" + api,
+                daemon={"site": "test-site", "cell": "test-cell"},
+            )
+            async with api_daemon(cfg) as (daemon, url):
+                yield daemon, url, sim
     finally:
         await sim.close()
 
@@ -416,10 +420,10 @@ def test_sinks_and_alarms_from_status() -> None:
     assert subjects.index(("alarm", "dc1")) < subjects.index(("warning", "sink influx"))
 
 
-async def test_status_and_metrics_show_a_failing_sink(data_dir: Path) -> None:
+async def test_status_and_metrics_show_a_failing_sink(data_dir: Path, dead_port: int) -> None:
     # A real forwarder towards a port where nothing listens: its backlog grows, its error shows.
     sink = (
-        f'[[sinks]]\nname = "influx"\nkind = "influxdb"\nurl = "http://127.0.0.1:{free_port()}"\n'
+        f'[[sinks]]\nname = "influx"\nkind = "influxdb"\nurl = "http://127.0.0.1:{dead_port}"\n'
         'org = "site"\nbucket = "daq"\nbackoff_initial_s = 0.1\nbackoff_cap_s = 0.5\nmax_age_s = 0.1\n'
     )
     async with running_daemon(data_dir, api="\n" + sink) as (daemon, url, _), aiohttp.ClientSession() as http:

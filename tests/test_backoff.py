@@ -21,7 +21,6 @@ from daq.cli import following
 from daq.cli.alarms import follow_alarms
 from daq.cli.tail import Printer, follow
 from daq.clock import ManualClock
-from tests.helpers import free_port
 
 
 def test_delays_double_to_the_cap_and_jitter_only_shortens() -> None:
@@ -80,10 +79,10 @@ def _assert_backoff(delays: list[float], initial_s: float, cap_s: float) -> None
 
 
 @pytest.mark.parametrize("alarms", [False, True])
-def test_tail_backs_off_on_the_injected_clock_while_no_daemon_answers(alarms: bool) -> None:
+def test_tail_backs_off_on_the_injected_clock_while_no_daemon_answers(alarms: bool, dead_port: int) -> None:
     clock = SleepLog()
     err, out = io.StringIO(), io.StringIO()
-    api = f"http://127.0.0.1:{free_port()}"  # nothing listens: every connection is refused
+    api = f"http://127.0.0.1:{dead_port}"  # nothing listens: every connection is refused
     deadline = clock.monotonic_ns() / 1e9 + 60.0
     if alarms:
         follow_alarms(api, out, as_json=True, deadline=deadline, err=err, clock=clock, pause=clock.pause)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from daq.cli import main as cli
-from tests.helpers import free_port
 from tests.runs_helpers import record_run
 
 CORRUPT = "<corrupt>"
@@ -127,9 +126,10 @@ def test_bad_arguments_give_one_line(
     paths: dict[str, str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    dead_port: int,
 ) -> None:
     # A daemon that might be running on this machine must not answer for these cases.
-    monkeypatch.setenv("DAQ_API", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("DAQ_API", f"http://127.0.0.1:{dead_port}")
     monkeypatch.setenv("DAQ_API_TOKEN", "t")
     _, line = _one_line_error(capsys, _expand(argv, paths))
     assert fragment in line

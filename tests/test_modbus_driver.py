@@ -228,10 +228,8 @@ async def test_coalescing_on_the_wire_100_channels_per_unit(tmp_path: Path) -> N
     ]  # fmt: skip
 
 
-async def test_connect_to_nothing_is_a_connect_error() -> None:
-    from tests.helpers import free_port
-
-    drv = driver_for(f"tcp://127.0.0.1:{free_port()}")
+async def test_connect_to_nothing_is_a_connect_error(dead_port: int) -> None:
+    drv = driver_for(f"tcp://127.0.0.1:{dead_port}")
     with pytest.raises(ConnectError):
         await drv.connect()
     await drv.close()

@@ -377,10 +377,8 @@ async def test_a_cache_directory_that_cannot_be_made_leaves_the_address_space_bu
 
 
 @module_loop
-async def test_unreachable_server_is_a_connect_error() -> None:
-    from tests.helpers import free_port
-
-    driver = OpcUaDriver(opcua_config(f"opc.tcp://127.0.0.1:{free_port()}"), SystemClock())
+async def test_unreachable_server_is_a_connect_error(dead_port: int) -> None:
+    driver = OpcUaDriver(opcua_config(f"opc.tcp://127.0.0.1:{dead_port}"), SystemClock())
     with pytest.raises(ConnectError, match="cannot connect"):
         await driver.connect()
     await driver.close()

@@ -28,7 +28,7 @@ from daq.daemon import Daemon
 from daq.supervision import EXIT_TASK_FAILED, Policy, TaskTree
 from simulators.veenstra_vdc404 import Vdc404Simulator
 from tests import proc
-from tests.helpers import config_text, free_port, toml_table, wait_until
+from tests.helpers import config_text, toml_table, wait_until
 from tests.tlc_helpers import METHOD_TOML
 from tests.victoria import Victoria, victoria_server
 
@@ -66,7 +66,7 @@ def _readings(data_dir: Path, instrument: str) -> int:
 
 
 async def test_each_component_fails_in_turn_and_is_restarted(
-    data_dir: Path, vm: Victoria, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, vm: Victoria, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_port: int
 ) -> None:
     # A notify socket stands in for systemd, so the notifier runs too.
     notify = tmp_path / "n.sock"
@@ -86,7 +86,7 @@ async def test_each_component_fails_in_turn_and_is_restarted(
         for name, sim in zip("ab", sims, strict=True)
     ]
     instruments.append(
-        {"name": "tlc1", "kind": "rtlc-scanner", "port": f"socket://127.0.0.1:{free_port()}",
+        {"name": "tlc1", "kind": "rtlc-scanner", "port": f"socket://127.0.0.1:{dead_port}",
          "method": "lu-psma-itlc", "scan_every_s": 60.0, "backoff_initial_s": 0.5, "backoff_cap_s": 1.0}
     )  # fmt: skip
     extra = METHOD_TOML + "\n[api]\nport = 0\n\n" + _sink(vm.url) + "\n[clock]\ncheck_every_s = 0.05\n"

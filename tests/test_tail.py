@@ -185,8 +185,8 @@ def test_status_asks_the_running_daemon(tmp_path: Path) -> None:
     assert both_s < 15  # the quiet tail ended at --duration, not after 20 s of silence
 
 
-def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+def test_status_without_a_daemon_says_so(dead_port: int) -> None:
+    url = f"http://127.0.0.1:{dead_port}"
     proc = subprocess.run([*DAQ, "status", "--api", url], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"no daemon answering at {url}" in proc.stderr
