@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,12 +32,55 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, inter
         await asyncio.sleep(interval)
 
 
+#: How many disjoint port ranges ``free_port`` deals out: one per pytest-xdist worker (gw0,
+#: gw1, ...) and one for a process that is not a worker (the controller, a plain pytest run).
+PORT_SLICES = 16
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def port_range(worker: str | None = None) -> range:
+    """The ports ``free_port`` gives out in this process (``worker``: an xdist worker id, by
+    default this process's own).
+
+    Below the kernel's ephemeral range, which ``bind(("127.0.0.1", 0))`` and outgoing
+    connections draw from, so no server that picks its own port (every simulator the tests
+    start on port 0) and no client's source port can take one of these; and each worker has a
+    slice of its own, so no other worker hands out the same port. A port merely free a moment
+    ago was once another test's dose calibrator by the time a daemon's API came to bind it.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    top = _ephemeral_low()
+    bottom = max(1024, top - 12_000)
+    size = (top - bottom) // PORT_SLICES
+    start = bottom + (index % PORT_SLICES) * size
+    return range(start, start + size)
+
+
+_next_port = itertools.count(os.getpid())
+
+
 def free_port() -> int:
-    """A port that was free a moment ago, for a server the test starts on it at once. Not for a
-    port that must stay unanswered: another test's server may be given it; see ``refused_port``."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that is free now and that nothing else in the suite will take, for a
+    server the test starts on it (see ``port_range``). Not for a port that must stay
+    unanswered: a test may start a server on any port it was given; see ``refused_port``."""
+    ports = port_range()
+    for _ in range(len(ports)):
+        port = ports[next(_next_port) % len(ports)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or in TIME_WAIT from this worker's last test on it
+            return port
+    raise AssertionError(f"no free port in {ports}")
 
 
 @contextlib.contextmanager
