@@ -13,10 +13,12 @@ DAQ = [sys.executable, "-m", "daq"]
 
 
 def spawn(*args: str, **kw: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        [*DAQ, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw
-    )
+    """``daq ARGS`` as a process, its output on pipes unless ``kw`` says otherwise. SIGABRT
+    makes it print every thread's stack to its stderr (faulthandler), for a test to show
+    where a process that should have ended is stuck."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+    opts: dict[str, object] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
+    return subprocess.Popen([*DAQ, *args], text=True, env=env, **opts)  # type: ignore[call-overload, no-any-return]
 
 
 def start_simulator(kind: str, port: int, *args: str) -> subprocess.Popen[str]:

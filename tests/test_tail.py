@@ -85,11 +85,16 @@ def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> N
     cfg, url, sim = cell(tmp_path)
     daemon = spawn("run", "--config", str(cfg))
     tail = None
+    tail_log = tmp_path / "tail.err"
     try:
         wait_healthy(url)
         time.sleep(1.0)  # some history to replay
         started_ns = time.time_ns()
-        tail = spawn("tail", "--api", url, "--json", "--since", "1m", "--instrument", "dc1")
+        # Its stderr goes to a file: nothing reads a pipe of it until the end.
+        with tail_log.open("w") as tail_stderr:
+            tail = spawn(
+                "tail", "--api", url, "--json", "--since", "1m", "--instrument", "dc1", stderr=tail_stderr
+            )
         lines = Lines(tail)
         first = [json.loads(x) for x in lines.take(30)]
         assert first[0]["acq_ns"] < started_ns, "--since replayed nothing"
@@ -108,14 +113,17 @@ def test_tail_replays_follows_and_survives_a_daemon_restart(tmp_path: Path) -> N
     finally:
         if tail is not None:
             tail.send_signal(signal.SIGINT)
-            tail_code = tail.wait(timeout=20)
-            assert tail.stderr is not None
-            tail_err = tail.stderr.read()
-            tail.stderr.close()
+            try:
+                tail_code: int | None = tail.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                tail.send_signal(signal.SIGABRT)  # its stacks to its stderr, then it ends
+                tail.wait(timeout=20)
+                tail_code = None
             lines.close()
+            tail_err = tail_log.read_text()
         stop(daemon)
         stop(sim)
-    assert tail_code == 130
+    assert tail_code == 130, f"daq tail did not end on SIGINT:\n{tail_err[-6000:]}"
     assert "retrying" in tail_err
     assert "reconnected" in tail_err
     seqs = [r["seq"] for r in first + later]
