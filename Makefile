@@ -14,6 +14,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# import-linter in an environment of its own (why: the lint group in pyproject.toml). It reads
+# the packages' source from this directory; nothing of the project is installed there.
+LINT_VENV := $(VENV)/lint
+LINT_STAMP := $(LINT_VENV)/.installed
+$(LINT_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/pip install --quiet --group lint
+	touch $(LINT_STAMP)
+
 # The node-opcua server the OPC UA driver is tested against, as pinned by its lock file
 # (npm writes node_modules/.package-lock.json on each install).
 PEER_OPCUA := tests/peers/opcua-node
@@ -34,11 +44,11 @@ TEST_WORKERS ?= 5
 # bytecode caching on (and the project compiled once before they start), each loads the project's
 # compiled modules instead of compiling them again
 # (an environment that turns caching off would cost each one about 0.4 s of CPU more).
-test: $(STAMP) peers
+test: $(STAMP) $(LINT_STAMP) peers
 	$(BIN)/ruff check daq drivers simulators tests bench
 	$(BIN)/ruff format --check daq drivers simulators tests bench
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(LINT_VENV)/bin/lint-imports
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q daq drivers simulators bench >/dev/null
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
