@@ -15,7 +15,7 @@ from daq.journal import JournalReader
 from drivers.modbus import load_map_file
 from simulators.synth_modbus import SynthModbusSimulator
 from simulators.synth_modbus_map import SETPOINT_ADDRESS
-from tests.helpers import make_config, wait_until
+from tests.helpers import free_port, make_config, wait_until
 from tests.test_modbus_driver import MAP, driver_for, instrument
 
 
@@ -122,7 +122,7 @@ async def test_a_write_the_plc_refuses_is_a_device_error_with_its_code() -> None
 
 async def test_a_written_set_point_survives_a_plc_restart() -> None:
     sim = SynthModbusSimulator()
-    listener = await sim.serve("tcp://127.0.0.1:0")
+    listener = await sim.serve(f"tcp://127.0.0.1:{free_port()}")  # restarted on the same port: see port_range
     drv = driver_for(listener.url, allow_writes=True)
     try:
         await drv.connect()

@@ -25,7 +25,7 @@ from daq.journal import JournalReader
 from daq.model import Quality
 from drivers.opcua import OpcUaConfig, OpcUaDriver
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
-from tests.helpers import config_text, wait_until
+from tests.helpers import config_text, free_port, wait_until
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -36,7 +36,9 @@ CAP_S = 1.0
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sim() -> AsyncIterator[tuple[SynthOpcUaSimulator, str]]:
     simulator = SynthOpcUaSimulator(seed=11, options={"update_s": "0.05", "time_scale": "30"})
-    listener = await simulator.serve("opc.tcp://127.0.0.1:0")
+    # A port of this worker's own (tests.helpers.port_range): the restart tests stop the server
+    # and start it again on the same port, which nothing else may take meanwhile.
+    listener = await simulator.serve(f"opc.tcp://127.0.0.1:{free_port()}")
     yield simulator, listener.url
     await listener.close()
 

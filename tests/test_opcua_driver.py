@@ -34,7 +34,7 @@ from drivers.opcua.security import password
 from simulators import synth_opcua
 from simulators.synth_opcua import SynthOpcUaSimulator, node_id
 from simulators.synthesis import CORE_CHANNELS
-from tests.helpers import collect, config_text, make_config, wait_until
+from tests.helpers import collect, config_text, free_port, make_config, wait_until
 
 #: The tests that talk to the shared server run in its (module-wide) event loop.
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -46,7 +46,9 @@ ANALOG = ["reactor_temp", "reactor_pressure", "cell_pressure", "gas_flow", "dose
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sim() -> AsyncIterator[tuple[SynthOpcUaSimulator, str]]:
     simulator = SynthOpcUaSimulator(seed=5, options={"update_s": "0.05", "time_scale": "20"})
-    listener = await simulator.serve("opc.tcp://127.0.0.1:0")
+    # A port of this worker's own (tests.helpers.port_range): the restart tests stop the server
+    # and start it again on the same port, which nothing else may take meanwhile.
+    listener = await simulator.serve(f"opc.tcp://127.0.0.1:{free_port()}")
     yield simulator, listener.url
     await listener.close()
 
@@ -528,7 +530,6 @@ def test_simulator_node_map_covers_100_channels() -> None:
 @pytest.mark.slow
 async def test_cli_simulator_with_slow_responses(tmp_path: Path) -> None:
     """``daq simulate synth-opcua`` as a process, every response held back 0.3 s by its relay."""
-    from tests.helpers import free_port
     from tests.proc import spawn, stop
 
     port = free_port()
