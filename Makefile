@@ -48,6 +48,7 @@ test: $(STAMP) $(LINT_STAMP) peers
 	$(BIN)/ruff check daq drivers simulators tests bench
 	$(BIN)/ruff format --check daq drivers simulators tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench  # scripts, not a package: checked as files, strict as the rest
 	$(LINT_VENV)/bin/lint-imports
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q daq drivers simulators bench >/dev/null
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)

@@ -102,7 +102,7 @@ async def ceiling(url: str, n: int, batch_size: int) -> dict[str, float]:
         for i in range(0, n, batch_size)
     ]
     async with InfluxDBClientAsync(url=url, token="", org="bench") as client:
-        api = WriteService(client.api_client)
+        api: Any = WriteService(client.api_client)  # type: ignore[no-untyped-call]  # the client is untyped
         t0 = time.perf_counter()
         for body in bodies:
             await api.post_write_async(

@@ -112,7 +112,7 @@ def main() -> None:
         for fmt in ("csv", "json"):
             out = root / f"export-{fmt}"
             t = time.perf_counter()
-            write_export(data_dir, RUN, out, fmt)  # type: ignore[arg-type]
+            write_export(data_dir, RUN, out, fmt)
             result[f"export_{fmt}_s"] = round(time.perf_counter() - t, 3)
             t = time.perf_counter()
             ok = verify_export(out).ok
