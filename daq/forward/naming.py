@@ -26,7 +26,8 @@ one fleet may share a site and cell name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from daq.clock import SystemClock
@@ -58,7 +59,15 @@ def _raw_path(node: Any, value: str, path: str) -> str | None:
     return None
 
 
-def _carried(value: str, what: str, file: str, key_path: str) -> None:
+def _instrument_key(raw: Any, value: str, i: int) -> str:
+    """The key path of ``value`` in the raw table of instrument ``i``, or the table's own."""
+    return _raw_path(raw, value, f"instruments[{i}]") or f"instruments[{i}]"
+
+
+def _carried(value: str, what: str, file: str, key_path: str | Callable[[], str]) -> None:
+    """Refuse ``value`` unless line protocol can carry it as a tag. ``key_path`` may be a
+    function, called only to name a refused value: finding a channel's key in the raw TOML
+    walks the instrument's whole table, for every channel of every instrument."""
     try:
         key(value)
     except LineProtocolError as exc:
@@ -66,7 +75,7 @@ def _carried(value: str, what: str, file: str, key_path: str) -> None:
             f"{what} {value!r} cannot be written as a line-protocol tag ({exc}); "
             "every reading named by it would be quarantined. Use letters, digits, '-', '_' or '.'",
             file=file,
-            key_path=key_path,
+            key_path=key_path if isinstance(key_path, str) else key_path(),
         ) from None
 
 
@@ -125,12 +134,11 @@ def check_naming(model: NamingConfig, data: Mapping[str, Any], file: str) -> Non
         raw = raw_instruments[i] if i < len(raw_instruments) else {}
         _carried(inst.name, "instrument name", file, f"instruments[{i}].name")
         for channel, unit in _channels(inst):
-            where = _raw_path(raw, channel, f"instruments[{i}]") or f"instruments[{i}]"
-            _carried(channel, "channel name", file, where)
+            _carried(channel, "channel name", file, functools.partial(_instrument_key, raw, channel, i))
             try:
                 string_field(unit)
             except LineProtocolError as exc:
-                where = _raw_path(raw, unit, f"instruments[{i}]") or f"instruments[{i}]"
+                where = _instrument_key(raw, unit, i)
                 raise ConfigError(
                     f"unit {unit!r} of channel {channel!r} cannot be written in line protocol ({exc})",
                     file=file,
