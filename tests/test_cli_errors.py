@@ -180,3 +180,23 @@ def test_an_unexpected_error_is_one_line_and_exit_70(
     assert code == 70
     assert "RuntimeError: line one line two" in line
     assert "DAQ_DEBUG" in line
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_quietly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The command's modules are imported while the parser is built: Ctrl-C there is the
+    # same as once the command runs.
+    import daq.cli
+
+    def interrupted(command: str | None = None) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(daq.cli, "build_parser", interrupted)
+    try:
+        code = cli(["tail", "--api", "http://127.0.0.1:1"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C while the command loaded escaped the command line (a traceback)")
+    assert code == 130
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == ""

@@ -121,6 +121,16 @@ def _site_zone(args: argparse.Namespace) -> timefmt.Zone:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: the process's); returns the exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while the command's modules were still loading (about half a second for some):
+        # the same quiet 130 as once it runs, not a traceback through the import machinery.
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) >= 2 and argv[0] == "run" and argv[1] in _RUNS_VERBS:
         _error(f"'daq run' starts the daemon; did you mean 'daq runs {argv[1]}'?")
