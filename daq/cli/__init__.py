@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        # Ctrl-C while the command's modules were still loading (about half a second for some):
-        # the same quiet 130 as once it runs, not a traceback through the import machinery.
+        # Ctrl-C ends a command with 130 and no traceback, whether it was running or its
+        # modules were still loading (about half a second for some, while the parser is built).
         return 130
 
 
@@ -151,8 +151,6 @@ def _main(argv: list[str] | None) -> int:
     except DaqError as exc:
         _error(f"error: {exc}")
         return 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except OSError as exc:
