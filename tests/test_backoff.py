@@ -5,6 +5,7 @@ loop) stepped the same way."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import random
@@ -123,7 +124,12 @@ async def test_api_accept_backs_off_on_the_injected_clock_when_out_of_descriptor
     hog: list[int] = []
     accepting: asyncio.Task[None] | None = None
     try:
-        # Descriptors run out: every accept() fails with EMFILE until they are given back.
+        # Descriptors run out: every accept() fails with EMFILE until they are given back. The
+        # collector stays off meanwhile: a socket an earlier test left to it, closed mid-way,
+        # would give back a descriptor, and the queued connection would be accepted early (once
+        # seen in a fresh-clone run: one failure, then nothing left to fail on).
+        gc.collect()
+        gc.disable()
         highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
         resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
         _open_all(hog)
@@ -141,6 +147,7 @@ async def test_api_accept_backs_off_on_the_injected_clock_when_out_of_descriptor
         for fd in hog:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        gc.enable()
         if accepting is not None:
             accepting.cancel()
             await asyncio.gather(accepting, return_exceptions=True)
