@@ -128,7 +128,6 @@ async def test_api_accept_backs_off_on_the_injected_clock_when_out_of_descriptor
         # collector stays off meanwhile: a socket an earlier test left to it, closed mid-way,
         # would give back a descriptor, and the queued connection would be accepted early (once
         # seen in a fresh-clone run: one failure, then nothing left to fail on).
-        gc.collect()
         gc.disable()
         highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
         resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 16, hard))
